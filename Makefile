@@ -1,0 +1,130 @@
+# setcache - GNU Makefile. Honours CC CFLAGS CPPFLAGS LDFLAGS PREFIX DESTDIR.
+#   make            build libsetcache.a, libsetcache.so, setcache.pc, the tool
+#   make check      run the test suite against a real PostgreSQL
+#   make check SANITIZE=address,undefined | SANITIZE=thread
+#   make demo       the side-by-side demo on a private PostgreSQL
+#   make bench      benchmarks (never part of check)
+#   make install / uninstall, format, lint, clean
+
+PREFIX ?= /usr/local
+DESTDIR ?=
+CC ?= cc
+CFLAGS ?= -O2 -g
+SANITIZE ?=
+TEST_PREFIX ?=
+WERROR ?=
+
+VERSION := $(shell sed -n 's/^\#define SETCACHE_VERSION_STRING "\(.*\)"/\1/p' include/setcache.h)
+MAJOR := $(firstword $(subst ., ,$(VERSION)))
+
+PQ_CFLAGS := $(shell pkg-config --cflags libpq 2>/dev/null || echo -I$$(pg_config --includedir 2>/dev/null))
+PQ_LIBS := $(shell pkg-config --libs libpq 2>/dev/null || echo -lpq)
+
+WARN := -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 $(if $(WERROR),-Werror)
+REQUIRED := -std=c11 -pthread -fPIC -fvisibility=hidden -D_POSIX_C_SOURCE=200809L
+SAN :=
+ifneq ($(SANITIZE),)
+SAN := -fsanitize=$(SANITIZE) -fno-omit-frame-pointer
+endif
+ALL_CFLAGS = $(REQUIRED) $(WARN) $(SAN) -Iinclude $(PQ_CFLAGS) $(CPPFLAGS) $(CFLAGS)
+ALL_LDFLAGS = -pthread $(SAN) $(LDFLAGS)
+
+comma := ,
+B := build
+ifneq ($(SANITIZE),)
+B := build/san-$(subst $(comma),-,$(SANITIZE))
+endif
+
+LIB_SRCS := src/error.c src/value.c src/schema.c src/pool.c src/cache.c src/load.c \
+            src/write.c src/listen.c src/handle.c
+LIB_OBJS := $(patsubst src/%.c,$(B)/obj/%.o,$(LIB_SRCS))
+HDRS := include/setcache.h src/internal.h
+
+STATIC := $(B)/libsetcache.a
+SHARED := $(B)/libsetcache.so.$(VERSION)
+SONAME := libsetcache.so.$(MAJOR)
+TOOL := $(B)/setcache
+PC := $(B)/setcache.pc
+
+TEST_SRCS := $(wildcard tests/test_*.c)
+TEST_BIN := $(B)/tests/setcache-tests
+
+.PHONY: all check demo bench install uninstall format lint clean deps
+all: $(STATIC) $(B)/libsetcache.so $(TOOL) $(PC) $(B)/example
+
+$(B)/obj/%.o: src/%.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(STATIC): $(LIB_OBJS)
+	rm -f $@
+	$(AR) rcs $@ $^
+
+$(SHARED): $(LIB_OBJS) src/setcache.map
+	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=src/setcache.map -o $@ $(LIB_OBJS) $(ALL_LDFLAGS) $(PQ_LIBS)
+
+$(B)/libsetcache.so: $(SHARED)
+	ln -sf libsetcache.so.$(VERSION) $(B)/$(SONAME)
+	ln -sf $(SONAME) $@
+
+$(TOOL): src/cli.c $(STATIC) $(HDRS)
+	$(CC) $(ALL_CFLAGS) -o $@ src/cli.c $(STATIC) $(ALL_LDFLAGS) $(PQ_LIBS)
+
+# The README's example, compiled to prove it builds.
+$(B)/example: tests/example.c $(STATIC) include/setcache.h
+	$(CC) $(ALL_CFLAGS) -o $@ tests/example.c $(STATIC) $(ALL_LDFLAGS) $(PQ_LIBS)
+
+$(PC): setcache.pc.in include/setcache.h
+	@mkdir -p $(B)
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
+
+$(TEST_BIN): $(TEST_SRCS) tests/harness.c tests/harness.h $(STATIC) $(B)/libsetcache.so $(TOOL)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Isrc -D_GNU_SOURCE -o $@ tests/harness.c $(TEST_SRCS) $(STATIC) $(ALL_LDFLAGS) $(PQ_LIBS)
+
+deps:
+	@sh tests/deps.sh
+
+check: deps
+	@$(MAKE) --no-print-directory all $(TEST_BIN)
+	@SETCACHE_BUILD=$(B) TEST_PREFIX="$(TEST_PREFIX)" sh tests/run.sh $(TEST_BIN) $(T)
+
+demo: deps
+	@$(MAKE) --no-print-directory all $(B)/bench/demo
+	@SETCACHE_BUILD=$(B) sh tests/withpg.sh $(B)/bench/demo
+
+$(B)/bench/%: bench/%.c $(STATIC) include/setcache.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Isrc -D_GNU_SOURCE -o $@ $< $(STATIC) $(ALL_LDFLAGS) $(PQ_LIBS) -lm
+
+BENCH_PROGS := $(patsubst bench/%.c,$(B)/bench/%,$(filter-out bench/demo.c,$(wildcard bench/*.c)))
+bench: deps
+	@$(MAKE) --no-print-directory all $(BENCH_PROGS)
+	@SETCACHE_BUILD=$(B) sh tests/withpg.sh sh bench/run.sh $(B)
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/bin
+	install -m 644 include/setcache.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 $(STATIC) $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(SHARED) $(DESTDIR)$(PREFIX)/lib/
+	ln -sf libsetcache.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libsetcache.so
+	install -m 644 $(PC) $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	install -m 755 $(TOOL) $(DESTDIR)$(PREFIX)/bin/
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/include/setcache.h $(DESTDIR)$(PREFIX)/lib/libsetcache.a \
+	      $(DESTDIR)$(PREFIX)/lib/libsetcache.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/$(SONAME) \
+	      $(DESTDIR)$(PREFIX)/lib/libsetcache.so $(DESTDIR)$(PREFIX)/lib/pkgconfig/setcache.pc \
+	      $(DESTDIR)$(PREFIX)/bin/setcache
+
+format:
+	clang-format -i src/*.c src/*.h include/*.h tests/*.c tests/*.h bench/*.c
+
+lint:
+	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
+	  --inline-suppr --suppress=missingIncludeSystem -Iinclude -Isrc src
+	clang-tidy --quiet src/*.c -- $(REQUIRED) -Iinclude -Isrc $(PQ_CFLAGS)
+
+clean:
+	rm -rf build

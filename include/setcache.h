@@ -1,0 +1,374 @@
+/*
+ * setcache.h - a coherent in-memory cache of settings stored in PostgreSQL.
+ *
+ * setcache keeps settings addressed by (entity_type, entity_id, key) in a
+ * thread-safe hash cache. The first read of an entity loads all of its
+ * settings in one query; every later read of that entity is answered from
+ * memory. Writes go through to PostgreSQL and return after COMMIT. A listener
+ * thread uses LISTEN/NOTIFY (fired by triggers, so plain SQL writes count too)
+ * to keep the cache of every process consistent.
+ *
+ * This header is the contract. Each declaration states its behaviour on
+ * failure, the rule for every parameter, every return code, its thread-safety
+ * and who owns what.
+ *
+ * Guarantees (each proven by a named test in tests/):
+ *   G1 durable write      set_* returns SETCACHE_OK only after COMMIT
+ *                         succeeded; a connection lost after the statement
+ *                         was sent gives SETCACHE_ERR_UNCERTAIN and the entity
+ *                         is invalidated.
+ *   G2 read-your-writes   after a write returns, every thread of this process
+ *                         reads that version or a newer one.
+ *   G4 monotonic reads    successive reads of one setting within a process
+ *                         never go back in version.
+ *   G5 no phantom values  every value returned was committed, byte for byte.
+ * Not promised: atomicity across keys for readers (a reader may see a new
+ * `a` with an old `b` from one setcache_set_many), nor every intermediate
+ * version.
+ *
+ * Threads: a setcache handle may be used from any number of threads at once.
+ * Errors: functions that can fail return int: SETCACHE_OK (0), the positive
+ * SETCACHE_NOT_FOUND, or a negative SETCACHE_ERR_* code; setcache_errmsg()
+ * then describes the calling thread's last error.
+ */
+#ifndef SETCACHE_H
+#define SETCACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(SETCACHE_BUILDING) && defined(__GNUC__)
+#define SETCACHE_API __attribute__((visibility("default")))
+#else
+#define SETCACHE_API
+#endif
+
+#define SETCACHE_VERSION_MAJOR 0
+#define SETCACHE_VERSION_MINOR 1
+#define SETCACHE_VERSION_PATCH 0
+#define SETCACHE_VERSION_STRING "0.1.0"
+
+/* Return codes. Append-only. */
+enum {
+    SETCACHE_OK = 0,
+    SETCACHE_NOT_FOUND = 1,       /* no stored value and no default */
+    SETCACHE_ERR_ARG = -1,        /* NULL, empty, too long or malformed argument */
+    SETCACHE_ERR_TYPE = -2,       /* value can't be read/written as that type */
+    SETCACHE_ERR_SPACE = -3,      /* caller's buffer too small; needed length reported */
+    SETCACHE_ERR_DB = -4,         /* the database refused or failed */
+    SETCACHE_ERR_TIMEOUT = -5,    /* no pooled connection within acquire_timeout_ms */
+    SETCACHE_ERR_NOMEM = -6,      /* out of memory; the cache is still consistent */
+    SETCACHE_ERR_CLOSED = -7,     /* the handle is shutting down */
+    SETCACHE_ERR_UNCERTAIN = -8   /* connection lost after COMMIT was sent */
+};
+
+/* Log levels passed to setcache_options.log. */
+enum { SETCACHE_LOG_ERROR, SETCACHE_LOG_WARN, SETCACHE_LOG_INFO, SETCACHE_LOG_DEBUG };
+
+/* Identifier limits. */
+#define SETCACHE_MAX_TYPE_LEN 63
+#define SETCACHE_MAX_ID_LEN 255
+#define SETCACHE_MAX_KEY_LEN 255
+#define SETCACHE_MAX_VALUE_LEN (1024u * 1024u)
+
+typedef struct setcache setcache; /* opaque, thread-safe */
+
+/*
+ * Options for setcache_open(). Always fill with setcache_options_init()
+ * first, then change what you need; fields may be added at the end.
+ */
+typedef struct setcache_options {
+    const char *conninfo;        /* libpq conninfo or URI; NULL or "" = libpq defaults (PG* env) */
+    const char *listen_conninfo; /* listener's own server (bypass a pooler); NULL = conninfo */
+    const char *schema;          /* default "setcache"; [a-z_][a-z0-9_]{0,62} */
+    const char *channel;         /* NOTIFY channel, default "setcache"; same rule */
+    int pool_size;               /* connections for loads and writes, default 4, 1..1024 */
+    int acquire_timeout_ms;      /* wait for a pooled connection, default 5000, >= 0 */
+    size_t max_entities;         /* 0 = unbounded; beyond it whole entities are evicted */
+    bool create_schema;          /* create missing table, triggers, functions (idempotent) */
+    void (*log)(void *arg, int level, const char *msg); /* NULL = silent; never under a lock */
+    void *log_arg;
+    /* Extensions (since 0.1.0). */
+    size_t max_value_len;        /* largest value accepted, default and cap 1 MiB */
+} setcache_options;
+
+/*
+ * Fill every field of *o with its default.
+ * o: out, must not be NULL (a NULL o is ignored).
+ * Threads: any. Since: 0.1.0.
+ */
+SETCACHE_API void setcache_options_init(setcache_options *o);
+
+/*
+ * The library's version, "MAJOR.MINOR.PATCH", equal to SETCACHE_VERSION_STRING
+ * of the header it was built with.
+ * Ownership: static string. Threads: any. Since: 0.1.0.
+ */
+SETCACHE_API const char *setcache_version(void);
+
+/*
+ * Name a return code, e.g. "SETCACHE_ERR_DB: database error".
+ * Ownership: static string, never NULL (unknown codes give "unknown error").
+ * Threads: any. Since: 0.1.0.
+ */
+SETCACHE_API const char *setcache_strerror(int rc);
+
+/*
+ * Human-readable message for the calling thread's last error (thread-local,
+ * like dlerror): e.g. the PostgreSQL error text. Never contains a password or
+ * the raw conninfo. "" when the thread has no error yet.
+ * Ownership: thread-local buffer valid until the thread's next setcache call.
+ * Threads: any. Since: 0.1.0.
+ */
+SETCACHE_API const char *setcache_errmsg(void);
+
+/*
+ * Open a handle: validate the options, connect once to check the server and
+ * the schema (creating it when o->create_schema), and start the listener.
+ * out: out, must not be NULL; *out is the handle on success, NULL on failure.
+ * o:   in, NULL = all defaults; copied, may be freed after the call.
+ * Returns SETCACHE_OK; SETCACHE_ERR_ARG (bad option); SETCACHE_ERR_DB (server
+ * unreachable, or schema missing and create_schema false); SETCACHE_ERR_NOMEM.
+ * Threads: any. Ownership: caller owns *out and must setcache_close() it.
+ * Since: 0.1.0.
+ */
+SETCACHE_API int setcache_open(setcache **out, const setcache_options *o);
+
+/*
+ * Stop the listener, join every library thread, close every connection and
+ * free everything. NULL is ignored. Calls still running in other threads must
+ * have returned before; calls made after it begins get SETCACHE_ERR_CLOSED
+ * until it returns (after which the handle is gone). In a child process after
+ * fork() it never touches the parent's server sessions (their memory is
+ * leaked instead). Threads: once, from any thread. Since: 0.1.0.
+ */
+SETCACHE_API void setcache_close(setcache *c);
+
+/* ---- Definitions ------------------------------------------------------ */
+
+typedef enum {
+    SETCACHE_STRING,
+    SETCACHE_INT,
+    SETCACHE_DOUBLE,
+    SETCACHE_BOOL,
+    SETCACHE_JSON
+} setcache_type;
+
+/*
+ * Define a key of an entity type: its type and optional default. A read of
+ * the key with no stored value returns the default; a write is checked
+ * against the type (SETCACHE_ERR_TYPE, nothing written). Redefining replaces
+ * the previous definition. Definitions live in this handle only.
+ * default_value: NULL = no default; else it must be valid for the type (a
+ * JSON default is validated by the server, so this may query once).
+ * Returns OK, ERR_ARG, ERR_TYPE (bad default), ERR_DB/ERR_TIMEOUT (JSON
+ * check), ERR_NOMEM, ERR_CLOSED.
+ * Threads: any. Ownership: strings are copied. Since: 0.1.0.
+ */
+SETCACHE_API int setcache_define(setcache *c, const char *entity_type, const char *key,
+                                 setcache_type type, const char *default_value);
+
+/* ---- Reads: served from memory ------------------------------------------
+ *
+ * Identity: entity_type is 1-63 bytes of [a-z0-9_]; entity_id and key are
+ * 1-255 bytes of valid UTF-8 without control characters. A malformed identity
+ * gives SETCACHE_ERR_ARG.
+ *
+ * The first read of an entity loads all of its settings in ONE query
+ * (concurrent first reads share that one load); from then on every read of
+ * the entity, including keys that do not exist, is answered from memory until
+ * a change invalidates it. A read never writes anything and a database error
+ * is never answered with a default (it is SETCACHE_ERR_DB/ERR_TIMEOUT).
+ *
+ * Each returns SETCACHE_OK, SETCACHE_NOT_FOUND (no stored value, no default),
+ * SETCACHE_ERR_ARG, SETCACHE_ERR_TYPE, SETCACHE_ERR_DB, SETCACHE_ERR_TIMEOUT,
+ * SETCACHE_ERR_NOMEM or SETCACHE_ERR_CLOSED. Threads: any.
+ */
+
+/*
+ * Copy the value into buf (NUL-terminated). *len (if len is not NULL) gets
+ * strlen(value) whatever cap is; when cap <= strlen(value) the result is
+ * SETCACHE_ERR_SPACE and buf is left unchanged (buf may be NULL when cap is 0).
+ * Since: 0.1.0.
+ */
+SETCACHE_API int setcache_get_string(setcache *c, const char *entity_type,
+                                     const char *entity_id, const char *key, char *buf,
+                                     size_t cap, size_t *len);
+
+/*
+ * Return a malloc'd copy of the value, or NULL with *rc (if rc is not NULL)
+ * set to the failure code; *rc is SETCACHE_OK on success.
+ * Ownership: the caller free()s the result. Since: 0.1.0.
+ */
+SETCACHE_API char *setcache_dup_string(setcache *c, const char *entity_type,
+                                       const char *entity_id, const char *key, int *rc);
+
+/*
+ * Typed reads: the value (or default) must parse completely as the type,
+ * else SETCACHE_ERR_TYPE. Values are parsed once when they enter the cache.
+ * Booleans read true/false/t/f/1/0/yes/no/on/off, case-insensitive.
+ * out: out, must not be NULL; unchanged on failure. Since: 0.1.0.
+ */
+SETCACHE_API int setcache_get_int(setcache *c, const char *entity_type, const char *entity_id,
+                                  const char *key, int64_t *out);
+SETCACHE_API int setcache_get_double(setcache *c, const char *entity_type,
+                                     const char *entity_id, const char *key, double *out);
+SETCACHE_API int setcache_get_bool(setcache *c, const char *entity_type, const char *entity_id,
+                                   const char *key, bool *out);
+
+/*
+ * Warm one entity (one query unless it is cached already). Since: 0.1.0.
+ */
+SETCACHE_API int setcache_load(setcache *c, const char *entity_type, const char *entity_id);
+
+/*
+ * Warm every entity of a type that has stored settings, in one streamed
+ * query. Entities changed while the query ran are left to load lazily.
+ * With max_entities set, at most max_entities entities stay cached.
+ * Since: 0.1.0.
+ */
+SETCACHE_API int setcache_preload(setcache *c, const char *entity_type);
+
+/*
+ * Call fn for every setting of the entity in key order: stored values, then
+ * defaults of defined keys with no stored value (is_default true). fn runs
+ * with no library lock held and may call the handle. fn returns non-zero to
+ * stop early; setcache_foreach then returns that value. Returns OK when every
+ * setting was visited (also for an entity with none).
+ * Ownership: key/value strings are valid during the call only. Since: 0.1.0.
+ */
+SETCACHE_API int setcache_foreach(setcache *c, const char *entity_type, const char *entity_id,
+                                  int (*fn)(void *arg, const char *key, const char *value,
+                                            bool is_default),
+                                  void *arg);
+
+/* ---- Writes: through to the database -----------------------------------
+ *
+ * A write returns only after COMMIT succeeded (G1); then every thread of this
+ * process reads the new value (G2). On SETCACHE_ERR_DB the cache is
+ * unchanged and setcache_errmsg() carries the server's message. On
+ * SETCACHE_ERR_UNCERTAIN the connection was lost after the statement was
+ * sent: it may or may not have committed, and the entity was invalidated so
+ * the next read shows the truth. A write to a defined key must be valid for
+ * its type (SETCACHE_ERR_TYPE, nothing written); JSON is validated by the
+ * server as part of the write. Values are valid UTF-8 of at most
+ * max_value_len bytes. Returns OK, ERR_ARG, ERR_TYPE, ERR_DB, ERR_TIMEOUT,
+ * ERR_UNCERTAIN, ERR_NOMEM, ERR_CLOSED. Threads: any. Ownership: inputs are
+ * copied. Since: 0.1.0.
+ */
+SETCACHE_API int setcache_set_string(setcache *c, const char *entity_type, const char *entity_id,
+                                     const char *key, const char *value);
+SETCACHE_API int setcache_set_int(setcache *c, const char *entity_type, const char *entity_id,
+                                  const char *key, int64_t value);
+SETCACHE_API int setcache_set_double(setcache *c, const char *entity_type, const char *entity_id,
+                                     const char *key, double value); /* finite only */
+SETCACHE_API int setcache_set_bool(setcache *c, const char *entity_type, const char *entity_id,
+                                   const char *key, bool value); /* "true" / "false" */
+SETCACHE_API int setcache_set_json(setcache *c, const char *entity_type, const char *entity_id,
+                                   const char *key, const char *json);
+/* Deleting a key that has no stored value succeeds. */
+SETCACHE_API int setcache_delete(setcache *c, const char *entity_type, const char *entity_id,
+                                 const char *key);
+
+typedef struct setcache_kv {
+    const char *key;
+    const char *value; /* NULL = delete */
+} setcache_kv;
+
+/*
+ * Set and delete several keys of one entity in one transaction (one
+ * statement). Keys must be distinct (SETCACHE_ERR_ARG otherwise); n may be 0.
+ * Readers are not promised to see all keys change at once.
+ */
+SETCACHE_API int setcache_set_many(setcache *c, const char *entity_type, const char *entity_id,
+                                   const setcache_kv *kv, size_t n);
+
+/* ---- Change notifications ------------------------------------------------ */
+
+typedef enum {
+    SETCACHE_CHANGE_SET,
+    SETCACHE_CHANGE_DELETE,
+    SETCACHE_CHANGE_RESYNC
+} setcache_change_kind;
+
+typedef struct setcache_change {
+    setcache_change_kind kind;
+    const char *entity_type, *entity_id, *key; /* NULL where the event covers more (RESYNC) */
+    const char *value;                         /* the new value; NULL for DELETE and RESYNC */
+    const char *old_value; /* the value this cache held before; NULL if none or unknown */
+    int64_t version;       /* the row's version after the change */
+    bool local;            /* made through this handle */
+} setcache_change;
+
+typedef void (*setcache_change_fn)(void *arg, const setcache_change *ch);
+
+/*
+ * Subscriptions are not implemented in this version: both return
+ * SETCACHE_ERR_ARG with a message saying so. Since: 0.1.0.
+ */
+SETCACHE_API int setcache_subscribe(setcache *c, const char *entity_type, const char *entity_id,
+                                    const char *key, setcache_change_fn fn, void *arg,
+                                    uint64_t *id);
+SETCACHE_API int setcache_unsubscribe(setcache *c, uint64_t id);
+
+/* ---- Observability ------------------------------------------------------- */
+
+typedef enum {
+    SETCACHE_STATE_CONNECTING,  /* opened; listener not yet confirmed */
+    SETCACHE_STATE_VALID,       /* listener confirmed alive: cached reads are fresh */
+    SETCACHE_STATE_INTERRUPTED, /* listener lost; reconnecting; last-known values served */
+    SETCACHE_STATE_CLOSED
+} setcache_state;
+
+typedef struct setcache_stats {
+    uint64_t hits;          /* reads answered from memory */
+    uint64_t misses;        /* reads that had to wait for a load */
+    uint64_t loads;         /* entity loads (queries) */
+    uint64_t db_queries;    /* statements sent by the pool and the listener */
+    uint64_t writes;        /* committed write calls */
+    uint64_t notifications; /* notifications received by the listener */
+    uint64_t invalidations; /* entities invalidated by changes */
+    uint64_t resyncs;       /* full invalidations after a listener (re)connect */
+    uint64_t reconnects;    /* listener reconnects */
+    uint64_t evictions;     /* entities evicted for max_entities */
+    uint64_t pool_waits;    /* acquires that had to wait */
+    uint64_t pool_timeouts; /* acquires that gave SETCACHE_ERR_TIMEOUT */
+    uint32_t pool_size, pool_in_use; /* pool_in_use is 0 whenever no call is in flight */
+    uint64_t entities, entries, bytes; /* cached entities, entries, key+value bytes */
+    setcache_state state;
+} setcache_stats;
+
+/*
+ * Copy the handle's counters into *out (a consistent-enough snapshot: each
+ * counter is exact, the set is not taken atomically). NULL arguments are
+ * ignored. Threads: any. Since: 0.1.0.
+ */
+SETCACHE_API void setcache_get_stats(setcache *c, setcache_stats *out);
+
+/* ---- Scoped access to a pooled connection ------------------------------- */
+
+#ifdef LIBPQ_FE_H
+/*
+ * Borrow a pooled connection for the duration of fn and return it afterwards,
+ * whatever fn does: a connection left inside a transaction is rolled back, a
+ * broken one is replaced. Include <libpq-fe.h> before this header to get
+ * this declaration. fn must not keep conn after it returns, must not close
+ * it, and should not change session state (SET, LISTEN, prepared statements).
+ * Returns what fn returned, or SETCACHE_ERR_TIMEOUT / SETCACHE_ERR_DB (no
+ * connection could be made) / SETCACHE_ERR_ARG (NULL c or fn) /
+ * SETCACHE_ERR_CLOSED without calling fn.
+ * Threads: any; a connection is never shared by two calls. Since: 0.1.0.
+ */
+SETCACHE_API int setcache_with_conn(setcache *c, int (*fn)(void *arg, PGconn *conn), void *arg);
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SETCACHE_H */

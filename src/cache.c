@@ -1,0 +1,662 @@
+/*
+ * cache.c - the sharded in-memory cache: entities, entries, versions, stamps,
+ * invalidation and eviction.
+ *
+ * Owns: c->shards. Each shard is a uthash table of entities under one
+ * read-write lock; each entity holds a uthash table of its entries. Readers
+ * take the shard's read lock only; installs, invalidations and evictions take
+ * its write lock. One shard lock at a time, never with another library lock
+ * held (see internal.h for the global order).
+ *
+ * Versions and stamps. Every entry (and tombstone) carries its row version; a
+ * change never installs an older version over a newer one. Every entity also
+ * carries a stamp from c->clock, advanced each time a change to it is seen
+ * (notification or local write). A load records the stamp before its query
+ * and installs only if the stamp is unchanged: a load whose snapshot may
+ * predate a change it raced with is never installed (the fill race).
+ * Changes to entities not in the table advance shard->unknown_stamp, which
+ * guards preload the same way.
+ *
+ * Called by: handle.c (reads), load.c (installs), write.c (local changes),
+ * listen.c (notifications).
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static inline sc_shard *shard_of(setcache *c, unsigned ehash)
+{
+    return &c->shards[(ehash >> 20) % SC_NSHARDS];
+}
+
+uint64_t setcache__tick(setcache *c)
+{
+    return atomic_fetch_add(&c->clock, 1) + 1;
+}
+
+int setcache__ident(sc_ident *id, const char *type, const char *eid, const char *key)
+{
+    if (!type || !eid) {
+        return setcache__fail(SETCACHE_ERR_ARG, "%s is NULL", !type ? "entity_type" : "entity_id");
+    }
+    id->type = type;
+    id->id = eid;
+    id->key = key;
+    id->validated = false;
+    id->tlen = strnlen(type, SETCACHE_MAX_TYPE_LEN + 1);
+    id->ilen = strnlen(eid, SETCACHE_MAX_ID_LEN + 1);
+    if (id->tlen == 0 || id->tlen > SETCACHE_MAX_TYPE_LEN || id->ilen == 0 ||
+        id->ilen > SETCACHE_MAX_ID_LEN) {
+        return setcache__ident_validate(id);
+    }
+    memcpy(id->ekey, type, id->tlen);
+    id->ekey[id->tlen] = '\0';
+    memcpy(id->ekey + id->tlen + 1, eid, id->ilen);
+    id->ekey[id->tlen + 1 + id->ilen] = '\0';
+    id->ekeylen = (uint16_t)(id->tlen + id->ilen + 2);
+    HASH_VALUE(id->ekey, id->ekeylen, id->ehash);
+    if (key) {
+        id->klen = strnlen(key, SETCACHE_MAX_KEY_LEN + 1);
+        if (id->klen == 0 || id->klen > SETCACHE_MAX_KEY_LEN) {
+            return setcache__ident_validate(id);
+        }
+        HASH_VALUE(key, id->klen, id->khash);
+    } else {
+        id->klen = 0;
+        id->khash = 0;
+    }
+    return SETCACHE_OK;
+}
+
+/* Full validation, done only on paths that may reach the database or answer
+ * from definitions: a hit in the cache proves the identity valid, since only
+ * valid identities are ever installed. */
+int setcache__ident_validate(sc_ident *id)
+{
+    if (id->validated) {
+        return SETCACHE_OK;
+    }
+    size_t t, i, k;
+    int rc = setcache__check_identity(id->type, id->id, id->key, &t, &i, &k);
+    if (rc == SETCACHE_OK) {
+        id->validated = true;
+    }
+    return rc;
+}
+
+sc_entry *setcache__entry_new(const char *key, size_t klen, const char *value, size_t vlen,
+                              int64_t version, bool tomb)
+{
+    sc_entry *e = malloc(sizeof *e + klen + 1 + (tomb ? 0 : vlen) + 1);
+    if (!e) {
+        return NULL;
+    }
+    memset(e, 0, sizeof *e);
+    memcpy(e->data, key, klen);
+    e->data[klen] = '\0';
+    e->klen = (uint16_t)klen;
+    e->value = e->data + klen + 1;
+    e->version = version;
+    e->tomb = tomb;
+    if (tomb) {
+        e->value[0] = '\0';
+        e->vlen = 0;
+    } else {
+        memcpy(e->value, value, vlen);
+        e->value[vlen] = '\0';
+        e->vlen = (uint32_t)vlen;
+        setcache__parse_all(e->value, &e->p);
+    }
+    return e;
+}
+
+void setcache__entries_free(sc_entry **head)
+{
+    sc_entry *e, *tmp;
+    HASH_ITER(hh, *head, e, tmp)
+    {
+        HASH_DEL(*head, e);
+        free(e);
+    }
+    *head = NULL;
+}
+
+static void count_entries(sc_entry *head, uint32_t *n, size_t *bytes)
+{
+    *n = 0;
+    *bytes = 0;
+    sc_entry *e, *tmp;
+    HASH_ITER(hh, head, e, tmp)
+    {
+        if (!e->tomb) {
+            (*n)++;
+            *bytes += e->klen + e->vlen;
+        }
+    }
+}
+
+static sc_entity *find_locked(sc_shard *sh, const sc_ident *id)
+{
+    sc_entity *e;
+    HASH_FIND_BYHASHVALUE(hh, sh->table, id->ekey, id->ekeylen, id->ehash, e);
+    return e;
+}
+
+/* Drop an entity's entries; it must be loaded again before it answers. */
+static void unload_locked(setcache *c, sc_shard *sh, sc_entity *e)
+{
+    if (e->state == SC_LOADED) {
+        sh->nloaded--;
+        sh->nentries -= e->nentries;
+        sh->bytes -= e->bytes;
+        setcache__count(c, SC_ST_INVALIDATIONS, 1);
+    }
+    setcache__entries_free(&e->entries);
+    e->nentries = 0;
+    e->bytes = 0;
+    e->state = SC_EMPTY;
+}
+
+static void set_entries_locked(sc_shard *sh, sc_entity *e, sc_entry *entries)
+{
+    uint32_t n;
+    size_t bytes;
+    count_entries(entries, &n, &bytes);
+    e->entries = entries;
+    e->nentries = n;
+    e->bytes = bytes;
+    e->state = SC_LOADED;
+    atomic_store_explicit(&e->referenced, 1, memory_order_relaxed);
+    sh->nloaded++;
+    sh->nentries += n;
+    sh->bytes += bytes;
+}
+
+static sc_entity *create_locked(setcache *c, sc_shard *sh, const sc_ident *id)
+{
+    sc_entity *e = calloc(1, sizeof *e + id->ekeylen);
+    if (!e) {
+        return NULL;
+    }
+    memcpy(e->ekey, id->ekey, id->ekeylen);
+    e->ekeylen = id->ekeylen;
+    e->stamp = sh->unknown_stamp;
+    HASH_ADD_KEYPTR_BYHASHVALUE(hh, sh->table, e->ekey, e->ekeylen, id->ehash, e);
+    if (!e->hh.tbl) {
+        free(e);
+        return NULL;
+    }
+    atomic_fetch_add(&c->nentities, 1);
+    return e;
+}
+
+/* ---- reads ---- */
+
+int setcache__fill_from_value(const char *value, size_t vlen, const sc_parsed *p, sc_read *r)
+{
+    switch (r->want) {
+    case SC_WANT_STRING:
+        r->len = vlen;
+        if (!r->buf || r->cap <= vlen) {
+            return setcache__fail(SETCACHE_ERR_SPACE,
+                                  "buffer of %zu bytes is too small: the value needs %zu + 1",
+                                  r->cap, vlen);
+        }
+        memcpy(r->buf, value, vlen + 1);
+        return SETCACHE_OK;
+    case SC_WANT_DUP:
+        r->dup = malloc(vlen + 1);
+        if (!r->dup) {
+            return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory copying a value");
+        }
+        memcpy(r->dup, value, vlen + 1);
+        r->len = vlen;
+        return SETCACHE_OK;
+    case SC_WANT_INT:
+        if (!(p->ok & SC_PARSED_INT)) {
+            return setcache__fail(SETCACHE_ERR_TYPE, "value is not an integer");
+        }
+        r->i = p->i;
+        return SETCACHE_OK;
+    case SC_WANT_DOUBLE:
+        if (!(p->ok & SC_PARSED_DOUBLE)) {
+            return setcache__fail(SETCACHE_ERR_TYPE, "value is not a number");
+        }
+        r->d = p->d;
+        return SETCACHE_OK;
+    case SC_WANT_BOOL:
+        if (!(p->ok & SC_PARSED_BOOL)) {
+            return setcache__fail(SETCACHE_ERR_TYPE, "value is not a boolean");
+        }
+        r->b = p->b;
+        return SETCACHE_OK;
+    default:
+        return setcache__fail(SETCACHE_ERR_ARG, "bad read request");
+    }
+}
+
+
+/*
+ * Answer a read: from the cache when the entity is loaded (a hash lookup and
+ * a copy under the shard's read lock), else after loading it once.
+ */
+int setcache__read(setcache *c, sc_ident *id, sc_read *r)
+{
+    sc_shard *sh = shard_of(c, id->ehash);
+    bool missed = false;
+    for (int round = 0; round < 50; round++) {
+        pthread_rwlock_rdlock(&sh->lock);
+        sc_entity *e = find_locked(sh, id);
+        if (e && e->state == SC_LOADED) {
+            if (c->max_entities &&
+                !atomic_load_explicit(&e->referenced, memory_order_relaxed)) {
+                atomic_store_explicit(&e->referenced, 1, memory_order_relaxed);
+            }
+            sc_entry *en;
+            HASH_FIND_BYHASHVALUE(hh, e->entries, id->key, id->klen, id->khash, en);
+            if (en && !en->tomb) {
+                int rc = setcache__fill_from_value(en->value, en->vlen, &en->p, r);
+                pthread_rwlock_unlock(&sh->lock);
+                if (!missed) {
+                    setcache__count(c, SC_ST_HITS, 1);
+                }
+                return rc;
+            }
+            pthread_rwlock_unlock(&sh->lock);
+            if (!missed) {
+                setcache__count(c, SC_ST_HITS, 1);
+            }
+            return setcache__read_default(c, id, r);
+        }
+        pthread_rwlock_unlock(&sh->lock);
+        if (atomic_load_explicit(&c->closing, memory_order_relaxed)) {
+            return setcache__fail(SETCACHE_ERR_CLOSED, "handle is closing");
+        }
+        if (!missed) {
+            missed = true;
+            setcache__count(c, SC_ST_MISSES, 1);
+        }
+        bool answered = false;
+        int rc = setcache__load_for_read(c, id, r, &answered);
+        if (rc != SETCACHE_OK || answered) {
+            return rc;
+        }
+    }
+    return setcache__fail(SETCACHE_ERR_DB,
+                          "entity %s/%s changed too often to be loaded; try again", id->type,
+                          id->id);
+}
+
+/* ---- loads ---- */
+
+/* Returns 0 = loaded already, 1 = someone else is loading (wait on *epoch),
+ * 2 = the caller owns the load (*stamp recorded), or a negative error. */
+int setcache__begin_load(setcache *c, sc_ident *id, uint64_t *stamp, uint64_t *epoch)
+{
+    sc_shard *sh = shard_of(c, id->ehash);
+    pthread_rwlock_wrlock(&sh->lock);
+    sc_entity *e = find_locked(sh, id);
+    if (!e) {
+        e = create_locked(c, sh, id);
+        if (!e) {
+            pthread_rwlock_unlock(&sh->lock);
+            return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+        }
+    }
+    int rc;
+    if (e->state == SC_LOADED) {
+        rc = 0;
+    } else if (e->state == SC_LOADING) {
+        *epoch = atomic_load(&c->load_epoch);
+        rc = 1;
+    } else {
+        e->state = SC_LOADING;
+        *stamp = e->stamp;
+        rc = 2;
+    }
+    pthread_rwlock_unlock(&sh->lock);
+    return rc;
+}
+
+/* End a load the caller owns. Installs *entries (taking them, *entries set to
+ * NULL) only when no change to the entity was seen since the load began. */
+void setcache__finish_load(setcache *c, sc_ident *id, sc_entry **entries, uint64_t stamp,
+                           bool *installed)
+{
+    sc_shard *sh = shard_of(c, id->ehash);
+    *installed = false;
+    pthread_rwlock_wrlock(&sh->lock);
+    sc_entity *e = find_locked(sh, id); /* a loading entity is never evicted */
+    if (e) {
+        if (entries && e->stamp == stamp) {
+            set_entries_locked(sh, e, *entries);
+            *entries = NULL;
+            *installed = true;
+        } else {
+            e->state = SC_EMPTY;
+        }
+    }
+    pthread_rwlock_unlock(&sh->lock);
+    atomic_fetch_add(&c->load_epoch, 1);
+    pthread_mutex_lock(&c->load_mu);
+    pthread_cond_broadcast(&c->load_cv);
+    pthread_mutex_unlock(&c->load_mu);
+    if (*installed) {
+        setcache__evict_if_needed(c);
+    }
+}
+
+/* Install one entity found by preload, unless it is cached or loading
+ * already, or changed since the preload's query began (stamp > since).
+ * Returns 1 if installed (entries taken), 0 if skipped, or an error. */
+int setcache__install_preloaded(setcache *c, sc_ident *id, sc_entry **entries, uint64_t since)
+{
+    sc_shard *sh = shard_of(c, id->ehash);
+    int rc = 0;
+    pthread_rwlock_wrlock(&sh->lock);
+    sc_entity *e = find_locked(sh, id);
+    if (e) {
+        if (e->state == SC_EMPTY && e->stamp <= since) {
+            set_entries_locked(sh, e, *entries);
+            *entries = NULL;
+            rc = 1;
+        }
+    } else if (sh->unknown_stamp <= since) {
+        e = create_locked(c, sh, id);
+        if (!e) {
+            rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+        } else {
+            set_entries_locked(sh, e, *entries);
+            *entries = NULL;
+            rc = 1;
+        }
+    }
+    pthread_rwlock_unlock(&sh->lock);
+    if (rc == 1) {
+        setcache__evict_if_needed(c);
+    }
+    return rc;
+}
+
+/* ---- changes ---- */
+
+/* A notification names (op, version, identity). It is a hint: it can only
+ * make the cache drop what it holds (to be loaded again), never install a
+ * value; one whose version the cache already reflects is skipped. */
+void setcache__apply_hint(setcache *c, char op, int64_t version, sc_ident *id)
+{
+    sc_shard *sh = shard_of(c, id->ehash);
+    pthread_rwlock_wrlock(&sh->lock);
+    sc_entity *e = find_locked(sh, id);
+    if (!e) {
+        sh->unknown_stamp = setcache__tick(c);
+        pthread_rwlock_unlock(&sh->lock);
+        return;
+    }
+    if (e->state == SC_LOADED) {
+        sc_entry *en;
+        HASH_FIND_BYHASHVALUE(hh, e->entries, id->key, id->klen, id->khash, en);
+        bool skip;
+        if (op == 'D') {
+            skip = !en || (en->tomb && en->version >= version) ||
+                   (!en->tomb && en->version > version);
+        } else {
+            skip = en && !en->tomb && en->version >= version;
+        }
+        if (skip) {
+            pthread_rwlock_unlock(&sh->lock);
+            return;
+        }
+        unload_locked(c, sh, e);
+    }
+    e->stamp = setcache__tick(c);
+    pthread_rwlock_unlock(&sh->lock);
+}
+
+/* Forget everything (TRUNCATE, or events may have been missed). */
+void setcache__invalidate_all(setcache *c)
+{
+    for (int i = 0; i < SC_NSHARDS; i++) {
+        sc_shard *sh = &c->shards[i];
+        pthread_rwlock_wrlock(&sh->lock);
+        uint64_t t = setcache__tick(c);
+        sh->unknown_stamp = t;
+        sc_entity *e, *tmp;
+        HASH_ITER(hh, sh->table, e, tmp)
+        {
+            unload_locked(c, sh, e);
+            e->stamp = t;
+        }
+        pthread_rwlock_unlock(&sh->lock);
+    }
+}
+
+/* Replace old (may be NULL) by nw. false = out of memory: nw is freed and the
+ * caller must unload the entity, which no longer reflects the table. */
+static bool put_entry_locked(sc_shard *sh, sc_entity *e, sc_entry *old, sc_entry *nw,
+                             const sc_ident *id)
+{
+    if (old) {
+        if (!old->tomb) {
+            e->nentries--;
+            e->bytes -= old->klen + old->vlen;
+            sh->nentries--;
+            sh->bytes -= old->klen + old->vlen;
+        }
+        HASH_DEL(e->entries, old);
+        free(old);
+    }
+    HASH_ADD_KEYPTR_BYHASHVALUE(hh, e->entries, nw->data, nw->klen, id->khash, nw);
+    if (!nw->hh.tbl) {
+        free(nw);
+        return false;
+    }
+    if (!nw->tomb) {
+        e->nentries++;
+        e->bytes += nw->klen + nw->vlen;
+        sh->nentries++;
+        sh->bytes += nw->klen + nw->vlen;
+    }
+    return true;
+}
+
+/*
+ * A write through this handle committed (or may have). value NULL with
+ * deleted = a delete; version is the row version the statement returned
+ * (0 = the delete found no row); uncertain = the outcome is unknown.
+ */
+void setcache__apply_local(setcache *c, sc_ident *id, const char *value, int64_t version,
+                           bool deleted, bool uncertain)
+{
+    sc_shard *sh = shard_of(c, id->ehash);
+    sc_entry *nw = NULL;
+    if (!uncertain && (!deleted || version > 0)) {
+        nw = setcache__entry_new(id->key, id->klen, value, value ? strlen(value) : 0, version,
+                                 deleted);
+    }
+    pthread_rwlock_wrlock(&sh->lock);
+    sc_entity *e = find_locked(sh, id);
+    if (!e) {
+        sh->unknown_stamp = setcache__tick(c);
+        goto out;
+    }
+    e->stamp = setcache__tick(c);
+    if (e->state != SC_LOADED) {
+        goto out;
+    }
+    if (uncertain) {
+        unload_locked(c, sh, e);
+        goto out;
+    }
+    sc_entry *en;
+    HASH_FIND_BYHASHVALUE(hh, e->entries, id->key, id->klen, id->khash, en);
+    if (!deleted) {
+        if (en && !en->tomb && en->version >= version) {
+            goto out; /* a newer version is cached already */
+        }
+        if ((en && en->tomb && en->version >= version) || !nw) {
+            unload_locked(c, sh, e); /* can't tell which is newer, or no memory */
+            goto out;
+        }
+        if (!put_entry_locked(sh, e, en, nw, id)) {
+            unload_locked(c, sh, e);
+        }
+        nw = NULL;
+    } else if (version > 0) {
+        if (en && !en->tomb && en->version > version) {
+            goto out; /* re-inserted since */
+        }
+        if (!nw) {
+            unload_locked(c, sh, e);
+            goto out;
+        }
+        if (!put_entry_locked(sh, e, en, nw, id)) {
+            unload_locked(c, sh, e);
+        }
+        nw = NULL;
+    } else if (en && !en->tomb) {
+        unload_locked(c, sh, e); /* the cache held a row the table no longer has */
+    }
+out:
+    pthread_rwlock_unlock(&sh->lock);
+    free(nw);
+}
+
+/* ---- eviction ---- */
+
+/* Evict whole entities (CLOCK: a referenced entity gets a second chance)
+ * until at most max_entities remain. Loading entities are never evicted. */
+void setcache__evict_if_needed(setcache *c)
+{
+    if (!c->max_entities) {
+        return;
+    }
+    for (int pass = 0; pass < 3 * SC_NSHARDS; pass++) {
+        if (atomic_load(&c->nentities) <= c->max_entities) {
+            return;
+        }
+        sc_shard *sh = &c->shards[atomic_fetch_add(&c->evict_hand, 1) % SC_NSHARDS];
+        pthread_rwlock_wrlock(&sh->lock);
+        sc_entity *e, *tmp;
+        HASH_ITER(hh, sh->table, e, tmp)
+        {
+            if (atomic_load(&c->nentities) <= c->max_entities) {
+                break;
+            }
+            if (e->state == SC_LOADING) {
+                continue;
+            }
+            if (atomic_load_explicit(&e->referenced, memory_order_relaxed)) {
+                atomic_store_explicit(&e->referenced, 0, memory_order_relaxed);
+                continue;
+            }
+            bool was_loaded = e->state == SC_LOADED;
+            if (was_loaded) {
+                sh->nloaded--;
+                sh->nentries -= e->nentries;
+                sh->bytes -= e->bytes;
+            }
+            if (e->stamp > sh->unknown_stamp) {
+                sh->unknown_stamp = e->stamp;
+            }
+            setcache__entries_free(&e->entries);
+            HASH_DEL(sh->table, e);
+            free(e);
+            atomic_fetch_sub(&c->nentities, 1);
+            if (was_loaded) {
+                setcache__count(c, SC_ST_EVICTIONS, 1);
+            }
+        }
+        pthread_rwlock_unlock(&sh->lock);
+    }
+}
+
+void setcache__cache_stats(setcache *c, setcache_stats *st)
+{
+    st->entities = st->entries = st->bytes = 0;
+    for (int i = 0; i < SC_NSHARDS; i++) {
+        sc_shard *sh = &c->shards[i];
+        pthread_rwlock_rdlock(&sh->lock);
+        st->entities += sh->nloaded;
+        st->entries += sh->nentries;
+        st->bytes += sh->bytes;
+        pthread_rwlock_unlock(&sh->lock);
+    }
+}
+
+void setcache__cache_destroy(setcache *c)
+{
+    for (int i = 0; i < SC_NSHARDS; i++) {
+        sc_shard *sh = &c->shards[i];
+        sc_entity *e, *tmp;
+        HASH_ITER(hh, sh->table, e, tmp)
+        {
+            setcache__entries_free(&e->entries);
+            HASH_DEL(sh->table, e);
+            free(e);
+        }
+        pthread_rwlock_destroy(&sh->lock);
+    }
+}
+
+/* ---- snapshots (foreach) ---- */
+
+static int copy_entries(sc_entry *head, sc_pair **out, size_t *n)
+{
+    size_t cnt = HASH_COUNT(head);
+    sc_pair *p = calloc(cnt ? cnt : 1, sizeof *p);
+    if (!p) {
+        return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+    }
+    size_t k = 0;
+    sc_entry *e, *tmp;
+    HASH_ITER(hh, head, e, tmp)
+    {
+        if (e->tomb) {
+            continue;
+        }
+        p[k].key = strdup(e->data);
+        p[k].value = strdup(e->value);
+        k++;
+        if (!p[k - 1].key || !p[k - 1].value) {
+            for (size_t i = 0; i < k; i++) {
+                free(p[i].key);
+                free(p[i].value);
+            }
+            free(p);
+            return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+        }
+    }
+    *out = p;
+    *n = k;
+    return SETCACHE_OK;
+}
+
+/* Copy every stored setting of an entity (loading it if needed). */
+int setcache__snapshot_entity(setcache *c, sc_ident *id, sc_pair **out, size_t *n)
+{
+    sc_shard *sh = shard_of(c, id->ehash);
+    for (int round = 0; round < 50; round++) {
+        pthread_rwlock_rdlock(&sh->lock);
+        sc_entity *e = find_locked(sh, id);
+        if (e && e->state == SC_LOADED) {
+            int rc = copy_entries(e->entries, out, n);
+            pthread_rwlock_unlock(&sh->lock);
+            return rc;
+        }
+        pthread_rwlock_unlock(&sh->lock);
+        sc_entry *rows = NULL;
+        int rc = setcache__ensure_loaded(c, id, &rows);
+        if (rc != SETCACHE_OK) {
+            return rc;
+        }
+        if (rows) {
+            rc = copy_entries(rows, out, n);
+            setcache__entries_free(&rows);
+            return rc;
+        }
+    }
+    return setcache__fail(SETCACHE_ERR_DB, "entity %s/%s changed too often to be loaded",
+                          id->type, id->id);
+}

@@ -1,0 +1,243 @@
+/*
+ * cli.c - the `setcache` command-line tool.
+ *
+ *   setcache [options] get TYPE ID KEY
+ *   setcache [options] set TYPE ID KEY VALUE
+ *   setcache [options] delete TYPE ID KEY
+ *   setcache [options] list TYPE ID
+ *   setcache [options] init          create the schema (same DDL as `schema`)
+ *   setcache [options] schema        print the DDL for a DBA
+ *   setcache [options] stats         counters and state of a fresh handle
+ *
+ * Options: --conninfo STR (else SETCACHE_CONNINFO, else libpq's PG* env),
+ * --schema NAME, --channel NAME, --define TYPE.KEY=KIND[:DEFAULT] (repeatable).
+ * Exit codes: 0 ok, 1 not found, 2 usage, 3 database/connection, 4 other.
+ */
+#define _GNU_SOURCE
+#include <libpq-fe.h>
+#include "setcache.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* internal, shared with the library (hidden there, linked statically here) */
+char *setcache__ddl(const char *schema, const char *channel);
+
+static int usage(void)
+{
+    fprintf(stderr,
+            "usage: setcache [--conninfo STR] [--schema NAME] [--channel NAME]\n"
+            "                [--define TYPE.KEY=string|int|double|bool|json[:DEFAULT]]...\n"
+            "                COMMAND ...\n"
+            "commands:\n"
+            "  get TYPE ID KEY          print the value (or default)\n"
+            "  set TYPE ID KEY VALUE    write through (returns after COMMIT)\n"
+            "  delete TYPE ID KEY       delete a stored value\n"
+            "  list TYPE ID             every setting, defaults marked\n"
+            "  init                     create the table, sequence and triggers\n"
+            "  schema                   print that DDL\n"
+            "  stats                    print counters and listener state\n"
+            "connection: --conninfo, else SETCACHE_CONNINFO, else libpq's PG* variables\n");
+    return 2;
+}
+
+static int exit_code(int rc)
+{
+    switch (rc) {
+    case SETCACHE_OK:
+        return 0;
+    case SETCACHE_NOT_FOUND:
+        return 1;
+    case SETCACHE_ERR_ARG:
+    case SETCACHE_ERR_TYPE:
+    case SETCACHE_ERR_SPACE:
+        return 2;
+    case SETCACHE_ERR_DB:
+    case SETCACHE_ERR_TIMEOUT:
+    case SETCACHE_ERR_UNCERTAIN:
+        return 3;
+    default:
+        return 4;
+    }
+}
+
+static int fail(int rc, const char *what)
+{
+    fprintf(stderr, "setcache: %s: %s", what, setcache_strerror(rc));
+    if (*setcache_errmsg()) {
+        fprintf(stderr, ": %s", setcache_errmsg());
+    }
+    fprintf(stderr, "\n");
+    return exit_code(rc);
+}
+
+static int print_kv(void *arg, const char *key, const char *value, bool is_default)
+{
+    (void)arg;
+    printf("%s=%s%s\n", key, value, is_default ? "\t(default)" : "");
+    return 0;
+}
+
+static const char *state_name(setcache_state s)
+{
+    static const char *const names[] = {"CONNECTING", "VALID", "INTERRUPTED", "CLOSED"};
+    return (unsigned)s < 4 ? names[s] : "?";
+}
+
+struct define {
+    char *type, *key, *dflt;
+    setcache_type kind;
+};
+
+static int parse_define(const char *arg, struct define *d)
+{
+    char *s = strdup(arg);
+    if (!s) {
+        return -1;
+    }
+    char *dot = strchr(s, '.');
+    char *eq = dot ? strchr(dot, '=') : NULL;
+    if (!dot || !eq) {
+        free(s);
+        return -1;
+    }
+    *dot = '\0';
+    *eq = '\0';
+    char *kind = eq + 1;
+    char *colon = strchr(kind, ':');
+    d->dflt = NULL;
+    if (colon) {
+        *colon = '\0';
+        d->dflt = colon + 1;
+    }
+    static const char *const kinds[] = {"string", "int", "double", "bool", "json"};
+    int k = -1;
+    for (int i = 0; i < 5; i++) {
+        if (strcmp(kind, kinds[i]) == 0) {
+            k = i;
+        }
+    }
+    if (k < 0) {
+        free(s);
+        return -1;
+    }
+    d->type = s;
+    d->key = dot + 1;
+    d->kind = (setcache_type)k;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    setcache_options o;
+    setcache_options_init(&o);
+    o.conninfo = getenv("SETCACHE_CONNINFO");
+    struct define defs[64];
+    int ndefs = 0;
+    int i = 1;
+    for (; i < argc && strncmp(argv[i], "--", 2) == 0; i++) {
+        if (strcmp(argv[i], "--") == 0) {
+            i++;
+            break;
+        }
+        if (i + 1 >= argc) {
+            return usage();
+        }
+        if (strcmp(argv[i], "--conninfo") == 0) {
+            o.conninfo = argv[++i];
+        } else if (strcmp(argv[i], "--schema") == 0) {
+            o.schema = argv[++i];
+        } else if (strcmp(argv[i], "--channel") == 0) {
+            o.channel = argv[++i];
+        } else if (strcmp(argv[i], "--define") == 0) {
+            if (ndefs == 64 || parse_define(argv[++i], &defs[ndefs]) != 0) {
+                fprintf(stderr, "setcache: bad --define '%s'\n", argv[i]);
+                return 2;
+            }
+            ndefs++;
+        } else {
+            return usage();
+        }
+    }
+    if (i >= argc) {
+        return usage();
+    }
+    const char *cmd = argv[i++];
+    int nargs = argc - i;
+    char **a = argv + i;
+
+    if (strcmp(cmd, "schema") == 0 && nargs == 0) {
+        char *ddl = setcache__ddl(o.schema, o.channel);
+        if (!ddl) {
+            fprintf(stderr, "setcache: schema and channel must match [a-z_][a-z0-9_]{0,62}\n");
+            return 2;
+        }
+        fputs(ddl, stdout);
+        free(ddl);
+        return 0;
+    }
+    int want = -1;
+    if (strcmp(cmd, "get") == 0 || strcmp(cmd, "delete") == 0) {
+        want = 3;
+    } else if (strcmp(cmd, "set") == 0) {
+        want = 4;
+    } else if (strcmp(cmd, "list") == 0) {
+        want = 2;
+    } else if (strcmp(cmd, "init") == 0 || strcmp(cmd, "stats") == 0) {
+        want = 0;
+    }
+    if (want < 0 || nargs != want) {
+        return usage();
+    }
+    o.create_schema = strcmp(cmd, "init") == 0;
+    o.pool_size = 1;
+    setcache *c = NULL;
+    int rc = setcache_open(&c, &o);
+    if (rc != SETCACHE_OK) {
+        return fail(rc, "open");
+    }
+    for (int d = 0; d < ndefs && rc == SETCACHE_OK; d++) {
+        rc = setcache_define(c, defs[d].type, defs[d].key, defs[d].kind, defs[d].dflt);
+        if (rc != SETCACHE_OK) {
+            rc = fail(rc, "define");
+            setcache_close(c);
+            return rc;
+        }
+    }
+    int code = 0;
+    if (strcmp(cmd, "get") == 0) {
+        char *v = setcache_dup_string(c, a[0], a[1], a[2], &rc);
+        if (v) {
+            printf("%s\n", v);
+            free(v);
+        } else {
+            code = fail(rc, "get");
+        }
+    } else if (strcmp(cmd, "set") == 0) {
+        rc = setcache_set_string(c, a[0], a[1], a[2], a[3]);
+        code = rc ? fail(rc, "set") : 0;
+    } else if (strcmp(cmd, "delete") == 0) {
+        rc = setcache_delete(c, a[0], a[1], a[2]);
+        code = rc ? fail(rc, "delete") : 0;
+    } else if (strcmp(cmd, "list") == 0) {
+        rc = setcache_foreach(c, a[0], a[1], print_kv, NULL);
+        code = rc ? fail(rc, "list") : 0;
+    } else if (strcmp(cmd, "init") == 0) {
+        printf("schema \"%s\" is ready (channel \"%s\")\n", o.schema, o.channel);
+    } else if (strcmp(cmd, "stats") == 0) {
+        setcache_stats st;
+        setcache_get_stats(c, &st);
+        printf("state\t%s\nversion\t%s\npool_size\t%u\npool_in_use\t%u\ndb_queries\t%llu\n"
+               "entities\t%llu\nentries\t%llu\n",
+               state_name(st.state), setcache_version(), st.pool_size, st.pool_in_use,
+               (unsigned long long)st.db_queries, (unsigned long long)st.entities,
+               (unsigned long long)st.entries);
+    }
+    for (int d = 0; d < ndefs; d++) {
+        free(defs[d].type);
+    }
+    setcache_close(c);
+    fflush(stdout);
+    return code;
+}

@@ -1,0 +1,594 @@
+/*
+ * handle.c - the handle: options, open/close, definitions, the public read
+ * entry points, foreach, statistics and logging.
+ *
+ * Owns: struct setcache and its definitions table (c->defs under
+ * c->defs_lock, a read-write lock taken alone, after any shard lock has been
+ * released). Counters live in cache-line-sized stripes so that readers on
+ * different threads never write the same line.
+ * Called by: applications (the public API) and every other module.
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ---- counters and logging ---- */
+
+static atomic_uint next_stripe;
+static _Thread_local unsigned my_stripe = UINT32_MAX;
+
+void setcache__count(setcache *c, int which, uint64_t n)
+{
+    if (my_stripe == UINT32_MAX) {
+        my_stripe = atomic_fetch_add(&next_stripe, 1) % SC_NSTRIPES;
+    }
+    atomic_fetch_add_explicit(&c->stripes[my_stripe].n[which], n, memory_order_relaxed);
+}
+
+static uint64_t counter(setcache *c, int which)
+{
+    uint64_t sum = 0;
+    for (int i = 0; i < SC_NSTRIPES; i++) {
+        sum += atomic_load_explicit(&c->stripes[i].n[which], memory_order_relaxed);
+    }
+    return sum;
+}
+
+void setcache__log(setcache *c, int level, const char *fmt, ...)
+{
+    if (!c->log) {
+        return;
+    }
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    c->log(c->log_arg, level, msg);
+}
+
+/* ---- options, version ---- */
+
+void setcache_options_init(setcache_options *o)
+{
+    if (!o) {
+        return;
+    }
+    memset(o, 0, sizeof *o);
+    o->schema = "setcache";
+    o->channel = "setcache";
+    o->pool_size = 4;
+    o->acquire_timeout_ms = 5000;
+    o->max_value_len = SETCACHE_MAX_VALUE_LEN;
+}
+
+const char *setcache_version(void)
+{
+    return SETCACHE_VERSION_STRING;
+}
+
+/* ---- open / close ---- */
+
+static int check_schema_conn(void *arg, PGconn *conn)
+{
+    return setcache__ensure_schema(arg, conn);
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s && *s ? strdup(s) : NULL;
+}
+
+static void free_handle(setcache *c)
+{
+    setcache__pool_destroy(c);
+    setcache__cache_destroy(c);
+    sc_def *d, *tmp;
+    HASH_ITER(hh, c->defs, d, tmp)
+    {
+        HASH_DEL(c->defs, d);
+        free(d->dflt);
+        free(d);
+    }
+    pthread_rwlock_destroy(&c->defs_lock);
+    pthread_mutex_destroy(&c->load_mu);
+    pthread_cond_destroy(&c->load_cv);
+    pthread_mutex_destroy(&c->state_mu);
+    pthread_cond_destroy(&c->state_cv);
+    setcache__sql_free(&c->sql);
+    free(c->conninfo);
+    free(c->listen_conninfo);
+    free(c->schema);
+    free(c->channel);
+    free(c);
+}
+
+int setcache_open(setcache **out, const setcache_options *o)
+{
+    if (!out) {
+        return setcache__fail(SETCACHE_ERR_ARG, "out is NULL");
+    }
+    *out = NULL;
+    setcache_options defaults;
+    setcache_options_init(&defaults);
+    if (!o) {
+        o = &defaults;
+    }
+    const char *schema = o->schema ? o->schema : defaults.schema;
+    const char *channel = o->channel ? o->channel : defaults.channel;
+    if (!setcache__valid_sql_name(schema)) {
+        return setcache__fail(SETCACHE_ERR_ARG, "schema must match [a-z_][a-z0-9_]{0,62}");
+    }
+    if (!setcache__valid_sql_name(channel)) {
+        return setcache__fail(SETCACHE_ERR_ARG, "channel must match [a-z_][a-z0-9_]{0,62}");
+    }
+    if (o->pool_size < 1 || o->pool_size > 1024) {
+        return setcache__fail(SETCACHE_ERR_ARG, "pool_size must be 1..1024, not %d",
+                              o->pool_size);
+    }
+    if (o->acquire_timeout_ms < 0) {
+        return setcache__fail(SETCACHE_ERR_ARG, "acquire_timeout_ms must be >= 0");
+    }
+    if (o->max_value_len > SETCACHE_MAX_VALUE_LEN) {
+        return setcache__fail(SETCACHE_ERR_ARG, "max_value_len must be at most %u",
+                              SETCACHE_MAX_VALUE_LEN);
+    }
+
+    setcache *c = calloc(1, sizeof *c);
+    if (!c) {
+        return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+    }
+    c->pid = getpid();
+    c->wake_fd = -1;
+    c->conninfo = dup_or_null(o->conninfo);
+    c->listen_conninfo = dup_or_null(o->listen_conninfo);
+    c->schema = strdup(schema);
+    c->channel = strdup(channel);
+    c->pool_size = o->pool_size;
+    c->acquire_timeout_ms = o->acquire_timeout_ms;
+    c->max_entities = o->max_entities;
+    c->max_value_len = o->max_value_len ? o->max_value_len : SETCACHE_MAX_VALUE_LEN;
+    c->create_schema = o->create_schema;
+    c->log = o->log;
+    c->log_arg = o->log_arg;
+    atomic_init(&c->state, SETCACHE_STATE_CONNECTING);
+    for (int i = 0; i < SC_NSHARDS; i++) {
+        pthread_rwlock_init(&c->shards[i].lock, NULL);
+    }
+    pthread_rwlock_init(&c->defs_lock, NULL);
+    pthread_mutex_init(&c->load_mu, NULL);
+    pthread_mutex_init(&c->state_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->load_cv, &ca);
+    pthread_cond_init(&c->state_cv, &ca);
+    pthread_condattr_destroy(&ca);
+
+    int rc;
+    if ((o->conninfo && *o->conninfo && !c->conninfo) ||
+        (o->listen_conninfo && *o->listen_conninfo && !c->listen_conninfo) || !c->schema ||
+        !c->channel) {
+        rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    if ((rc = setcache__sql_build(&c->sql, c->schema)) != SETCACHE_OK ||
+        (rc = setcache__pool_init(c)) != SETCACHE_OK) {
+        goto fail;
+    }
+    if ((rc = setcache__with_pool(c, check_schema_conn, c)) != SETCACHE_OK) {
+        goto fail;
+    }
+    if ((rc = setcache__listener_start(c)) != SETCACHE_OK) {
+        goto fail;
+    }
+    *out = c;
+    return SETCACHE_OK;
+fail:
+    free_handle(c);
+    return rc;
+}
+
+void setcache_close(setcache *c)
+{
+    if (!c) {
+        return;
+    }
+    atomic_store(&c->closing, 1);
+    pthread_mutex_lock(&c->load_mu);
+    pthread_cond_broadcast(&c->load_cv);
+    pthread_mutex_unlock(&c->load_mu);
+    pthread_mutex_lock(&c->pool.mu);
+    pthread_cond_broadcast(&c->pool.cv);
+    pthread_mutex_unlock(&c->pool.mu);
+    if (getpid() == c->pid) {
+        setcache__listener_stop(c);
+    } else if (c->wake_fd >= 0) {
+        close(c->wake_fd); /* the child's copy only */
+    }
+    atomic_store(&c->state, SETCACHE_STATE_CLOSED);
+    free_handle(c);
+}
+
+/* ---- definitions ---- */
+
+typedef struct json_check {
+    setcache *c;
+    const char *text;
+} json_check;
+
+static int check_json_conn(void *arg, PGconn *conn)
+{
+    json_check *j = arg;
+    const char *v[1] = {j->text};
+    int rc;
+    PGresult *r = setcache__exec(j->c, conn, "SELECT $1::json IS NOT NULL", 1, v, false, &rc);
+    if (!r) {
+        if (strcmp(setcache__sqlstate(), "22P02") == 0) {
+            return setcache__fail(SETCACHE_ERR_TYPE, "default is not valid JSON");
+        }
+        return rc;
+    }
+    PQclear(r);
+    return SETCACHE_OK;
+}
+
+int setcache_define(setcache *c, const char *entity_type, const char *key, setcache_type type,
+                    const char *default_value)
+{
+    if (!c) {
+        return setcache__fail(SETCACHE_ERR_ARG, "handle is NULL");
+    }
+    size_t tlen, ilen, klen;
+    int rc = setcache__check_identity(entity_type, NULL, key, &tlen, &ilen, &klen);
+    if (rc != SETCACHE_OK) {
+        return rc;
+    }
+    if (!key) {
+        return setcache__fail(SETCACHE_ERR_ARG, "key is NULL");
+    }
+    if ((int)type < SETCACHE_STRING || (int)type > SETCACHE_JSON) {
+        return setcache__fail(SETCACHE_ERR_ARG, "unknown type %d", (int)type);
+    }
+    sc_parsed p;
+    memset(&p, 0, sizeof p);
+    if (default_value) {
+        size_t vlen = strnlen(default_value, c->max_value_len + 1);
+        if (vlen > c->max_value_len || !setcache__valid_utf8(default_value, vlen)) {
+            return setcache__fail(SETCACHE_ERR_ARG,
+                                  "default must be valid UTF-8 of at most %zu bytes",
+                                  c->max_value_len);
+        }
+        setcache__parse_all(default_value, &p);
+        if ((type == SETCACHE_INT && !(p.ok & SC_PARSED_INT)) ||
+            (type == SETCACHE_DOUBLE && !(p.ok & SC_PARSED_DOUBLE)) ||
+            (type == SETCACHE_BOOL && !(p.ok & SC_PARSED_BOOL))) {
+            return setcache__fail(SETCACHE_ERR_TYPE, "default '%.64s' is not a valid %s",
+                                  default_value, setcache__type_name(type));
+        }
+        if (type == SETCACHE_JSON) {
+            json_check j = {c, default_value};
+            if ((rc = setcache__with_pool(c, check_json_conn, &j)) != SETCACHE_OK) {
+                return rc;
+            }
+        }
+    }
+    size_t dklen = tlen + 1 + klen;
+    sc_def *d = calloc(1, sizeof *d + dklen + 1);
+    if (!d) {
+        return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+    }
+    memcpy(d->dkey, entity_type, tlen);
+    memcpy(d->dkey + tlen + 1, key, klen);
+    d->dklen = (uint16_t)dklen;
+    d->type = type;
+    d->p = p;
+    if (default_value) {
+        d->has_default = true;
+        d->dflt = strdup(default_value);
+        if (!d->dflt) {
+            free(d);
+            return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+        }
+    }
+    pthread_rwlock_wrlock(&c->defs_lock);
+    sc_def *old;
+    HASH_FIND(hh, c->defs, d->dkey, d->dklen, old);
+    if (old) {
+        HASH_DEL(c->defs, old);
+    }
+    HASH_ADD_KEYPTR(hh, c->defs, d->dkey, d->dklen, d);
+    bool added = d->hh.tbl != NULL;
+    if (!added && old) {
+        HASH_ADD_KEYPTR(hh, c->defs, old->dkey, old->dklen, old); /* restore */
+        old = NULL;
+    }
+    pthread_rwlock_unlock(&c->defs_lock);
+    if (old) {
+        free(old->dflt);
+        free(old);
+    }
+    if (!added) {
+        free(d->dflt);
+        free(d);
+        return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+    }
+    return SETCACHE_OK;
+}
+
+static sc_def *def_find_locked(setcache *c, const char *type, size_t tlen, const char *key,
+                               size_t klen)
+{
+    char k[SETCACHE_MAX_TYPE_LEN + 1 + SETCACHE_MAX_KEY_LEN + 1];
+    memcpy(k, type, tlen);
+    k[tlen] = '\0';
+    memcpy(k + tlen + 1, key, klen);
+    sc_def *d;
+    HASH_FIND(hh, c->defs, k, tlen + 1 + klen, d);
+    return d;
+}
+
+/* Is (type, key) defined? Optionally copy out its type and default. */
+int setcache__def_find(setcache *c, const char *type, size_t tlen, const char *key, size_t klen,
+                       setcache_type *type_out, char **dflt_dup, sc_parsed *p, bool *has_dflt)
+{
+    pthread_rwlock_rdlock(&c->defs_lock);
+    sc_def *d = def_find_locked(c, type, tlen, key, klen);
+    if (d) {
+        if (type_out) {
+            *type_out = d->type;
+        }
+        if (has_dflt) {
+            *has_dflt = d->has_default;
+        }
+        if (p) {
+            *p = d->p;
+        }
+        if (dflt_dup) {
+            *dflt_dup = d->has_default ? strdup(d->dflt) : NULL;
+        }
+    }
+    pthread_rwlock_unlock(&c->defs_lock);
+    return d != NULL;
+}
+
+/* No stored value: answer from the key's default, or NOT_FOUND. */
+int setcache__read_default(setcache *c, sc_ident *id, sc_read *r)
+{
+    int rc = setcache__ident_validate(id);
+    if (rc != SETCACHE_OK) {
+        return rc;
+    }
+    pthread_rwlock_rdlock(&c->defs_lock);
+    sc_def *d = def_find_locked(c, id->type, id->tlen, id->key, id->klen);
+    if (d && d->has_default) {
+        rc = setcache__fill_from_value(d->dflt, strlen(d->dflt), &d->p, r);
+    } else {
+        rc = setcache__fail(SETCACHE_NOT_FOUND, "no stored value and no default");
+    }
+    pthread_rwlock_unlock(&c->defs_lock);
+    return rc;
+}
+
+/* ---- reads ---- */
+
+static int read_key(setcache *c, const char *type, const char *eid, const char *key, sc_read *r)
+{
+    if (!c) {
+        return setcache__fail(SETCACHE_ERR_ARG, "handle is NULL");
+    }
+    if (!key) {
+        return setcache__fail(SETCACHE_ERR_ARG, "key is NULL");
+    }
+    sc_ident id;
+    int rc = setcache__ident(&id, type, eid, key);
+    if (rc != SETCACHE_OK) {
+        return rc;
+    }
+    return setcache__read(c, &id, r);
+}
+
+int setcache_get_string(setcache *c, const char *entity_type, const char *entity_id,
+                        const char *key, char *buf, size_t cap, size_t *len)
+{
+    sc_read r = {.want = SC_WANT_STRING, .buf = buf, .cap = cap};
+    int rc = read_key(c, entity_type, entity_id, key, &r);
+    if (len && (rc == SETCACHE_OK || rc == SETCACHE_ERR_SPACE)) {
+        *len = r.len;
+    }
+    return rc;
+}
+
+char *setcache_dup_string(setcache *c, const char *entity_type, const char *entity_id,
+                          const char *key, int *rc)
+{
+    sc_read r = {.want = SC_WANT_DUP};
+    int x = read_key(c, entity_type, entity_id, key, &r);
+    if (rc) {
+        *rc = x;
+    }
+    return x == SETCACHE_OK ? r.dup : NULL;
+}
+
+int setcache_get_int(setcache *c, const char *entity_type, const char *entity_id,
+                     const char *key, int64_t *out)
+{
+    if (!out) {
+        return setcache__fail(SETCACHE_ERR_ARG, "out is NULL");
+    }
+    sc_read r = {.want = SC_WANT_INT};
+    int rc = read_key(c, entity_type, entity_id, key, &r);
+    if (rc == SETCACHE_OK) {
+        *out = r.i;
+    }
+    return rc;
+}
+
+int setcache_get_double(setcache *c, const char *entity_type, const char *entity_id,
+                        const char *key, double *out)
+{
+    if (!out) {
+        return setcache__fail(SETCACHE_ERR_ARG, "out is NULL");
+    }
+    sc_read r = {.want = SC_WANT_DOUBLE};
+    int rc = read_key(c, entity_type, entity_id, key, &r);
+    if (rc == SETCACHE_OK) {
+        *out = r.d;
+    }
+    return rc;
+}
+
+int setcache_get_bool(setcache *c, const char *entity_type, const char *entity_id,
+                      const char *key, bool *out)
+{
+    if (!out) {
+        return setcache__fail(SETCACHE_ERR_ARG, "out is NULL");
+    }
+    sc_read r = {.want = SC_WANT_BOOL};
+    int rc = read_key(c, entity_type, entity_id, key, &r);
+    if (rc == SETCACHE_OK) {
+        *out = r.b;
+    }
+    return rc;
+}
+
+/* ---- foreach ---- */
+
+static int cmp_pair(const void *a, const void *b)
+{
+    return strcmp(((const sc_pair *)a)->key, ((const sc_pair *)b)->key);
+}
+
+int setcache_foreach(setcache *c, const char *entity_type, const char *entity_id,
+                     int (*fn)(void *arg, const char *key, const char *value, bool is_default),
+                     void *arg)
+{
+    if (!c || !fn) {
+        return setcache__fail(SETCACHE_ERR_ARG, "%s is NULL", c ? "fn" : "handle");
+    }
+    sc_ident id;
+    int rc = setcache__ident(&id, entity_type, entity_id, NULL);
+    if (rc == SETCACHE_OK) {
+        rc = setcache__ident_validate(&id);
+    }
+    if (rc != SETCACHE_OK) {
+        return rc;
+    }
+    sc_pair *pairs = NULL;
+    size_t n = 0, cap = 0;
+    /* Stored values: read every key through a snapshot of the entity. */
+    rc = setcache__snapshot_entity(c, &id, &pairs, &n);
+    if (rc != SETCACHE_OK) {
+        return rc;
+    }
+    cap = n;
+    /* Defaults of defined keys with no stored value. */
+    pthread_rwlock_rdlock(&c->defs_lock);
+    sc_def *d, *tmp;
+    HASH_ITER(hh, c->defs, d, tmp)
+    {
+        if (!d->has_default || strcmp(d->dkey, entity_type) != 0) {
+            continue;
+        }
+        const char *dk = d->dkey + strlen(d->dkey) + 1;
+        bool stored = false;
+        for (size_t i = 0; i < n && !stored; i++) {
+            stored = !pairs[i].is_default && strcmp(pairs[i].key, dk) == 0;
+        }
+        if (stored) {
+            continue;
+        }
+        if (n == cap) {
+            size_t nc = cap ? 2 * cap : 16;
+            sc_pair *np = realloc(pairs, nc * sizeof *np);
+            if (!np) {
+                rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+                break;
+            }
+            pairs = np;
+            cap = nc;
+        }
+        pairs[n].key = strdup(dk);
+        pairs[n].value = strdup(d->dflt);
+        pairs[n].is_default = true;
+        n++;
+        if (!pairs[n - 1].key || !pairs[n - 1].value) {
+            rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+            break;
+        }
+    }
+    pthread_rwlock_unlock(&c->defs_lock);
+    if (rc == SETCACHE_OK) {
+        qsort(pairs, n, sizeof *pairs, cmp_pair);
+        for (size_t i = 0; i < n; i++) {
+            int stop = fn(arg, pairs[i].key, pairs[i].value, pairs[i].is_default);
+            if (stop) {
+                rc = stop;
+                break;
+            }
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        free(pairs[i].key);
+        free(pairs[i].value);
+    }
+    free(pairs);
+    return rc;
+}
+
+/* ---- subscriptions (not in this version) ---- */
+
+int setcache_subscribe(setcache *c, const char *entity_type, const char *entity_id,
+                       const char *key, setcache_change_fn fn, void *arg, uint64_t *id)
+{
+    (void)c;
+    (void)entity_type;
+    (void)entity_id;
+    (void)key;
+    (void)fn;
+    (void)arg;
+    if (id) {
+        *id = 0;
+    }
+    return setcache__fail(SETCACHE_ERR_ARG, "subscriptions are not implemented in this version");
+}
+
+int setcache_unsubscribe(setcache *c, uint64_t id)
+{
+    (void)c;
+    (void)id;
+    return setcache__fail(SETCACHE_ERR_ARG, "subscriptions are not implemented in this version");
+}
+
+/* ---- stats ---- */
+
+void setcache_get_stats(setcache *c, setcache_stats *out)
+{
+    if (!c || !out) {
+        return;
+    }
+    memset(out, 0, sizeof *out);
+    out->hits = counter(c, SC_ST_HITS);
+    out->misses = counter(c, SC_ST_MISSES);
+    out->loads = counter(c, SC_ST_LOADS);
+    out->db_queries = counter(c, SC_ST_QUERIES);
+    out->writes = counter(c, SC_ST_WRITES);
+    out->notifications = counter(c, SC_ST_NOTIFICATIONS);
+    out->invalidations = counter(c, SC_ST_INVALIDATIONS);
+    out->resyncs = counter(c, SC_ST_RESYNCS);
+    out->reconnects = counter(c, SC_ST_RECONNECTS);
+    out->evictions = counter(c, SC_ST_EVICTIONS);
+    out->pool_waits = counter(c, SC_ST_POOL_WAITS);
+    out->pool_timeouts = counter(c, SC_ST_POOL_TIMEOUTS);
+    pthread_mutex_lock(&c->pool.mu);
+    out->pool_size = (uint32_t)c->pool.size;
+    out->pool_in_use = (uint32_t)c->pool.in_use;
+    pthread_mutex_unlock(&c->pool.mu);
+    setcache__cache_stats(c, out);
+    out->state = (setcache_state)atomic_load(&c->state);
+}

@@ -1,0 +1,269 @@
+/*
+ * internal.h - declarations shared by the modules of libsetcache.
+ *
+ * Every non-static internal symbol starts with setcache__ and has hidden
+ * visibility (the build uses -fvisibility=hidden and a version script).
+ *
+ * Lock order (never take an earlier lock while holding a later one):
+ *   1. shard->lock (cache.c, one at a time, never two shards at once)
+ *   2. c->defs_lock (handle.c)
+ *   3. c->pool.mu (pool.c)
+ *   4. c->load_mu (cache.c)
+ * No user code (callbacks, log) runs while any of them is held.
+ */
+#ifndef SETCACHE_INTERNAL_H
+#define SETCACHE_INTERNAL_H
+
+#define SETCACHE_BUILDING 1
+#include <libpq-fe.h>
+#include "setcache.h"
+
+#include <locale.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/types.h>
+
+#define HASH_NONFATAL_OOM 1
+#include <uthash.h>
+
+#define SC_NSHARDS 64
+#define SC_NSTRIPES 32
+#define SC_EKEY_MAX (SETCACHE_MAX_TYPE_LEN + 1 + SETCACHE_MAX_ID_LEN + 1)
+
+/* ---- error.c ---- */
+int setcache__fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int setcache__fail_pg(int code, const char *what, const PGconn *conn, const PGresult *res);
+void setcache__clear_error(void);
+const char *setcache__sqlstate(void);
+
+/* ---- value.c ---- */
+enum {
+    SC_PARSED_INT = 1,
+    SC_PARSED_DOUBLE = 2,
+    SC_PARSED_BOOL = 4
+};
+typedef struct sc_parsed {
+    int64_t i;
+    double d;
+    uint8_t ok; /* SC_PARSED_* bits */
+    bool b;
+} sc_parsed;
+
+bool setcache__valid_type_name(const char *s, size_t len);
+bool setcache__valid_text_ident(const char *s, size_t len); /* UTF-8, no control chars */
+bool setcache__valid_utf8(const char *s, size_t len);
+bool setcache__valid_sql_name(const char *s);
+int setcache__check_identity(const char *t, const char *id, const char *key, size_t *tlen,
+                             size_t *ilen, size_t *klen);
+bool setcache__parse_int(const char *s, int64_t *out);
+bool setcache__parse_double(const char *s, double *out);
+bool setcache__parse_bool(const char *s, bool *out);
+void setcache__parse_all(const char *s, sc_parsed *p);
+int setcache__format_double(double v, char *buf, size_t cap);
+const char *setcache__type_name(setcache_type t);
+
+/* ---- cache.c ---- */
+typedef struct sc_entry {
+    UT_hash_handle hh;
+    int64_t version;
+    sc_parsed p;
+    uint32_t vlen;
+    uint16_t klen;
+    bool tomb;
+    char *value; /* points into data, after the key */
+    char data[]; /* key NUL value NUL */
+} sc_entry;
+
+enum { SC_EMPTY = 0, SC_LOADING = 1, SC_LOADED = 2 };
+
+typedef struct sc_entity {
+    UT_hash_handle hh; /* in shard->table, key = ekey */
+    sc_entry *entries;
+    uint64_t stamp;          /* clock value of the last change seen; guards fills */
+    size_t bytes;            /* key + value bytes of entries */
+    uint32_t nentries;
+    uint8_t state;           /* SC_EMPTY / SC_LOADING / SC_LOADED */
+    atomic_uchar referenced; /* CLOCK bit for eviction */
+    uint16_t ekeylen;
+    char ekey[]; /* type NUL id NUL */
+} sc_entity;
+
+typedef struct sc_shard {
+    pthread_rwlock_t lock;
+    sc_entity *table;       /* guarded by lock */
+    uint64_t unknown_stamp; /* last change to an entity not in table; guarded by lock */
+    uint64_t nloaded, nentries, bytes; /* guarded by lock */
+    char pad[64];
+} __attribute__((aligned(64))) sc_shard;
+
+/* An identity prepared once per call: lengths, entity key, hashes. */
+typedef struct sc_ident {
+    const char *type, *id, *key;
+    size_t tlen, ilen, klen;
+    unsigned ehash, khash;
+    uint16_t ekeylen;
+    bool validated;
+    char ekey[SC_EKEY_MAX];
+} sc_ident;
+
+/* What a read wants and where it goes. */
+enum { SC_WANT_STRING, SC_WANT_DUP, SC_WANT_INT, SC_WANT_DOUBLE, SC_WANT_BOOL };
+typedef struct sc_read {
+    int want;
+    char *buf;
+    size_t cap;
+    size_t len;
+    char *dup;
+    int64_t i;
+    double d;
+    bool b;
+} sc_read;
+
+typedef struct sc_def {
+    UT_hash_handle hh; /* key = type NUL key */
+    setcache_type type;
+    bool has_default;
+    sc_parsed p;
+    char *dflt;
+    uint16_t dklen;
+    char dkey[];
+} sc_def;
+
+int setcache__ident(sc_ident *id, const char *type, const char *eid, const char *key);
+int setcache__ident_validate(sc_ident *id);
+int setcache__read(setcache *c, sc_ident *id, sc_read *r);
+int setcache__ensure_loaded(setcache *c, sc_ident *id, sc_entry **answer);
+int setcache__read_default(setcache *c, sc_ident *id, sc_read *r);
+int setcache__load_for_read(setcache *c, sc_ident *id, sc_read *r, bool *answered);
+int setcache__begin_load(setcache *c, sc_ident *id, uint64_t *stamp, uint64_t *epoch);
+void setcache__finish_load(setcache *c, sc_ident *id, sc_entry **entries, uint64_t stamp,
+                           bool *installed);
+
+typedef struct sc_pair {
+    char *key;
+    char *value;
+    bool is_default;
+} sc_pair;
+int setcache__snapshot_entity(setcache *c, sc_ident *id, sc_pair **out, size_t *n);
+int setcache__fill_from_value(const char *value, size_t vlen, const sc_parsed *p, sc_read *r);
+sc_entry *setcache__entry_new(const char *key, size_t klen, const char *value, size_t vlen,
+                              int64_t version, bool tomb);
+void setcache__entries_free(sc_entry **head);
+uint64_t setcache__tick(setcache *c);
+void setcache__apply_hint(setcache *c, char op, int64_t version, sc_ident *id);
+void setcache__invalidate_all(setcache *c);
+void setcache__apply_local(setcache *c, sc_ident *id, const char *value, int64_t version,
+                           bool deleted, bool uncertain);
+void setcache__cache_destroy(setcache *c);
+int setcache__install_preloaded(setcache *c, sc_ident *id, sc_entry **entries, uint64_t since);
+void setcache__evict_if_needed(setcache *c);
+void setcache__cache_stats(setcache *c, setcache_stats *st);
+int setcache__def_find(setcache *c, const char *type, size_t tlen, const char *key, size_t klen,
+                       setcache_type *type_out, char **dflt_dup, sc_parsed *p, bool *has_dflt);
+
+/* ---- pool.c ---- */
+typedef struct sc_slot {
+    PGconn *conn;
+    bool busy;
+} sc_slot;
+
+typedef struct sc_pool {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    sc_slot *slots; /* guarded by mu */
+    int size;
+    int in_use; /* guarded by mu */
+} sc_pool;
+
+typedef int (*sc_conn_fn)(void *arg, PGconn *conn);
+int setcache__pool_init(setcache *c);
+void setcache__pool_destroy(setcache *c);
+int setcache__with_pool(setcache *c, sc_conn_fn fn, void *arg);
+PGconn *setcache__connect(setcache *c, const char *conninfo, const char *role);
+PGresult *setcache__exec(setcache *c, PGconn *conn, const char *sql, int n,
+                         const char *const *vals, bool is_write, int *rc);
+
+/* ---- schema.c ---- */
+typedef struct sc_sql {
+    char *table;      /* "schema"."settings" */
+    char *load;       /* one entity */
+    char *load_type;  /* every entity of a type */
+    char *upsert;     /* single upsert RETURNING version */
+    char *upsert_json;
+    char *del;        /* single delete RETURNING version */
+    char *many;       /* set_many in one statement */
+    char *exists;     /* does the table exist */
+} sc_sql;
+int setcache__sql_build(sc_sql *s, const char *schema);
+void setcache__sql_free(sc_sql *s);
+char *setcache__ddl(const char *schema, const char *channel);
+int setcache__ensure_schema(setcache *c, PGconn *conn);
+char *setcache__quote_ident(const char *s);
+
+/* ---- listen.c ---- */
+int setcache__listener_start(setcache *c);
+void setcache__listener_stop(setcache *c);
+int setcache__parse_payload(const char *payload, char *buf, size_t cap, char *op,
+                            int64_t *version, sc_ident *id);
+
+/* ---- handle.c ---- */
+void setcache__log(setcache *c, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void setcache__count(setcache *c, int which, uint64_t n);
+enum {
+    SC_ST_HITS, SC_ST_MISSES, SC_ST_LOADS, SC_ST_QUERIES, SC_ST_WRITES, SC_ST_NOTIFICATIONS,
+    SC_ST_INVALIDATIONS, SC_ST_RESYNCS, SC_ST_RECONNECTS, SC_ST_EVICTIONS, SC_ST_POOL_WAITS,
+    SC_ST_POOL_TIMEOUTS, SC_ST_MALFORMED, SC_ST_COUNT
+};
+
+typedef struct sc_stripe {
+    atomic_uint_fast64_t n[SC_ST_COUNT];
+} __attribute__((aligned(64))) sc_stripe;
+
+/* Test hooks: NULL in normal use; set only by the test suite. */
+typedef struct sc_hooks {
+    void (*after_load_query)(setcache *c, const char *type, const char *id);
+} sc_hooks;
+extern sc_hooks setcache__hooks;
+
+struct setcache {
+    /* Immutable after open. */
+    char *conninfo, *listen_conninfo, *schema, *channel;
+    int pool_size;
+    int acquire_timeout_ms;
+    size_t max_entities;
+    size_t max_value_len;
+    bool create_schema;
+    void (*log)(void *arg, int level, const char *msg);
+    void *log_arg;
+    pid_t pid;
+    sc_sql sql;
+
+    atomic_int closing;
+
+    sc_shard shards[SC_NSHARDS];
+    atomic_uint_fast64_t clock;   /* change clock for entity stamps */
+    atomic_size_t nentities;      /* entity structs in all shards */
+    atomic_uint evict_hand;
+
+    pthread_mutex_t load_mu;      /* with load_cv: waiting for in-flight loads */
+    pthread_cond_t load_cv;
+    atomic_uint_fast64_t load_epoch;
+
+    pthread_rwlock_t defs_lock;
+    sc_def *defs; /* guarded by defs_lock */
+
+    sc_pool pool;
+
+    /* Listener (listen.c). */
+    pthread_t listener;
+    bool listener_started;
+    int wake_fd;
+    atomic_int state;
+    pthread_mutex_t state_mu; /* with state_cv: open waits for the first LISTEN */
+    pthread_cond_t state_cv;
+
+    sc_stripe stripes[SC_NSTRIPES];
+};
+
+#endif /* SETCACHE_INTERNAL_H */

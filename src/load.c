@@ -1,0 +1,265 @@
+/*
+ * load.c - loading entities from the table: one query per entity, shared by
+ * every concurrent reader (single-flight), and preload of a whole type in one
+ * streamed query.
+ *
+ * Owns: no state of its own; uses c->load_mu/load_cv/load_epoch to let
+ * readers wait for a load in flight. Borrows pooled connections through
+ * setcache__with_pool only. Called by cache.c (reads) and handle.c.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+
+sc_hooks setcache__hooks;
+
+/* Add one row to a detached table of entries. */
+static int add_row(sc_entry **head, const char *key, const char *value, const char *version)
+{
+    size_t klen = strlen(key);
+    int64_t v = 0;
+    if (!setcache__parse_int(version, &v)) {
+        return setcache__fail(SETCACHE_ERR_DB, "bad version '%s' in table", version);
+    }
+    sc_entry *e = setcache__entry_new(key, klen, value, strlen(value), v, false);
+    if (!e) {
+        return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory loading an entity");
+    }
+    unsigned h;
+    HASH_VALUE(key, klen, h);
+    HASH_ADD_KEYPTR_BYHASHVALUE(hh, *head, e->data, e->klen, h, e);
+    if (!e->hh.tbl) {
+        free(e);
+        return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory loading an entity");
+    }
+    return SETCACHE_OK;
+}
+
+typedef struct load_job {
+    setcache *c;
+    sc_ident *id;
+    sc_entry *entries;
+} load_job;
+
+static int load_query(void *arg, PGconn *conn)
+{
+    load_job *j = arg;
+    setcache *c = j->c;
+    const char *vals[2] = {j->id->type, j->id->id};
+    int rc;
+    PGresult *r = setcache__exec(c, conn, c->sql.load, 2, vals, false, &rc);
+    if (!r) {
+        return rc;
+    }
+    setcache__count(c, SC_ST_LOADS, 1);
+    int n = PQntuples(r);
+    for (int i = 0; i < n && rc == SETCACHE_OK; i++) {
+        rc = add_row(&j->entries, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), PQgetvalue(r, i, 2));
+    }
+    PQclear(r);
+    if (rc != SETCACHE_OK) {
+        setcache__entries_free(&j->entries);
+    }
+    return rc;
+}
+
+static void wait_load(setcache *c, uint64_t epoch)
+{
+    pthread_mutex_lock(&c->load_mu);
+    while (atomic_load(&c->load_epoch) == epoch && !atomic_load(&c->closing)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += 50 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&c->load_cv, &c->load_mu, &ts);
+    }
+    pthread_mutex_unlock(&c->load_mu);
+}
+
+/*
+ * Make the entity loaded, or leave with the rows of a query in *answer when
+ * the entity changed under every one of three loads (the caller answers from
+ * them: a committed snapshot taken after the read began). Waits for a load
+ * another thread has in flight instead of sending a second query.
+ */
+int setcache__ensure_loaded(setcache *c, sc_ident *id, sc_entry **answer)
+{
+    int rc = setcache__ident_validate(id);
+    if (rc != SETCACHE_OK) {
+        return rc;
+    }
+    for (int own = 0;;) {
+        if (atomic_load(&c->closing)) {
+            return setcache__fail(SETCACHE_ERR_CLOSED, "handle is closing");
+        }
+        uint64_t stamp = 0, epoch = 0;
+        int st = setcache__begin_load(c, id, &stamp, &epoch);
+        if (st < 0) {
+            return st;
+        }
+        if (st == 0) {
+            return SETCACHE_OK;
+        }
+        if (st == 1) {
+            wait_load(c, epoch);
+            continue;
+        }
+        load_job j = {c, id, NULL};
+        rc = setcache__with_pool(c, load_query, &j);
+        if (rc == SETCACHE_OK && setcache__hooks.after_load_query) {
+            setcache__hooks.after_load_query(c, id->type, id->id);
+        }
+        bool installed = false;
+        setcache__finish_load(c, id, rc == SETCACHE_OK ? &j.entries : NULL, stamp, &installed);
+        if (rc != SETCACHE_OK) {
+            return rc;
+        }
+        if (installed) {
+            return SETCACHE_OK;
+        }
+        if (++own >= 3 && answer) {
+            *answer = j.entries;
+            return SETCACHE_OK;
+        }
+        setcache__entries_free(&j.entries);
+        if (own >= 3) {
+            return SETCACHE_OK; /* warmed as far as possible; reads will load */
+        }
+    }
+}
+
+int setcache__load_for_read(setcache *c, sc_ident *id, sc_read *r, bool *answered)
+{
+    sc_entry *rows = NULL;
+    int rc = setcache__ensure_loaded(c, id, &rows);
+    if (rc != SETCACHE_OK || !rows) {
+        return rc;
+    }
+    *answered = true;
+    sc_entry *en;
+    HASH_FIND_BYHASHVALUE(hh, rows, id->key, id->klen, id->khash, en);
+    if (en) {
+        rc = setcache__fill_from_value(en->value, en->vlen, &en->p, r);
+    } else {
+        rc = setcache__read_default(c, id, r);
+    }
+    setcache__entries_free(&rows);
+    return rc;
+}
+
+int setcache_load(setcache *c, const char *entity_type, const char *entity_id)
+{
+    if (!c) {
+        return setcache__fail(SETCACHE_ERR_ARG, "handle is NULL");
+    }
+    sc_ident id;
+    int rc = setcache__ident(&id, entity_type, entity_id, NULL);
+    if (rc != SETCACHE_OK) {
+        return rc;
+    }
+    return setcache__ensure_loaded(c, &id, NULL);
+}
+
+/* ---- preload ---- */
+
+typedef struct preload_job {
+    setcache *c;
+    const char *type;
+    uint64_t since;
+    char cur[SETCACHE_MAX_ID_LEN + 1];
+    bool have;
+    sc_entry *entries;
+} preload_job;
+
+static int flush_group(preload_job *j)
+{
+    if (!j->have) {
+        return SETCACHE_OK;
+    }
+    sc_ident id;
+    int rc = setcache__ident(&id, j->type, j->cur, NULL);
+    if (rc == SETCACHE_OK) {
+        rc = setcache__install_preloaded(j->c, &id, &j->entries, j->since);
+        if (rc > 0) {
+            rc = SETCACHE_OK;
+        }
+    }
+    setcache__entries_free(&j->entries);
+    j->have = false;
+    return rc;
+}
+
+static int preload_query(void *arg, PGconn *conn)
+{
+    preload_job *j = arg;
+    setcache *c = j->c;
+    const char *vals[1] = {j->type};
+    setcache__count(c, SC_ST_QUERIES, 1);
+    if (!PQsendQueryParams(conn, c->sql.load_type, 1, NULL, vals, NULL, NULL, 0)) {
+        return setcache__fail_pg(SETCACHE_ERR_DB, "preload", conn, NULL);
+    }
+    PQsetSingleRowMode(conn);
+    int rc = SETCACHE_OK;
+    PGresult *r;
+    while ((r = PQgetResult(conn)) != NULL) {
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_SINGLE_TUPLE && rc == SETCACHE_OK) {
+            const char *eid = PQgetvalue(r, 0, 0);
+            if (j->have && strcmp(eid, j->cur) != 0) {
+                rc = flush_group(j);
+            }
+            if (rc == SETCACHE_OK && !j->have) {
+                size_t n = strlen(eid);
+                if (n > SETCACHE_MAX_ID_LEN) {
+                    n = SETCACHE_MAX_ID_LEN; /* impossible under the CHECK constraint */
+                }
+                memcpy(j->cur, eid, n);
+                j->cur[n] = '\0';
+                j->have = true;
+            }
+            if (rc == SETCACHE_OK) {
+                rc = add_row(&j->entries, PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2),
+                             PQgetvalue(r, 0, 3));
+            }
+        } else if (st == PGRES_TUPLES_OK) {
+            if (rc == SETCACHE_OK) {
+                rc = flush_group(j);
+            }
+        } else if (st != PGRES_SINGLE_TUPLE && rc == SETCACHE_OK) {
+            rc = setcache__fail_pg(SETCACHE_ERR_DB, "preload", conn, r);
+        }
+        PQclear(r);
+    }
+    setcache__entries_free(&j->entries);
+    if (rc == SETCACHE_OK) {
+        setcache__count(c, SC_ST_LOADS, 1);
+    }
+    return rc;
+}
+
+int setcache_preload(setcache *c, const char *entity_type)
+{
+    if (!c) {
+        return setcache__fail(SETCACHE_ERR_ARG, "handle is NULL");
+    }
+    size_t t, i, k;
+    int rc = setcache__check_identity(entity_type, NULL, NULL, &t, &i, &k);
+    if (rc != SETCACHE_OK) {
+        return rc;
+    }
+    if (atomic_load(&c->closing)) {
+        return setcache__fail(SETCACHE_ERR_CLOSED, "handle is closing");
+    }
+    preload_job j;
+    memset(&j, 0, sizeof j);
+    j.c = c;
+    j.type = entity_type;
+    j.since = atomic_load(&c->clock);
+    return setcache__with_pool(c, preload_query, &j);
+}

@@ -1,0 +1,252 @@
+/*
+ * pool.c - the bounded connection pool and the one scoped way to borrow it.
+ *
+ * Owns: c->pool (slots, each with a lazily made PGconn). Lock: pool.mu, held
+ * only to pick or return a slot, never across a network call.
+ * Called by: load.c, write.c, handle.c (open, define, with_conn). Every
+ * borrow goes through setcache__with_pool(), which always gives back what it
+ * took: a connection left inside a transaction is rolled back, a broken one
+ * is closed and replaced lazily.
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+int setcache__pool_init(setcache *c)
+{
+    sc_pool *p = &c->pool;
+    p->size = c->pool_size;
+    p->slots = calloc((size_t)p->size, sizeof *p->slots);
+    if (!p->slots) {
+        return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+    }
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&p->mu, NULL);
+    return SETCACHE_OK;
+}
+
+void setcache__pool_destroy(setcache *c)
+{
+    sc_pool *p = &c->pool;
+    if (!p->slots) {
+        return;
+    }
+    bool same_process = getpid() == c->pid;
+    for (int i = 0; i < p->size; i++) {
+        /* In a forked child the connections belong to the parent: PQfinish
+         * would end the parent's sessions, so they are left alone. */
+        if (p->slots[i].conn && same_process) {
+            PQfinish(p->slots[i].conn);
+        }
+    }
+    free(p->slots);
+    p->slots = NULL;
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
+}
+
+/* Connect with the application_name that lets operators count sessions. */
+PGconn *setcache__connect(setcache *c, const char *conninfo, const char *role)
+{
+    char app[64];
+    snprintf(app, sizeof app, "setcache:%ld:%s", (long)c->pid, role);
+    const char *keys[] = {"dbname", "application_name", NULL};
+    const char *vals[] = {conninfo && *conninfo ? conninfo : NULL, app, NULL};
+    PGconn *conn;
+    if (vals[0]) {
+        conn = PQconnectdbParams(keys, vals, 1);
+    } else {
+        conn = PQconnectdbParams(keys + 1, vals + 1, 0);
+    }
+    if (!conn) {
+        setcache__fail(SETCACHE_ERR_NOMEM, "out of memory connecting");
+        return NULL;
+    }
+    if (PQstatus(conn) != CONNECTION_OK) {
+        setcache__fail_pg(SETCACHE_ERR_DB, "connecting", conn, NULL);
+        PQfinish(conn);
+        return NULL;
+    }
+    return conn;
+}
+
+static struct timespec deadline_after(int ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}
+
+/* A pooled connection is usable if it is OK and the server has not closed it
+ * while it sat idle (PQconsumeInput never blocks: libpq sockets are
+ * non-blocking). */
+static bool healthy(PGconn *conn)
+{
+    if (PQstatus(conn) != CONNECTION_OK) {
+        return false;
+    }
+    if (!PQconsumeInput(conn)) {
+        return false;
+    }
+    return PQstatus(conn) == CONNECTION_OK && PQtransactionStatus(conn) == PQTRANS_IDLE;
+}
+
+static int acquire(setcache *c, int *slot_out)
+{
+    sc_pool *p = &c->pool;
+    struct timespec dl = deadline_after(c->acquire_timeout_ms);
+    bool waited = false;
+    int slot = -1;
+
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        if (atomic_load(&c->closing)) {
+            pthread_mutex_unlock(&p->mu);
+            return setcache__fail(SETCACHE_ERR_CLOSED, "handle is closing");
+        }
+        for (int i = 0; i < p->size; i++) {
+            if (!p->slots[i].busy && (slot < 0 || p->slots[i].conn)) {
+                slot = i;
+                if (p->slots[i].conn) {
+                    break;
+                }
+            }
+        }
+        if (slot >= 0) {
+            break;
+        }
+        if (!waited) {
+            waited = true;
+            setcache__count(c, SC_ST_POOL_WAITS, 1);
+        }
+        int e = pthread_cond_timedwait(&p->cv, &p->mu, &dl);
+        if (e == ETIMEDOUT) {
+            pthread_mutex_unlock(&p->mu);
+            setcache__count(c, SC_ST_POOL_TIMEOUTS, 1);
+            return setcache__fail(SETCACHE_ERR_TIMEOUT,
+                                  "no pooled connection became free within %d ms (pool_size "
+                                  "%d, all in use)",
+                                  c->acquire_timeout_ms, p->size);
+        }
+    }
+    p->slots[slot].busy = true;
+    p->in_use++;
+    PGconn *conn = p->slots[slot].conn;
+    pthread_mutex_unlock(&p->mu);
+
+    if (conn && !healthy(conn)) {
+        PQfinish(conn);
+        conn = NULL;
+    }
+    if (!conn) {
+        conn = setcache__connect(c, c->conninfo, "pool");
+    }
+    pthread_mutex_lock(&p->mu);
+    p->slots[slot].conn = conn;
+    if (!conn) {
+        p->slots[slot].busy = false;
+        p->in_use--;
+        pthread_cond_signal(&p->cv);
+        pthread_mutex_unlock(&p->mu);
+        return SETCACHE_ERR_DB; /* message set by setcache__connect */
+    }
+    pthread_mutex_unlock(&p->mu);
+    *slot_out = slot;
+    return SETCACHE_OK;
+}
+
+static void release(setcache *c, int slot)
+{
+    sc_pool *p = &c->pool;
+    PGconn *conn = p->slots[slot].conn; /* only this borrower touches it */
+    bool keep = PQstatus(conn) == CONNECTION_OK;
+    if (keep) {
+        PGTransactionStatusType ts = PQtransactionStatus(conn);
+        if (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR) {
+            PGresult *r = PQexec(conn, "ROLLBACK");
+            setcache__count(c, SC_ST_QUERIES, 1);
+            keep = PQresultStatus(r) == PGRES_COMMAND_OK;
+            PQclear(r);
+        } else if (ts != PQTRANS_IDLE) {
+            keep = false; /* a query still active or unknown state */
+        }
+    }
+    if (!keep) {
+        PQfinish(conn);
+        conn = NULL;
+    }
+    pthread_mutex_lock(&p->mu);
+    p->slots[slot].conn = conn;
+    p->slots[slot].busy = false;
+    p->in_use--;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* The only way to borrow a pooled connection: fn runs with it, and it is
+ * returned whatever fn did. */
+int setcache__with_pool(setcache *c, sc_conn_fn fn, void *arg)
+{
+    int slot = -1;
+    int rc = acquire(c, &slot);
+    if (rc != SETCACHE_OK) {
+        return rc;
+    }
+    rc = fn(arg, c->pool.slots[slot].conn);
+    release(c, slot);
+    return rc;
+}
+
+int setcache_with_conn(setcache *c, int (*fn)(void *arg, PGconn *conn), void *arg)
+{
+    if (!c || !fn) {
+        return setcache__fail(SETCACHE_ERR_ARG, "setcache_with_conn: NULL %s", c ? "fn" : "c");
+    }
+    return setcache__with_pool(c, fn, arg);
+}
+
+/*
+ * Run one parameterised statement and classify failure: a server error is
+ * SETCACHE_ERR_DB; a lost connection is SETCACHE_ERR_UNCERTAIN for a write
+ * (the statement, and with autocommit its COMMIT, may have been applied) and
+ * SETCACHE_ERR_DB otherwise. Returns the result (caller PQclear()s) or NULL.
+ */
+PGresult *setcache__exec(setcache *c, PGconn *conn, const char *sql, int n,
+                         const char *const *vals, bool is_write, int *rc)
+{
+    PGresult *r = PQexecParams(conn, sql, n, NULL, vals, NULL, NULL, 0);
+    setcache__count(c, SC_ST_QUERIES, 1);
+    ExecStatusType st = PQresultStatus(r);
+    if (r && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)) {
+        *rc = SETCACHE_OK;
+        return r;
+    }
+    if (PQstatus(conn) != CONNECTION_OK) {
+        *rc = setcache__fail_pg(is_write ? SETCACHE_ERR_UNCERTAIN : SETCACHE_ERR_DB,
+                                is_write ? "connection lost during write (outcome unknown)"
+                                         : "connection lost",
+                                conn, r);
+    } else if (!r) {
+        *rc = setcache__fail_pg(SETCACHE_ERR_NOMEM, "query", conn, NULL);
+    } else {
+        *rc = setcache__fail_pg(SETCACHE_ERR_DB, "database error", conn, r);
+    }
+    PQclear(r);
+    return NULL;
+}

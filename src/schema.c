@@ -1,0 +1,296 @@
+/*
+ * schema.c - all SQL text: identifier quoting, the statements the library
+ * sends, the DDL (table, version sequence, triggers) and its idempotent,
+ * concurrency-safe creation.
+ *
+ * Owns: the sc_sql strings of a handle (built at open, freed at close).
+ * No locks: callers pass a borrowed connection. Called by handle.c (open),
+ * load.c, write.c and cli.c (`setcache schema`).
+ */
+#include "internal.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SC_SCHEMA_REVISION "1"
+
+/* Double-quote an identifier, doubling embedded quotes. malloc'd. */
+char *setcache__quote_ident(const char *s)
+{
+    size_t n = strlen(s);
+    char *out = malloc(2 * n + 3);
+    if (!out) {
+        return NULL;
+    }
+    char *p = out;
+    *p++ = '"';
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '"') {
+            *p++ = '"';
+        }
+        *p++ = s[i];
+    }
+    *p++ = '"';
+    *p = '\0';
+    return out;
+}
+
+static char *aprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *aprintf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        return NULL;
+    }
+    char *out = malloc((size_t)n + 1);
+    if (!out) {
+        return NULL;
+    }
+    va_start(ap, fmt);
+    vsnprintf(out, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return out;
+}
+
+int setcache__sql_build(sc_sql *s, const char *schema)
+{
+    memset(s, 0, sizeof *s);
+    char *qs = setcache__quote_ident(schema);
+    if (!qs) {
+        return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+    }
+    s->table = aprintf("%s.settings", qs);
+    free(qs);
+    if (!s->table) {
+        return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+    }
+    const char *t = s->table;
+    s->load = aprintf("SELECT key, value, version FROM %s WHERE entity_type = $1 AND "
+                      "entity_id = $2",
+                      t);
+    s->load_type = aprintf("SELECT entity_id, key, value, version FROM %s WHERE entity_type = "
+                           "$1 ORDER BY entity_id",
+                           t);
+    s->upsert = aprintf("INSERT INTO %s (entity_type, entity_id, key, value) VALUES ($1, $2, $3, "
+                        "$4) ON CONFLICT (entity_type, entity_id, key) DO UPDATE SET value = "
+                        "EXCLUDED.value RETURNING version",
+                        t);
+    s->upsert_json = aprintf("INSERT INTO %s (entity_type, entity_id, key, value) VALUES ($1, $2, "
+                             "$3, ($4::json)::text) ON CONFLICT (entity_type, entity_id, key) DO "
+                             "UPDATE SET value = EXCLUDED.value RETURNING version",
+                             t);
+    s->del = aprintf("DELETE FROM %s WHERE entity_type = $1 AND entity_id = $2 AND key = $3 "
+                     "RETURNING version",
+                     t);
+    s->many = aprintf(
+        "WITH d AS (DELETE FROM %s WHERE entity_type = $1 AND entity_id = $2 AND key = "
+        "ANY ($3::text[]) RETURNING key, version), "
+        "u AS (INSERT INTO %s (entity_type, entity_id, key, value) "
+        "SELECT $1, $2, x.k, CASE WHEN x.j THEN (x.v::json)::text ELSE x.v END "
+        "FROM unnest($4::text[], $5::text[], $6::bool[]) AS x(k, v, j) "
+        "ON CONFLICT (entity_type, entity_id, key) DO UPDATE SET value = EXCLUDED.value "
+        "RETURNING key, version) "
+        "SELECT false, key, version FROM d UNION ALL SELECT true, key, version FROM u",
+        t, t);
+    s->exists = aprintf("SELECT to_regclass($1) IS NOT NULL");
+    if (!s->load || !s->load_type || !s->upsert || !s->upsert_json || !s->del || !s->many ||
+        !s->exists) {
+        setcache__sql_free(s);
+        return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+    }
+    return SETCACHE_OK;
+}
+
+void setcache__sql_free(sc_sql *s)
+{
+    free(s->table);
+    free(s->load);
+    free(s->load_type);
+    free(s->upsert);
+    free(s->upsert_json);
+    free(s->del);
+    free(s->many);
+    free(s->exists);
+    memset(s, 0, sizeof *s);
+}
+
+/*
+ * The DDL for one schema and channel. Both names must have passed
+ * setcache__valid_sql_name ([a-z_][a-z0-9_]*), so they are safe inside the
+ * quoted identifiers and string literals below. malloc'd.
+ */
+char *setcache__ddl(const char *schema, const char *channel)
+{
+    if (!setcache__valid_sql_name(schema) || !setcache__valid_sql_name(channel)) {
+        return NULL;
+    }
+    const char *S = schema;
+    const char *C = channel;
+    return aprintf(
+        "CREATE SCHEMA IF NOT EXISTS \"%s\";\n"
+        "CREATE SEQUENCE IF NOT EXISTS \"%s\".settings_version_seq;\n"
+        "CREATE TABLE IF NOT EXISTS \"%s\".settings (\n"
+        "    entity_type text NOT NULL CHECK (entity_type ~ '^[a-z0-9_]{1,63}$'),\n"
+        "    entity_id   text NOT NULL CHECK (octet_length(entity_id) BETWEEN 1 AND 255\n"
+        "                                     AND entity_id !~ '[\\x01-\\x1f\\x7f]'),\n"
+        "    key         text NOT NULL CHECK (octet_length(key) BETWEEN 1 AND 255\n"
+        "                                     AND key !~ '[\\x01-\\x1f\\x7f]'),\n"
+        "    value       text NOT NULL CHECK (octet_length(value) <= 1048576),\n"
+        "    version     bigint NOT NULL DEFAULT nextval('\"%s\".settings_version_seq'),\n"
+        "    updated_at  timestamptz NOT NULL DEFAULT now(),\n"
+        "    PRIMARY KEY (entity_type, entity_id, key)\n"
+        ");\n"
+        "ALTER SEQUENCE \"%s\".settings_version_seq OWNED BY \"%s\".settings.version;\n"
+        "\n"
+        "-- Every INSERT and UPDATE gets a new version; writers give only the four\n"
+        "-- columns entity_type, entity_id, key, value.\n"
+        "CREATE OR REPLACE FUNCTION \"%s\".settings_stamp() RETURNS trigger\n"
+        "LANGUAGE plpgsql AS $fn$\n"
+        "BEGIN\n"
+        "    NEW.version := nextval('\"%s\".settings_version_seq');\n"
+        "    NEW.updated_at := clock_timestamp();\n"
+        "    RETURN NEW;\n"
+        "END\n"
+        "$fn$;\n"
+        "\n"
+        "-- Notifications carry identifiers, operation and version, never the value:\n"
+        "-- '1' US op US version US entity_type US entity_id US key (US = 0x1f).\n"
+        "CREATE OR REPLACE FUNCTION \"%s\".settings_notify() RETURNS trigger\n"
+        "LANGUAGE plpgsql AS $fn$\n"
+        "BEGIN\n"
+        "    IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND\n"
+        "       (OLD.entity_type, OLD.entity_id, OLD.key) IS DISTINCT FROM\n"
+        "       (NEW.entity_type, NEW.entity_id, NEW.key)) THEN\n"
+        "        PERFORM pg_notify('%s', concat_ws(E'\\x1f', '1', 'D', OLD.version,\n"
+        "                          OLD.entity_type, OLD.entity_id, OLD.key));\n"
+        "    END IF;\n"
+        "    IF TG_OP <> 'DELETE' THEN\n"
+        "        PERFORM pg_notify('%s', concat_ws(E'\\x1f', '1', left(TG_OP, 1), NEW.version,\n"
+        "                          NEW.entity_type, NEW.entity_id, NEW.key));\n"
+        "    END IF;\n"
+        "    RETURN NULL;\n"
+        "END\n"
+        "$fn$;\n"
+        "\n"
+        "CREATE OR REPLACE FUNCTION \"%s\".settings_notify_truncate() RETURNS trigger\n"
+        "LANGUAGE plpgsql AS $fn$\n"
+        "BEGIN\n"
+        "    PERFORM pg_notify('%s', concat_ws(E'\\x1f', '1', 'T', '0'));\n"
+        "    RETURN NULL;\n"
+        "END\n"
+        "$fn$;\n"
+        "\n"
+        "DROP TRIGGER IF EXISTS settings_stamp ON \"%s\".settings;\n"
+        "CREATE TRIGGER settings_stamp BEFORE INSERT OR UPDATE ON \"%s\".settings\n"
+        "    FOR EACH ROW EXECUTE FUNCTION \"%s\".settings_stamp();\n"
+        "DROP TRIGGER IF EXISTS settings_notify ON \"%s\".settings;\n"
+        "CREATE TRIGGER settings_notify AFTER INSERT OR UPDATE OR DELETE ON \"%s\".settings\n"
+        "    FOR EACH ROW EXECUTE FUNCTION \"%s\".settings_notify();\n"
+        "DROP TRIGGER IF EXISTS settings_notify_truncate ON \"%s\".settings;\n"
+        "CREATE TRIGGER settings_notify_truncate AFTER TRUNCATE ON \"%s\".settings\n"
+        "    FOR EACH STATEMENT EXECUTE FUNCTION \"%s\".settings_notify_truncate();\n"
+        "COMMENT ON FUNCTION \"%s\".settings_notify() IS 'setcache schema " SC_SCHEMA_REVISION
+        " channel %s';\n",
+        S, S, S, S, S, S, S, S, S, C, C, S, C, S, S, S, S, S, S, S, S, S, S, C);
+}
+
+static int exec_simple(setcache *c, PGconn *conn, const char *sql, int n,
+                       const char *const *vals, PGresult **keep)
+{
+    int rc = SETCACHE_OK;
+    PGresult *r = setcache__exec(c, conn, sql, n, vals, false, &rc);
+    if (keep && r) {
+        *keep = r;
+    } else {
+        PQclear(r);
+    }
+    return rc;
+}
+
+/*
+ * Make sure the schema exists. With create_schema, apply the DDL under a
+ * transaction-scoped advisory lock unless the installed revision and channel
+ * already match (so concurrent opens neither fail nor lock the table). Without
+ * it, fail with a message that says what to do.
+ */
+int setcache__ensure_schema(setcache *c, PGconn *conn)
+{
+    int rc;
+    PGresult *r = NULL;
+    if (!c->create_schema) {
+        const char *v[1] = {c->sql.table};
+        if ((rc = exec_simple(c, conn, c->sql.exists, 1, v, &r)) != SETCACHE_OK) {
+            return rc;
+        }
+        bool ok = PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+        PQclear(r);
+        if (!ok) {
+            return setcache__fail(SETCACHE_ERR_DB,
+                                  "table %s does not exist: open with create_schema, or apply "
+                                  "the output of `setcache schema`",
+                                  c->sql.table);
+        }
+        return SETCACHE_OK;
+    }
+
+    char *ddl = NULL, *fn = NULL, *want = NULL, *lockkey = NULL;
+    if ((rc = exec_simple(c, conn, "BEGIN", 0, NULL, NULL)) != SETCACHE_OK) {
+        return rc;
+    }
+    lockkey = malloc(strlen(c->schema) + 16);
+    fn = malloc(strlen(c->schema) + 32);
+    want = malloc(strlen(c->channel) + 64);
+    if (!lockkey || !fn || !want) {
+        rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    sprintf(lockkey, "setcache:%s", c->schema);
+    sprintf(fn, "\"%s\".settings_notify()", c->schema);
+    sprintf(want, "setcache schema " SC_SCHEMA_REVISION " channel %s", c->channel);
+    const char *lv[1] = {lockkey};
+    if ((rc = exec_simple(c, conn, "SELECT pg_advisory_xact_lock(hashtext($1))", 1, lv, NULL)) !=
+        SETCACHE_OK) {
+        goto out;
+    }
+    const char *fv[1] = {fn};
+    if ((rc = exec_simple(c, conn, "SELECT obj_description(to_regprocedure($1), 'pg_proc')", 1,
+                          fv, &r)) != SETCACHE_OK) {
+        goto out;
+    }
+    bool current = PQntuples(r) == 1 && !PQgetisnull(r, 0, 0) &&
+                   strcmp(PQgetvalue(r, 0, 0), want) == 0;
+    PQclear(r);
+    r = NULL;
+    if (!current) {
+        ddl = setcache__ddl(c->schema, c->channel);
+        if (!ddl) {
+            rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+        /* Multi-statement text without parameters: every name in it was
+         * validated and quoted by setcache__ddl. */
+        PGresult *dr = PQexec(conn, ddl);
+        setcache__count(c, SC_ST_QUERIES, 1);
+        if (PQresultStatus(dr) != PGRES_COMMAND_OK) {
+            rc = setcache__fail_pg(SETCACHE_ERR_DB, "creating the schema", conn, dr);
+            PQclear(dr);
+            goto out;
+        }
+        PQclear(dr);
+    }
+    rc = exec_simple(c, conn, "COMMIT", 0, NULL, NULL);
+out:
+    if (rc != SETCACHE_OK && PQtransactionStatus(conn) != PQTRANS_IDLE) {
+        PQclear(PQexec(conn, "ROLLBACK"));
+    }
+    free(ddl);
+    free(fn);
+    free(want);
+    free(lockkey);
+    return rc;
+}

@@ -1,0 +1,397 @@
+/*
+ * write.c - write-through: upsert, delete and set_many, each one statement
+ * in autocommit (so its COMMIT is part of the one round trip), then the
+ * cache is updated by the version the statement returned.
+ *
+ * Owns: nothing. Borrows connections through setcache__with_pool only; takes
+ * the defs lock (through setcache__def_find) and shard locks (through
+ * setcache__apply_local), never together. Called by handle.c's public
+ * setters.
+ */
+#include "internal.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Check a value against the length limit, UTF-8 and the key's definition.
+ * *json is set when the server must validate it as JSON. */
+static int check_value(setcache *c, sc_ident *id, const char *value, bool *json)
+{
+    if (!value) {
+        return setcache__fail(SETCACHE_ERR_ARG, "value is NULL");
+    }
+    size_t vlen = strnlen(value, c->max_value_len + 1);
+    if (vlen > c->max_value_len) {
+        return setcache__fail(SETCACHE_ERR_ARG, "value is longer than %zu bytes",
+                              c->max_value_len);
+    }
+    if (!setcache__valid_utf8(value, vlen)) {
+        return setcache__fail(SETCACHE_ERR_ARG, "value is not valid UTF-8");
+    }
+    setcache_type t;
+    bool has_dflt;
+    if (setcache__def_find(c, id->type, id->tlen, id->key, id->klen, &t, NULL, NULL,
+                           &has_dflt)) {
+        int64_t iv;
+        double dv;
+        bool bv;
+        switch (t) {
+        case SETCACHE_INT:
+            if (!setcache__parse_int(value, &iv)) {
+                return setcache__fail(SETCACHE_ERR_TYPE, "%s/%s is defined as int", id->type,
+                                      id->key);
+            }
+            break;
+        case SETCACHE_DOUBLE:
+            if (!setcache__parse_double(value, &dv)) {
+                return setcache__fail(SETCACHE_ERR_TYPE, "%s/%s is defined as double",
+                                      id->type, id->key);
+            }
+            break;
+        case SETCACHE_BOOL:
+            if (!setcache__parse_bool(value, &bv)) {
+                return setcache__fail(SETCACHE_ERR_TYPE, "%s/%s is defined as bool", id->type,
+                                      id->key);
+            }
+            break;
+        case SETCACHE_JSON:
+            *json = true;
+            break;
+        case SETCACHE_STRING:
+            break;
+        }
+    }
+    return SETCACHE_OK;
+}
+
+static bool is_json_error(void)
+{
+    /* invalid_text_representation: the json input function rejected it */
+    return strcmp(setcache__sqlstate(), "22P02") == 0;
+}
+
+typedef struct write_job {
+    setcache *c;
+    sc_ident *id;
+    const char *value; /* NULL = delete */
+    bool json;
+    int64_t version;
+} write_job;
+
+static int write_one(void *arg, PGconn *conn)
+{
+    write_job *j = arg;
+    setcache *c = j->c;
+    int rc;
+    PGresult *r;
+    if (j->value) {
+        const char *vals[4] = {j->id->type, j->id->id, j->id->key, j->value};
+        r = setcache__exec(c, conn, j->json ? c->sql.upsert_json : c->sql.upsert, 4, vals, true,
+                           &rc);
+    } else {
+        const char *vals[3] = {j->id->type, j->id->id, j->id->key};
+        r = setcache__exec(c, conn, c->sql.del, 3, vals, true, &rc);
+    }
+    if (!r) {
+        if (rc == SETCACHE_ERR_DB && j->json && is_json_error()) {
+            rc = SETCACHE_ERR_TYPE;
+        }
+        return rc;
+    }
+    j->version = 0;
+    if (PQntuples(r) > 0 && !setcache__parse_int(PQgetvalue(r, 0, 0), &j->version)) {
+        rc = setcache__fail(SETCACHE_ERR_DB, "bad version returned");
+    }
+    PQclear(r);
+    return rc;
+}
+
+static int do_write(setcache *c, const char *type, const char *eid, const char *key,
+                    const char *value, bool force_json, bool is_delete)
+{
+    if (!c) {
+        return setcache__fail(SETCACHE_ERR_ARG, "handle is NULL");
+    }
+    if (!key) {
+        return setcache__fail(SETCACHE_ERR_ARG, "key is NULL");
+    }
+    sc_ident id;
+    int rc = setcache__ident(&id, type, eid, key);
+    if (rc == SETCACHE_OK) {
+        rc = setcache__ident_validate(&id);
+    }
+    if (rc != SETCACHE_OK) {
+        return rc;
+    }
+    bool json = force_json;
+    if (!is_delete && (rc = check_value(c, &id, value, &json)) != SETCACHE_OK) {
+        return rc;
+    }
+    if (atomic_load(&c->closing)) {
+        return setcache__fail(SETCACHE_ERR_CLOSED, "handle is closing");
+    }
+    write_job j = {c, &id, is_delete ? NULL : value, json, 0};
+    rc = setcache__with_pool(c, write_one, &j);
+    if (rc == SETCACHE_OK) {
+        setcache__apply_local(c, &id, j.value, j.version, is_delete, false);
+        setcache__count(c, SC_ST_WRITES, 1);
+    } else if (rc == SETCACHE_ERR_UNCERTAIN) {
+        setcache__apply_local(c, &id, NULL, 0, is_delete, true);
+    }
+    return rc;
+}
+
+int setcache_set_string(setcache *c, const char *entity_type, const char *entity_id,
+                        const char *key, const char *value)
+{
+    return do_write(c, entity_type, entity_id, key, value, false, false);
+}
+
+int setcache_set_json(setcache *c, const char *entity_type, const char *entity_id,
+                      const char *key, const char *json)
+{
+    return do_write(c, entity_type, entity_id, key, json, true, false);
+}
+
+int setcache_set_int(setcache *c, const char *entity_type, const char *entity_id,
+                     const char *key, int64_t value)
+{
+    char buf[32];
+    snprintf(buf, sizeof buf, "%" PRId64, value);
+    return do_write(c, entity_type, entity_id, key, buf, false, false);
+}
+
+int setcache_set_double(setcache *c, const char *entity_type, const char *entity_id,
+                        const char *key, double value)
+{
+    if (!isfinite(value)) {
+        return setcache__fail(SETCACHE_ERR_ARG, "value is not a finite number");
+    }
+    char buf[64];
+    setcache__format_double(value, buf, sizeof buf);
+    return do_write(c, entity_type, entity_id, key, buf, false, false);
+}
+
+int setcache_set_bool(setcache *c, const char *entity_type, const char *entity_id,
+                      const char *key, bool value)
+{
+    return do_write(c, entity_type, entity_id, key, value ? "true" : "false", false, false);
+}
+
+int setcache_delete(setcache *c, const char *entity_type, const char *entity_id,
+                    const char *key)
+{
+    return do_write(c, entity_type, entity_id, key, NULL, false, true);
+}
+
+/* ---- set_many ---- */
+
+/* A PostgreSQL array literal of text: {"a","b\"c"}. malloc'd. */
+static char *text_array(const char *const *items, size_t n)
+{
+    size_t need = 3;
+    for (size_t i = 0; i < n; i++) {
+        need += 2 * strlen(items[i]) + 3;
+    }
+    char *out = malloc(need);
+    if (!out) {
+        return NULL;
+    }
+    char *p = out;
+    *p++ = '{';
+    for (size_t i = 0; i < n; i++) {
+        if (i) {
+            *p++ = ',';
+        }
+        *p++ = '"';
+        for (const char *s = items[i]; *s; s++) {
+            if (*s == '"' || *s == '\\') {
+                *p++ = '\\';
+            }
+            *p++ = *s;
+        }
+        *p++ = '"';
+    }
+    *p++ = '}';
+    *p = '\0';
+    return out;
+}
+
+static char *bool_array(const bool *items, size_t n)
+{
+    char *out = malloc(2 * n + 3);
+    if (!out) {
+        return NULL;
+    }
+    char *p = out;
+    *p++ = '{';
+    for (size_t i = 0; i < n; i++) {
+        if (i) {
+            *p++ = ',';
+        }
+        *p++ = items[i] ? 't' : 'f';
+    }
+    *p++ = '}';
+    *p = '\0';
+    return out;
+}
+
+static int cmp_kv(const void *a, const void *b)
+{
+    const setcache_kv *x = *(const setcache_kv *const *)a;
+    const setcache_kv *y = *(const setcache_kv *const *)b;
+    return strcmp(x->key, y->key);
+}
+
+typedef struct many_job {
+    setcache *c;
+    const char *vals[6];
+    bool any_json;
+    PGresult *res;
+} many_job;
+
+static int write_many(void *arg, PGconn *conn)
+{
+    many_job *j = arg;
+    int rc;
+    j->res = setcache__exec(j->c, conn, j->c->sql.many, 6, j->vals, true, &rc);
+    if (!j->res && rc == SETCACHE_ERR_DB && j->any_json && is_json_error()) {
+        rc = SETCACHE_ERR_TYPE;
+    }
+    return rc;
+}
+
+int setcache_set_many(setcache *c, const char *entity_type, const char *entity_id,
+                      const setcache_kv *kv, size_t n)
+{
+    if (!c) {
+        return setcache__fail(SETCACHE_ERR_ARG, "handle is NULL");
+    }
+    if (n > 0 && !kv) {
+        return setcache__fail(SETCACHE_ERR_ARG, "kv is NULL");
+    }
+    sc_ident id;
+    int rc = setcache__ident(&id, entity_type, entity_id, NULL);
+    if (rc == SETCACHE_OK) {
+        rc = setcache__ident_validate(&id);
+    }
+    if (rc != SETCACHE_OK) {
+        return rc;
+    }
+    if (n == 0) {
+        return SETCACHE_OK;
+    }
+    const setcache_kv **sorted = malloc(n * sizeof *sorted);
+    const char **dkeys = malloc(n * sizeof *dkeys);
+    const char **skeys = malloc(n * sizeof *skeys);
+    const char **svals = malloc(n * sizeof *svals);
+    bool *sjson = malloc(n * sizeof *sjson);
+    char *a_del = NULL, *a_keys = NULL, *a_vals = NULL, *a_json = NULL;
+    size_t nd = 0, ns = 0;
+    many_job j;
+    memset(&j, 0, sizeof j);
+    if (!sorted || !dkeys || !skeys || !svals || !sjson) {
+        rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        sc_ident kid;
+        if ((rc = setcache__ident(&kid, entity_type, entity_id, kv[i].key)) != SETCACHE_OK ||
+            !kv[i].key || (rc = setcache__ident_validate(&kid)) != SETCACHE_OK) {
+            if (rc == SETCACHE_OK) {
+                rc = setcache__fail(SETCACHE_ERR_ARG, "kv[%zu].key is NULL", i);
+            }
+            goto out;
+        }
+        sorted[i] = &kv[i];
+        if (kv[i].value) {
+            bool json = false;
+            if ((rc = check_value(c, &kid, kv[i].value, &json)) != SETCACHE_OK) {
+                goto out;
+            }
+            skeys[ns] = kv[i].key;
+            svals[ns] = kv[i].value;
+            sjson[ns++] = json;
+            j.any_json |= json;
+        } else {
+            dkeys[nd++] = kv[i].key;
+        }
+    }
+    qsort(sorted, n, sizeof *sorted, cmp_kv);
+    for (size_t i = 1; i < n; i++) {
+        if (strcmp(sorted[i - 1]->key, sorted[i]->key) == 0) {
+            rc = setcache__fail(SETCACHE_ERR_ARG, "key '%s' appears twice", sorted[i]->key);
+            goto out;
+        }
+    }
+    a_del = text_array(dkeys, nd);
+    a_keys = text_array(skeys, ns);
+    a_vals = text_array(svals, ns);
+    a_json = bool_array(sjson, ns);
+    if (!a_del || !a_keys || !a_vals || !a_json) {
+        rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    if (atomic_load(&c->closing)) {
+        rc = setcache__fail(SETCACHE_ERR_CLOSED, "handle is closing");
+        goto out;
+    }
+    j.c = c;
+    j.vals[0] = entity_type;
+    j.vals[1] = entity_id;
+    j.vals[2] = a_del;
+    j.vals[3] = a_keys;
+    j.vals[4] = a_vals;
+    j.vals[5] = a_json;
+    rc = setcache__with_pool(c, write_many, &j);
+    if (rc == SETCACHE_ERR_UNCERTAIN) {
+        setcache__apply_local(c, &id, NULL, 0, false, true);
+        goto out;
+    }
+    if (rc != SETCACHE_OK) {
+        goto out;
+    }
+    /* Apply every returned row by its version; deleted keys with no row
+     * returned had nothing to delete. */
+    bool *seen = calloc(n, sizeof *seen);
+    int rows = PQntuples(j.res);
+    for (int r = 0; r < rows; r++) {
+        setcache_kv probe = {PQgetvalue(j.res, r, 1), NULL};
+        const setcache_kv *pp = &probe;
+        const setcache_kv **hit = bsearch(&pp, sorted, n, sizeof *sorted, cmp_kv);
+        int64_t version;
+        if (!hit || !setcache__parse_int(PQgetvalue(j.res, r, 2), &version)) {
+            continue;
+        }
+        sc_ident kid;
+        setcache__ident(&kid, entity_type, entity_id, (*hit)->key);
+        setcache__apply_local(c, &kid, (*hit)->value, version, (*hit)->value == NULL, false);
+        if (seen) {
+            seen[hit - sorted] = true;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!sorted[i]->value && (!seen || !seen[i])) {
+            sc_ident kid;
+            setcache__ident(&kid, entity_type, entity_id, sorted[i]->key);
+            setcache__apply_local(c, &kid, NULL, 0, true, false);
+        }
+    }
+    free(seen);
+    setcache__count(c, SC_ST_WRITES, 1);
+out:
+    PQclear(j.res);
+    free(a_del);
+    free(a_keys);
+    free(a_vals);
+    free(a_json);
+    free(sorted);
+    free(dkeys);
+    free(skeys);
+    free(svals);
+    free(sjson);
+    return rc;
+}

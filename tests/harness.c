@@ -1,0 +1,275 @@
+/*
+ * harness.c - the runner behind harness.h. Each test forks; the child gets a
+ * timeout (scaled by SETCACHE_TEST_TIMEOUT_SCALE, e.g. under valgrind), its
+ * own schema, and drops that schema at the end.
+ */
+#include "harness.h"
+
+#include <signal.h>
+#include <stdarg.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_TESTS 256
+
+static struct {
+    const char *name;
+    t_fn fn;
+    int timeout_s;
+} tests[MAX_TESTS];
+static int ntests;
+static const char *cur_name;
+static char schema[64];
+static PGconn *admin;
+
+void t_register(const char *name, t_fn fn, int timeout_s)
+{
+    if (ntests < MAX_TESTS) {
+        tests[ntests].name = name;
+        tests[ntests].fn = fn;
+        tests[ntests].timeout_s = timeout_s;
+        ntests++;
+    }
+}
+
+void t_fail(const char *file, int line, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "    %s:%d: ", file, line);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n");
+    fflush(stderr);
+    _exit(1);
+}
+
+void t_skip(const char *why)
+{
+    fprintf(stderr, "    skipped: %s\n", why);
+    _exit(77);
+}
+
+const char *t_schema(void)
+{
+    return schema;
+}
+
+const char *t_conninfo(void)
+{
+    const char *ci = getenv("SETCACHE_TEST_CONNINFO");
+    return ci ? ci : "";
+}
+
+const char *t_build_dir(void)
+{
+    const char *b = getenv("SETCACHE_BUILD");
+    return b && *b ? b : "build";
+}
+
+void t_options(setcache_options *o)
+{
+    setcache_options_init(o);
+    o->conninfo = t_conninfo();
+    o->schema = schema;
+    o->channel = schema;
+    o->create_schema = true;
+}
+
+setcache *t_open_with(setcache_options *o)
+{
+    setcache *c = NULL;
+    int rc = setcache_open(&c, o);
+    if (rc != SETCACHE_OK) {
+        t_fail(__FILE__, __LINE__, "setcache_open: %s: %s", setcache_strerror(rc),
+               setcache_errmsg());
+    }
+    return c;
+}
+
+setcache *t_open(void)
+{
+    setcache_options o;
+    t_options(&o);
+    return t_open_with(&o);
+}
+
+PGconn *t_admin(void)
+{
+    if (!admin) {
+        const char *ci = t_conninfo();
+        admin = PQconnectdb(ci);
+        if (PQstatus(admin) != CONNECTION_OK) {
+            t_fail(__FILE__, __LINE__, "admin connect: %s", PQerrorMessage(admin));
+        }
+        PQclear(PQexec(admin, "SET client_min_messages = warning"));
+    }
+    return admin;
+}
+
+static PGresult *vrun(const char *fmt, va_list ap)
+{
+    char *sql;
+    if (vasprintf(&sql, fmt, ap) < 0) {
+        t_fail(__FILE__, __LINE__, "out of memory");
+    }
+    PGresult *r = PQexec(t_admin(), sql);
+    free(sql);
+    return r;
+}
+
+static bool ok_result(PGresult *r)
+{
+    ExecStatusType st = PQresultStatus(r);
+    return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+}
+
+void t_sql(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    PGresult *r = vrun(fmt, ap);
+    va_end(ap);
+    if (!ok_result(r)) {
+        t_fail(__FILE__, __LINE__, "SQL failed: %s", PQresultErrorMessage(r));
+    }
+    PQclear(r);
+}
+
+bool t_sql_try(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    PGresult *r = vrun(fmt, ap);
+    va_end(ap);
+    bool ok = ok_result(r);
+    PQclear(r);
+    return ok;
+}
+
+const char *t_sql_value(const char *fmt, ...)
+{
+    static char buf[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    PGresult *r = vrun(fmt, ap);
+    va_end(ap);
+    if (!ok_result(r) || PQntuples(r) < 1) {
+        t_fail(__FILE__, __LINE__, "SQL value failed: %s", PQresultErrorMessage(r));
+    }
+    snprintf(buf, sizeof buf, "%s", PQgetisnull(r, 0, 0) ? "(null)" : PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return buf;
+}
+
+long long t_server_statements(void)
+{
+    PGresult *r = PQexec(t_admin(), "SELECT 1 FROM pg_extension WHERE extname = "
+                                    "'pg_stat_statements'");
+    bool have = ok_result(r) && PQntuples(r) == 1;
+    PQclear(r);
+    if (!have) {
+        return -1;
+    }
+    const char *v = t_sql_value("SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE "
+                                "query LIKE '%%\"%s\"%%'",
+                                schema);
+    return atoll(v);
+}
+
+double t_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+void t_sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static void drop_schema(void)
+{
+    if (schema[0]) {
+        PGconn *a = PQconnectdb(t_conninfo());
+        if (PQstatus(a) == CONNECTION_OK) {
+            char sql[160];
+            snprintf(sql, sizeof sql, "DROP SCHEMA IF EXISTS \"%s\" CASCADE", schema);
+            PQclear(PQexec(a, "SET client_min_messages = warning"));
+            PQclear(PQexec(a, sql));
+        }
+        PQfinish(a);
+    }
+}
+
+static bool selected(const char *name, int argc, char **argv)
+{
+    if (argc <= 1) {
+        return true;
+    }
+    for (int i = 1; i < argc; i++) {
+        if (strstr(name, argv[i])) {
+            return true;
+        }
+    }
+    return false;
+}
+
+int main(int argc, char **argv)
+{
+    int passed = 0, failed = 0, skipped = 0;
+    double scale = 1;
+    const char *s = getenv("SETCACHE_TEST_TIMEOUT_SCALE");
+    if (s && atof(s) > 0) {
+        scale = atof(s);
+    }
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    for (int i = 0; i < ntests; i++) {
+        if (!selected(tests[i].name, argc, argv)) {
+            continue;
+        }
+        cur_name = tests[i].name;
+        snprintf(schema, sizeof schema, "t_%.40s_%d", cur_name, (int)(getpid() % 100000));
+        double t0 = t_now_ms();
+        fflush(NULL);
+        pid_t pid = fork();
+        if (pid == 0) {
+            setpgid(0, 0);
+            alarm((unsigned)(tests[i].timeout_s * scale + 0.5));
+            tests[i].fn();
+            if (admin) {
+                PQfinish(admin);
+                admin = NULL;
+            }
+            drop_schema();
+            fflush(NULL);
+            _exit(0);
+        }
+        int st = 0;
+        waitpid(pid, &st, 0);
+        /* end whatever the test left running in its own process group */
+        kill(-pid, SIGKILL);
+        double ms = t_now_ms() - t0;
+        if (WIFEXITED(st) && WEXITSTATUS(st) == 0) {
+            printf("ok      %s (%.0f ms)\n", cur_name, ms);
+            passed++;
+        } else if (WIFEXITED(st) && WEXITSTATUS(st) == 77) {
+            printf("skip    %s\n", cur_name);
+            skipped++;
+        } else {
+            if (WIFSIGNALED(st)) {
+                printf("FAIL    %s: killed by signal %d%s (%.0f ms)\n", cur_name, WTERMSIG(st),
+                       WTERMSIG(st) == SIGALRM ? " (timeout)" : "", ms);
+            } else {
+                printf("FAIL    %s: exit %d (%.0f ms)\n", cur_name, WEXITSTATUS(st), ms);
+            }
+            drop_schema();
+            failed++;
+        }
+    }
+    printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
+    return failed ? 1 : 0;
+}

@@ -1,0 +1,91 @@
+/*
+ * harness.h - a small test runner: each test runs in its own forked process
+ * under a timeout, against a real PostgreSQL (SETCACHE_TEST_CONNINFO), with
+ * its own schema and channel. The run ends with "N passed, N failed, N skipped".
+ */
+#ifndef SETCACHE_TEST_HARNESS_H
+#define SETCACHE_TEST_HARNESS_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "setcache.h"
+
+typedef void (*t_fn)(void);
+void t_register(const char *name, t_fn fn, int timeout_s);
+
+#define TEST_T(name, timeout_s)                                                                \
+    static void name(void);                                                                    \
+    __attribute__((constructor)) static void reg_##name(void)                                  \
+    {                                                                                          \
+        t_register(#name, name, timeout_s);                                                    \
+    }                                                                                          \
+    static void name(void)
+#define TEST(name) TEST_T(name, 30)
+
+void t_fail(const char *file, int line, const char *fmt, ...)
+    __attribute__((noreturn, format(printf, 3, 4)));
+void t_skip(const char *why) __attribute__((noreturn));
+
+#define CHECK(cond)                                                                            \
+    do {                                                                                       \
+        if (!(cond)) {                                                                         \
+            t_fail(__FILE__, __LINE__, "CHECK(%s) failed (errmsg: %s)", #cond,                 \
+                   setcache_errmsg());                                                         \
+        }                                                                                      \
+    } while (0)
+#define CHECK_RC(expr, want)                                                                   \
+    do {                                                                                       \
+        int rc_ = (expr);                                                                      \
+        if (rc_ != (want)) {                                                                   \
+            t_fail(__FILE__, __LINE__, "%s returned %d (%s), wanted %d (%s); errmsg: %s",      \
+                   #expr, rc_, setcache_strerror(rc_), (int)(want), setcache_strerror(want),    \
+                   setcache_errmsg());                                                         \
+        }                                                                                      \
+    } while (0)
+#define CHECK_OK(expr) CHECK_RC(expr, SETCACHE_OK)
+#define CHECK_STR(a, b)                                                                        \
+    do {                                                                                       \
+        const char *a_ = (a), *b_ = (b);                                                       \
+        if (!a_ || !b_ || strcmp(a_, b_) != 0) {                                               \
+            t_fail(__FILE__, __LINE__, "%s = \"%.200s\", wanted \"%.200s\"", #a,               \
+                   a_ ? a_ : "(null)", b_ ? b_ : "(null)");                                    \
+        }                                                                                      \
+    } while (0)
+#define CHECK_INT(a, b)                                                                        \
+    do {                                                                                       \
+        long long a_ = (long long)(a), b_ = (long long)(b);                                    \
+        if (a_ != b_) {                                                                        \
+            t_fail(__FILE__, __LINE__, "%s = %lld, wanted %lld", #a, a_, b_);                  \
+        }                                                                                      \
+    } while (0)
+
+/* The test's own schema/channel name. */
+const char *t_schema(void);
+const char *t_conninfo(void);
+/* Options for this test: conninfo, schema, channel, create_schema = true. */
+void t_options(setcache_options *o);
+setcache *t_open(void);
+setcache *t_open_with(setcache_options *o);
+/* A separate plain libpq connection, the "other program". */
+PGconn *t_admin(void);
+/* Run SQL (printf-style; %s of the schema is the caller's) on the admin
+ * connection; fail the test on error. */
+void t_sql(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Run SQL and return the first column of the first row (static buffer). */
+const char *t_sql_value(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Like t_sql but returns false on error instead of failing. */
+bool t_sql_try(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Statements the server executed whose text mentions this test's schema
+ * (pg_stat_statements); -1 when the extension is not available. */
+long long t_server_statements(void);
+double t_now_ms(void);
+void t_sleep_ms(int ms);
+/* Path of the built tool and library directory. */
+const char *t_build_dir(void);
+
+#endif
