@@ -9,13 +9,16 @@
  * held (see internal.h for the global order).
  *
  * Versions and stamps. Every entry (and tombstone) carries its row version; a
- * change never installs an older version over a newer one. Every entity also
- * carries a stamp from c->clock, advanced each time a change to it is seen
- * (notification or local write). A load records the stamp before its query
- * and installs only if the stamp is unchanged: a load whose snapshot may
- * predate a change it raced with is never installed (the fill race).
- * Changes to entities not in the table advance shard->unknown_stamp, which
- * guards preload the same way.
+ * change never installs an older version over a newer one. A load marks its
+ * entity SC_LOADING; every change to one key seen meanwhile (notification or
+ * local write) is noted in e->pending with its version, and the load installs
+ * only if its rows reflect each of them (the fill race: a load that read
+ * version v is never installed after the change to v+1 was seen). Changes
+ * that can't be named per key (TRUNCATE, resync, an uncertain write, too many
+ * pending) advance the entity's stamp from c->clock instead, and a load
+ * installs only if the stamp is unchanged. Changes to entities not in the
+ * table advance shard->unknown_stamp, or, while a preload runs, leave an
+ * empty entity stamped with the change, which guards preload the same way.
  *
  * Called by: handle.c (reads), load.c (installs), write.c (local changes),
  * listen.c (notifications).
@@ -191,6 +194,68 @@ static sc_entity *create_locked(setcache *c, sc_shard *sh, const sc_ident *id)
     return e;
 }
 
+static void pending_clear(sc_entity *e)
+{
+    for (uint32_t i = 0; i < e->npending; i++) {
+        free(e->pending[i].key);
+    }
+    free(e->pending);
+    e->pending = NULL;
+    e->npending = 0;
+}
+
+/* Note a change to one key of a loading entity; when that is not possible
+ * the entity's stamp moves, and the load will not be installed. */
+static void note_pending_locked(setcache *c, sc_entity *e, char op, int64_t version,
+                                const sc_ident *id)
+{
+    if (e->npending < SC_MAX_PENDING) {
+        sc_pending *np = realloc(e->pending, (e->npending + 1) * sizeof *np);
+        char *k = np ? malloc(id->klen + 1) : NULL;
+        if (np) {
+            e->pending = np;
+        }
+        if (k) {
+            memcpy(k, id->key, id->klen);
+            k[id->klen] = '\0';
+            np[e->npending].key = k;
+            np[e->npending].version = version;
+            np[e->npending].op = op;
+            e->npending++;
+            return;
+        }
+    }
+    e->stamp = setcache__tick(c);
+}
+
+/* Do the loaded rows already reflect every change seen during the load? */
+static bool pending_reflected(const sc_entity *e, sc_entry *rows)
+{
+    for (uint32_t i = 0; i < e->npending; i++) {
+        const sc_pending *p = &e->pending[i];
+        sc_entry *en;
+        HASH_FIND_STR(rows, p->key, en);
+        if (p->op == 'D' ? (en && en->version <= p->version) : (!en || en->version < p->version)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* An entity changed that is not in the table: remember it for preload. */
+static void note_unknown_locked(setcache *c, sc_shard *sh, const sc_ident *id)
+{
+    uint64_t t = setcache__tick(c);
+    if (atomic_load(&c->preloading) > 0) {
+        sc_entity *e = create_locked(c, sh, id);
+        if (e) {
+            e->stamp = t;
+            return;
+        }
+    }
+    sh->unknown_stamp = t;
+}
+
 /* ---- reads ---- */
 
 int setcache__fill_from_value(const char *value, size_t vlen, const sc_parsed *p, sc_read *r)
@@ -329,13 +394,15 @@ void setcache__finish_load(setcache *c, sc_ident *id, sc_entry **entries, uint64
     pthread_rwlock_wrlock(&sh->lock);
     sc_entity *e = find_locked(sh, id); /* a loading entity is never evicted */
     if (e) {
-        if (entries && e->stamp == stamp) {
+        if (entries && e->stamp == stamp && pending_reflected(e, *entries)) {
             set_entries_locked(sh, e, *entries);
             *entries = NULL;
             *installed = true;
         } else {
             e->state = SC_EMPTY;
+            e->stamp = setcache__tick(c);
         }
+        pending_clear(e);
     }
     pthread_rwlock_unlock(&sh->lock);
     atomic_fetch_add(&c->load_epoch, 1);
@@ -390,7 +457,12 @@ void setcache__apply_hint(setcache *c, char op, int64_t version, sc_ident *id)
     pthread_rwlock_wrlock(&sh->lock);
     sc_entity *e = find_locked(sh, id);
     if (!e) {
-        sh->unknown_stamp = setcache__tick(c);
+        note_unknown_locked(c, sh, id);
+        pthread_rwlock_unlock(&sh->lock);
+        return;
+    }
+    if (e->state == SC_LOADING) {
+        note_pending_locked(c, e, op == 'D' ? 'D' : 'U', version, id);
         pthread_rwlock_unlock(&sh->lock);
         return;
     }
@@ -402,7 +474,8 @@ void setcache__apply_hint(setcache *c, char op, int64_t version, sc_ident *id)
             skip = !en || (en->tomb && en->version >= version) ||
                    (!en->tomb && en->version > version);
         } else {
-            skip = en && !en->tomb && en->version >= version;
+            /* a tombstone of exactly this version: that row is deleted already */
+            skip = en && (en->tomb ? en->version == version : en->version >= version);
         }
         if (skip) {
             pthread_rwlock_unlock(&sh->lock);
@@ -425,8 +498,10 @@ void setcache__invalidate_all(setcache *c)
         sc_entity *e, *tmp;
         HASH_ITER(hh, sh->table, e, tmp)
         {
-            unload_locked(c, sh, e);
-            e->stamp = t;
+            if (e->state == SC_LOADED) {
+                unload_locked(c, sh, e);
+            }
+            e->stamp = t; /* a load in flight will not be installed */
         }
         pthread_rwlock_unlock(&sh->lock);
     }
@@ -478,7 +553,14 @@ void setcache__apply_local(setcache *c, sc_ident *id, const char *value, int64_t
     pthread_rwlock_wrlock(&sh->lock);
     sc_entity *e = find_locked(sh, id);
     if (!e) {
-        sh->unknown_stamp = setcache__tick(c);
+        note_unknown_locked(c, sh, id);
+        goto out;
+    }
+    if (e->state == SC_LOADING && !uncertain) {
+        if (deleted && version == 0) {
+            goto out; /* nothing changed in the table */
+        }
+        note_pending_locked(c, e, deleted ? 'D' : 'U', version, id);
         goto out;
     }
     e->stamp = setcache__tick(c);
@@ -561,6 +643,7 @@ void setcache__evict_if_needed(setcache *c)
                 sh->unknown_stamp = e->stamp;
             }
             setcache__entries_free(&e->entries);
+            pending_clear(e);
             HASH_DEL(sh->table, e);
             free(e);
             atomic_fetch_sub(&c->nentities, 1);
@@ -593,6 +676,7 @@ void setcache__cache_destroy(setcache *c)
         HASH_ITER(hh, sh->table, e, tmp)
         {
             setcache__entries_free(&e->entries);
+            pending_clear(e);
             HASH_DEL(sh->table, e);
             free(e);
         }

@@ -76,9 +76,20 @@ typedef struct sc_entry {
 
 enum { SC_EMPTY = 0, SC_LOADING = 1, SC_LOADED = 2 };
 
+/* A change seen while an entity was loading: the load installs only if its
+ * rows already reflect every one of these. */
+typedef struct sc_pending {
+    int64_t version;
+    char *key;
+    char op; /* 'U' (set) or 'D' (delete) */
+} sc_pending;
+#define SC_MAX_PENDING 64
+
 typedef struct sc_entity {
     UT_hash_handle hh; /* in shard->table, key = ekey */
     sc_entry *entries;
+    sc_pending *pending;     /* changes seen while SC_LOADING */
+    uint32_t npending;
     uint64_t stamp;          /* clock value of the last change seen; guards fills */
     size_t bytes;            /* key + value bytes of entries */
     uint32_t nentries;
@@ -173,12 +184,19 @@ typedef struct sc_pool {
     sc_slot *slots; /* guarded by mu */
     int size;
     int in_use; /* guarded by mu */
+    /* Backend PIDs with a library write in flight, until its result is
+     * applied to the cache: the listener skips their echoes. Lock-free. */
+    atomic_int *writing;
 } sc_pool;
 
 typedef int (*sc_conn_fn)(void *arg, PGconn *conn);
 int setcache__pool_init(setcache *c);
 void setcache__pool_destroy(setcache *c);
 int setcache__with_pool(setcache *c, sc_conn_fn fn, void *arg);
+int setcache__with_pool_read(setcache *c, sc_conn_fn fn, void *arg);
+int setcache__writing_begin(setcache *c, PGconn *conn);
+void setcache__writing_end(setcache *c, int token);
+bool setcache__is_writing(setcache *c, int be_pid);
 PGconn *setcache__connect(setcache *c, const char *conninfo, const char *role);
 PGresult *setcache__exec(setcache *c, PGconn *conn, const char *sql, int n,
                          const char *const *vals, bool is_write, int *rc);
@@ -244,6 +262,7 @@ struct setcache {
     sc_shard shards[SC_NSHARDS];
     atomic_uint_fast64_t clock;   /* change clock for entity stamps */
     atomic_size_t nentities;      /* entity structs in all shards */
+    atomic_int preloading;        /* preloads in flight: remember changed entities */
     atomic_uint evict_hand;
 
     pthread_mutex_t load_mu;      /* with load_cv: waiting for in-flight loads */

@@ -121,6 +121,10 @@ static void handle_notify(setcache *c, PGnotify *n)
     }
     if (op == 'T') {
         setcache__invalidate_all(c);
+    } else if (setcache__is_writing(c, n->be_pid)) {
+        /* the echo of a library write still in flight: its result is applied
+         * to the cache by version when it returns (or invalidates it) */
+        return;
     } else {
         setcache__apply_hint(c, op, version, &id);
     }

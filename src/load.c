@@ -111,7 +111,7 @@ int setcache__ensure_loaded(setcache *c, sc_ident *id, sc_entry **answer)
             continue;
         }
         load_job j = {c, id, NULL};
-        rc = setcache__with_pool(c, load_query, &j);
+        rc = setcache__with_pool_read(c, load_query, &j);
         if (rc == SETCACHE_OK && setcache__hooks.after_load_query) {
             setcache__hooks.after_load_query(c, id->type, id->id);
         }
@@ -260,6 +260,9 @@ int setcache_preload(setcache *c, const char *entity_type)
     memset(&j, 0, sizeof j);
     j.c = c;
     j.type = entity_type;
+    atomic_fetch_add(&c->preloading, 1);
     j.since = atomic_load(&c->clock);
-    return setcache__with_pool(c, preload_query, &j);
+    rc = setcache__with_pool_read(c, preload_query, &j);
+    atomic_fetch_sub(&c->preloading, 1);
+    return rc;
 }

@@ -12,6 +12,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +24,12 @@ int setcache__pool_init(setcache *c)
     sc_pool *p = &c->pool;
     p->size = c->pool_size;
     p->slots = calloc((size_t)p->size, sizeof *p->slots);
-    if (!p->slots) {
+    p->writing = calloc((size_t)p->size, sizeof *p->writing);
+    if (!p->slots || !p->writing) {
+        free(p->slots);
+        free(p->writing);
+        p->slots = NULL;
+        p->writing = NULL;
         return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
     }
     pthread_condattr_t ca;
@@ -50,9 +56,22 @@ void setcache__pool_destroy(setcache *c)
         }
     }
     free(p->slots);
+    free(p->writing);
     p->slots = NULL;
+    p->writing = NULL;
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
+}
+
+/* Server notices (and libpq's own) go to the log callback, never to stderr. */
+static void on_notice(void *arg, const char *msg)
+{
+    setcache *c = arg;
+    size_t n = strlen(msg);
+    while (n > 0 && msg[n - 1] == '\n') {
+        n--;
+    }
+    setcache__log(c, SETCACHE_LOG_DEBUG, "server: %.*s", (int)n, msg);
 }
 
 /* Connect with the application_name that lets operators count sessions. */
@@ -77,6 +96,7 @@ PGconn *setcache__connect(setcache *c, const char *conninfo, const char *role)
         PQfinish(conn);
         return NULL;
     }
+    PQsetNoticeProcessor(conn, on_notice, c);
     return conn;
 }
 
@@ -98,11 +118,16 @@ static struct timespec deadline_after(int ms)
  * non-blocking). */
 static bool healthy(PGconn *conn)
 {
-    if (PQstatus(conn) != CONNECTION_OK) {
-        return false;
-    }
-    if (!PQconsumeInput(conn)) {
-        return false;
+    /* A terminated backend sends an error message, then closes: read until
+     * nothing is pending, so that the end of the stream is seen too. */
+    for (int i = 0; i < 4 && PQstatus(conn) == CONNECTION_OK; i++) {
+        struct pollfd p = {PQsocket(conn), POLLIN, 0};
+        if (poll(&p, 1, 0) <= 0) {
+            break;
+        }
+        if (!PQconsumeInput(conn)) {
+            return false;
+        }
     }
     return PQstatus(conn) == CONNECTION_OK && PQtransactionStatus(conn) == PQTRANS_IDLE;
 }
@@ -211,6 +236,60 @@ int setcache__with_pool(setcache *c, sc_conn_fn fn, void *arg)
     rc = fn(arg, c->pool.slots[slot].conn);
     release(c, slot);
     return rc;
+}
+
+/* Like setcache__with_pool, for idempotent reads: when the connection turns
+ * out to be dead (a server restart closes every pooled session at once), run
+ * fn once more on a fresh connection. */
+int setcache__with_pool_read(setcache *c, sc_conn_fn fn, void *arg)
+{
+    int slot = -1;
+    int rc = SETCACHE_OK;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if ((rc = acquire(c, &slot)) != SETCACHE_OK) {
+            return rc;
+        }
+        PGconn *conn = c->pool.slots[slot].conn;
+        rc = fn(arg, conn);
+        bool lost = rc == SETCACHE_ERR_DB && PQstatus(conn) != CONNECTION_OK;
+        release(c, slot);
+        if (!lost) {
+            break;
+        }
+    }
+    return rc;
+}
+
+/* Mark a library write on conn as in flight; returns a token for
+ * setcache__writing_end (-1 if none: at most pool_size writes run at once,
+ * each on its own connection, so a free place always exists). */
+int setcache__writing_begin(setcache *c, PGconn *conn)
+{
+    int pid = PQbackendPID(conn);
+    for (int i = 0; i < c->pool.size; i++) {
+        int zero = 0;
+        if (atomic_compare_exchange_strong(&c->pool.writing[i], &zero, pid)) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+void setcache__writing_end(setcache *c, int token)
+{
+    if (token >= 0) {
+        atomic_store(&c->pool.writing[token], 0);
+    }
+}
+
+bool setcache__is_writing(setcache *c, int be_pid)
+{
+    for (int i = 0; i < c->pool.size; i++) {
+        if (atomic_load(&c->pool.writing[i]) == be_pid) {
+            return true;
+        }
+    }
+    return false;
 }
 
 int setcache_with_conn(setcache *c, int (*fn)(void *arg, PGconn *conn), void *arg)

@@ -79,6 +79,7 @@ typedef struct write_job {
     const char *value; /* NULL = delete */
     bool json;
     int64_t version;
+    int token; /* setcache__writing_begin */
 } write_job;
 
 static int write_one(void *arg, PGconn *conn)
@@ -87,6 +88,7 @@ static int write_one(void *arg, PGconn *conn)
     setcache *c = j->c;
     int rc;
     PGresult *r;
+    j->token = setcache__writing_begin(c, conn);
     if (j->value) {
         const char *vals[4] = {j->id->type, j->id->id, j->id->key, j->value};
         r = setcache__exec(c, conn, j->json ? c->sql.upsert_json : c->sql.upsert, 4, vals, true,
@@ -133,7 +135,7 @@ static int do_write(setcache *c, const char *type, const char *eid, const char *
     if (atomic_load(&c->closing)) {
         return setcache__fail(SETCACHE_ERR_CLOSED, "handle is closing");
     }
-    write_job j = {c, &id, is_delete ? NULL : value, json, 0};
+    write_job j = {c, &id, is_delete ? NULL : value, json, 0, -1};
     rc = setcache__with_pool(c, write_one, &j);
     if (rc == SETCACHE_OK) {
         setcache__apply_local(c, &id, j.value, j.version, is_delete, false);
@@ -141,6 +143,7 @@ static int do_write(setcache *c, const char *type, const char *eid, const char *
     } else if (rc == SETCACHE_ERR_UNCERTAIN) {
         setcache__apply_local(c, &id, NULL, 0, is_delete, true);
     }
+    setcache__writing_end(c, j.token);
     return rc;
 }
 
@@ -251,12 +254,14 @@ typedef struct many_job {
     const char *vals[6];
     bool any_json;
     PGresult *res;
+    int token;
 } many_job;
 
 static int write_many(void *arg, PGconn *conn)
 {
     many_job *j = arg;
     int rc;
+    j->token = setcache__writing_begin(j->c, conn);
     j->res = setcache__exec(j->c, conn, j->c->sql.many, 6, j->vals, true, &rc);
     if (!j->res && rc == SETCACHE_ERR_DB && j->any_json && is_json_error()) {
         rc = SETCACHE_ERR_TYPE;
@@ -293,6 +298,7 @@ int setcache_set_many(setcache *c, const char *entity_type, const char *entity_i
     size_t nd = 0, ns = 0;
     many_job j;
     memset(&j, 0, sizeof j);
+    j.token = -1;
     if (!sorted || !dkeys || !skeys || !svals || !sjson) {
         rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
         goto out;
@@ -383,6 +389,7 @@ int setcache_set_many(setcache *c, const char *entity_type, const char *entity_i
     free(seen);
     setcache__count(c, SC_ST_WRITES, 1);
 out:
+    setcache__writing_end(c, j.token);
     PQclear(j.res);
     free(a_del);
     free(a_keys);
