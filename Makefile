@@ -24,7 +24,7 @@ WARN := -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes -Wmissing-prototyp
 REQUIRED := -std=c11 -pthread -fPIC -fvisibility=hidden -D_POSIX_C_SOURCE=200809L
 SAN :=
 ifneq ($(SANITIZE),)
-SAN := -fsanitize=$(SANITIZE) -fno-omit-frame-pointer
+SAN := -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
 endif
 ALL_CFLAGS = $(REQUIRED) $(WARN) $(SAN) -Iinclude $(PQ_CFLAGS) $(CPPFLAGS) $(CFLAGS)
 ALL_LDFLAGS = -pthread $(SAN) $(LDFLAGS)
@@ -52,7 +52,7 @@ TEST_BIN := $(B)/tests/setcache-tests
 .PHONY: all check demo bench install uninstall format lint clean deps
 all: $(STATIC) $(B)/libsetcache.so $(TOOL) $(PC) $(B)/example
 
-$(B)/obj/%.o: src/%.c $(HDRS)
+$(B)/obj/%.o: src/%.c $(HDRS) Makefile
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 

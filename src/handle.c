@@ -208,8 +208,15 @@ void setcache_close(setcache *c)
     pthread_mutex_unlock(&c->pool.mu);
     if (getpid() == c->pid) {
         setcache__listener_stop(c);
-    } else if (c->wake_fd >= 0) {
-        close(c->wake_fd); /* the child's copy only */
+    } else {
+        /* a forked child: the listener thread does not exist here, and its
+         * connection is the parent's */
+        if (c->listen_conn) {
+            setcache__finish_inherited(c->listen_conn);
+        }
+        if (c->wake_fd >= 0) {
+            close(c->wake_fd); /* the child's copy only */
+        }
     }
     atomic_store(&c->state, SETCACHE_STATE_CLOSED);
     free_handle(c);

@@ -198,6 +198,7 @@ int setcache__writing_begin(setcache *c, PGconn *conn);
 void setcache__writing_end(setcache *c, int token);
 bool setcache__is_writing(setcache *c, int be_pid);
 PGconn *setcache__connect(setcache *c, const char *conninfo, const char *role);
+void setcache__finish_inherited(PGconn *conn);
 PGresult *setcache__exec(setcache *c, PGconn *conn, const char *sql, int n,
                          const char *const *vals, bool is_write, int *rc);
 
@@ -277,6 +278,7 @@ struct setcache {
     /* Listener (listen.c). */
     pthread_t listener;
     bool listener_started;
+    PGconn *listen_conn; /* touched only by the listener thread (and close in a child) */
     int wake_fd;
     atomic_int state;
     pthread_mutex_t state_mu; /* with state_cv: open waits for the first LISTEN */

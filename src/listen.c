@@ -171,6 +171,7 @@ static void *listener_main(void *arg)
 
     while (!atomic_load(&c->closing)) {
         PGconn *conn = listen_connect(c);
+        c->listen_conn = conn;
         if (!conn) {
             const char *why = setcache_errmsg();
             if (ever_valid) {
@@ -229,6 +230,7 @@ static void *listener_main(void *arg)
             }
             set_state(c, SETCACHE_STATE_INTERRUPTED, msg);
         }
+        c->listen_conn = NULL;
         PQfinish(conn);
         if (!atomic_load(&c->closing)) {
             nap(c, backoff);

@@ -12,6 +12,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +42,25 @@ int setcache__pool_init(setcache *c)
     return SETCACHE_OK;
 }
 
+/* Free a connection inherited from the parent process without ending the
+ * parent's session: the socket is swapped for /dev/null in this process
+ * only, so PQfinish's goodbye message goes nowhere. */
+void setcache__finish_inherited(PGconn *conn)
+{
+    int fd = PQsocket(conn);
+    if (fd >= 0) {
+        int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (devnull < 0 || dup2(devnull, fd) < 0) {
+            if (devnull >= 0) {
+                close(devnull);
+            }
+            return; /* leak rather than end the parent's session */
+        }
+        close(devnull);
+    }
+    PQfinish(conn);
+}
+
 void setcache__pool_destroy(setcache *c)
 {
     sc_pool *p = &c->pool;
@@ -49,10 +69,14 @@ void setcache__pool_destroy(setcache *c)
     }
     bool same_process = getpid() == c->pid;
     for (int i = 0; i < p->size; i++) {
-        /* In a forked child the connections belong to the parent: PQfinish
-         * would end the parent's sessions, so they are left alone. */
-        if (p->slots[i].conn && same_process) {
-            PQfinish(p->slots[i].conn);
+        /* In a forked child the connections belong to the parent: a plain
+         * PQfinish would end the parent's sessions. */
+        if (p->slots[i].conn) {
+            if (same_process) {
+                PQfinish(p->slots[i].conn);
+            } else {
+                setcache__finish_inherited(p->slots[i].conn);
+            }
         }
     }
     free(p->slots);

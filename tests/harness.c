@@ -11,6 +11,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/lsan_interface.h>
+#define LEAK_CHECK() __lsan_do_recoverable_leak_check()
+#else
+#define LEAK_CHECK() 0
+#endif
+
 #define MAX_TESTS 256
 
 static struct {
@@ -246,7 +253,8 @@ int main(int argc, char **argv)
             }
             drop_schema();
             fflush(NULL);
-            _exit(0);
+            /* the child ends with _exit, so ask for the leak report here */
+            _exit(LEAK_CHECK() ? 1 : 0);
         }
         int st = 0;
         waitpid(pid, &st, 0);

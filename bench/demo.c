@@ -1,0 +1,317 @@
+/*
+ * demo.c - `make demo`: the motivating workload two ways, side by side.
+ *
+ * The old way runs one SELECT per settings access over pooled connections
+ * (the fixed version of the session-per-access bug); setcache answers the
+ * same reads from memory. A "widget render" reads, for each of the 3
+ * accounts, 20 transactions x 3 settings. 16 threads render. Then psql, a
+ * separate program, changes a setting with plain SQL and the demo measures
+ * how soon the running process reads the new value.
+ *
+ * Needs SETCACHE_TEST_CONNINFO (tests/withpg.sh starts a private server).
+ */
+#include <libpq-fe.h>
+#include "setcache.h"
+#include "workload.h"
+
+#include <pthread.h>
+#include <spawn.h>
+#include <stdatomic.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+#define THREADS 16
+#define TXN_PER_ACCOUNT 20
+#define READS_PER_TXN 3
+#define READS_PER_RENDER (WL_ACCOUNTS * TXN_PER_ACCOUNT * READS_PER_TXN)
+#define SCHEMA "setcache_demo"
+
+static const char *conninfo;
+static const char *const render_keys[3] = {"paper_account", "minimum_equity_threshold_percent",
+                                           "api_key"};
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static void die(const char *what, const char *msg)
+{
+    fprintf(stderr, "demo: %s: %s\n", what, msg);
+    exit(1);
+}
+
+static PGconn *connect_as(const char *app)
+{
+    const char *k[] = {"dbname", "application_name", NULL};
+    const char *v[] = {conninfo, app, NULL};
+    PGconn *c = PQconnectdbParams(k, v, 1);
+    if (PQstatus(c) != CONNECTION_OK) {
+        die("connect", PQerrorMessage(c));
+    }
+    return c;
+}
+
+static long long scalar(PGconn *c, const char *sql)
+{
+    PGresult *r = PQexec(c, sql);
+    long long v = -1;
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0)) {
+        v = atoll(PQgetvalue(r, 0, 0));
+    }
+    PQclear(r);
+    return v;
+}
+
+/* Statements the server ran against the demo schema (pg_stat_statements). */
+static long long server_statements(PGconn *mon)
+{
+    return scalar(mon, "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE query "
+                       "LIKE '%" SCHEMA "%' AND query NOT LIKE '%pg_stat_statements%'");
+}
+
+/* ---- a monitor counting server sessions by application_name ---- */
+static atomic_int mon_stop;
+static atomic_int peak_old, peak_new;
+static char new_pattern[64];
+
+static void *monitor(void *arg)
+{
+    (void)arg;
+    PGconn *m = connect_as("setcache-demo-monitor");
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FILTER (WHERE application_name = 'setcache-demo-old'), "
+             "count(*) FILTER (WHERE application_name LIKE '%s') FROM pg_stat_activity",
+             new_pattern);
+    while (!atomic_load(&mon_stop)) {
+        PGresult *r = PQexec(m, sql);
+        if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+            int o = atoi(PQgetvalue(r, 0, 0)), n = atoi(PQgetvalue(r, 0, 1));
+            if (o > atomic_load(&peak_old)) {
+                atomic_store(&peak_old, o);
+            }
+            if (n > atomic_load(&peak_new)) {
+                atomic_store(&peak_new, n);
+            }
+        }
+        PQclear(r);
+        usleep(10000);
+    }
+    PQfinish(m);
+    return NULL;
+}
+
+/* ---- the old way: one query per access ---- */
+static PGconn *old_pool[THREADS];
+static int renders_old;
+
+static void *old_worker(void *arg)
+{
+    PGconn *c = old_pool[(intptr_t)arg];
+    const char *sql = "SELECT value FROM " SCHEMA ".settings WHERE entity_type = $1 AND "
+                      "entity_id = $2 AND key = $3";
+    for (int r = 0; r < renders_old; r++) {
+        for (int a = 0; a < WL_ACCOUNTS; a++) {
+            char id[16];
+            snprintf(id, sizeof id, "%d", wl_ids[a]);
+            for (int t = 0; t < TXN_PER_ACCOUNT; t++) {
+                for (int k = 0; k < READS_PER_TXN; k++) {
+                    const char *p[3] = {"account", id, render_keys[k]};
+                    PGresult *res = PQexecParams(c, sql, 3, NULL, p, NULL, NULL, 0);
+                    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+                        die("old way", PQerrorMessage(c));
+                    }
+                    PQclear(res);
+                }
+            }
+        }
+    }
+    return NULL;
+}
+
+/* ---- setcache ---- */
+static setcache *cache;
+static int renders_new;
+
+static void *new_worker(void *arg)
+{
+    (void)arg;
+    char buf[128];
+    for (int r = 0; r < renders_new; r++) {
+        for (int a = 0; a < WL_ACCOUNTS; a++) {
+            char id[16];
+            snprintf(id, sizeof id, "%d", wl_ids[a]);
+            for (int t = 0; t < TXN_PER_ACCOUNT; t++) {
+                for (int k = 0; k < READS_PER_TXN; k++) {
+                    int rc = setcache_get_string(cache, "account", id, render_keys[k], buf,
+                                                 sizeof buf, NULL);
+                    if (rc != SETCACHE_OK) {
+                        die("setcache read", setcache_errmsg());
+                    }
+                }
+            }
+        }
+    }
+    return NULL;
+}
+
+static double run_threads(void *(*fn)(void *))
+{
+    pthread_t th[THREADS];
+    double t0 = now_ms();
+    for (intptr_t i = 0; i < THREADS; i++) {
+        pthread_create(&th[i], NULL, fn, (void *)i);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(th[i], NULL);
+    }
+    return now_ms() - t0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+int main(void)
+{
+    conninfo = getenv("SETCACHE_TEST_CONNINFO");
+    if (!conninfo) {
+        die("setup", "SETCACHE_TEST_CONNINFO is not set (run `make demo`)");
+    }
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    PGconn *mon = connect_as("setcache-demo-admin");
+    PQclear(PQexec(mon, "SET client_min_messages = warning"));
+    PQclear(PQexec(mon, "DROP SCHEMA IF EXISTS " SCHEMA " CASCADE"));
+
+    setcache_options o;
+    setcache_options_init(&o);
+    o.conninfo = conninfo;
+    o.schema = SCHEMA;
+    o.channel = SCHEMA;
+    o.create_schema = true;
+    if (setcache_open(&cache, &o) != SETCACHE_OK) {
+        die("setcache_open", setcache_errmsg());
+    }
+    snprintf(new_pattern, sizeof new_pattern, "setcache:%d:%%", (int)getpid());
+    for (int k = 0; k < 112; k++) {
+        char key[64];
+        wl_expert_key(k, key, sizeof key);
+        setcache_define(cache, "expert", key, SETCACHE_STRING, "0");
+    }
+    double t0 = now_ms();
+    if (wl_load(cache) != SETCACHE_OK) {
+        die("loading the workload", setcache_errmsg());
+    }
+    long long nrows = scalar(mon, "SELECT count(*) FROM " SCHEMA ".settings");
+    printf("setcache %s demo on %s\n", setcache_version(),
+           PQparameterStatus(mon, "server_version"));
+    printf("workload: 3 accounts x 6 keys, 26 experts x 52-112 keys, 30 app keys = %lld rows "
+           "(written in %.0f ms)\n",
+           nrows, now_ms() - t0);
+    printf("widget render: 3 accounts x %d transactions x %d settings reads = %d reads; %d "
+           "threads\n\n",
+           TXN_PER_ACCOUNT, READS_PER_TXN, READS_PER_RENDER, THREADS);
+
+    bool have_pss = server_statements(mon) >= 0;
+    pthread_t mt;
+    pthread_create(&mt, NULL, monitor, NULL);
+
+    /* the old way */
+    for (int i = 0; i < THREADS; i++) {
+        old_pool[i] = connect_as("setcache-demo-old");
+    }
+    renders_old = 10;
+    long long s0 = server_statements(mon);
+    double ms_old = run_threads(old_worker);
+    long long st_old = server_statements(mon) - s0;
+    long long reads_old = (long long)renders_old * READS_PER_RENDER * THREADS;
+    for (int i = 0; i < THREADS; i++) {
+        PQfinish(old_pool[i]);
+    }
+
+    /* setcache: same loop, 100x more renders */
+    renders_new = 1000;
+    setcache_stats a, b;
+    setcache_get_stats(cache, &a);
+    s0 = server_statements(mon);
+    double ms_new = run_threads(new_worker);
+    long long st_new = server_statements(mon) - s0;
+    setcache_get_stats(cache, &b);
+    long long reads_new = (long long)renders_new * READS_PER_RENDER * THREADS;
+    atomic_store(&mon_stop, 1);
+    pthread_join(mt, NULL);
+
+    printf("%-34s %12s %12s %10s %14s\n", "", "reads", "db stmts", "sessions", "reads/s");
+    printf("%-34s %12lld %12lld %10d %14.0f\n", "old way (1 query per access)", reads_old,
+           have_pss ? st_old : reads_old, atomic_load(&peak_old), reads_old / (ms_old / 1e3));
+    printf("%-34s %12lld %12lld %10d %14.0f\n", "setcache (memory after 1 load)", reads_new,
+           have_pss ? st_new : (long long)(b.db_queries - a.db_queries), atomic_load(&peak_new),
+           reads_new / (ms_new / 1e3));
+    printf("(db stmts counted %s; sessions = peak server sessions of each, sampled every "
+           "10 ms; setcache's include its listener)\n\n",
+           have_pss ? "on the server by pg_stat_statements" : "by the clients");
+
+    /* a separate program changes a setting with plain SQL */
+    printf("psql runs: UPDATE %s.settings SET value = ... WHERE entity_type = 'account' AND "
+           "entity_id = '1' AND key = 'minimum_equity_threshold_percent'\n",
+           SCHEMA);
+    double after_exit[5], after_start[5];
+    for (int i = 0; i < 5; i++) {
+        char want[32], sql[256];
+        snprintf(want, sizeof want, "%d.25", 20 + i);
+        snprintf(sql, sizeof sql,
+                 "UPDATE %s.settings SET value = '%s' WHERE entity_type = 'account' AND "
+                 "entity_id = '1' AND key = 'minimum_equity_threshold_percent'",
+                 SCHEMA, want);
+        char *argv[] = {"psql", "-qX", "-c", sql, (char *)conninfo, NULL};
+        pid_t pid;
+        double t_start = now_ms();
+        if (posix_spawnp(&pid, "psql", NULL, NULL, argv, environ) != 0) {
+            die("psql", "cannot start psql");
+        }
+        double t_visible = -1;
+        int st;
+        bool exited = false;
+        double t_exit = 0;
+        char buf[64];
+        while (now_ms() - t_start < 10000 && (t_visible < 0 || !exited)) {
+            if (!exited && waitpid(pid, &st, WNOHANG) == pid) {
+                exited = true;
+                t_exit = now_ms();
+            }
+            if (t_visible < 0 &&
+                setcache_get_string(cache, "account", "1", "minimum_equity_threshold_percent",
+                                    buf, sizeof buf, NULL) == SETCACHE_OK &&
+                strcmp(buf, want) == 0) {
+                t_visible = now_ms();
+            }
+            usleep(50);
+        }
+        if (t_visible < 0 || !exited) {
+            die("plain SQL change", "not visible within 10 s");
+        }
+        after_exit[i] = t_visible - t_exit;
+        after_start[i] = t_visible - t_start;
+    }
+    qsort(after_exit, 5, sizeof(double), cmp_double);
+    qsort(after_start, 5, sizeof(double), cmp_double);
+    printf("new value read by this process: median %.1f ms after psql exited (negative = "
+           "before psql had even exited), max %.1f ms; %.1f ms after psql started\n",
+           after_exit[2], after_exit[4], after_start[2]);
+    setcache_get_stats(cache, &b);
+    printf("listener state %s, notifications %llu, loads %llu\n",
+           b.state == SETCACHE_STATE_VALID ? "VALID" : "not valid",
+           (unsigned long long)b.notifications, (unsigned long long)b.loads);
+    setcache_close(cache);
+    PQclear(PQexec(mon, "DROP SCHEMA IF EXISTS " SCHEMA " CASCADE"));
+    PQfinish(mon);
+    return 0;
+}

@@ -1,0 +1,119 @@
+/*
+ * workload.h - the motivating system's shapes (see the design notes):
+ * 3 accounts x 6 keys, 26 expert instances x 52-112 keys (80% stored, the
+ * rest left to defaults), 30 app keys; the same numeric ids are reused for
+ * experts and accounts. Shared by the demo and the benchmarks.
+ */
+#ifndef SETCACHE_WORKLOAD_H
+#define SETCACHE_WORKLOAD_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "setcache.h"
+
+static const char *const wl_account_keys[6] = {
+    "api_key", "api_secret", "paper_account", "minimum_equity_threshold_percent",
+    "provider_region", "max_open_positions"};
+static const char *const wl_expert_hot[13] = {
+    "allow_automated_trade_opening", "enable_buy", "enable_sell",
+    "max_virtual_equity_per_instrument_percent", "risk_per_trade_pct", "atr_multiplier",
+    "atr_period", "min_stop_loss_pct", "use_atr_stop", "sizing_mode",
+    "instrument_selection_method", "enabled_instruments", "min_available_balance_pct"};
+static const int wl_key_counts[9] = {52, 53, 54, 62, 72, 82, 84, 97, 112};
+/* small, sparse ids; the first three are also the account ids */
+static const int wl_ids[26] = {1, 2, 5, 7, 8, 11, 12, 14, 17, 19, 20, 23, 26,
+                               29, 31, 33, 36, 38, 41, 44, 47, 50, 53, 57, 60, 64};
+#define WL_ACCOUNTS 3
+#define WL_EXPERTS 26
+#define WL_APP_KEYS 30
+
+static unsigned wl_rand(unsigned *s)
+{
+    *s = *s * 1103515245u + 12345u;
+    return (*s >> 8) & 0xffffff;
+}
+
+/* Key i of an expert: the hot keys first, then generated snake_case names. */
+static void wl_expert_key(int i, char *out, size_t cap)
+{
+    if (i < 13) {
+        snprintf(out, cap, "%s", wl_expert_hot[i]);
+    } else {
+        snprintf(out, cap, "strategy_param_%02d_threshold", i);
+    }
+}
+
+/* A value of the right type mix: 39% float, 25% int, 16% str, 13% bool,
+ * 5% list, 2% json. */
+static void wl_value(unsigned *seed, int i, char *out, size_t cap)
+{
+    unsigned r = wl_rand(seed) % 100;
+    if (i == 11) { /* enabled_instruments: a JSON list */
+        snprintf(out, cap, "[\"AAPL\",\"MSFT\",\"NVDA\",\"AMZN\",\"GOOG\",\"META\"]");
+    } else if (r < 39) {
+        snprintf(out, cap, "%.4f", (wl_rand(seed) % 100000) / 1000.0);
+    } else if (r < 64) {
+        snprintf(out, cap, "%u", wl_rand(seed) % 500);
+    } else if (r < 80) {
+        snprintf(out, cap, "NagaAC/gpt-5.1-2025-11-13");
+    } else if (r < 93) {
+        snprintf(out, cap, "%s", (wl_rand(seed) & 1) ? "true" : "false");
+    } else if (r < 98) {
+        snprintf(out, cap, "[\"alpaca\",\"ibkr\"]");
+    } else {
+        snprintf(out, cap, "{\"days\":[1,2,3,4,5],\"at\":\"09:30\",\"tz\":\"America/New_York\"}");
+    }
+}
+
+/* Write the whole workload through the library (one set_many per entity). */
+static int wl_load(setcache *c)
+{
+    unsigned seed = 42;
+    char keys[128][64], vals[128][160];
+    setcache_kv kv[128];
+    int rc;
+    for (int a = 0; a < WL_ACCOUNTS; a++) {
+        char id[16];
+        snprintf(id, sizeof id, "%d", wl_ids[a]);
+        for (int k = 0; k < 6; k++) {
+            snprintf(keys[k], sizeof keys[k], "%s", wl_account_keys[k]);
+            snprintf(vals[k], sizeof vals[k], k == 2 ? "true" : k == 3 ? "12.5" : "acct-%d-%d",
+                     wl_ids[a], k);
+            kv[k].key = keys[k];
+            kv[k].value = vals[k];
+        }
+        if ((rc = setcache_set_many(c, "account", id, kv, 6)) != SETCACHE_OK) {
+            return rc;
+        }
+    }
+    for (int e = 0; e < WL_EXPERTS; e++) {
+        char id[16];
+        snprintf(id, sizeof id, "%d", wl_ids[e]);
+        int nk = wl_key_counts[e % 9];
+        int n = 0;
+        for (int k = 0; k < nk; k++) {
+            if (k >= 13 && wl_rand(&seed) % 100 >= 80) {
+                continue; /* about 20% of the non-hot keys stay at their default */
+            }
+            wl_expert_key(k, keys[n], sizeof keys[n]);
+            wl_value(&seed, k, vals[n], sizeof vals[n]);
+            kv[n].key = keys[n];
+            kv[n].value = vals[n];
+            n++;
+        }
+        if ((rc = setcache_set_many(c, "expert", id, kv, (size_t)n)) != SETCACHE_OK) {
+            return rc;
+        }
+    }
+    for (int k = 0; k < WL_APP_KEYS; k++) {
+        snprintf(keys[k], sizeof keys[k], "app_setting_%02d", k);
+        wl_value(&seed, k + 20, vals[k], sizeof vals[k]);
+        kv[k].key = keys[k];
+        kv[k].value = vals[k];
+    }
+    return setcache_set_many(c, "app", "global", kv, WL_APP_KEYS);
+}
+
+#endif
