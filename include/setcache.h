@@ -74,7 +74,7 @@ enum { SETCACHE_LOG_ERROR, SETCACHE_LOG_WARN, SETCACHE_LOG_INFO, SETCACHE_LOG_DE
 #define SETCACHE_MAX_TYPE_LEN 63
 #define SETCACHE_MAX_ID_LEN 255
 #define SETCACHE_MAX_KEY_LEN 255
-#define SETCACHE_MAX_VALUE_LEN (1024u * 1024u)
+#define SETCACHE_MAX_VALUE_LEN ((size_t)1024 * 1024)
 
 typedef struct setcache setcache; /* opaque, thread-safe */
 

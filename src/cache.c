@@ -106,7 +106,9 @@ sc_entry *setcache__entry_new(const char *key, size_t klen, const char *value, s
         e->value[0] = '\0';
         e->vlen = 0;
     } else {
-        memcpy(e->value, value, vlen);
+        if (vlen) {
+            memcpy(e->value, value, vlen);
+        }
         e->value[vlen] = '\0';
         e->vlen = (uint32_t)vlen;
         setcache__parse_all(e->value, &e->p);
@@ -644,7 +646,7 @@ void setcache__evict_if_needed(setcache *c)
             }
             setcache__entries_free(&e->entries);
             pending_clear(e);
-            HASH_DEL(sh->table, e);
+            HASH_DEL(sh->table, e); /* NOLINT(clang-analyzer-core.NullDereference): uthash */
             free(e);
             atomic_fetch_sub(&c->nentities, 1);
             if (was_loaded) {
@@ -677,7 +679,7 @@ void setcache__cache_destroy(setcache *c)
         {
             setcache__entries_free(&e->entries);
             pending_clear(e);
-            HASH_DEL(sh->table, e);
+            HASH_DEL(sh->table, e); /* NOLINT(clang-analyzer-core.NullDereference): uthash */
             free(e);
         }
         pthread_rwlock_destroy(&sh->lock);

@@ -47,7 +47,7 @@ void setcache__log(setcache *c, int level, const char *fmt, ...)
     char msg[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized) */
     va_end(ap);
     c->log(c->log_arg, level, msg);
 }
@@ -135,7 +135,7 @@ int setcache_open(setcache **out, const setcache_options *o)
         return setcache__fail(SETCACHE_ERR_ARG, "acquire_timeout_ms must be >= 0");
     }
     if (o->max_value_len > SETCACHE_MAX_VALUE_LEN) {
-        return setcache__fail(SETCACHE_ERR_ARG, "max_value_len must be at most %u",
+        return setcache__fail(SETCACHE_ERR_ARG, "max_value_len must be at most %zu",
                               SETCACHE_MAX_VALUE_LEN);
     }
 

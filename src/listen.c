@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -138,14 +139,14 @@ static PGconn *listen_connect(setcache *c)
         return NULL;
     }
     char *q = setcache__quote_ident(c->channel);
-    char *sql = q ? malloc(strlen(q) + 8) : NULL;
+    size_t n = q ? strlen(q) + 8 : 0;
+    char *sql = q ? malloc(n) : NULL;
     if (!sql) {
         free(q);
         PQfinish(conn);
         return NULL;
     }
-    strcpy(sql, "LISTEN ");
-    strcat(sql, q);
+    snprintf(sql, n, "LISTEN %s", q);
     PGresult *r = PQexec(conn, sql);
     setcache__count(c, SC_ST_QUERIES, 1);
     bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
