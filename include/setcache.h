@@ -95,6 +95,15 @@ typedef struct setcache_options {
     void *log_arg;
     /* Extensions (since 0.1.0). */
     size_t max_value_len;        /* largest value accepted, default and cap 1 MiB */
+    int heartbeat_ms;            /* listener liveness probe interval, default 1000, >= 50 */
+    int heartbeat_deadline_ms;   /* probe must return within this, default 1000, >= 50 */
+    int reconnect_initial_ms;    /* first listener reconnect backoff, default 100 */
+    int reconnect_max_ms;        /* backoff cap (with jitter), default 10000 */
+    size_t dispatch_queue_max;   /* change events queued for callbacks, default 10000 */
+    /* State changes (CONNECTING/VALID/INTERRUPTED/CLOSED) with the reason;
+     * called from a library thread with no lock held. NULL = none. */
+    void (*on_state)(void *arg, int state, const char *reason);
+    void *state_arg;
 } setcache_options;
 
 /*
@@ -308,12 +317,45 @@ typedef struct setcache_change {
 typedef void (*setcache_change_fn)(void *arg, const setcache_change *ch);
 
 /*
- * Subscriptions are not implemented in this version: both return
- * SETCACHE_ERR_ARG with a message saying so. Since: 0.1.0.
+ * Subscribe to changes of settings matching a filter: entity_type, entity_id
+ * and key, each NULL = any (a non-NULL filter must be a valid identifier).
+ * fn(arg, change) then runs for every change made anywhere - this handle,
+ * another process, plain SQL - on the library's dispatch thread (never the
+ * listener's, never under a library lock), after this cache already holds the
+ * change.
+ *
+ * Delivery rules:
+ *  - per setting, in increasing version order, at most once per version;
+ *    versions overwritten before they could be read are coalesced into the
+ *    newer one (the table keeps only the latest value);
+ *  - SET carries the new value; DELETE carries value NULL and the deleted
+ *    row's version; old_value is what this cache held before, or NULL;
+ *    local is true for changes made through this handle's connections;
+ *  - a change is never silently missed: after a listener reconnect, a
+ *    TRUNCATE or a queue overflow (dispatch_queue_max), every subscriber gets
+ *    a RESYNC (entity fields NULL) before delivery resumes, then the changes
+ *    found for cached entities;
+ *  - a slow callback never delays the cache: the queue is bounded.
+ * A callback may call any function of the handle, including subscribe and
+ * unsubscribe (itself or others). setcache_close() from inside a callback is
+ * refused (it returns at once, the handle stays open, and setcache_errmsg()
+ * says why).
+ * id: out, must not be NULL; receives the subscription id (never 0).
+ * Returns OK, ERR_ARG, ERR_NOMEM, ERR_CLOSED. Threads: any. Ownership: the
+ * filter strings are copied; the change and its strings are valid only
+ * during the callback. Since: 0.1.0.
  */
 SETCACHE_API int setcache_subscribe(setcache *c, const char *entity_type, const char *entity_id,
                                     const char *key, setcache_change_fn fn, void *arg,
                                     uint64_t *id);
+/*
+ * End a subscription. After it returns (when called outside that
+ * subscription's own callback), the callback is not running and is never
+ * called again (G9): a callback running on the dispatch thread is waited for.
+ * Called from inside the callback itself, it returns at once and the
+ * callback is never called again.
+ * Returns OK, or ERR_ARG for an unknown id. Threads: any. Since: 0.1.0.
+ */
 SETCACHE_API int setcache_unsubscribe(setcache *c, uint64_t id);
 
 /* ---- Observability ------------------------------------------------------- */
@@ -341,6 +383,11 @@ typedef struct setcache_stats {
     uint32_t pool_size, pool_in_use; /* pool_in_use is 0 whenever no call is in flight */
     uint64_t entities, entries, bytes; /* cached entities, entries, key+value bytes */
     setcache_state state;
+    /* Extensions (since 0.1.0). */
+    uint64_t malformed;     /* notifications ignored as malformed or foreign */
+    uint64_t refreshes;     /* entities re-read in the background after a change */
+    uint64_t events;        /* change events delivered to callbacks */
+    uint64_t heartbeats;    /* listener liveness probes that came back */
 } setcache_stats;
 
 /*

@@ -27,6 +27,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static inline sc_shard *shard_of(setcache *c, unsigned ehash)
 {
@@ -548,6 +549,9 @@ void setcache__apply_local(setcache *c, sc_ident *id, const char *value, int64_t
 {
     sc_shard *sh = shard_of(c, id->ehash);
     sc_entry *nw = NULL;
+    bool subs = setcache__has_subscribers(c);
+    char *old = NULL;
+    bool emit = !uncertain && (!deleted || version > 0);
     if (!uncertain && (!deleted || version > 0)) {
         nw = setcache__entry_new(id->key, id->klen, value, value ? strlen(value) : 0, version,
                                  deleted);
@@ -575,9 +579,13 @@ void setcache__apply_local(setcache *c, sc_ident *id, const char *value, int64_t
     }
     sc_entry *en;
     HASH_FIND_BYHASHVALUE(hh, e->entries, id->key, id->klen, id->khash, en);
+    if (subs && en && !en->tomb) {
+        old = strdup(en->value);
+    }
     if (!deleted) {
         if (en && !en->tomb && en->version >= version) {
-            goto out; /* a newer version is cached already */
+            emit = false; /* a newer version is cached already */
+            goto out;
         }
         if ((en && en->tomb && en->version >= version) || !nw) {
             unload_locked(c, sh, e); /* can't tell which is newer, or no memory */
@@ -589,7 +597,8 @@ void setcache__apply_local(setcache *c, sc_ident *id, const char *value, int64_t
         nw = NULL;
     } else if (version > 0) {
         if (en && !en->tomb && en->version > version) {
-            goto out; /* re-inserted since */
+            emit = false; /* re-inserted since */
+            goto out;
         }
         if (!nw) {
             unload_locked(c, sh, e);
@@ -605,6 +614,16 @@ void setcache__apply_local(setcache *c, sc_ident *id, const char *value, int64_t
 out:
     pthread_rwlock_unlock(&sh->lock);
     free(nw);
+    if (subs && emit) {
+        setcache__emit(c, deleted ? SETCACHE_CHANGE_DELETE : SETCACHE_CHANGE_SET, id->type, id->id,
+                       id->key, value, old, version, true);
+    }
+    if (uncertain && id->key) {
+        /* the outcome is unknown: let the refresher read the truth (and tell
+         * subscribers what it finds) */
+        setcache__hint(c, 'U', 0, 0, id);
+    }
+    free(old);
 }
 
 /* ---- eviction ---- */
@@ -745,4 +764,242 @@ int setcache__snapshot_entity(setcache *c, sc_ident *id, sc_pair **out, size_t *
     }
     return setcache__fail(SETCACHE_ERR_DB, "entity %s/%s changed too often to be loaded",
                           id->type, id->id);
+}
+
+/* ---- background refresh (refresh.c) ---- */
+
+/*
+ * Decide what a batch of hints for one entity needs. Returns SC_ACT_SKIP
+ * (nothing to read: loading entities note them as pending, loaded ones
+ * already reflect them, uncached ones are remembered for preload),
+ * SC_ACT_REFRESH (a loaded entity to re-read; *stamp recorded) or
+ * SC_ACT_FETCH (not cached, but subscribed: load it; want_fetch).
+ */
+int setcache__classify(setcache *c, sc_ident *id, const sc_hintref *h, size_t n, bool want_fetch,
+                       uint64_t *stamp)
+{
+    sc_shard *sh = shard_of(c, id->ehash);
+    int act = SC_ACT_SKIP;
+    pthread_rwlock_wrlock(&sh->lock);
+    sc_entity *e = find_locked(sh, id);
+    if (e && e->state == SC_LOADING) {
+        for (size_t j = 0; j < n; j++) {
+            sc_ident kid = *id;
+            kid.key = h[j].key;
+            kid.klen = strlen(h[j].key);
+            note_pending_locked(c, e, h[j].op == 'D' ? 'D' : 'U', h[j].version, &kid);
+        }
+    } else if (e && e->state == SC_LOADED) {
+        for (size_t j = 0; j < n && act == SC_ACT_SKIP; j++) {
+            sc_entry *en;
+            HASH_FIND_STR(e->entries, h[j].key, en);
+            bool skip;
+            if (h[j].op == 'D') {
+                skip = !en || (en->tomb && en->version >= h[j].version) ||
+                       (!en->tomb && en->version > h[j].version);
+            } else {
+                skip = en && (en->tomb ? en->version == h[j].version : en->version >= h[j].version);
+            }
+            if (!skip) {
+                act = SC_ACT_REFRESH;
+                *stamp = e->stamp;
+            }
+        }
+    } else if (want_fetch) {
+        act = SC_ACT_FETCH;
+    } else if (e) {
+        e->stamp = setcache__tick(c);
+    } else {
+        note_unknown_locked(c, sh, id);
+    }
+    pthread_rwlock_unlock(&sh->lock);
+    return act;
+}
+
+/* Record the stamp of a loaded entity before a reconcile re-reads it.
+ * false if it is not loaded (nothing to reconcile). */
+bool setcache__refresh_begin(setcache *c, sc_ident *id, uint64_t *stamp)
+{
+    sc_shard *sh = shard_of(c, id->ehash);
+    pthread_rwlock_rdlock(&sh->lock);
+    sc_entity *e = find_locked(sh, id);
+    bool ok = e && e->state == SC_LOADED;
+    if (ok) {
+        *stamp = e->stamp;
+    }
+    pthread_rwlock_unlock(&sh->lock);
+    return ok;
+}
+
+static int add_change(sc_change **v, size_t *n, size_t *cap, setcache_change_kind kind,
+                      const char *key, const char *value, const char *old, int64_t version)
+{
+    if (*n == *cap) {
+        size_t nc = *cap ? *cap * 2 : 8;
+        sc_change *nv = realloc(*v, nc * sizeof *nv);
+        if (!nv) {
+            return -1;
+        }
+        *v = nv;
+        *cap = nc;
+    }
+    sc_change *ch = &(*v)[*n];
+    ch->kind = kind;
+    ch->version = version;
+    ch->key = strdup(key);
+    ch->value = value ? strdup(value) : NULL;
+    ch->old = old ? strdup(old) : NULL;
+    (*n)++;
+    if (!ch->key || (value && !ch->value) || (old && !ch->old)) {
+        return -1;
+    }
+    return 0;
+}
+
+void setcache__changes_free(sc_change *v, size_t n)
+{
+    for (size_t j = 0; j < n; j++) {
+        free(v[j].key);
+        free(v[j].value);
+        free(v[j].old);
+    }
+    free(v);
+}
+
+/*
+ * Swap freshly read rows into a loaded entity, unless a local write changed
+ * it since *stamp was taken (then false, and the caller reads again). Rows
+ * are a snapshot taken after every change already applied, so the whole
+ * table is replaced. With subscribers, *changes lists what differs (set and
+ * deleted keys with old values); *overflow is set if that list is incomplete.
+ */
+bool setcache__refresh_install(setcache *c, sc_ident *id, sc_entry **rows, uint64_t stamp,
+                               sc_change **changes, size_t *nchanges, bool *incomplete)
+{
+    sc_shard *sh = shard_of(c, id->ehash);
+    bool want = setcache__has_subscribers(c);
+    size_t cap = 0;
+    *changes = NULL;
+    *nchanges = 0;
+    *incomplete = false;
+    pthread_rwlock_wrlock(&sh->lock);
+    sc_entity *e = find_locked(sh, id);
+    if (!e || e->state != SC_LOADED || e->stamp != stamp) {
+        pthread_rwlock_unlock(&sh->lock);
+        return false;
+    }
+    if (want) {
+        sc_entry *n, *tmp, *o;
+        HASH_ITER(hh, *rows, n, tmp)
+        {
+            HASH_FIND_STR(e->entries, n->data, o);
+            if (!o || o->tomb || o->version != n->version || strcmp(o->value, n->value) != 0) {
+                if (add_change(changes, nchanges, &cap, SETCACHE_CHANGE_SET, n->data, n->value,
+                               o && !o->tomb ? o->value : NULL, n->version) != 0) {
+                    *incomplete = true;
+                }
+            }
+        }
+        HASH_ITER(hh, e->entries, o, tmp)
+        {
+            if (o->tomb) {
+                continue;
+            }
+            HASH_FIND_STR(*rows, o->data, n);
+            if (!n && add_change(changes, nchanges, &cap, SETCACHE_CHANGE_DELETE, o->data, NULL,
+                                 o->value, o->version) != 0) {
+                *incomplete = true;
+            }
+        }
+    }
+    sh->nentries -= e->nentries;
+    sh->bytes -= e->bytes;
+    sh->nloaded--;
+    setcache__entries_free(&e->entries);
+    set_entries_locked(sh, e, *rows);
+    *rows = NULL;
+    pthread_rwlock_unlock(&sh->lock);
+    setcache__count(c, SC_ST_REFRESHES, 1);
+    return true;
+}
+
+/* Drop a loaded entity the refresher could not re-read in time. */
+void setcache__invalidate(setcache *c, sc_ident *id)
+{
+    sc_shard *sh = shard_of(c, id->ehash);
+    pthread_rwlock_wrlock(&sh->lock);
+    sc_entity *e = find_locked(sh, id);
+    if (e) {
+        if (e->state == SC_LOADED) {
+            unload_locked(c, sh, e);
+        }
+        e->stamp = setcache__tick(c);
+    }
+    pthread_rwlock_unlock(&sh->lock);
+}
+
+/* What the cache holds for one setting now: 1 = a value (*value malloc'd),
+ * 0 = known absent (the entity is loaded), -1 = unknown (not loaded). */
+int setcache__current(setcache *c, sc_ident *id, char **value, int64_t *version)
+{
+    sc_shard *sh = shard_of(c, id->ehash);
+    int rc = -1;
+    *value = NULL;
+    *version = 0;
+    pthread_rwlock_rdlock(&sh->lock);
+    sc_entity *e = find_locked(sh, id);
+    if (e && e->state == SC_LOADED) {
+        sc_entry *en;
+        HASH_FIND_BYHASHVALUE(hh, e->entries, id->key, id->klen, id->khash, en);
+        if (en && !en->tomb) {
+            *value = strdup(en->value);
+            *version = en->version;
+            rc = *value ? 1 : -1;
+        } else {
+            *version = en ? en->version : 0;
+            rc = 0;
+        }
+    }
+    pthread_rwlock_unlock(&sh->lock);
+    return rc;
+}
+
+/* Identities (type, id) of every loaded entity, for a reconcile. */
+int setcache__loaded_entities(setcache *c, char ***out, size_t *n)
+{
+    size_t cap = 0, cnt = 0;
+    char **v = NULL;
+    int rc = SETCACHE_OK;
+    for (int i = 0; i < SC_NSHARDS && rc == SETCACHE_OK; i++) {
+        sc_shard *sh = &c->shards[i];
+        pthread_rwlock_rdlock(&sh->lock);
+        sc_entity *e, *tmp;
+        HASH_ITER(hh, sh->table, e, tmp)
+        {
+            if (e->state != SC_LOADED) {
+                continue;
+            }
+            if (cnt == cap) {
+                size_t nc = cap ? cap * 2 : 64;
+                char **nv = realloc(v, nc * sizeof *nv);
+                if (!nv) {
+                    rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+                    break;
+                }
+                v = nv;
+                cap = nc;
+            }
+            v[cnt] = malloc(e->ekeylen);
+            if (!v[cnt]) {
+                rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+                break;
+            }
+            memcpy(v[cnt], e->ekey, e->ekeylen);
+            cnt++;
+        }
+        pthread_rwlock_unlock(&sh->lock);
+    }
+    *out = v;
+    *n = cnt;
+    return rc;
 }

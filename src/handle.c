@@ -65,6 +65,11 @@ void setcache_options_init(setcache_options *o)
     o->pool_size = 4;
     o->acquire_timeout_ms = 5000;
     o->max_value_len = SETCACHE_MAX_VALUE_LEN;
+    o->heartbeat_ms = 1000;
+    o->heartbeat_deadline_ms = 1000;
+    o->reconnect_initial_ms = 100;
+    o->reconnect_max_ms = 10000;
+    o->dispatch_queue_max = 10000;
 }
 
 const char *setcache_version(void)
@@ -86,6 +91,12 @@ static char *dup_or_null(const char *s)
 
 static void free_handle(setcache *c)
 {
+    setcache__refresh_stop(c);
+    setcache__dispatch_stop(c);
+    if (c->wake_fd >= 0) {
+        close(c->wake_fd);
+        c->wake_fd = -1;
+    }
     setcache__pool_destroy(c);
     setcache__cache_destroy(c);
     sc_def *d, *tmp;
@@ -95,11 +106,21 @@ static void free_handle(setcache *c)
         free(d->dflt);
         free(d);
     }
-    pthread_rwlock_destroy(&c->defs_lock);
-    pthread_mutex_destroy(&c->load_mu);
-    pthread_cond_destroy(&c->load_cv);
-    pthread_mutex_destroy(&c->state_mu);
-    pthread_cond_destroy(&c->state_cv);
+    /* In a forked child, condition variables may still count the parent's
+     * waiters (threads that do not exist here): destroying them would block. */
+    if (getpid() == c->pid) {
+        pthread_rwlock_destroy(&c->defs_lock);
+        pthread_mutex_destroy(&c->load_mu);
+        pthread_cond_destroy(&c->load_cv);
+        pthread_mutex_destroy(&c->state_mu);
+        pthread_cond_destroy(&c->state_cv);
+        pthread_mutex_destroy(&c->subs_mu);
+        pthread_cond_destroy(&c->subs_cv);
+        pthread_mutex_destroy(&c->dq_mu);
+        pthread_cond_destroy(&c->dq_cv);
+        pthread_mutex_destroy(&c->rq_mu);
+        pthread_cond_destroy(&c->rq_cv);
+    }
     setcache__sql_free(&c->sql);
     free(c->conninfo);
     free(c->listen_conninfo);
@@ -134,6 +155,17 @@ int setcache_open(setcache **out, const setcache_options *o)
     if (o->acquire_timeout_ms < 0) {
         return setcache__fail(SETCACHE_ERR_ARG, "acquire_timeout_ms must be >= 0");
     }
+    if (o->heartbeat_ms < 50 || o->heartbeat_deadline_ms < 50) {
+        return setcache__fail(SETCACHE_ERR_ARG, "heartbeat_ms and heartbeat_deadline_ms must be "
+                                                "at least 50");
+    }
+    if (o->reconnect_initial_ms < 1 || o->reconnect_max_ms < o->reconnect_initial_ms) {
+        return setcache__fail(SETCACHE_ERR_ARG, "need 1 <= reconnect_initial_ms <= "
+                                                "reconnect_max_ms");
+    }
+    if (o->dispatch_queue_max < 1) {
+        return setcache__fail(SETCACHE_ERR_ARG, "dispatch_queue_max must be at least 1");
+    }
     if (o->max_value_len > SETCACHE_MAX_VALUE_LEN) {
         return setcache__fail(SETCACHE_ERR_ARG, "max_value_len must be at most %zu",
                               SETCACHE_MAX_VALUE_LEN);
@@ -156,6 +188,13 @@ int setcache_open(setcache **out, const setcache_options *o)
     c->create_schema = o->create_schema;
     c->log = o->log;
     c->log_arg = o->log_arg;
+    c->heartbeat_ms = o->heartbeat_ms;
+    c->heartbeat_deadline_ms = o->heartbeat_deadline_ms;
+    c->reconnect_initial_ms = o->reconnect_initial_ms;
+    c->reconnect_max_ms = o->reconnect_max_ms;
+    c->dq_max = o->dispatch_queue_max;
+    c->on_state = o->on_state;
+    c->state_arg = o->state_arg;
     atomic_init(&c->state, SETCACHE_STATE_CONNECTING);
     for (int i = 0; i < SC_NSHARDS; i++) {
         pthread_rwlock_init(&c->shards[i].lock, NULL);
@@ -163,11 +202,17 @@ int setcache_open(setcache **out, const setcache_options *o)
     pthread_rwlock_init(&c->defs_lock, NULL);
     pthread_mutex_init(&c->load_mu, NULL);
     pthread_mutex_init(&c->state_mu, NULL);
+    pthread_mutex_init(&c->subs_mu, NULL);
+    pthread_mutex_init(&c->dq_mu, NULL);
+    pthread_mutex_init(&c->rq_mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&c->load_cv, &ca);
     pthread_cond_init(&c->state_cv, &ca);
+    pthread_cond_init(&c->subs_cv, &ca);
+    pthread_cond_init(&c->dq_cv, &ca);
+    pthread_cond_init(&c->rq_cv, &ca);
     pthread_condattr_destroy(&ca);
 
     int rc;
@@ -184,7 +229,10 @@ int setcache_open(setcache **out, const setcache_options *o)
     if ((rc = setcache__with_pool(c, check_schema_conn, c)) != SETCACHE_OK) {
         goto fail;
     }
-    if ((rc = setcache__listener_start(c)) != SETCACHE_OK) {
+    if ((rc = setcache__dispatch_start(c)) != SETCACHE_OK ||
+        (rc = setcache__refresh_start(c)) != SETCACHE_OK ||
+        (rc = setcache__listener_start(c)) != SETCACHE_OK) {
+        atomic_store(&c->closing, 1);
         goto fail;
     }
     *out = c;
@@ -199,26 +247,37 @@ void setcache_close(setcache *c)
     if (!c) {
         return;
     }
+    if (setcache__on_dispatch_thread(c)) {
+        /* joining the dispatch thread from itself would deadlock */
+        setcache__log(c, SETCACHE_LOG_ERROR, "setcache_close called from a change callback: "
+                                             "refused, the handle stays open");
+        setcache__fail(SETCACHE_ERR_ARG, "setcache_close may not be called from a change "
+                                         "callback; the handle stays open");
+        return;
+    }
     atomic_store(&c->closing, 1);
-    pthread_mutex_lock(&c->load_mu);
-    pthread_cond_broadcast(&c->load_cv);
-    pthread_mutex_unlock(&c->load_mu);
-    pthread_mutex_lock(&c->pool.mu);
-    pthread_cond_broadcast(&c->pool.cv);
-    pthread_mutex_unlock(&c->pool.mu);
     if (getpid() == c->pid) {
+        pthread_mutex_lock(&c->load_mu);
+        pthread_cond_broadcast(&c->load_cv);
+        pthread_mutex_unlock(&c->load_mu);
+        pthread_mutex_lock(&c->pool.mu);
+        pthread_cond_broadcast(&c->pool.cv);
+        pthread_mutex_unlock(&c->pool.mu);
         setcache__listener_stop(c);
     } else {
+        /* no library thread exists in a forked child */
+        c->refresher_started = false;
+        c->dispatcher_started = false;
         /* a forked child: the listener thread does not exist here, and its
          * connection is the parent's */
         if (c->listen_conn) {
             setcache__finish_inherited(c->listen_conn);
         }
-        if (c->wake_fd >= 0) {
-            close(c->wake_fd); /* the child's copy only */
-        }
     }
     atomic_store(&c->state, SETCACHE_STATE_CLOSED);
+    if (c->on_state && getpid() == c->pid) {
+        c->on_state(c->state_arg, SETCACHE_STATE_CLOSED, "closed");
+    }
     free_handle(c);
 }
 
@@ -548,30 +607,6 @@ int setcache_foreach(setcache *c, const char *entity_type, const char *entity_id
     return rc;
 }
 
-/* ---- subscriptions (not in this version) ---- */
-
-int setcache_subscribe(setcache *c, const char *entity_type, const char *entity_id,
-                       const char *key, setcache_change_fn fn, void *arg, uint64_t *id)
-{
-    (void)c;
-    (void)entity_type;
-    (void)entity_id;
-    (void)key;
-    (void)fn;
-    (void)arg;
-    if (id) {
-        *id = 0;
-    }
-    return setcache__fail(SETCACHE_ERR_ARG, "subscriptions are not implemented in this version");
-}
-
-int setcache_unsubscribe(setcache *c, uint64_t id)
-{
-    (void)c;
-    (void)id;
-    return setcache__fail(SETCACHE_ERR_ARG, "subscriptions are not implemented in this version");
-}
-
 /* ---- stats ---- */
 
 void setcache_get_stats(setcache *c, setcache_stats *out)
@@ -598,4 +633,8 @@ void setcache_get_stats(setcache *c, setcache_stats *out)
     pthread_mutex_unlock(&c->pool.mu);
     setcache__cache_stats(c, out);
     out->state = (setcache_state)atomic_load(&c->state);
+    out->malformed = counter(c, SC_ST_MALFORMED);
+    out->refreshes = counter(c, SC_ST_REFRESHES);
+    out->events = counter(c, SC_ST_EVENTS);
+    out->heartbeats = counter(c, SC_ST_HEARTBEATS);
 }

@@ -212,18 +212,91 @@ typedef struct sc_sql {
     char *del;        /* single delete RETURNING version */
     char *many;       /* set_many in one statement */
     char *exists;     /* does the table exist */
+    char *load_many;  /* every row of a list of entities */
 } sc_sql;
 int setcache__sql_build(sc_sql *s, const char *schema);
 void setcache__sql_free(sc_sql *s);
 char *setcache__ddl(const char *schema, const char *channel);
 int setcache__ensure_schema(setcache *c, PGconn *conn);
 char *setcache__quote_ident(const char *s);
+char *setcache__text_array(const char *const *items, size_t n);
 
 /* ---- listen.c ---- */
 int setcache__listener_start(setcache *c);
 void setcache__listener_stop(setcache *c);
 int setcache__parse_payload(const char *payload, char *buf, size_t cap, char *op,
                             int64_t *version, sc_ident *id);
+
+/* ---- dispatch.c ---- */
+typedef struct sc_event {
+    struct sc_event *next;
+    setcache_change ch; /* strings point into data */
+    char data[];
+} sc_event;
+
+typedef struct sc_sub {
+    UT_hash_handle hh; /* in c->subs_by_id */
+    uint64_t id;
+    char *type, *eid, *key; /* NULL = any */
+    setcache_change_fn fn;
+    void *arg;
+    bool active; /* guarded by subs_mu */
+    int refs;    /* dispatcher's references; guarded by subs_mu */
+} sc_sub;
+
+typedef struct sc_subidx {
+    UT_hash_handle hh;
+    sc_sub **subs;
+    size_t n, cap;
+    uint16_t plen;
+    char pattern[];
+} sc_subidx;
+
+typedef struct sc_seen {
+    UT_hash_handle hh;
+    uint64_t order; /* 2 * version + (1 for DELETE) */
+    double at_ms;
+    uint16_t klen;
+    char k[];
+} sc_seen;
+
+int setcache__dispatch_start(setcache *c);
+void setcache__dispatch_stop(setcache *c);
+bool setcache__has_subscribers(setcache *c);
+bool setcache__is_subscribed(setcache *c, const char *type, const char *id, const char *key);
+void setcache__emit(setcache *c, setcache_change_kind kind, const char *type, const char *id,
+                    const char *key, const char *value, const char *old, int64_t version,
+                    bool local);
+void setcache__emit_resync(setcache *c);
+bool setcache__on_dispatch_thread(setcache *c);
+
+/* ---- refresh.c / cache.c: background refresh ---- */
+typedef struct sc_hintref {
+    const char *key;
+    int64_t version;
+    char op;
+} sc_hintref;
+typedef struct sc_change {
+    setcache_change_kind kind;
+    int64_t version;
+    char *key, *value, *old;
+} sc_change;
+enum { SC_ACT_SKIP, SC_ACT_REFRESH, SC_ACT_FETCH };
+int setcache__classify(setcache *c, sc_ident *id, const sc_hintref *h, size_t n, bool want_fetch,
+                       uint64_t *stamp);
+bool setcache__refresh_begin(setcache *c, sc_ident *id, uint64_t *stamp);
+bool setcache__refresh_install(setcache *c, sc_ident *id, sc_entry **rows, uint64_t stamp,
+                               sc_change **changes, size_t *nchanges, bool *incomplete);
+void setcache__changes_free(sc_change *v, size_t n);
+void setcache__invalidate(setcache *c, sc_ident *id);
+int setcache__current(setcache *c, sc_ident *id, char **value, int64_t *version);
+int setcache__loaded_entities(setcache *c, char ***out, size_t *n);
+
+void setcache__hint(setcache *c, char op, int64_t version, int be_pid, const sc_ident *id);
+void setcache__request_resync(setcache *c, uint64_t gen);
+int setcache__refresh_start(setcache *c);
+void setcache__refresh_stop(setcache *c);
+bool setcache__is_own_backend(setcache *c, int be_pid);
 
 /* ---- handle.c ---- */
 void setcache__log(setcache *c, int level, const char *fmt, ...)
@@ -232,7 +305,8 @@ void setcache__count(setcache *c, int which, uint64_t n);
 enum {
     SC_ST_HITS, SC_ST_MISSES, SC_ST_LOADS, SC_ST_QUERIES, SC_ST_WRITES, SC_ST_NOTIFICATIONS,
     SC_ST_INVALIDATIONS, SC_ST_RESYNCS, SC_ST_RECONNECTS, SC_ST_EVICTIONS, SC_ST_POOL_WAITS,
-    SC_ST_POOL_TIMEOUTS, SC_ST_MALFORMED, SC_ST_COUNT
+    SC_ST_POOL_TIMEOUTS, SC_ST_MALFORMED, SC_ST_REFRESHES, SC_ST_EVENTS, SC_ST_HEARTBEATS,
+    SC_ST_COUNT
 };
 
 typedef struct sc_stripe {
@@ -283,6 +357,39 @@ struct setcache {
     atomic_int state;
     pthread_mutex_t state_mu; /* with state_cv: open waits for the first LISTEN */
     pthread_cond_t state_cv;
+
+    /* Subscriptions and dispatch (dispatch.c). */
+    int heartbeat_ms, heartbeat_deadline_ms, reconnect_initial_ms, reconnect_max_ms;
+    size_t dq_max;
+    void (*on_state)(void *arg, int state, const char *reason);
+    void *state_arg;
+    pthread_mutex_t subs_mu; /* with subs_cv: unsubscribe waits for a running callback */
+    pthread_cond_t subs_cv;
+    sc_sub *subs_by_id;      /* guarded by subs_mu */
+    sc_subidx *subidx;       /* guarded by subs_mu */
+    sc_sub *running;         /* guarded by subs_mu */
+    uint64_t next_sub_id;    /* guarded by subs_mu */
+    atomic_size_t nsubs;
+    pthread_t dispatcher;
+    bool dispatcher_started;
+    pthread_mutex_t dq_mu; /* with dq_cv: the event queue and the seen map */
+    pthread_cond_t dq_cv;
+    sc_event *dq_head, *dq_tail; /* guarded by dq_mu */
+    size_t dq_len;               /* guarded by dq_mu */
+    sc_seen *seen;               /* guarded by dq_mu */
+    bool dq_stop;                /* guarded by dq_mu */
+
+    /* Background refresh (refresh.c). */
+    pthread_mutex_t rq_mu; /* with rq_cv: hints from the listener */
+    pthread_cond_t rq_cv;
+    struct sc_hint *rq_head, *rq_tail; /* guarded by rq_mu */
+    size_t rq_len;                     /* guarded by rq_mu */
+    bool rq_overflow, rq_truncate, rq_stop; /* guarded by rq_mu */
+    uint64_t rq_resync_gen;            /* guarded by rq_mu */
+    atomic_uint_fast64_t reconciled_gen;
+    pthread_t refresher;
+    bool refresher_started;
+    atomic_int *pool_pids; /* backend PIDs of pooled connections, by slot */
 
     sc_stripe stripes[SC_NSTRIPES];
 };

@@ -23,8 +23,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SC_BACKOFF_MIN_MS 100
-#define SC_BACKOFF_MAX_MS 10000
 #define SC_PAYLOAD_MAX 8000
 
 static const char *state_name(int st)
@@ -41,6 +39,14 @@ static const char *state_name(int st)
     }
 }
 
+static double mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* Move to a state and tell the log and the state callback (no lock held). */
 static void set_state(setcache *c, int st, const char *why)
 {
     int old = atomic_exchange(&c->state, st);
@@ -51,14 +57,33 @@ static void set_state(setcache *c, int st, const char *why)
         setcache__log(c, st == SETCACHE_STATE_VALID ? SETCACHE_LOG_INFO : SETCACHE_LOG_WARN,
                       "listener %s -> %s%s%s", state_name(old), state_name(st), why ? ": " : "",
                       why ? why : "");
+        if (c->on_state) {
+            c->on_state(c->state_arg, st, why ? why : "");
+        }
+    }
+}
+
+static void drain_wake(setcache *c)
+{
+    uint64_t v;
+    while (read(c->wake_fd, &v, sizeof v) > 0) {
     }
 }
 
 /* Sleep up to ms, waking early when the handle closes. */
 static void nap(setcache *c, int ms)
 {
-    struct pollfd p = {c->wake_fd, POLLIN, 0};
-    poll(&p, 1, ms);
+    double until = mono_ms() + ms;
+    while (!atomic_load(&c->closing)) {
+        double left = until - mono_ms();
+        if (left <= 0) {
+            break;
+        }
+        struct pollfd p = {c->wake_fd, POLLIN, 0};
+        if (poll(&p, 1, (int)left + 1) > 0) {
+            drain_wake(c);
+        }
+    }
 }
 
 /*
@@ -93,7 +118,7 @@ int setcache__parse_payload(const char *payload, char *buf, size_t cap, char *op
     if (!setcache__parse_int(f[2], version) || *version < 0) {
         return -1;
     }
-    if (*op == 'T') {
+    if (*op == 'T' || *op == 'H') {
         return nf == 3 ? 0 : -1;
     }
     if ((*op != 'I' && *op != 'U' && *op != 'D') || nf != 6) {
@@ -106,28 +131,44 @@ int setcache__parse_payload(const char *payload, char *buf, size_t cap, char *op
     return 0;
 }
 
-static void handle_notify(setcache *c, PGnotify *n)
+typedef struct listener {
+    PGconn *conn;
+    int backend_pid;
+    int64_t hb_seq;      /* last heartbeat sent */
+    int64_t hb_waiting;  /* heartbeat not yet back, 0 = none */
+    double hb_sent_ms, hb_next_ms;
+    char *hb_sql_prefix; /* NOTIFY "channel", ' */
+} listener;
+
+/* Notifications are hints: identifiers, operation and version; never values. */
+static void handle_notify(setcache *c, listener *l, PGnotify *n)
 {
     setcache__count(c, SC_ST_NOTIFICATIONS, 1);
-    if (strcmp(n->relname, c->channel) != 0) {
-        return;
-    }
     char buf[SC_PAYLOAD_MAX + 1];
     char op;
     int64_t version;
     sc_ident id;
-    if (setcache__parse_payload(n->extra, buf, sizeof buf, &op, &version, &id) != 0) {
+    if (strcmp(n->relname, c->channel) != 0 ||
+        setcache__parse_payload(n->extra, buf, sizeof buf, &op, &version, &id) != 0) {
         setcache__count(c, SC_ST_MALFORMED, 1);
         return;
     }
+    if (op == 'H') {
+        /* only our own probe counts: anyone may NOTIFY on the channel */
+        if (n->be_pid == l->backend_pid && version == l->hb_waiting) {
+            l->hb_waiting = 0;
+            setcache__count(c, SC_ST_HEARTBEATS, 1);
+        }
+        return;
+    }
     if (op == 'T') {
-        setcache__invalidate_all(c);
+        setcache__request_resync(c, 0);
     } else if (setcache__is_writing(c, n->be_pid)) {
         /* the echo of a library write still in flight: its result is applied
          * to the cache by version when it returns (or invalidates it) */
         return;
     } else {
-        setcache__apply_hint(c, op, version, &id);
+        setcache__hint(c, op, version, n->be_pid, &id);
     }
 }
 
@@ -156,87 +197,155 @@ static PGconn *listen_connect(setcache *c)
     PQclear(r);
     free(sql);
     free(q);
-    if (!ok) {
+    if (!ok || PQsetnonblocking(conn, 1) != 0) {
         PQfinish(conn);
         return NULL;
     }
     return conn;
 }
 
+/* Send the liveness probe: a NOTIFY to ourselves through this connection. */
+static bool send_heartbeat(setcache *c, listener *l)
+{
+    char sql[256];
+    l->hb_seq++;
+    snprintf(sql, sizeof sql, "%s1\x1fH\x1f%lld'", l->hb_sql_prefix, (long long)l->hb_seq);
+    if (!PQsendQuery(l->conn, sql)) {
+        return false;
+    }
+    setcache__count(c, SC_ST_QUERIES, 1);
+    l->hb_waiting = l->hb_seq;
+    l->hb_sent_ms = mono_ms();
+    l->hb_next_ms = l->hb_sent_ms + c->heartbeat_ms;
+    return PQflush(l->conn) >= 0;
+}
+
+/* Serve one connection until it fails or the handle closes. Returns the
+ * reason it ended (static or libpq text), NULL when closing. */
+static const char *serve(setcache *c, listener *l, uint64_t gen, double *valid_since)
+{
+    int sock = PQsocket(l->conn);
+    l->hb_waiting = 0;
+    l->hb_next_ms = mono_ms() + c->heartbeat_ms;
+    bool valid = false;
+    while (!atomic_load(&c->closing)) {
+        double now = mono_ms();
+        if (!valid && atomic_load(&c->reconciled_gen) == gen) {
+            /* LISTEN is in effect and what changed unseen has been reconciled */
+            valid = true;
+            *valid_since = now;
+            set_state(c, SETCACHE_STATE_VALID, NULL);
+        }
+        if (l->hb_waiting && now - l->hb_sent_ms > c->heartbeat_deadline_ms) {
+            return "heartbeat not answered in time (silent listener)";
+        }
+        if (!l->hb_waiting && now >= l->hb_next_ms && !send_heartbeat(c, l)) {
+            return PQerrorMessage(l->conn);
+        }
+        double wake = l->hb_waiting ? l->hb_sent_ms + c->heartbeat_deadline_ms : l->hb_next_ms;
+        int timeout = (int)(wake - now) + 1;
+        if (timeout > 250) {
+            timeout = 250;
+        }
+        if (timeout < 1) {
+            timeout = 1;
+        }
+        short out = PQflush(l->conn) == 1 ? POLLOUT : 0;
+        struct pollfd p[2] = {{sock, (short)(POLLIN | out), 0}, {c->wake_fd, POLLIN, 0}};
+        int n = poll(p, 2, timeout);
+        if (n < 0 && errno != EINTR) {
+            return "poll failed";
+        }
+        if (n > 0 && (p[1].revents & POLLIN)) {
+            drain_wake(c);
+        }
+        if (atomic_load(&c->closing)) {
+            break;
+        }
+        if (n > 0 && (p[0].revents & (POLLIN | POLLERR | POLLHUP))) {
+            if (!PQconsumeInput(l->conn)) {
+                return PQerrorMessage(l->conn);
+            }
+            while (!PQisBusy(l->conn)) {
+                PGresult *r = PQgetResult(l->conn);
+                if (!r) {
+                    break;
+                }
+                PQclear(r);
+            }
+            PGnotify *nt;
+            while ((nt = PQnotifies(l->conn)) != NULL) {
+                handle_notify(c, l, nt);
+                PQfreemem(nt);
+            }
+        }
+        if (PQstatus(l->conn) != CONNECTION_OK) {
+            return "connection lost";
+        }
+    }
+    return NULL;
+}
+
 static void *listener_main(void *arg)
 {
     setcache *c = arg;
-    int backoff = SC_BACKOFF_MIN_MS;
-    bool ever_valid = false;
+    int backoff = c->reconnect_initial_ms;
+    bool ever = false;
+    uint64_t gen = 0;
+    double valid_since = 0;
     unsigned seed = (unsigned)c->pid ^ (unsigned)time(NULL);
-
-    while (!atomic_load(&c->closing)) {
-        PGconn *conn = listen_connect(c);
-        c->listen_conn = conn;
-        if (!conn) {
-            const char *why = setcache_errmsg();
-            if (ever_valid) {
-                set_state(c, SETCACHE_STATE_INTERRUPTED, why);
-            } else {
-                setcache__log(c, SETCACHE_LOG_WARN, "listener: %s", why);
-            }
-            nap(c, backoff / 2 + (int)(rand_r(&seed) % (unsigned)(backoff / 2 + 1)));
-            backoff = backoff * 2 > SC_BACKOFF_MAX_MS ? SC_BACKOFF_MAX_MS : backoff * 2;
-            continue;
-        }
-        /* LISTEN is in effect: now forget whatever may have changed unseen. */
-        if (ever_valid) {
-            setcache__count(c, SC_ST_RECONNECTS, 1);
-            setcache__count(c, SC_ST_RESYNCS, 1);
-        }
-        setcache__invalidate_all(c);
-        set_state(c, SETCACHE_STATE_VALID, NULL);
-        ever_valid = true;
-        backoff = SC_BACKOFF_MIN_MS;
-
-        int sock = PQsocket(conn);
-        const char *why = NULL;
-        while (!atomic_load(&c->closing)) {
-            struct pollfd p[2] = {{sock, POLLIN, 0}, {c->wake_fd, POLLIN, 0}};
-            int n = poll(p, 2, 1000);
-            if (n < 0 && errno != EINTR) {
-                why = "poll failed";
-                break;
-            }
-            if (atomic_load(&c->closing)) {
-                break;
-            }
-            if (n > 0 && (p[0].revents & (POLLIN | POLLERR | POLLHUP))) {
-                if (!PQconsumeInput(conn)) {
-                    why = PQerrorMessage(conn);
-                    break;
-                }
-                PGnotify *nt;
-                while ((nt = PQnotifies(conn)) != NULL) {
-                    handle_notify(c, nt);
-                    PQfreemem(nt);
-                }
-            }
-            if (PQstatus(conn) != CONNECTION_OK) {
-                why = "connection lost";
-                break;
-            }
-        }
-        if (!atomic_load(&c->closing)) {
-            char msg[256];
-            snprintf(msg, sizeof msg, "%s", why ? why : "connection lost");
-            size_t ml = strlen(msg);
-            while (ml && (msg[ml - 1] == '\n' || msg[ml - 1] == ' ')) {
-                msg[--ml] = '\0';
-            }
-            set_state(c, SETCACHE_STATE_INTERRUPTED, msg);
-        }
-        c->listen_conn = NULL;
-        PQfinish(conn);
-        if (!atomic_load(&c->closing)) {
-            nap(c, backoff);
-        }
+    listener l;
+    memset(&l, 0, sizeof l);
+    char *q = setcache__quote_ident(c->channel);
+    size_t pn = q ? strlen(q) + 16 : 0;
+    l.hb_sql_prefix = q ? malloc(pn) : NULL;
+    if (l.hb_sql_prefix) {
+        snprintf(l.hb_sql_prefix, pn, "NOTIFY %s, E'", q);
     }
+    free(q);
+
+    while (!atomic_load(&c->closing) && l.hb_sql_prefix) {
+        PGconn *conn = listen_connect(c);
+        const char *why = NULL;
+        char msg[256];
+        if (conn) {
+            c->listen_conn = conn;
+            l.conn = conn;
+            l.backend_pid = PQbackendPID(conn);
+            if (ever) {
+                setcache__count(c, SC_ST_RECONNECTS, 1);
+            }
+            ever = true;
+            /* LISTEN is committed: now reconcile what may have changed
+             * unseen; VALID once that is done (see serve). */
+            setcache__request_resync(c, ++gen);
+            why = serve(c, &l, gen, &valid_since);
+            snprintf(msg, sizeof msg, "%s", why ? why : "");
+            c->listen_conn = NULL;
+            l.conn = NULL;
+            PQfinish(conn);
+        } else {
+            snprintf(msg, sizeof msg, "%s", setcache_errmsg());
+            why = msg;
+        }
+        if (atomic_load(&c->closing)) {
+            break;
+        }
+        size_t ml = strlen(msg);
+        while (ml && (msg[ml - 1] == '\n' || msg[ml - 1] == ' ')) {
+            msg[--ml] = '\0';
+        }
+        set_state(c, SETCACHE_STATE_INTERRUPTED, msg);
+        /* a healthy period resets the backoff */
+        if (valid_since > 0 && mono_ms() - valid_since > 5000) {
+            backoff = c->reconnect_initial_ms;
+        }
+        valid_since = 0;
+        int jittered = backoff / 2 + (int)(rand_r(&seed) % (unsigned)(backoff / 2 + 1));
+        nap(c, jittered);
+        backoff = backoff * 2 > c->reconnect_max_ms ? c->reconnect_max_ms : backoff * 2;
+    }
+    free(l.hb_sql_prefix);
     return NULL;
 }
 
@@ -279,6 +388,8 @@ int setcache__listener_start(setcache *c)
     return SETCACHE_OK;
 }
 
+/* Join the listener thread (c->closing is set). The wake descriptor stays
+ * open until every library thread has stopped. */
 void setcache__listener_stop(setcache *c)
 {
     if (c->listener_started) {
@@ -287,9 +398,5 @@ void setcache__listener_stop(setcache *c)
         (void)w;
         pthread_join(c->listener, NULL);
         c->listener_started = false;
-    }
-    if (c->wake_fd >= 0) {
-        close(c->wake_fd);
-        c->wake_fd = -1;
     }
 }

@@ -26,11 +26,14 @@ int setcache__pool_init(setcache *c)
     p->size = c->pool_size;
     p->slots = calloc((size_t)p->size, sizeof *p->slots);
     p->writing = calloc((size_t)p->size, sizeof *p->writing);
-    if (!p->slots || !p->writing) {
+    c->pool_pids = calloc((size_t)p->size, sizeof *c->pool_pids);
+    if (!p->slots || !p->writing || !c->pool_pids) {
         free(p->slots);
         free(p->writing);
+        free(c->pool_pids);
         p->slots = NULL;
         p->writing = NULL;
+        c->pool_pids = NULL;
         return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
     }
     pthread_condattr_t ca;
@@ -81,10 +84,14 @@ void setcache__pool_destroy(setcache *c)
     }
     free(p->slots);
     free(p->writing);
+    free(c->pool_pids);
     p->slots = NULL;
     p->writing = NULL;
-    pthread_mutex_destroy(&p->mu);
-    pthread_cond_destroy(&p->cv);
+    c->pool_pids = NULL;
+    if (same_process) {
+        pthread_mutex_destroy(&p->mu);
+        pthread_cond_destroy(&p->cv);
+    }
 }
 
 /* Server notices (and libpq's own) go to the log callback, never to stderr. */
@@ -206,6 +213,7 @@ static int acquire(setcache *c, int *slot_out)
     if (!conn) {
         conn = setcache__connect(c, c->conninfo, "pool");
     }
+    atomic_store(&c->pool_pids[slot], conn ? PQbackendPID(conn) : 0);
     pthread_mutex_lock(&p->mu);
     p->slots[slot].conn = conn;
     if (!conn) {
@@ -237,6 +245,7 @@ static void release(setcache *c, int slot)
         }
     }
     if (!keep) {
+        atomic_store(&c->pool_pids[slot], 0);
         PQfinish(conn);
         conn = NULL;
     }

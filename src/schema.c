@@ -98,8 +98,12 @@ int setcache__sql_build(sc_sql *s, const char *schema)
         "SELECT false, key, version FROM d UNION ALL SELECT true, key, version FROM u",
         t, t);
     s->exists = aprintf("SELECT to_regclass($1) IS NOT NULL");
+    s->load_many = aprintf("SELECT s.entity_type, s.entity_id, s.key, s.value, s.version FROM %s s "
+                           "JOIN unnest($1::text[], $2::text[]) AS x(t, i) ON s.entity_type = "
+                           "x.t AND s.entity_id = x.i",
+                           t);
     if (!s->load || !s->load_type || !s->upsert || !s->upsert_json || !s->del || !s->many ||
-        !s->exists) {
+        !s->exists || !s->load_many) {
         setcache__sql_free(s);
         return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
     }
@@ -116,6 +120,7 @@ void setcache__sql_free(sc_sql *s)
     free(s->del);
     free(s->many);
     free(s->exists);
+    free(s->load_many);
     memset(s, 0, sizeof *s);
 }
 
@@ -293,4 +298,36 @@ out:
     free(want);
     free(lockkey);
     return rc;
+}
+
+/* A PostgreSQL array literal of text, {"a","b\"c"}, for a text[] parameter.
+ * malloc'd; NULL when out of memory. */
+char *setcache__text_array(const char *const *items, size_t n)
+{
+    size_t need = 3;
+    for (size_t i = 0; i < n; i++) {
+        need += 2 * strlen(items[i]) + 3;
+    }
+    char *out = malloc(need);
+    if (!out) {
+        return NULL;
+    }
+    char *p = out;
+    *p++ = '{';
+    for (size_t i = 0; i < n; i++) {
+        if (i) {
+            *p++ = ',';
+        }
+        *p++ = '"';
+        for (const char *s = items[i]; *s; s++) {
+            if (*s == '"' || *s == '\\') {
+                *p++ = '\\';
+            }
+            *p++ = *s;
+        }
+        *p++ = '"';
+    }
+    *p++ = '}';
+    *p = '\0';
+    return out;
 }

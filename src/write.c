@@ -192,37 +192,6 @@ int setcache_delete(setcache *c, const char *entity_type, const char *entity_id,
 
 /* ---- set_many ---- */
 
-/* A PostgreSQL array literal of text: {"a","b\"c"}. malloc'd. */
-static char *text_array(const char *const *items, size_t n)
-{
-    size_t need = 3;
-    for (size_t i = 0; i < n; i++) {
-        need += 2 * strlen(items[i]) + 3;
-    }
-    char *out = malloc(need);
-    if (!out) {
-        return NULL;
-    }
-    char *p = out;
-    *p++ = '{';
-    for (size_t i = 0; i < n; i++) {
-        if (i) {
-            *p++ = ',';
-        }
-        *p++ = '"';
-        for (const char *s = items[i]; *s; s++) {
-            if (*s == '"' || *s == '\\') {
-                *p++ = '\\';
-            }
-            *p++ = *s;
-        }
-        *p++ = '"';
-    }
-    *p++ = '}';
-    *p = '\0';
-    return out;
-}
-
 static char *bool_array(const bool *items, size_t n)
 {
     char *out = malloc(2 * n + 3);
@@ -333,9 +302,9 @@ int setcache_set_many(setcache *c, const char *entity_type, const char *entity_i
             goto out;
         }
     }
-    a_del = text_array(dkeys, nd);
-    a_keys = text_array(skeys, ns);
-    a_vals = text_array(svals, ns);
+    a_del = setcache__text_array(dkeys, nd);
+    a_keys = setcache__text_array(skeys, ns);
+    a_vals = setcache__text_array(svals, ns);
     a_json = bool_array(sjson, ns);
     if (!a_del || !a_keys || !a_vals || !a_json) {
         rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
@@ -354,7 +323,11 @@ int setcache_set_many(setcache *c, const char *entity_type, const char *entity_i
     j.vals[5] = a_json;
     rc = setcache__with_pool(c, write_many, &j);
     if (rc == SETCACHE_ERR_UNCERTAIN) {
-        setcache__apply_local(c, &id, NULL, 0, false, true);
+        for (size_t i = 0; i < n; i++) {
+            sc_ident kid;
+            setcache__ident(&kid, entity_type, entity_id, kv[i].key);
+            setcache__apply_local(c, &kid, NULL, 0, false, true);
+        }
         goto out;
     }
     if (rc != SETCACHE_OK) {

@@ -1,0 +1,552 @@
+/*
+ * dispatch.c - subscriptions and the dispatch thread that runs callbacks.
+ *
+ * Owns: the subscriptions (c->subs_by_id and the filter index c->subidx,
+ * under subs_mu) and the bounded event queue with its per-setting order map
+ * (c->dq_*, c->seen, under dq_mu). Lock order: subs_mu and dq_mu are never
+ * held together, nor with a shard lock. Callbacks run on the dispatch thread
+ * with no lock held.
+ *
+ * Called by: cache.c/refresh.c/write.c (setcache__emit after the cache holds
+ * a change), handle.c (start/stop), applications (subscribe/unsubscribe).
+ *
+ * Matching costs eight hash lookups per event whatever the number of
+ * subscriptions: each subscription is indexed under its filter pattern (which
+ * of type/id/key it names), and an event looks up the eight patterns it could
+ * match.
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define SEEN_TTL_MS 60000.0
+
+static double mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* Pattern key: mask byte, then the named parts, each NUL-terminated. */
+static size_t pattern(char *out, int mask, const char *t, const char *i, const char *k)
+{
+    size_t n = 0;
+    out[n++] = (char)('0' + mask);
+    const char *parts[3] = {t, i, k};
+    for (int b = 0; b < 3; b++) {
+        if (mask & (1 << b)) {
+            size_t l = strlen(parts[b]);
+            memcpy(out + n, parts[b], l + 1);
+            n += l + 1;
+        }
+    }
+    return n;
+}
+
+#define SC_PATTERN_MAX (2 + SETCACHE_MAX_TYPE_LEN + SETCACHE_MAX_ID_LEN + SETCACHE_MAX_KEY_LEN + 3)
+
+static int sub_mask(const sc_sub *s)
+{
+    return (s->type ? 1 : 0) | (s->eid ? 2 : 0) | (s->key ? 4 : 0);
+}
+
+/* Collect the active subscriptions an event matches (all of them for a
+ * RESYNC), taking a reference on each. Caller holds subs_mu. */
+static size_t match_locked(setcache *c, const setcache_change *ch, sc_sub ***out)
+{
+    size_t n = 0, cap = 0;
+    sc_sub **v = NULL;
+    if (ch->kind == SETCACHE_CHANGE_RESYNC) {
+        sc_sub *s, *tmp;
+        HASH_ITER(hh, c->subs_by_id, s, tmp)
+        {
+            if (n == cap) {
+                cap = cap ? cap * 2 : 8;
+                sc_sub **nv = realloc(v, cap * sizeof *nv);
+                if (!nv) {
+                    break;
+                }
+                v = nv;
+            }
+            v[n++] = s;
+        }
+    } else {
+        char key[SC_PATTERN_MAX];
+        for (int mask = 0; mask < 8; mask++) {
+            size_t kl = pattern(key, mask, ch->entity_type, ch->entity_id, ch->key);
+            sc_subidx *ix;
+            HASH_FIND(hh, c->subidx, key, kl, ix);
+            if (!ix) {
+                continue;
+            }
+            for (size_t j = 0; j < ix->n; j++) {
+                if (n == cap) {
+                    cap = cap ? cap * 2 : 8;
+                    sc_sub **nv = realloc(v, cap * sizeof *nv);
+                    if (!nv) {
+                        break;
+                    }
+                    v = nv;
+                }
+                v[n++] = ix->subs[j];
+            }
+        }
+    }
+    for (size_t j = 0; j < n; j++) {
+        v[j]->refs++;
+    }
+    *out = v;
+    return n;
+}
+
+bool setcache__has_subscribers(setcache *c)
+{
+    return atomic_load_explicit(&c->nsubs, memory_order_acquire) > 0;
+}
+
+bool setcache__is_subscribed(setcache *c, const char *type, const char *id, const char *key)
+{
+    if (!setcache__has_subscribers(c)) {
+        return false;
+    }
+    bool hit = false;
+    char k[SC_PATTERN_MAX];
+    pthread_mutex_lock(&c->subs_mu);
+    for (int mask = 0; mask < 8 && !hit; mask++) {
+        if ((mask & 4) && !key) {
+            /* no key: any subscription naming a key of this entity counts */
+            sc_subidx *ix, *tmp;
+            HASH_ITER(hh, c->subidx, ix, tmp)
+            {
+                if (ix->pattern[0] == (char)('0' + mask) && ix->n > 0) {
+                    const char *p = ix->pattern + 1;
+                    bool ok = true;
+                    if (mask & 1) {
+                        ok = strcmp(p, type) == 0;
+                        p += strlen(p) + 1;
+                    }
+                    if (ok && (mask & 2)) {
+                        ok = strcmp(p, id) == 0;
+                    }
+                    if (ok) {
+                        hit = true;
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        size_t kl = pattern(k, mask, type, id, key);
+        sc_subidx *ix;
+        HASH_FIND(hh, c->subidx, k, kl, ix);
+        hit = ix && ix->n > 0;
+    }
+    pthread_mutex_unlock(&c->subs_mu);
+    return hit;
+}
+
+static sc_event *event_new(setcache_change_kind kind, const char *t, const char *i,
+                           const char *k, const char *v, const char *old, int64_t version,
+                           bool local)
+{
+    const char *parts[5] = {t, i, k, v, old};
+    size_t len[5], total = 0;
+    for (int j = 0; j < 5; j++) {
+        len[j] = parts[j] ? strlen(parts[j]) + 1 : 0;
+        total += len[j];
+    }
+    sc_event *e = malloc(sizeof *e + total);
+    if (!e) {
+        return NULL;
+    }
+    memset(e, 0, sizeof *e);
+    const char **dst[5] = {&e->ch.entity_type, &e->ch.entity_id, &e->ch.key, &e->ch.value,
+                           &e->ch.old_value};
+    char *p = e->data;
+    for (int j = 0; j < 5; j++) {
+        if (parts[j]) {
+            memcpy(p, parts[j], len[j]);
+            *dst[j] = p;
+            p += len[j];
+        }
+    }
+    e->ch.kind = kind;
+    e->ch.version = version;
+    e->ch.local = local;
+    return e;
+}
+
+static void queue_clear_locked(setcache *c)
+{
+    sc_event *e = c->dq_head;
+    while (e) {
+        sc_event *n = e->next;
+        free(e);
+        e = n;
+    }
+    c->dq_head = c->dq_tail = NULL;
+    c->dq_len = 0;
+}
+
+static void push_locked(setcache *c, sc_event *e)
+{
+    if (c->dq_len >= c->dq_max && e->ch.kind != SETCACHE_CHANGE_RESYNC) {
+        /* overflow: what is pending collapses into one RESYNC */
+        queue_clear_locked(c);
+        sc_event *r = event_new(SETCACHE_CHANGE_RESYNC, NULL, NULL, NULL, NULL, NULL, 0, false);
+        setcache__count(c, SC_ST_RESYNCS, 1);
+        free(e);
+        e = r;
+        if (!e) {
+            return;
+        }
+    }
+    if (c->dq_tail) {
+        c->dq_tail->next = e;
+    } else {
+        c->dq_head = e;
+    }
+    c->dq_tail = e;
+    c->dq_len++;
+    pthread_cond_signal(&c->dq_cv);
+}
+
+/* Queue a change for the subscribers it matches: only if its version is
+ * newer than the last one queued for that setting (order and uniqueness). */
+void setcache__emit(setcache *c, setcache_change_kind kind, const char *type, const char *id,
+                    const char *key, const char *value, const char *old, int64_t version,
+                    bool local)
+{
+    if (!setcache__is_subscribed(c, type, id, key)) {
+        return;
+    }
+    sc_event *e = event_new(kind, type, id, key, kind == SETCACHE_CHANGE_DELETE ? NULL : value,
+                            old, version, local);
+    if (!e) {
+        setcache__emit_resync(c); /* can't name the change: announce a gap */
+        return;
+    }
+    size_t tl = strlen(type), il = strlen(id), kl = strlen(key);
+    char k[SETCACHE_MAX_TYPE_LEN + SETCACHE_MAX_ID_LEN + SETCACHE_MAX_KEY_LEN + 3];
+    memcpy(k, type, tl + 1);
+    memcpy(k + tl + 1, id, il + 1);
+    memcpy(k + tl + il + 2, key, kl);
+    size_t klen = tl + il + 2 + kl;
+    uint64_t order = 2 * (uint64_t)version + (kind == SETCACHE_CHANGE_DELETE ? 1 : 0);
+    pthread_mutex_lock(&c->dq_mu);
+    sc_seen *s;
+    HASH_FIND(hh, c->seen, k, klen, s);
+    if (s && s->order >= order) {
+        pthread_mutex_unlock(&c->dq_mu);
+        free(e);
+        return;
+    }
+    if (!s) {
+        s = malloc(sizeof *s + klen);
+        if (s) {
+            memcpy(s->k, k, klen);
+            s->klen = (uint16_t)klen;
+            HASH_ADD_KEYPTR(hh, c->seen, s->k, s->klen, s);
+            if (!s->hh.tbl) {
+                free(s);
+                s = NULL;
+            }
+        }
+    }
+    if (s) {
+        s->order = order;
+        s->at_ms = mono_ms();
+    }
+    push_locked(c, e);
+    pthread_mutex_unlock(&c->dq_mu);
+}
+
+void setcache__emit_resync(setcache *c)
+{
+    if (!setcache__has_subscribers(c)) {
+        return;
+    }
+    sc_event *e = event_new(SETCACHE_CHANGE_RESYNC, NULL, NULL, NULL, NULL, NULL, 0, false);
+    pthread_mutex_lock(&c->dq_mu);
+    if (e) {
+        push_locked(c, e);
+    } else {
+        queue_clear_locked(c); /* out of memory: still announce the gap */
+    }
+    pthread_mutex_unlock(&c->dq_mu);
+}
+
+static void release_locked(setcache *c, sc_sub *s)
+{
+    if (--s->refs == 0 && !s->active) {
+        (void)c;
+        free(s->type);
+        free(s->eid);
+        free(s->key);
+        free(s);
+    }
+}
+
+static void prune_seen_locked(setcache *c, double now)
+{
+    sc_seen *s, *tmp;
+    HASH_ITER(hh, c->seen, s, tmp)
+    {
+        if (now - s->at_ms > SEEN_TTL_MS) {
+            HASH_DEL(c->seen, s);
+            free(s);
+        }
+    }
+}
+
+static void *dispatch_main(void *arg)
+{
+    setcache *c = arg;
+    double last_prune = mono_ms();
+    for (;;) {
+        pthread_mutex_lock(&c->dq_mu);
+        while (!c->dq_head && !c->dq_stop) {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            ts.tv_sec += 1;
+            pthread_cond_timedwait(&c->dq_cv, &c->dq_mu, &ts);
+            double now = mono_ms();
+            if (now - last_prune > 1000) {
+                prune_seen_locked(c, now);
+                last_prune = now;
+            }
+        }
+        if (c->dq_stop) {
+            pthread_mutex_unlock(&c->dq_mu);
+            break;
+        }
+        sc_event *e = c->dq_head;
+        c->dq_head = e->next;
+        if (!c->dq_head) {
+            c->dq_tail = NULL;
+        }
+        c->dq_len--;
+        pthread_mutex_unlock(&c->dq_mu);
+
+        sc_sub **subs = NULL;
+        pthread_mutex_lock(&c->subs_mu);
+        size_t n = match_locked(c, &e->ch, &subs);
+        pthread_mutex_unlock(&c->subs_mu);
+        for (size_t j = 0; j < n; j++) {
+            sc_sub *s = subs[j];
+            pthread_mutex_lock(&c->subs_mu);
+            bool run = s->active;
+            if (run) {
+                c->running = s;
+            }
+            pthread_mutex_unlock(&c->subs_mu);
+            if (run) {
+                s->fn(s->arg, &e->ch);
+                setcache__count(c, SC_ST_EVENTS, 1);
+            }
+            pthread_mutex_lock(&c->subs_mu);
+            c->running = NULL;
+            pthread_cond_broadcast(&c->subs_cv);
+            release_locked(c, s);
+            pthread_mutex_unlock(&c->subs_mu);
+        }
+        free(subs);
+        free(e);
+    }
+    return NULL;
+}
+
+bool setcache__on_dispatch_thread(setcache *c)
+{
+    return c->dispatcher_started && pthread_equal(pthread_self(), c->dispatcher);
+}
+
+int setcache__dispatch_start(setcache *c)
+{
+    if (pthread_create(&c->dispatcher, NULL, dispatch_main, c) != 0) {
+        return setcache__fail(SETCACHE_ERR_NOMEM, "cannot start the dispatch thread");
+    }
+    c->dispatcher_started = true;
+    return SETCACHE_OK;
+}
+
+void setcache__dispatch_stop(setcache *c)
+{
+    if (c->dispatcher_started) {
+        pthread_mutex_lock(&c->dq_mu);
+        c->dq_stop = true;
+        pthread_cond_broadcast(&c->dq_cv);
+        pthread_mutex_unlock(&c->dq_mu);
+        pthread_join(c->dispatcher, NULL);
+        c->dispatcher_started = false;
+    }
+    queue_clear_locked(c);
+    sc_seen *s, *st;
+    HASH_ITER(hh, c->seen, s, st)
+    {
+        HASH_DEL(c->seen, s);
+        free(s);
+    }
+    sc_subidx *ix, *it;
+    HASH_ITER(hh, c->subidx, ix, it)
+    {
+        HASH_DEL(c->subidx, ix);
+        free(ix->subs);
+        free(ix);
+    }
+    sc_sub *sb, *sbt;
+    HASH_ITER(hh, c->subs_by_id, sb, sbt)
+    {
+        HASH_DEL(c->subs_by_id, sb);
+        free(sb->type);
+        free(sb->eid);
+        free(sb->key);
+        free(sb);
+    }
+}
+
+/* ---- public ---- */
+
+static char *dup_filter(const char *s, bool *oom)
+{
+    if (!s) {
+        return NULL;
+    }
+    char *d = strdup(s);
+    if (!d) {
+        *oom = true;
+    }
+    return d;
+}
+
+int setcache_subscribe(setcache *c, const char *entity_type, const char *entity_id,
+                       const char *key, setcache_change_fn fn, void *arg, uint64_t *id)
+{
+    if (!c || !fn || !id) {
+        return setcache__fail(SETCACHE_ERR_ARG, "%s is NULL", !c ? "handle" : !fn ? "fn" : "id");
+    }
+    size_t tl, il, kl;
+    if (entity_type) {
+        int rc = setcache__check_identity(entity_type, NULL, NULL, &tl, &il, &kl);
+        if (rc != SETCACHE_OK) {
+            return rc;
+        }
+    }
+    if (entity_id || key) {
+        int rc = setcache__check_identity("x", entity_id, key, &tl, &il, &kl);
+        if (rc != SETCACHE_OK) {
+            return rc;
+        }
+    }
+    if (atomic_load(&c->closing)) {
+        return setcache__fail(SETCACHE_ERR_CLOSED, "handle is closing");
+    }
+    sc_sub *s = calloc(1, sizeof *s);
+    if (!s) {
+        return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+    }
+    bool oom = false;
+    s->type = dup_filter(entity_type, &oom);
+    s->eid = dup_filter(entity_id, &oom);
+    s->key = dup_filter(key, &oom);
+    s->fn = fn;
+    s->arg = arg;
+    s->active = true;
+    char pk[SC_PATTERN_MAX];
+    size_t pl = pattern(pk, sub_mask(s), s->type, s->eid, s->key);
+    int rc = oom ? setcache__fail(SETCACHE_ERR_NOMEM, "out of memory") : SETCACHE_OK;
+    pthread_mutex_lock(&c->subs_mu);
+    sc_subidx *ix = NULL;
+    if (rc == SETCACHE_OK) {
+        HASH_FIND(hh, c->subidx, pk, pl, ix);
+        if (!ix) {
+            ix = calloc(1, sizeof *ix + pl);
+            if (ix) {
+                memcpy(ix->pattern, pk, pl);
+                ix->plen = (uint16_t)pl;
+                HASH_ADD_KEYPTR(hh, c->subidx, ix->pattern, ix->plen, ix);
+                if (!ix->hh.tbl) {
+                    free(ix);
+                    ix = NULL;
+                }
+            }
+        }
+        if (ix && ix->n == ix->cap) {
+            size_t nc = ix->cap ? ix->cap * 2 : 4;
+            sc_sub **nv = realloc(ix->subs, nc * sizeof *nv);
+            if (nv) {
+                ix->subs = nv;
+                ix->cap = nc;
+            }
+        }
+        if (!ix || ix->n == ix->cap) {
+            rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+        }
+    }
+    if (rc == SETCACHE_OK) {
+        s->id = ++c->next_sub_id;
+        HASH_ADD(hh, c->subs_by_id, id, sizeof s->id, s);
+        if (!s->hh.tbl) {
+            rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+        } else {
+            ix->subs[ix->n++] = s;
+            atomic_fetch_add_explicit(&c->nsubs, 1, memory_order_release);
+            *id = s->id;
+        }
+    }
+    pthread_mutex_unlock(&c->subs_mu);
+    if (rc != SETCACHE_OK) {
+        free(s->type);
+        free(s->eid);
+        free(s->key);
+        free(s);
+    }
+    return rc;
+}
+
+int setcache_unsubscribe(setcache *c, uint64_t id)
+{
+    if (!c) {
+        return setcache__fail(SETCACHE_ERR_ARG, "handle is NULL");
+    }
+    pthread_mutex_lock(&c->subs_mu);
+    sc_sub *s;
+    HASH_FIND(hh, c->subs_by_id, &id, sizeof id, s);
+    if (!s) {
+        pthread_mutex_unlock(&c->subs_mu);
+        return setcache__fail(SETCACHE_ERR_ARG, "no subscription %llu", (unsigned long long)id);
+    }
+    HASH_DEL(c->subs_by_id, s);
+    char pk[SC_PATTERN_MAX];
+    size_t pl = pattern(pk, sub_mask(s), s->type, s->eid, s->key);
+    sc_subidx *ix;
+    HASH_FIND(hh, c->subidx, pk, pl, ix);
+    if (ix) {
+        for (size_t j = 0; j < ix->n; j++) {
+            if (ix->subs[j] == s) {
+                ix->subs[j] = ix->subs[--ix->n];
+                break;
+            }
+        }
+        if (ix->n == 0) {
+            HASH_DEL(c->subidx, ix);
+            free(ix->subs);
+            free(ix);
+        }
+    }
+    s->active = false;
+    atomic_fetch_sub_explicit(&c->nsubs, 1, memory_order_release);
+    if (!setcache__on_dispatch_thread(c)) {
+        while (c->running == s) {
+            pthread_cond_wait(&c->subs_cv, &c->subs_mu);
+        }
+    }
+    s->refs++;
+    release_locked(c, s); /* frees it unless the dispatcher still holds it */
+    pthread_mutex_unlock(&c->subs_mu);
+    return SETCACHE_OK;
+}

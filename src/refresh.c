@@ -1,0 +1,551 @@
+/*
+ * refresh.c - the refresher thread: turns the listener's hints into fresh
+ * cache contents and change events, so that the listener itself never waits
+ * on the database.
+ *
+ * Owns: the hint queue (c->rq_*, under rq_mu, bounded: on overflow the next
+ * round reconciles everything) and the refresher thread. Borrows pooled
+ * connections through setcache__with_pool_read only. Takes rq_mu alone;
+ * shard locks and subs_mu only through cache.c and dispatch.c.
+ *
+ * A round takes every queued hint, groups them by entity and:
+ *  - skips what the cache already reflects (by version), notes hints for
+ *    entities being loaded, and remembers the rest for preload;
+ *  - re-reads loaded entities that changed, and loads uncached ones someone
+ *    subscribed to, in batched queries of up to SC_BATCH entities - a burst
+ *    of 10,000 changed rows costs a handful of queries, not one per row;
+ *  - swaps the new rows in by version while readers keep reading the old
+ *    ones (refresh-ahead: no reader takes a miss because something changed);
+ *  - tells subscribers what changed.
+ * After a listener (re)connect, a TRUNCATE, or a queue overflow, a round
+ * first announces a RESYNC and reconciles every cached entity the same way
+ * (compare whole entities with the table: the version sequence is not commit
+ * order, so a high-water mark alone could miss a change).
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SC_BATCH 1000
+#define SC_RQ_MAX 100000
+#define SC_MAX_TRIES 5
+
+typedef struct sc_hint {
+    struct sc_hint *next;
+    int64_t version;
+    int be_pid;
+    int tries;
+    char op;
+    char *type, *id, *key;
+    char data[];
+} sc_hint;
+
+/* ---- the queue (listener side: never blocks on the database) ---- */
+
+void setcache__hint(setcache *c, char op, int64_t version, int be_pid, const sc_ident *id)
+{
+    size_t n = id->tlen + id->ilen + id->klen + 3;
+    sc_hint *h = malloc(sizeof *h + n);
+    pthread_mutex_lock(&c->rq_mu);
+    if (!h || c->rq_len >= SC_RQ_MAX) {
+        c->rq_overflow = true; /* the next round reconciles everything */
+        free(h);
+    } else {
+        h->next = NULL;
+        h->version = version;
+        h->be_pid = be_pid;
+        h->tries = 0;
+        h->op = op;
+        h->type = h->data;
+        memcpy(h->type, id->type, id->tlen + 1);
+        h->id = h->type + id->tlen + 1;
+        memcpy(h->id, id->id, id->ilen + 1);
+        h->key = h->id + id->ilen + 1;
+        memcpy(h->key, id->key, id->klen + 1);
+        if (c->rq_tail) {
+            c->rq_tail->next = h;
+        } else {
+            c->rq_head = h;
+        }
+        c->rq_tail = h;
+        c->rq_len++;
+    }
+    pthread_cond_signal(&c->rq_cv);
+    pthread_mutex_unlock(&c->rq_mu);
+}
+
+static void requeue(setcache *c, sc_hint *h)
+{
+    h->next = NULL;
+    pthread_mutex_lock(&c->rq_mu);
+    if (c->rq_tail) {
+        c->rq_tail->next = h;
+    } else {
+        c->rq_head = h;
+    }
+    c->rq_tail = h;
+    c->rq_len++;
+    pthread_mutex_unlock(&c->rq_mu);
+}
+
+/* gen > 0: a listener (re)connect; 0: a TRUNCATE. */
+void setcache__request_resync(setcache *c, uint64_t gen)
+{
+    pthread_mutex_lock(&c->rq_mu);
+    if (gen) {
+        c->rq_resync_gen = gen;
+    } else {
+        c->rq_truncate = true;
+    }
+    pthread_cond_signal(&c->rq_cv);
+    pthread_mutex_unlock(&c->rq_mu);
+}
+
+bool setcache__is_own_backend(setcache *c, int be_pid)
+{
+    for (int i = 0; i < c->pool.size; i++) {
+        if (atomic_load(&c->pool_pids[i]) == be_pid) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* ---- batched reads ---- */
+
+typedef struct group {
+    UT_hash_handle hh; /* in a round's groups; key: id.ekey */
+    UT_hash_handle hb; /* in one batch's routing table; same key */
+    sc_ident id;
+    sc_hint **hints;
+    size_t n, cap;
+    bool subscribed;
+    int act;
+    uint64_t stamp;
+    sc_entry *rows;
+} group;
+
+typedef struct batch_job {
+    setcache *c;
+    group **g;
+    size_t n;
+    group *byname; /* hash of the same groups, for routing rows */
+} batch_job;
+
+static int read_batch(void *arg, PGconn *conn)
+{
+    batch_job *b = arg;
+    setcache *c = b->c;
+    const char **types = malloc(b->n * sizeof *types);
+    const char **ids = malloc(b->n * sizeof *ids);
+    char *at = NULL, *ai = NULL;
+    int rc = SETCACHE_OK;
+    PGresult *r = NULL;
+    if (!types || !ids) {
+        rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t j = 0; j < b->n; j++) {
+        types[j] = b->g[j]->id.type;
+        ids[j] = b->g[j]->id.id;
+    }
+    at = setcache__text_array(types, b->n);
+    ai = setcache__text_array(ids, b->n);
+    if (!at || !ai) {
+        rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    const char *vals[2] = {at, ai};
+    r = setcache__exec(c, conn, c->sql.load_many, 2, vals, false, &rc);
+    if (!r) {
+        goto out;
+    }
+    int rows = PQntuples(r);
+    for (int i = 0; i < rows && rc == SETCACHE_OK; i++) {
+        sc_ident id;
+        if (setcache__ident(&id, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), NULL) != SETCACHE_OK) {
+            continue;
+        }
+        group *g;
+        HASH_FIND(hb, b->byname, id.ekey, id.ekeylen, g);
+        if (!g) {
+            continue;
+        }
+        const char *key = PQgetvalue(r, i, 2);
+        int64_t v;
+        if (!setcache__parse_int(PQgetvalue(r, i, 4), &v)) {
+            continue;
+        }
+        sc_entry *e = setcache__entry_new(key, strlen(key), PQgetvalue(r, i, 3),
+                                          (size_t)PQgetlength(r, i, 3), v, false);
+        if (!e) {
+            rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+            break;
+        }
+        unsigned h;
+        HASH_VALUE(key, strlen(key), h);
+        HASH_ADD_KEYPTR_BYHASHVALUE(hh, g->rows, e->data, e->klen, h, e);
+        if (!e->hh.tbl) {
+            free(e);
+            rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+        }
+    }
+out:
+    PQclear(r);
+    free(at);
+    free(ai);
+    free(types);
+    free(ids);
+    return rc;
+}
+
+/* Read the rows of up to SC_BATCH groups per query. */
+static int read_groups(setcache *c, group **g, size_t n)
+{
+    for (size_t off = 0; off < n; off += SC_BATCH) {
+        size_t m = n - off < SC_BATCH ? n - off : SC_BATCH;
+        batch_job b = {c, g + off, m, NULL};
+        int rc = SETCACHE_OK;
+        for (size_t j = 0; j < m; j++) {
+            group *x = g[off + j];
+            HASH_ADD_KEYPTR(hb, b.byname, x->id.ekey, x->id.ekeylen, x);
+            if (!x->hb.tbl) {
+                rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+            }
+        }
+        if (rc == SETCACHE_OK) {
+            rc = setcache__with_pool_read(c, read_batch, &b);
+        }
+        HASH_CLEAR(hb, b.byname);
+        if (rc != SETCACHE_OK) {
+            return rc;
+        }
+    }
+    return SETCACHE_OK;
+}
+
+static void emit_changes(setcache *c, sc_ident *id, sc_change *ch, size_t n, bool incomplete)
+{
+    for (size_t j = 0; j < n; j++) {
+        if (ch[j].key) {
+            setcache__emit(c, ch[j].kind, id->type, id->id, ch[j].key, ch[j].value, ch[j].old,
+                           ch[j].version, false);
+        }
+    }
+    if (incomplete) {
+        setcache__emit_resync(c);
+    }
+}
+
+/* ---- reconcile ---- */
+
+/* Compare every cached entity with the table and install the differences.
+ * Readers keep the last-known values meanwhile. */
+static void reconcile_all(setcache *c)
+{
+    char **ekeys = NULL;
+    size_t n = 0;
+    if (setcache__loaded_entities(c, &ekeys, &n) != SETCACHE_OK) {
+        setcache__invalidate_all(c);
+    }
+    group *gs = calloc(n ? n : 1, sizeof *gs);
+    group **gp = calloc(n ? n : 1, sizeof *gp);
+    size_t m = 0;
+    if (!gs || !gp) {
+        setcache__invalidate_all(c);
+        n = 0;
+    }
+    for (size_t j = 0; j < n; j++) {
+        const char *t = ekeys[j];
+        const char *i = t + strlen(t) + 1;
+        group *g = &gs[m];
+        if (setcache__ident(&g->id, t, i, NULL) == SETCACHE_OK &&
+            setcache__refresh_begin(c, &g->id, &g->stamp)) {
+            gp[m++] = g;
+        }
+    }
+    int rc = read_groups(c, gp, m);
+    for (size_t j = 0; j < m; j++) {
+        group *g = gp[j];
+        if (rc != SETCACHE_OK) {
+            setcache__invalidate(c, &g->id); /* could not compare: load again on demand */
+        } else {
+            sc_change *ch;
+            size_t nch;
+            bool incomplete;
+            if (setcache__refresh_install(c, &g->id, &g->rows, g->stamp, &ch, &nch,
+                                          &incomplete)) {
+                emit_changes(c, &g->id, ch, nch, incomplete);
+                setcache__changes_free(ch, nch);
+            } else {
+                setcache__invalidate(c, &g->id); /* changed meanwhile: load on demand */
+            }
+        }
+        setcache__entries_free(&g->rows);
+    }
+    if (rc != SETCACHE_OK) {
+        setcache__log(c, SETCACHE_LOG_WARN, "reconcile failed (%s); cached entities dropped",
+                      setcache_errmsg());
+    }
+    for (size_t j = 0; j < n; j++) {
+        free(ekeys[j]);
+    }
+    free(ekeys);
+    free(gs);
+    free(gp);
+}
+
+/* ---- one round of hints ---- */
+
+static void emit_for_hint(setcache *c, group *g, sc_hint *h)
+{
+    sc_ident kid = g->id;
+    kid.key = h->key;
+    kid.klen = strlen(h->key);
+    HASH_VALUE(h->key, kid.klen, kid.khash);
+    char *value;
+    int64_t version;
+    int st = setcache__current(c, &kid, &value, &version);
+    bool local = setcache__is_own_backend(c, h->be_pid);
+    if (st == 1) {
+        setcache__emit(c, SETCACHE_CHANGE_SET, h->type, h->id, h->key, value, NULL, version,
+                       local);
+    } else if (st == 0) {
+        setcache__emit(c, SETCACHE_CHANGE_DELETE, h->type, h->id, h->key, NULL, NULL,
+                       version > h->version ? version : h->version, local);
+    }
+    free(value);
+}
+
+static void process_hints(setcache *c, sc_hint *list)
+{
+    group *groups = NULL;
+    size_t ngroups = 0;
+    for (sc_hint *h = list, *next; h; h = next) {
+        next = h->next;
+        sc_ident id;
+        if (setcache__ident(&id, h->type, h->id, NULL) != SETCACHE_OK) {
+            free(h);
+            continue;
+        }
+        group *g;
+        HASH_FIND(hh, groups, id.ekey, id.ekeylen, g);
+        if (!g) {
+            g = calloc(1, sizeof *g);
+            if (g) {
+                g->id = id;
+                HASH_ADD_KEYPTR(hh, groups, g->id.ekey, g->id.ekeylen, g);
+                if (!g->hh.tbl) {
+                    free(g);
+                    g = NULL;
+                } else {
+                    ngroups++;
+                }
+            }
+        }
+        if (g && g->n == g->cap) {
+            size_t nc = g->cap ? g->cap * 2 : 4;
+            sc_hint **nv = realloc(g->hints, nc * sizeof *nv);
+            if (nv) {
+                g->hints = nv;
+                g->cap = nc;
+            }
+        }
+        if (!g || g->n == g->cap) {
+            /* out of memory: this change can't be followed; say so */
+            free(h);
+            setcache__emit_resync(c);
+            continue;
+        }
+        g->hints[g->n++] = h;
+    }
+
+    group **todo = calloc(ngroups ? ngroups : 1, sizeof *todo);
+    size_t ntodo = 0;
+    group *g, *tmp;
+    HASH_ITER(hh, groups, g, tmp)
+    {
+        for (size_t j = 0; j < g->n && !g->subscribed; j++) {
+            g->subscribed = setcache__is_subscribed(c, g->id.type, g->id.id, g->hints[j]->key);
+        }
+        sc_hintref refs[64];
+        sc_hintref *rv = g->n <= 64 ? refs : malloc(g->n * sizeof *rv);
+        if (!rv) {
+            setcache__invalidate(c, &g->id);
+            g->act = SC_ACT_SKIP;
+            continue;
+        }
+        for (size_t j = 0; j < g->n; j++) {
+            rv[j].key = g->hints[j]->key;
+            rv[j].version = g->hints[j]->version;
+            rv[j].op = g->hints[j]->op;
+        }
+        g->act = setcache__classify(c, &g->id, rv, g->n, g->subscribed, &g->stamp);
+        if (rv != refs) {
+            free(rv);
+        }
+        if (g->act == SC_ACT_FETCH) {
+            uint64_t epoch;
+            int st = setcache__begin_load(c, &g->id, &g->stamp, &epoch);
+            if (st == 2) {
+                if (todo) {
+                    todo[ntodo++] = g;
+                } else {
+                    bool inst;
+                    setcache__finish_load(c, &g->id, NULL, g->stamp, &inst);
+                    g->act = SC_ACT_SKIP;
+                }
+            } else {
+                g->act = -1; /* loaded or loading by a reader: look again next round */
+            }
+        } else if (g->act == SC_ACT_REFRESH) {
+            if (todo) {
+                todo[ntodo++] = g;
+            } else {
+                setcache__invalidate(c, &g->id);
+                g->act = SC_ACT_SKIP;
+            }
+        }
+    }
+
+    int rc = todo ? read_groups(c, todo, ntodo) : SETCACHE_ERR_NOMEM;
+    for (size_t j = 0; j < ntodo; j++) {
+        group *x = todo[j];
+        if (x->act == SC_ACT_FETCH) {
+            bool inst = false;
+            setcache__finish_load(c, &x->id, rc == SETCACHE_OK ? &x->rows : NULL, x->stamp, &inst);
+            if (inst) {
+                setcache__count(c, SC_ST_LOADS, 1);
+            } else {
+                x->act = -1;
+            }
+        } else {
+            sc_change *ch = NULL;
+            size_t nch = 0;
+            bool incomplete = false;
+            if (rc == SETCACHE_OK && setcache__refresh_install(c, &x->id, &x->rows, x->stamp, &ch,
+                                                               &nch, &incomplete)) {
+                emit_changes(c, &x->id, ch, nch, incomplete);
+                setcache__changes_free(ch, nch);
+            } else if (rc != SETCACHE_OK) {
+                setcache__invalidate(c, &x->id); /* readers load it again */
+            } else {
+                x->act = -1; /* a local write raced: read again next round */
+            }
+        }
+        setcache__entries_free(&x->rows);
+    }
+    if (rc != SETCACHE_OK && ntodo) {
+        setcache__log(c, SETCACHE_LOG_WARN, "refresh failed: %s", setcache_errmsg());
+    }
+    free(todo);
+
+    HASH_ITER(hh, groups, g, tmp)
+    {
+        for (size_t j = 0; j < g->n; j++) {
+            sc_hint *h = g->hints[j];
+            if (g->act == -1) {
+                if (++h->tries <= SC_MAX_TRIES) {
+                    requeue(c, h);
+                    continue;
+                }
+                setcache__invalidate(c, &g->id);
+                setcache__emit_resync(c);
+            } else if (g->subscribed) {
+                emit_for_hint(c, g, h);
+            }
+            free(h);
+        }
+        HASH_DEL(groups, g);
+        free(g->hints);
+        free(g);
+    }
+}
+
+static void *refresh_main(void *arg)
+{
+    setcache *c = arg;
+    uint64_t done_gen = 0;
+    for (;;) {
+        pthread_mutex_lock(&c->rq_mu);
+        while (!c->rq_head && !c->rq_overflow && !c->rq_truncate &&
+               c->rq_resync_gen == done_gen && !c->rq_stop) {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            ts.tv_sec += 1;
+            pthread_cond_timedwait(&c->rq_cv, &c->rq_mu, &ts);
+        }
+        if (c->rq_stop) {
+            pthread_mutex_unlock(&c->rq_mu);
+            break;
+        }
+        sc_hint *list = c->rq_head;
+        c->rq_head = c->rq_tail = NULL;
+        c->rq_len = 0;
+        bool full = c->rq_overflow || c->rq_truncate || c->rq_resync_gen != done_gen;
+        uint64_t gen = c->rq_resync_gen;
+        c->rq_overflow = c->rq_truncate = false;
+        pthread_mutex_unlock(&c->rq_mu);
+
+        if (full) {
+            if (gen > 1 || gen == done_gen) {
+                setcache__count(c, SC_ST_RESYNCS, 1); /* not the first connect */
+            }
+            setcache__emit_resync(c);
+            reconcile_all(c);
+            if (gen != done_gen) {
+                done_gen = gen;
+                atomic_store(&c->reconciled_gen, gen);
+                uint64_t one = 1;
+                ssize_t w = write(c->wake_fd, &one, sizeof one); /* tell the listener */
+                (void)w;
+            }
+        }
+        if (list) {
+            process_hints(c, list);
+        }
+        if (atomic_load(&c->closing)) {
+            continue;
+        }
+        /* a failing database: don't spin on requeued hints */
+        pthread_mutex_lock(&c->rq_mu);
+        bool again = c->rq_head != NULL;
+        pthread_mutex_unlock(&c->rq_mu);
+        if (again && list) {
+            struct timespec ts = {0, 2 * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+    }
+    return NULL;
+}
+
+int setcache__refresh_start(setcache *c)
+{
+    if (pthread_create(&c->refresher, NULL, refresh_main, c) != 0) {
+        return setcache__fail(SETCACHE_ERR_NOMEM, "cannot start the refresh thread");
+    }
+    c->refresher_started = true;
+    return SETCACHE_OK;
+}
+
+void setcache__refresh_stop(setcache *c)
+{
+    if (c->refresher_started) {
+        pthread_mutex_lock(&c->rq_mu);
+        c->rq_stop = true;
+        pthread_cond_broadcast(&c->rq_cv);
+        pthread_mutex_unlock(&c->rq_mu);
+        pthread_join(c->refresher, NULL);
+        c->refresher_started = false;
+    }
+    for (sc_hint *h = c->rq_head, *n; h; h = n) {
+        n = h->next;
+        free(h);
+    }
+    c->rq_head = c->rq_tail = NULL;
+    c->rq_len = 0;
+}
