@@ -72,7 +72,8 @@ static long long scalar(PGconn *c, const char *sql)
 static long long server_statements(PGconn *mon)
 {
     return scalar(mon, "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE query "
-                       "LIKE '%" SCHEMA "%' AND query NOT LIKE '%pg_stat_statements%'");
+                       "LIKE '%" SCHEMA "%' AND query NOT LIKE '%pg_stat_statements%' "
+                       "AND query NOT LIKE 'NOTIFY%'");
 }
 
 /* ---- a monitor counting server sessions by application_name ---- */

@@ -371,7 +371,7 @@ typedef struct setcache_stats {
     uint64_t hits;          /* reads answered from memory */
     uint64_t misses;        /* reads that had to wait for a load */
     uint64_t loads;         /* entity loads (queries) */
-    uint64_t db_queries;    /* statements sent by the pool and the listener */
+    uint64_t db_queries;    /* statements sent on pooled connections (not the listener's) */
     uint64_t writes;        /* committed write calls */
     uint64_t notifications; /* notifications received by the listener */
     uint64_t invalidations; /* entities invalidated by changes */
@@ -388,6 +388,7 @@ typedef struct setcache_stats {
     uint64_t refreshes;     /* entities re-read in the background after a change */
     uint64_t events;        /* change events delivered to callbacks */
     uint64_t heartbeats;    /* listener liveness probes that came back */
+    uint64_t hints;         /* change notifications the refresher has applied */
 } setcache_stats;
 
 /*

@@ -8,6 +8,7 @@
  *   setcache [options] init          create the schema (same DDL as `schema`)
  *   setcache [options] schema        print the DDL for a DBA
  *   setcache [options] stats         counters and state of a fresh handle
+ *   setcache [options] watch [TYPE [ID [KEY]]]   one JSON line per change
  *
  * Options: --conninfo STR (else SETCACHE_CONNINFO, else libpq's PG* env),
  * --schema NAME, --channel NAME, --define TYPE.KEY=KIND[:DEFAULT] (repeatable).
@@ -17,9 +18,13 @@
 #include <libpq-fe.h>
 #include "setcache.h"
 
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
+#include <time.h>
 
 /* internal, shared with the library (hidden there, linked statically here) */
 char *setcache__ddl(const char *schema, const char *channel);
@@ -38,6 +43,7 @@ static int usage(void)
             "  init                     create the table, sequence and triggers\n"
             "  schema                   print that DDL\n"
             "  stats                    print counters and listener state\n"
+            "  watch [TYPE [ID [KEY]]]  one JSON line per change until SIGINT/SIGTERM\n"
             "connection: --conninfo, else SETCACHE_CONNINFO, else libpq's PG* variables\n");
     return 2;
 }
@@ -83,6 +89,107 @@ static const char *state_name(setcache_state s)
 {
     static const char *const names[] = {"CONNECTING", "VALID", "INTERRUPTED", "CLOSED"};
     return (unsigned)s < 4 ? names[s] : "?";
+}
+
+/* ---- watch ---- */
+
+static void json_str(FILE *f, const char *s)
+{
+    if (!s) {
+        fputs("null", f);
+        return;
+    }
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        switch (*p) {
+        case '"':
+            fputs("\\\"", f);
+            break;
+        case '\\':
+            fputs("\\\\", f);
+            break;
+        case '\n':
+            fputs("\\n", f);
+            break;
+        case '\r':
+            fputs("\\r", f);
+            break;
+        case '\t':
+            fputs("\\t", f);
+            break;
+        default:
+            if (*p < 0x20) {
+                fprintf(f, "\\u%04x", *p);
+            } else {
+                fputc(*p, f);
+            }
+        }
+    }
+    fputc('"', f);
+}
+
+static void on_change(void *arg, const setcache_change *ch)
+{
+    (void)arg;
+    static const char *const kinds[] = {"set", "delete", "resync"};
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    struct tm tm;
+    gmtime_r(&tv.tv_sec, &tm);
+    char ts[64];
+    strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
+    printf("{\"kind\":\"%s\",\"entity_type\":", kinds[ch->kind]);
+    json_str(stdout, ch->entity_type);
+    fputs(",\"entity_id\":", stdout);
+    json_str(stdout, ch->entity_id);
+    fputs(",\"key\":", stdout);
+    json_str(stdout, ch->key);
+    printf(",\"version\":%lld,\"value\":", (long long)ch->version);
+    json_str(stdout, ch->value);
+    fputs(",\"old_value\":", stdout);
+    json_str(stdout, ch->old_value);
+    printf(",\"local\":%s,\"received_at\":\"%s.%06ldZ\"}\n", ch->local ? "true" : "false", ts,
+           (long)tv.tv_usec);
+    fflush(stdout);
+}
+
+static void on_state(void *arg, int state, const char *reason)
+{
+    (void)arg;
+    fprintf(stderr, "setcache watch: %s%s%s\n", state_name((setcache_state)state),
+            reason && *reason ? ": " : "", reason ? reason : "");
+}
+
+static int watch(setcache_options *o, int nargs, char **a)
+{
+    /* signals are taken by sigwait here, never by library threads */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    o->on_state = on_state;
+    setcache *c = NULL;
+    int rc = setcache_open(&c, o);
+    if (rc != SETCACHE_OK) {
+        return fail(rc, "open");
+    }
+    uint64_t id;
+    rc = setcache_subscribe(c, nargs > 0 ? a[0] : NULL, nargs > 1 ? a[1] : NULL,
+                            nargs > 2 ? a[2] : NULL, on_change, NULL, &id);
+    if (rc != SETCACHE_OK) {
+        int code = fail(rc, "watch");
+        setcache_close(c);
+        return code;
+    }
+    setcache_stats st;
+    setcache_get_stats(c, &st);
+    fprintf(stderr, "setcache watch: listening (%s)\n", state_name(st.state));
+    int sig = 0;
+    sigwait(&set, &sig);
+    setcache_unsubscribe(c, id);
+    setcache_close(c);
+    return 0;
 }
 
 struct define {
@@ -186,6 +293,12 @@ int main(int argc, char **argv)
         want = 2;
     } else if (strcmp(cmd, "init") == 0 || strcmp(cmd, "stats") == 0) {
         want = 0;
+    } else if (strcmp(cmd, "watch") == 0) {
+        if (nargs > 3) {
+            return usage();
+        }
+        o.pool_size = 1;
+        return watch(&o, nargs, a);
     }
     if (want < 0 || nargs != want) {
         return usage();

@@ -539,13 +539,13 @@ int setcache_unsubscribe(setcache *c, uint64_t id)
         }
     }
     s->active = false;
+    s->refs++; /* ours, so the dispatcher can't free it while we wait */
     atomic_fetch_sub_explicit(&c->nsubs, 1, memory_order_release);
     if (!setcache__on_dispatch_thread(c)) {
         while (c->running == s) {
             pthread_cond_wait(&c->subs_cv, &c->subs_mu);
         }
     }
-    s->refs++;
     release_locked(c, s); /* frees it unless the dispatcher still holds it */
     pthread_mutex_unlock(&c->subs_mu);
     return SETCACHE_OK;

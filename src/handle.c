@@ -637,4 +637,5 @@ void setcache_get_stats(setcache *c, setcache_stats *out)
     out->refreshes = counter(c, SC_ST_REFRESHES);
     out->events = counter(c, SC_ST_EVENTS);
     out->heartbeats = counter(c, SC_ST_HEARTBEATS);
+    out->hints = counter(c, SC_ST_HINTS);
 }

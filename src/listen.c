@@ -189,7 +189,6 @@ static PGconn *listen_connect(setcache *c)
     }
     snprintf(sql, n, "LISTEN %s", q);
     PGresult *r = PQexec(conn, sql);
-    setcache__count(c, SC_ST_QUERIES, 1);
     bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     if (!ok) {
         setcache__fail_pg(SETCACHE_ERR_DB, "LISTEN", conn, r);
@@ -213,7 +212,6 @@ static bool send_heartbeat(setcache *c, listener *l)
     if (!PQsendQuery(l->conn, sql)) {
         return false;
     }
-    setcache__count(c, SC_ST_QUERIES, 1);
     l->hb_waiting = l->hb_seq;
     l->hb_sent_ms = mono_ms();
     l->hb_next_ms = l->hb_sent_ms + c->heartbeat_ms;

@@ -385,6 +385,7 @@ static void process_hints(setcache *c, sc_hint *list)
             rv[j].op = g->hints[j]->op;
         }
         g->act = setcache__classify(c, &g->id, rv, g->n, g->subscribed, &g->stamp);
+        setcache__count(c, SC_ST_HINTS, g->n);
         if (rv != refs) {
             free(rv);
         }

@@ -539,11 +539,11 @@ static void race_hook(setcache *c, const char *type, const char *id)
         return;
     }
     (void)type;
-    uint64_t n0 = stats(c).notifications;
+    uint64_t n0 = stats(c).hints;
     t_sql("UPDATE \"%s\".settings SET value = 'new' WHERE entity_id = 'race'", t_schema());
     double t0 = t_now_ms();
-    while (stats(c).notifications == n0 && t_now_ms() - t0 < 5000) {
-        t_sleep_ms(2);
+    while (stats(c).hints == n0 && t_now_ms() - t0 < 5000) {
+        t_sleep_ms(2); /* until the change has been seen by the cache */
     }
 }
 
@@ -759,7 +759,7 @@ TEST(preload_loads_a_type_in_one_streamed_query)
     /* let the listener see those inserts first: entities changed while the
      * preload query runs are left to load lazily */
     double t0 = t_now_ms();
-    while (stats(c).notifications < 3604 && t_now_ms() - t0 < 10000) {
+    while (stats(c).hints < 3604 && t_now_ms() - t0 < 10000) {
         t_sleep_ms(5);
     }
     setcache_stats s0 = stats(c);
