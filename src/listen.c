@@ -334,8 +334,9 @@ static void *listener_main(void *arg)
             msg[--ml] = '\0';
         }
         set_state(c, SETCACHE_STATE_INTERRUPTED, msg);
-        /* a healthy period resets the backoff */
-        if (valid_since > 0 && mono_ms() - valid_since > 5000) {
+        /* a connection that became VALID was healthy: the backoff starts over;
+         * consecutive failures to get there double it up to the cap */
+        if (valid_since > 0) {
             backoff = c->reconnect_initial_ms;
         }
         valid_since = 0;

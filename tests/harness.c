@@ -40,8 +40,18 @@ void t_register(const char *name, t_fn fn, int timeout_s)
     }
 }
 
+static void (*on_fail)(void);
+
+void t_on_fail(void (*fn)(void))
+{
+    on_fail = fn;
+}
+
 void t_fail(const char *file, int line, const char *fmt, ...)
 {
+    if (on_fail) {
+        on_fail();
+    }
     va_list ap;
     fprintf(stderr, "    %s:%d: ", file, line);
     va_start(ap, fmt);
@@ -113,6 +123,14 @@ PGconn *t_admin(void)
         PQclear(PQexec(admin, "SET client_min_messages = warning"));
     }
     return admin;
+}
+
+void t_admin_close(void)
+{
+    if (admin) {
+        PQfinish(admin);
+        admin = NULL;
+    }
 }
 
 static PGresult *vrun(const char *fmt, va_list ap)
@@ -214,6 +232,16 @@ static void drop_schema(void)
     }
 }
 
+static void on_alarm(int sig)
+{
+    (void)sig;
+    if (on_fail) {
+        on_fail();
+    }
+    signal(SIGALRM, SIG_DFL);
+    raise(SIGALRM);
+}
+
 static bool selected(const char *name, int argc, char **argv)
 {
     if (argc <= 1) {
@@ -248,6 +276,7 @@ int main(int argc, char **argv)
         if (pid == 0) {
             setpgid(0, 0);
             alarm((unsigned)(tests[i].timeout_s * scale + 0.5));
+            signal(SIGALRM, on_alarm);
             tests[i].fn();
             if (admin) {
                 PQfinish(admin);

@@ -64,6 +64,8 @@ void t_skip(const char *why) __attribute__((noreturn));
         }                                                                                      \
     } while (0)
 
+/* Run fn before a failing test exits (e.g. to resume a stopped process). */
+void t_on_fail(void (*fn)(void));
 /* The test's own schema/channel name. */
 const char *t_schema(void);
 const char *t_conninfo(void);
@@ -73,6 +75,8 @@ setcache *t_open(void);
 setcache *t_open_with(setcache_options *o);
 /* A separate plain libpq connection, the "other program". */
 PGconn *t_admin(void);
+/* Close the admin connection (e.g. before fork); t_admin() reconnects. */
+void t_admin_close(void);
 /* Run SQL (printf-style; %s of the schema is the caller's) on the admin
  * connection; fail the test on error. */
 void t_sql(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -205,7 +205,6 @@ TEST_T(subscribe_then_commit_elsewhere_misses_nothing, 120)
 
 TEST_T(per_setting_order_and_uniqueness_under_4_writer_processes, 120)
 {
-    t_sql("SELECT 1"); /* the admin connection exists before forking */
     setcache_close(t_open()); /* schema */
     t_sql("INSERT INTO \"%s\".settings (entity_type, entity_id, key, value) VALUES "
           "('expert', '1', 'a', '0'), ('expert', '1', 'b', '0')",
