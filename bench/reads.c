@@ -1,0 +1,458 @@
+/*
+ * reads.c - cached reads against the floor and the old ways, in one run.
+ *
+ *   floor       a bare uthash lookup and copy of the same three strings, no lock
+ *   setcache    setcache_get_string / setcache_get_int on warm entities
+ *   old fixed   one parameterised SELECT per read over a persistent connection
+ *               (PQexecParams, and the prepared-statement variant)
+ *   old broken  connect, query, disconnect per read
+ *
+ * Keys follow the motivating workload: Zipf (s = 1) over the keys of an
+ * entity, uniform over entities. Prints a Markdown table and appends TSV rows
+ * to $SETCACHE_BENCH_TSV when set. Needs SETCACHE_TEST_CONNINFO.
+ */
+#include <libpq-fe.h>
+#include "setcache.h"
+#include "workload.h"
+
+#define HASH_NONFATAL_OOM 1
+#include <uthash.h>
+
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SCHEMA "setcache_bench"
+#define NSEQ (1 << 20)
+
+typedef struct target {
+    const char *type;
+    char id[16];
+    char key[64];
+} target;
+
+static target *targets;
+static int ntargets;
+static int *seq; /* indices into targets, NSEQ of them */
+static const char *conninfo;
+static FILE *tsv;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void die(const char *what, const char *msg)
+{
+    fprintf(stderr, "bench: %s: %s\n", what, msg);
+    exit(1);
+}
+
+/* ---- the floor: one uthash table, no lock ---- */
+typedef struct floor_e {
+    UT_hash_handle hh;
+    char *value;
+    size_t vlen;
+    size_t klen;
+    char k[];
+} floor_e;
+static floor_e *floor_tab;
+
+static size_t composite(char *out, const target *t)
+{
+    size_t a = strlen(t->type), b = strlen(t->id), c = strlen(t->key);
+    memcpy(out, t->type, a + 1);
+    memcpy(out + a + 1, t->id, b + 1);
+    memcpy(out + a + b + 2, t->key, c);
+    return a + b + 2 + c;
+}
+
+/* ---- runs ---- */
+typedef enum { RUN_FLOOR, RUN_STRING, RUN_INT } run_kind;
+typedef struct worker {
+    setcache *c;
+    run_kind kind;
+    int start;
+    long n;
+    atomic_int *go;
+    double secs;
+    long errors;
+    double *lat; /* sampled latencies, ns */
+    int nlat;
+    volatile uint64_t sink;
+} worker;
+
+static double timer_overhead_ns;
+
+static void *read_worker(void *p)
+{
+    worker *w = p;
+    char buf[512], k[400];
+    while (!atomic_load(w->go)) {
+    }
+    double t0 = now_s();
+    for (long i = 0; i < w->n; i++) {
+        const target *t = &targets[seq[(w->start + i) & (NSEQ - 1)]];
+        bool sample = (i & 63) == 0 && w->nlat < 200000;
+        struct timespec a, b;
+        if (sample) {
+            clock_gettime(CLOCK_MONOTONIC, &a);
+        }
+        if (w->kind == RUN_FLOOR) {
+            size_t kl = composite(k, t);
+            floor_e *e;
+            HASH_FIND(hh, floor_tab, k, kl, e);
+            if (e && e->vlen < sizeof buf) {
+                memcpy(buf, e->value, e->vlen + 1);
+            } else {
+                w->errors++;
+            }
+        } else if (w->kind == RUN_STRING) {
+            if (setcache_get_string(w->c, t->type, t->id, t->key, buf, sizeof buf, NULL) != 0) {
+                w->errors++;
+            }
+        } else {
+            int64_t v;
+            int rc = setcache_get_int(w->c, t->type, t->id, t->key, &v);
+            if (rc != SETCACHE_OK && rc != SETCACHE_ERR_TYPE) {
+                w->errors++;
+            }
+            w->sink += (uint64_t)v;
+        }
+        if (sample) {
+            clock_gettime(CLOCK_MONOTONIC, &b);
+            double ns = (b.tv_sec - a.tv_sec) * 1e9 + (b.tv_nsec - a.tv_nsec) - timer_overhead_ns;
+            w->lat[w->nlat++] = ns > 0 ? ns : 0;
+        }
+        w->sink += (unsigned char)buf[0];
+    }
+    w->secs = now_s() - t0;
+    return NULL;
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+typedef struct result {
+    double rate, p50, p99, p999;
+} result;
+
+static result run_reads(setcache *c, run_kind kind, int threads, long per_thread)
+{
+    pthread_t th[64];
+    worker w[64];
+    atomic_int go = 0;
+    for (int i = 0; i < threads; i++) {
+        memset(&w[i], 0, sizeof w[i]);
+        w[i].c = c;
+        w[i].kind = kind;
+        w[i].start = i * 7919;
+        w[i].n = per_thread;
+        w[i].go = &go;
+        w[i].lat = malloc(200000 * sizeof(double));
+        pthread_create(&th[i], NULL, read_worker, &w[i]);
+    }
+    double t0 = now_s();
+    atomic_store(&go, 1);
+    double total = 0;
+    for (int i = 0; i < threads; i++) {
+        pthread_join(th[i], NULL);
+        if (w[i].errors) {
+            die("reads", "unexpected read errors");
+        }
+    }
+    total = now_s() - t0;
+    size_t nl = 0;
+    for (int i = 0; i < threads; i++) {
+        nl += (size_t)w[i].nlat;
+    }
+    double *all = malloc(nl * sizeof *all);
+    size_t k = 0;
+    for (int i = 0; i < threads; i++) {
+        memcpy(all + k, w[i].lat, (size_t)w[i].nlat * sizeof *all);
+        k += (size_t)w[i].nlat;
+        free(w[i].lat);
+    }
+    qsort(all, nl, sizeof *all, cmp_d);
+    result r = {threads * (double)per_thread / total, all[nl / 2], all[(size_t)(nl * 0.99)],
+                all[(size_t)(nl * 0.999)]};
+    free(all);
+    return r;
+}
+
+/* ---- the old ways ---- */
+typedef struct oldw {
+    bool prepared;
+    double secs;
+    long n;
+} oldw;
+
+static void *old_worker(void *p)
+{
+    oldw *o = p;
+    PGconn *c = PQconnectdb(conninfo);
+    if (PQstatus(c) != CONNECTION_OK) {
+        die("connect", PQerrorMessage(c));
+    }
+    const char *sql = "SELECT value FROM " SCHEMA ".settings WHERE entity_type = $1 AND "
+                      "entity_id = $2 AND key = $3";
+    if (o->prepared) {
+        PQclear(PQprepare(c, "get", sql, 3, NULL));
+    }
+    double t0 = now_s();
+    long i = 0;
+    while (now_s() - t0 < o->secs) {
+        const target *t = &targets[seq[(i * 13) & (NSEQ - 1)]];
+        const char *v[3] = {t->type, t->id, t->key};
+        PGresult *r = o->prepared ? PQexecPrepared(c, "get", 3, v, NULL, NULL, 0)
+                                  : PQexecParams(c, sql, 3, NULL, v, NULL, NULL, 0);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+            die("old way", PQerrorMessage(c));
+        }
+        PQclear(r);
+        i++;
+    }
+    o->secs = now_s() - t0;
+    o->n = i;
+    PQfinish(c);
+    return NULL;
+}
+
+static double run_old(int threads, bool prepared, double secs)
+{
+    pthread_t th[8];
+    oldw o[8];
+    for (int i = 0; i < threads; i++) {
+        o[i] = (oldw){prepared, secs, 0};
+        pthread_create(&th[i], NULL, old_worker, &o[i]);
+    }
+    double rate = 0;
+    for (int i = 0; i < threads; i++) {
+        pthread_join(th[i], NULL);
+        rate += o[i].n / o[i].secs;
+    }
+    return rate;
+}
+
+static double run_broken(double secs)
+{
+    double t0 = now_s();
+    long n = 0;
+    while (now_s() - t0 < secs) {
+        const target *t = &targets[seq[(n * 13) & (NSEQ - 1)]];
+        PGconn *c = PQconnectdb(conninfo);
+        const char *v[3] = {t->type, t->id, t->key};
+        PGresult *r = PQexecParams(c,
+                                   "SELECT value FROM " SCHEMA ".settings WHERE entity_type = $1 "
+                                   "AND entity_id = $2 AND key = $3",
+                                   3, NULL, v, NULL, NULL, 0);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            die("broken old way", PQerrorMessage(c));
+        }
+        PQclear(r);
+        PQfinish(c);
+        n++;
+    }
+    return n / (now_s() - t0);
+}
+
+static long long server_statements(PGconn *mon)
+{
+    PGresult *r = PQexec(mon, "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE query "
+                              "LIKE '%" SCHEMA "%' AND query NOT LIKE 'NOTIFY%' AND query NOT "
+                              "LIKE '%pg_stat_statements%'");
+    long long v = PQresultStatus(r) == PGRES_TUPLES_OK ? atoll(PQgetvalue(r, 0, 0)) : -1;
+    PQclear(r);
+    return v;
+}
+
+static void row(const char *name, int threads, double rate, double p50, double p99, double p999,
+                const char *note)
+{
+    if (p50 >= 0) {
+        printf("| %-38s | %3d | %14.0f | %8.1f | %8.1f | %8.1f | %s |\n", name, threads, rate, p50,
+               p99, p999, note);
+    } else {
+        printf("| %-38s | %3d | %14.0f | %8s | %8s | %8s | %s |\n", name, threads, rate, "-", "-",
+               "-", note);
+    }
+    if (tsv) {
+        fprintf(tsv, "reads\t%s\t%d\t%.0f\t%.1f\t%.1f\t%.1f\n", name, threads, rate, p50, p99,
+                p999);
+    }
+}
+
+int main(void)
+{
+    conninfo = getenv("SETCACHE_TEST_CONNINFO");
+    if (!conninfo) {
+        die("setup", "SETCACHE_TEST_CONNINFO is not set (run `make bench`)");
+    }
+    const char *tp = getenv("SETCACHE_BENCH_TSV");
+    tsv = tp ? fopen(tp, "a") : NULL;
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    PGconn *mon = PQconnectdb(conninfo);
+    PQclear(PQexec(mon, "SET client_min_messages = warning"));
+    PQclear(PQexec(mon, "DROP SCHEMA IF EXISTS " SCHEMA " CASCADE"));
+    setcache_options o;
+    setcache_options_init(&o);
+    o.conninfo = conninfo;
+    o.schema = SCHEMA;
+    o.channel = SCHEMA;
+    o.create_schema = true;
+    setcache *c;
+    if (setcache_open(&c, &o) != SETCACHE_OK) {
+        die("open", setcache_errmsg());
+    }
+    if (wl_load(c) != SETCACHE_OK) {
+        die("workload", setcache_errmsg());
+    }
+    /* the stored keys, with Zipf weights per entity */
+    PGresult *r = PQexec(mon, "SELECT entity_type, entity_id, key FROM " SCHEMA ".settings "
+                              "ORDER BY entity_type, entity_id::text, key");
+    ntargets = PQntuples(r);
+    targets = calloc((size_t)ntargets, sizeof *targets);
+    for (int i = 0; i < ntargets; i++) {
+        targets[i].type = strcmp(PQgetvalue(r, i, 0), "account") == 0 ? "account"
+                          : strcmp(PQgetvalue(r, i, 0), "expert") == 0 ? "expert"
+                                                                        : "app";
+        snprintf(targets[i].id, sizeof targets[i].id, "%s", PQgetvalue(r, i, 1));
+        snprintf(targets[i].key, sizeof targets[i].key, "%s", PQgetvalue(r, i, 2));
+    }
+    PQclear(r);
+    /* entity boundaries */
+    int *first = malloc((size_t)(ntargets + 1) * sizeof *first), nent = 0;
+    for (int i = 0; i < ntargets; i++) {
+        if (i == 0 || strcmp(targets[i].type, targets[i - 1].type) != 0 ||
+            strcmp(targets[i].id, targets[i - 1].id) != 0) {
+            first[nent++] = i;
+        }
+    }
+    first[nent] = ntargets;
+    seq = malloc(NSEQ * sizeof *seq);
+    unsigned s = 12345;
+    for (int i = 0; i < NSEQ; i++) {
+        int e = (int)(wl_rand(&s) % (unsigned)nent);
+        int n = first[e + 1] - first[e];
+        double hn = 0;
+        for (int k = 1; k <= n; k++) {
+            hn += 1.0 / k;
+        }
+        double u = (wl_rand(&s) / (double)0xffffff) * hn, acc = 0;
+        int k = 0;
+        for (; k < n - 1; k++) {
+            acc += 1.0 / (k + 1);
+            if (acc >= u) {
+                break;
+            }
+        }
+        seq[i] = first[e] + k;
+    }
+    /* floor table and a warm cache */
+    for (int i = 0; i < ntargets; i++) {
+        char k[400];
+        size_t kl = composite(k, &targets[i]);
+        floor_e *e = malloc(sizeof *e + kl);
+        memcpy(e->k, k, kl);
+        e->klen = kl;
+        int rc;
+        e->value = setcache_dup_string(c, targets[i].type, targets[i].id, targets[i].key, &rc);
+        e->vlen = strlen(e->value);
+        HASH_ADD_KEYPTR(hh, floor_tab, e->k, e->klen, e);
+    }
+    struct timespec a, b;
+    double t0 = now_s();
+    for (int i = 0; i < 100000; i++) {
+        clock_gettime(CLOCK_MONOTONIC, &a);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    timer_overhead_ns = (now_s() - t0) / 100000 * 1e9;
+
+    char cpu[256] = "unknown";
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    char line[512];
+    while (f && fgets(line, sizeof line, f)) {
+        if (strncmp(line, "model name", 10) == 0) {
+            snprintf(cpu, sizeof cpu, "%s", strchr(line, ':') + 2);
+            cpu[strcspn(cpu, "\n")] = 0;
+            break;
+        }
+    }
+    if (f) {
+        fclose(f);
+    }
+    printf("## Reads\n\nmachine: %s, %ld cores; PostgreSQL %s over a Unix socket; %d settings "
+           "(the motivating workload), Zipf keys, uniform entities; latency sampled 1 in 64 "
+           "(timer overhead %.0f ns subtracted)\n\n",
+           cpu, sysconf(_SC_NPROCESSORS_ONLN), PQparameterStatus(mon, "server_version"), ntargets,
+           timer_overhead_ns);
+    printf("| %-38s | thr | %14s | %8s | %8s | %8s | note |\n", "what", "reads/s", "p50 ns",
+           "p99 ns", "p99.9 ns");
+    printf("|---|---|---|---|---|---|---|\n");
+
+    long per = 4000000;
+    long long st0 = server_statements(mon);
+    setcache_stats s0, s1;
+    setcache_get_stats(c, &s0);
+    int thr[] = {1, 2, 4, 8, 16};
+    double floor1 = 0, floor2 = 0, str1 = 0, str2 = 0, str16 = 0;
+    for (int ti = 0; ti < 5; ti++) {
+        int n = thr[ti];
+        long each = per / (n > 2 ? n / 2 : 1);
+        result fl = run_reads(c, RUN_FLOOR, n, each);
+        row("floor: bare uthash lookup + copy", n, fl.rate, fl.p50, fl.p99, fl.p999, "no lock");
+        result rs = run_reads(c, RUN_STRING, n, each);
+        row("setcache_get_string (cached)", n, rs.rate, rs.p50, rs.p99, rs.p999, "");
+        result ri = run_reads(c, RUN_INT, n, each);
+        row("setcache_get_int (cached)", n, ri.rate, ri.p50, ri.p99, ri.p999, "");
+        if (n == 1) {
+            floor1 = fl.rate;
+            str1 = rs.rate;
+        } else if (n == 2) {
+            floor2 = fl.rate;
+            str2 = rs.rate;
+        } else if (n == 16) {
+            str16 = rs.rate;
+        }
+    }
+    setcache_get_stats(c, &s1);
+    long long st_cached = server_statements(mon) - st0;
+    double old1 = run_old(1, false, 2.0), oldp1 = run_old(1, true, 2.0);
+    double oldp2 = run_old(2, true, 2.0), broken = run_broken(2.0);
+    row("old fixed: SELECT per read", 1, old1, -1, 0, 0, "persistent connection");
+    row("old fixed: prepared SELECT per read", 1, oldp1, -1, 0, 0, "persistent connection");
+    row("old fixed: prepared SELECT per read", 2, oldp2, -1, 0, 0, "one connection each");
+    row("old broken: connect+query+close", 1, broken, -1, 0, 0, "session per access");
+    printf("\nserver statements during the cached read phase: %lld (pg_stat_statements); "
+           "db_queries %llu\n",
+           st_cached, (unsigned long long)(s1.db_queries - s0.db_queries));
+    printf("\n| ratio | value | target |\n|---|---|---|\n");
+    printf("| cached 1-thread time / floor time | %.2fx | <= 1.5x |\n", floor1 / str1);
+    printf("| cached 2 threads / 1 thread | %.2fx | >= 1.8x |\n", str2 / str1);
+    printf("| cached scaling / floor scaling (2 threads) | %.0f%% | >= 90%% |\n",
+           100 * (str2 / str1) / (floor2 / floor1));
+    printf("| cached 16 threads / 2 threads | %.2fx | >= 1.0x |\n", str16 / str2);
+    printf("| cached / prepared SELECT, 1 thread | %.0fx | >= 600x |\n", str1 / oldp1);
+    printf("| cached / prepared SELECT, 2 threads | %.0fx | >= 200x |\n", str2 / oldp2);
+    printf("| floor / prepared SELECT, 1 thread | %.0fx | (physical reference) |\n",
+           floor1 / oldp1);
+    if (tsv) {
+        fprintf(tsv, "ratio\tcached_over_floor_time_1t\t1\t%.3f\n", floor1 / str1);
+        fprintf(tsv, "ratio\tscaling_2t\t2\t%.3f\n", str2 / str1);
+        fprintf(tsv, "ratio\tvs_prepared_1t\t1\t%.1f\n", str1 / oldp1);
+        fprintf(tsv, "ratio\tvs_prepared_2t\t2\t%.1f\n", str2 / oldp2);
+        fprintf(tsv, "statements\tcached_read_phase\t0\t%lld\n", st_cached);
+        fclose(tsv);
+    }
+    setcache_close(c);
+    PQclear(PQexec(mon, "DROP SCHEMA IF EXISTS " SCHEMA " CASCADE"));
+    PQfinish(mon);
+    return 0;
+}
