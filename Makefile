@@ -49,7 +49,7 @@ PC := $(B)/setcache.pc
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BIN := $(B)/tests/setcache-tests
 
-.PHONY: all check demo bench install uninstall format lint clean deps
+.PHONY: all check demo bench install uninstall format lint clean deps fuzz
 all: $(STATIC) $(B)/libsetcache.so $(TOOL) $(PC) $(B)/example
 
 $(B)/obj/%.o: src/%.c $(HDRS) Makefile
@@ -101,6 +101,23 @@ BENCH_PROGS := $(patsubst bench/%.c,$(B)/bench/%,$(filter-out bench/demo.c,$(wil
 bench: deps
 	@$(MAKE) --no-print-directory all $(BENCH_PROGS)
 	@SETCACHE_BUILD=$(B) sh tests/withpg.sh sh bench/run.sh $(B)
+
+# libFuzzer on the payload parser (clang; FUZZ_SECONDS bounds the run)
+FUZZ_SECONDS ?= 60
+build/fuzz/fuzz_payload: tests/fuzz/fuzz_payload.c $(LIB_SRCS) $(HDRS)
+	@mkdir -p $(dir $@)
+	clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+	  -D_POSIX_C_SOURCE=200809L -Iinclude -Isrc $(PQ_CFLAGS) -pthread -o $@ \
+	  tests/fuzz/fuzz_payload.c $(LIB_SRCS) $(PQ_LIBS)
+
+fuzz:
+	@FUZZ=1 sh tests/deps.sh
+	@$(MAKE) --no-print-directory build/fuzz/fuzz_payload
+	@mkdir -p build/fuzz/corpus
+	@printf '1\037U\0375\037expert\0373\037atr_period' > build/fuzz/corpus/seed-update
+	@printf '1\037T\0370' > build/fuzz/corpus/seed-truncate
+	@printf '1\037H\03742' > build/fuzz/corpus/seed-heartbeat
+	build/fuzz/fuzz_payload -max_total_time=$(FUZZ_SECONDS) -max_len=9000 build/fuzz/corpus
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/bin

@@ -19,6 +19,11 @@ b=$(pgbin)
 have_cmd psql || missing="$missing postgresql-client"
 ls /usr/share/postgresql/*/extension/pg_stat_statements.control >/dev/null 2>&1 || missing="$missing postgresql-contrib"
 have_cmd nm || missing="$missing binutils"
+if [ -n "${FUZZ:-}" ]; then
+    have_cmd clang || missing="$missing clang"
+    ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1 \
+        || missing="$missing libclang-rt-14-dev"
+fi
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" = 0 ] && have_cmd apt-get; then
     echo "deps: installing:$missing" >&2
