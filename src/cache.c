@@ -259,6 +259,69 @@ static void note_unknown_locked(setcache *c, sc_shard *sh, const sc_ident *id)
     sh->unknown_stamp = t;
 }
 
+/* ---- the read-mostly lock ---- */
+
+uint64_t setcache__hash_seed = 0x243f6a8885a308d3ULL;
+
+static atomic_uint next_rslot;
+static _Thread_local int my_rslot = -1;
+
+static inline int rslot(void)
+{
+    if (my_rslot < 0) {
+        my_rslot = (int)(atomic_fetch_add(&next_rslot, 1) % SC_RSLOTS);
+    }
+    return my_rslot;
+}
+
+void setcache__br_init(sc_brlock *l)
+{
+    for (int i = 0; i < SC_RSLOTS; i++) {
+        pthread_mutex_init(&l->slot[i].mu, NULL);
+        atomic_init(&l->slot[i].hits, 0);
+    }
+}
+
+void setcache__br_destroy(sc_brlock *l)
+{
+    for (int i = 0; i < SC_RSLOTS; i++) {
+        pthread_mutex_destroy(&l->slot[i].mu);
+    }
+}
+
+void setcache__br_rdlock(sc_brlock *l)
+{
+    pthread_mutex_lock(&l->slot[rslot()].mu);
+}
+
+void setcache__br_rdunlock(sc_brlock *l)
+{
+    pthread_mutex_unlock(&l->slot[rslot()].mu);
+}
+
+void setcache__br_wrlock(sc_brlock *l)
+{
+    for (int i = 0; i < SC_RSLOTS; i++) {
+        pthread_mutex_lock(&l->slot[i].mu);
+    }
+}
+
+void setcache__br_wrunlock(sc_brlock *l)
+{
+    for (int i = SC_RSLOTS - 1; i >= 0; i--) {
+        pthread_mutex_unlock(&l->slot[i].mu);
+    }
+}
+
+/* A hit, counted in the reader's own slot (it holds that slot's mutex, so
+ * no other thread writes the counter now): no shared write, no lock prefix. */
+static inline void count_hit(sc_shard *sh)
+{
+    atomic_uint_fast64_t *h = &sh->lock.slot[rslot()].hits;
+    atomic_store_explicit(h, atomic_load_explicit(h, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+}
+
 /* ---- reads ---- */
 
 int setcache__fill_from_value(const char *value, size_t vlen, const sc_parsed *p, sc_read *r)
@@ -314,7 +377,7 @@ int setcache__read(setcache *c, sc_ident *id, sc_read *r)
     sc_shard *sh = shard_of(c, id->ehash);
     bool missed = false;
     for (int round = 0; round < 50; round++) {
-        pthread_rwlock_rdlock(&sh->lock);
+        setcache__br_rdlock(&sh->lock);
         sc_entity *e = find_locked(sh, id);
         if (e && e->state == SC_LOADED) {
             if (c->max_entities &&
@@ -323,21 +386,18 @@ int setcache__read(setcache *c, sc_ident *id, sc_read *r)
             }
             sc_entry *en;
             HASH_FIND_BYHASHVALUE(hh, e->entries, id->key, id->klen, id->khash, en);
+            if (!missed) {
+                count_hit(sh);
+            }
             if (en && !en->tomb) {
                 int rc = setcache__fill_from_value(en->value, en->vlen, &en->p, r);
-                pthread_rwlock_unlock(&sh->lock);
-                if (!missed) {
-                    setcache__count(c, SC_ST_HITS, 1);
-                }
+                setcache__br_rdunlock(&sh->lock);
                 return rc;
             }
-            pthread_rwlock_unlock(&sh->lock);
-            if (!missed) {
-                setcache__count(c, SC_ST_HITS, 1);
-            }
+            setcache__br_rdunlock(&sh->lock);
             return setcache__read_default(c, id, r);
         }
-        pthread_rwlock_unlock(&sh->lock);
+        setcache__br_rdunlock(&sh->lock);
         if (atomic_load_explicit(&c->closing, memory_order_relaxed)) {
             return setcache__fail(SETCACHE_ERR_CLOSED, "handle is closing");
         }
@@ -363,12 +423,12 @@ int setcache__read(setcache *c, sc_ident *id, sc_read *r)
 int setcache__begin_load(setcache *c, sc_ident *id, uint64_t *stamp, uint64_t *epoch)
 {
     sc_shard *sh = shard_of(c, id->ehash);
-    pthread_rwlock_wrlock(&sh->lock);
+    setcache__br_wrlock(&sh->lock);
     sc_entity *e = find_locked(sh, id);
     if (!e) {
         e = create_locked(c, sh, id);
         if (!e) {
-            pthread_rwlock_unlock(&sh->lock);
+            setcache__br_wrunlock(&sh->lock);
             return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
         }
     }
@@ -383,7 +443,7 @@ int setcache__begin_load(setcache *c, sc_ident *id, uint64_t *stamp, uint64_t *e
         *stamp = e->stamp;
         rc = 2;
     }
-    pthread_rwlock_unlock(&sh->lock);
+    setcache__br_wrunlock(&sh->lock);
     return rc;
 }
 
@@ -394,7 +454,7 @@ void setcache__finish_load(setcache *c, sc_ident *id, sc_entry **entries, uint64
 {
     sc_shard *sh = shard_of(c, id->ehash);
     *installed = false;
-    pthread_rwlock_wrlock(&sh->lock);
+    setcache__br_wrlock(&sh->lock);
     sc_entity *e = find_locked(sh, id); /* a loading entity is never evicted */
     if (e) {
         if (entries && e->stamp == stamp && pending_reflected(e, *entries)) {
@@ -407,7 +467,7 @@ void setcache__finish_load(setcache *c, sc_ident *id, sc_entry **entries, uint64
         }
         pending_clear(e);
     }
-    pthread_rwlock_unlock(&sh->lock);
+    setcache__br_wrunlock(&sh->lock);
     atomic_fetch_add(&c->load_epoch, 1);
     pthread_mutex_lock(&c->load_mu);
     pthread_cond_broadcast(&c->load_cv);
@@ -424,7 +484,7 @@ int setcache__install_preloaded(setcache *c, sc_ident *id, sc_entry **entries, u
 {
     sc_shard *sh = shard_of(c, id->ehash);
     int rc = 0;
-    pthread_rwlock_wrlock(&sh->lock);
+    setcache__br_wrlock(&sh->lock);
     sc_entity *e = find_locked(sh, id);
     if (e) {
         if (e->state == SC_EMPTY && e->stamp <= since) {
@@ -442,7 +502,7 @@ int setcache__install_preloaded(setcache *c, sc_ident *id, sc_entry **entries, u
             rc = 1;
         }
     }
-    pthread_rwlock_unlock(&sh->lock);
+    setcache__br_wrunlock(&sh->lock);
     if (rc == 1) {
         setcache__evict_if_needed(c);
     }
@@ -457,16 +517,16 @@ int setcache__install_preloaded(setcache *c, sc_ident *id, sc_entry **entries, u
 void setcache__apply_hint(setcache *c, char op, int64_t version, sc_ident *id)
 {
     sc_shard *sh = shard_of(c, id->ehash);
-    pthread_rwlock_wrlock(&sh->lock);
+    setcache__br_wrlock(&sh->lock);
     sc_entity *e = find_locked(sh, id);
     if (!e) {
         note_unknown_locked(c, sh, id);
-        pthread_rwlock_unlock(&sh->lock);
+        setcache__br_wrunlock(&sh->lock);
         return;
     }
     if (e->state == SC_LOADING) {
         note_pending_locked(c, e, op == 'D' ? 'D' : 'U', version, id);
-        pthread_rwlock_unlock(&sh->lock);
+        setcache__br_wrunlock(&sh->lock);
         return;
     }
     if (e->state == SC_LOADED) {
@@ -481,13 +541,13 @@ void setcache__apply_hint(setcache *c, char op, int64_t version, sc_ident *id)
             skip = en && (en->tomb ? en->version == version : en->version >= version);
         }
         if (skip) {
-            pthread_rwlock_unlock(&sh->lock);
+            setcache__br_wrunlock(&sh->lock);
             return;
         }
         unload_locked(c, sh, e);
     }
     e->stamp = setcache__tick(c);
-    pthread_rwlock_unlock(&sh->lock);
+    setcache__br_wrunlock(&sh->lock);
 }
 
 /* Forget everything (TRUNCATE, or events may have been missed). */
@@ -495,7 +555,7 @@ void setcache__invalidate_all(setcache *c)
 {
     for (int i = 0; i < SC_NSHARDS; i++) {
         sc_shard *sh = &c->shards[i];
-        pthread_rwlock_wrlock(&sh->lock);
+        setcache__br_wrlock(&sh->lock);
         uint64_t t = setcache__tick(c);
         sh->unknown_stamp = t;
         sc_entity *e, *tmp;
@@ -506,7 +566,7 @@ void setcache__invalidate_all(setcache *c)
             }
             e->stamp = t; /* a load in flight will not be installed */
         }
-        pthread_rwlock_unlock(&sh->lock);
+        setcache__br_wrunlock(&sh->lock);
     }
 }
 
@@ -556,7 +616,7 @@ void setcache__apply_local(setcache *c, sc_ident *id, const char *value, int64_t
         nw = setcache__entry_new(id->key, id->klen, value, value ? strlen(value) : 0, version,
                                  deleted);
     }
-    pthread_rwlock_wrlock(&sh->lock);
+    setcache__br_wrlock(&sh->lock);
     sc_entity *e = find_locked(sh, id);
     if (!e) {
         note_unknown_locked(c, sh, id);
@@ -612,7 +672,7 @@ void setcache__apply_local(setcache *c, sc_ident *id, const char *value, int64_t
         unload_locked(c, sh, e); /* the cache held a row the table no longer has */
     }
 out:
-    pthread_rwlock_unlock(&sh->lock);
+    setcache__br_wrunlock(&sh->lock);
     free(nw);
     if (subs && emit) {
         setcache__emit(c, deleted ? SETCACHE_CHANGE_DELETE : SETCACHE_CHANGE_SET, id->type, id->id,
@@ -640,7 +700,7 @@ void setcache__evict_if_needed(setcache *c)
             return;
         }
         sc_shard *sh = &c->shards[atomic_fetch_add(&c->evict_hand, 1) % SC_NSHARDS];
-        pthread_rwlock_wrlock(&sh->lock);
+        setcache__br_wrlock(&sh->lock);
         sc_entity *e, *tmp;
         HASH_ITER(hh, sh->table, e, tmp)
         {
@@ -672,7 +732,7 @@ void setcache__evict_if_needed(setcache *c)
                 setcache__count(c, SC_ST_EVICTIONS, 1);
             }
         }
-        pthread_rwlock_unlock(&sh->lock);
+        setcache__br_wrunlock(&sh->lock);
     }
 }
 
@@ -681,11 +741,14 @@ void setcache__cache_stats(setcache *c, setcache_stats *st)
     st->entities = st->entries = st->bytes = 0;
     for (int i = 0; i < SC_NSHARDS; i++) {
         sc_shard *sh = &c->shards[i];
-        pthread_rwlock_rdlock(&sh->lock);
+        for (int j = 0; j < SC_RSLOTS; j++) {
+            st->hits += atomic_load_explicit(&sh->lock.slot[j].hits, memory_order_relaxed);
+        }
+        setcache__br_rdlock(&sh->lock);
         st->entities += sh->nloaded;
         st->entries += sh->nentries;
         st->bytes += sh->bytes;
-        pthread_rwlock_unlock(&sh->lock);
+        setcache__br_rdunlock(&sh->lock);
     }
 }
 
@@ -701,7 +764,7 @@ void setcache__cache_destroy(setcache *c)
             HASH_DEL(sh->table, e); /* NOLINT(clang-analyzer-core.NullDereference): uthash */
             free(e);
         }
-        pthread_rwlock_destroy(&sh->lock);
+        setcache__br_destroy(&sh->lock);
     }
 }
 
@@ -743,14 +806,14 @@ int setcache__snapshot_entity(setcache *c, sc_ident *id, sc_pair **out, size_t *
 {
     sc_shard *sh = shard_of(c, id->ehash);
     for (int round = 0; round < 50; round++) {
-        pthread_rwlock_rdlock(&sh->lock);
+        setcache__br_rdlock(&sh->lock);
         sc_entity *e = find_locked(sh, id);
         if (e && e->state == SC_LOADED) {
             int rc = copy_entries(e->entries, out, n);
-            pthread_rwlock_unlock(&sh->lock);
+            setcache__br_rdunlock(&sh->lock);
             return rc;
         }
-        pthread_rwlock_unlock(&sh->lock);
+        setcache__br_rdunlock(&sh->lock);
         sc_entry *rows = NULL;
         int rc = setcache__ensure_loaded(c, id, &rows);
         if (rc != SETCACHE_OK) {
@@ -780,7 +843,7 @@ int setcache__classify(setcache *c, sc_ident *id, const sc_hintref *h, size_t n,
 {
     sc_shard *sh = shard_of(c, id->ehash);
     int act = SC_ACT_SKIP;
-    pthread_rwlock_wrlock(&sh->lock);
+    setcache__br_wrlock(&sh->lock);
     sc_entity *e = find_locked(sh, id);
     if (e && e->state == SC_LOADING) {
         for (size_t j = 0; j < n; j++) {
@@ -812,7 +875,7 @@ int setcache__classify(setcache *c, sc_ident *id, const sc_hintref *h, size_t n,
     } else {
         note_unknown_locked(c, sh, id);
     }
-    pthread_rwlock_unlock(&sh->lock);
+    setcache__br_wrunlock(&sh->lock);
     return act;
 }
 
@@ -821,13 +884,13 @@ int setcache__classify(setcache *c, sc_ident *id, const sc_hintref *h, size_t n,
 bool setcache__refresh_begin(setcache *c, sc_ident *id, uint64_t *stamp)
 {
     sc_shard *sh = shard_of(c, id->ehash);
-    pthread_rwlock_rdlock(&sh->lock);
+    setcache__br_rdlock(&sh->lock);
     sc_entity *e = find_locked(sh, id);
     bool ok = e && e->state == SC_LOADED;
     if (ok) {
         *stamp = e->stamp;
     }
-    pthread_rwlock_unlock(&sh->lock);
+    setcache__br_rdunlock(&sh->lock);
     return ok;
 }
 
@@ -882,10 +945,10 @@ bool setcache__refresh_install(setcache *c, sc_ident *id, sc_entry **rows, uint6
     *changes = NULL;
     *nchanges = 0;
     *incomplete = false;
-    pthread_rwlock_wrlock(&sh->lock);
+    setcache__br_wrlock(&sh->lock);
     sc_entity *e = find_locked(sh, id);
     if (!e || e->state != SC_LOADED || e->stamp != stamp) {
-        pthread_rwlock_unlock(&sh->lock);
+        setcache__br_wrunlock(&sh->lock);
         return false;
     }
     if (want) {
@@ -918,7 +981,7 @@ bool setcache__refresh_install(setcache *c, sc_ident *id, sc_entry **rows, uint6
     setcache__entries_free(&e->entries);
     set_entries_locked(sh, e, *rows);
     *rows = NULL;
-    pthread_rwlock_unlock(&sh->lock);
+    setcache__br_wrunlock(&sh->lock);
     setcache__count(c, SC_ST_REFRESHES, 1);
     return true;
 }
@@ -927,7 +990,7 @@ bool setcache__refresh_install(setcache *c, sc_ident *id, sc_entry **rows, uint6
 void setcache__invalidate(setcache *c, sc_ident *id)
 {
     sc_shard *sh = shard_of(c, id->ehash);
-    pthread_rwlock_wrlock(&sh->lock);
+    setcache__br_wrlock(&sh->lock);
     sc_entity *e = find_locked(sh, id);
     if (e) {
         if (e->state == SC_LOADED) {
@@ -935,7 +998,7 @@ void setcache__invalidate(setcache *c, sc_ident *id)
         }
         e->stamp = setcache__tick(c);
     }
-    pthread_rwlock_unlock(&sh->lock);
+    setcache__br_wrunlock(&sh->lock);
 }
 
 /* What the cache holds for one setting now: 1 = a value (*value malloc'd),
@@ -946,7 +1009,7 @@ int setcache__current(setcache *c, sc_ident *id, char **value, int64_t *version)
     int rc = -1;
     *value = NULL;
     *version = 0;
-    pthread_rwlock_rdlock(&sh->lock);
+    setcache__br_rdlock(&sh->lock);
     sc_entity *e = find_locked(sh, id);
     if (e && e->state == SC_LOADED) {
         sc_entry *en;
@@ -960,7 +1023,7 @@ int setcache__current(setcache *c, sc_ident *id, char **value, int64_t *version)
             rc = 0;
         }
     }
-    pthread_rwlock_unlock(&sh->lock);
+    setcache__br_rdunlock(&sh->lock);
     return rc;
 }
 
@@ -972,7 +1035,7 @@ int setcache__loaded_entities(setcache *c, char ***out, size_t *n)
     int rc = SETCACHE_OK;
     for (int i = 0; i < SC_NSHARDS && rc == SETCACHE_OK; i++) {
         sc_shard *sh = &c->shards[i];
-        pthread_rwlock_rdlock(&sh->lock);
+        setcache__br_rdlock(&sh->lock);
         sc_entity *e, *tmp;
         HASH_ITER(hh, sh->table, e, tmp)
         {
@@ -997,7 +1060,7 @@ int setcache__loaded_entities(setcache *c, char ***out, size_t *n)
             memcpy(v[cnt], e->ekey, e->ekeylen);
             cnt++;
         }
-        pthread_rwlock_unlock(&sh->lock);
+        setcache__br_rdunlock(&sh->lock);
     }
     *out = v;
     *n = cnt;

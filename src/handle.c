@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ---- counters and logging ---- */
@@ -109,7 +110,7 @@ static void free_handle(setcache *c)
     /* In a forked child, condition variables may still count the parent's
      * waiters (threads that do not exist here): destroying them would block. */
     if (getpid() == c->pid) {
-        pthread_rwlock_destroy(&c->defs_lock);
+        setcache__br_destroy(&c->defs_lock);
         pthread_mutex_destroy(&c->load_mu);
         pthread_cond_destroy(&c->load_cv);
         pthread_mutex_destroy(&c->state_mu);
@@ -129,8 +130,27 @@ static void free_handle(setcache *c)
     free(c);
 }
 
+static pthread_once_t seed_once = PTHREAD_ONCE_INIT;
+
+/* Seed the table hash once per process, before any table exists. */
+static void seed_hash(void)
+{
+    uint64_t s = 0;
+    FILE *f = fopen("/dev/urandom", "rb");
+    if (!f || fread(&s, sizeof s, 1, f) != 1) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        s = (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 32);
+    }
+    if (f) {
+        fclose(f);
+    }
+    setcache__hash_seed ^= s;
+}
+
 int setcache_open(setcache **out, const setcache_options *o)
 {
+    pthread_once(&seed_once, seed_hash);
     if (!out) {
         return setcache__fail(SETCACHE_ERR_ARG, "out is NULL");
     }
@@ -197,9 +217,9 @@ int setcache_open(setcache **out, const setcache_options *o)
     c->state_arg = o->state_arg;
     atomic_init(&c->state, SETCACHE_STATE_CONNECTING);
     for (int i = 0; i < SC_NSHARDS; i++) {
-        pthread_rwlock_init(&c->shards[i].lock, NULL);
+        setcache__br_init(&c->shards[i].lock);
     }
-    pthread_rwlock_init(&c->defs_lock, NULL);
+    setcache__br_init(&c->defs_lock);
     pthread_mutex_init(&c->load_mu, NULL);
     pthread_mutex_init(&c->state_mu, NULL);
     pthread_mutex_init(&c->subs_mu, NULL);
@@ -362,7 +382,7 @@ int setcache_define(setcache *c, const char *entity_type, const char *key, setca
             return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
         }
     }
-    pthread_rwlock_wrlock(&c->defs_lock);
+    setcache__br_wrlock(&c->defs_lock);
     sc_def *old;
     HASH_FIND(hh, c->defs, d->dkey, d->dklen, old);
     if (old) {
@@ -374,7 +394,7 @@ int setcache_define(setcache *c, const char *entity_type, const char *key, setca
         HASH_ADD_KEYPTR(hh, c->defs, old->dkey, old->dklen, old); /* restore */
         old = NULL;
     }
-    pthread_rwlock_unlock(&c->defs_lock);
+    setcache__br_wrunlock(&c->defs_lock);
     if (old) {
         free(old->dflt);
         free(old);
@@ -403,7 +423,7 @@ static sc_def *def_find_locked(setcache *c, const char *type, size_t tlen, const
 int setcache__def_find(setcache *c, const char *type, size_t tlen, const char *key, size_t klen,
                        setcache_type *type_out, char **dflt_dup, sc_parsed *p, bool *has_dflt)
 {
-    pthread_rwlock_rdlock(&c->defs_lock);
+    setcache__br_rdlock(&c->defs_lock);
     sc_def *d = def_find_locked(c, type, tlen, key, klen);
     if (d) {
         if (type_out) {
@@ -419,7 +439,7 @@ int setcache__def_find(setcache *c, const char *type, size_t tlen, const char *k
             *dflt_dup = d->has_default ? strdup(d->dflt) : NULL;
         }
     }
-    pthread_rwlock_unlock(&c->defs_lock);
+    setcache__br_rdunlock(&c->defs_lock);
     return d != NULL;
 }
 
@@ -430,14 +450,14 @@ int setcache__read_default(setcache *c, sc_ident *id, sc_read *r)
     if (rc != SETCACHE_OK) {
         return rc;
     }
-    pthread_rwlock_rdlock(&c->defs_lock);
+    setcache__br_rdlock(&c->defs_lock);
     sc_def *d = def_find_locked(c, id->type, id->tlen, id->key, id->klen);
     if (d && d->has_default) {
         rc = setcache__fill_from_value(d->dflt, strlen(d->dflt), &d->p, r);
     } else {
         rc = setcache__fail(SETCACHE_NOT_FOUND, "no stored value and no default");
     }
-    pthread_rwlock_unlock(&c->defs_lock);
+    setcache__br_rdunlock(&c->defs_lock);
     return rc;
 }
 
@@ -554,7 +574,7 @@ int setcache_foreach(setcache *c, const char *entity_type, const char *entity_id
     }
     cap = n;
     /* Defaults of defined keys with no stored value. */
-    pthread_rwlock_rdlock(&c->defs_lock);
+    setcache__br_rdlock(&c->defs_lock);
     sc_def *d, *tmp;
     HASH_ITER(hh, c->defs, d, tmp)
     {
@@ -588,7 +608,7 @@ int setcache_foreach(setcache *c, const char *entity_type, const char *entity_id
             break;
         }
     }
-    pthread_rwlock_unlock(&c->defs_lock);
+    setcache__br_rdunlock(&c->defs_lock);
     if (rc == SETCACHE_OK) {
         qsort(pairs, n, sizeof *pairs, cmp_pair);
         for (size_t i = 0; i < n; i++) {
@@ -615,7 +635,7 @@ void setcache_get_stats(setcache *c, setcache_stats *out)
         return;
     }
     memset(out, 0, sizeof *out);
-    out->hits = counter(c, SC_ST_HITS);
+    out->hits = counter(c, SC_ST_HITS); /* plus the per-slot hits, below */
     out->misses = counter(c, SC_ST_MISSES);
     out->loads = counter(c, SC_ST_LOADS);
     out->db_queries = counter(c, SC_ST_QUERIES);

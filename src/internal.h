@@ -23,6 +23,7 @@
 #include <stdatomic.h>
 #include <sys/types.h>
 
+#include "hash.h"
 #define HASH_NONFATAL_OOM 1
 #include <uthash.h>
 
@@ -99,8 +100,30 @@ typedef struct sc_entity {
     char ekey[]; /* type NUL id NUL */
 } sc_entity;
 
+/*
+ * A read-mostly lock with no shared write on the read path: each thread
+ * takes only its own slot's mutex (its own cache line), a writer takes every
+ * slot in order. Readers on different cores never touch the same line, so
+ * cached reads scale with threads; writers (changes, loads) pay SC_RSLOTS
+ * uncontended lock operations.
+ */
+#define SC_RSLOTS 16
+typedef struct sc_rslot {
+    pthread_mutex_t mu;
+    atomic_uint_fast64_t hits; /* written only by the slot's holder: no lock prefix */
+} __attribute__((aligned(64))) sc_rslot;
+typedef struct sc_brlock {
+    sc_rslot slot[SC_RSLOTS];
+} sc_brlock;
+void setcache__br_init(sc_brlock *l);
+void setcache__br_destroy(sc_brlock *l);
+void setcache__br_rdlock(sc_brlock *l);
+void setcache__br_rdunlock(sc_brlock *l);
+void setcache__br_wrlock(sc_brlock *l);
+void setcache__br_wrunlock(sc_brlock *l);
+
 typedef struct sc_shard {
-    pthread_rwlock_t lock;
+    sc_brlock lock;
     sc_entity *table;       /* guarded by lock */
     uint64_t unknown_stamp; /* last change to an entity not in table; guarded by lock */
     uint64_t nloaded, nentries, bytes; /* guarded by lock */
@@ -344,7 +367,7 @@ struct setcache {
     pthread_cond_t load_cv;
     atomic_uint_fast64_t load_epoch;
 
-    pthread_rwlock_t defs_lock;
+    sc_brlock defs_lock;
     sc_def *defs; /* guarded by defs_lock */
 
     sc_pool pool;
