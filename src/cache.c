@@ -92,29 +92,62 @@ int setcache__ident_validate(sc_ident *id)
 sc_entry *setcache__entry_new(const char *key, size_t klen, const char *value, size_t vlen,
                               int64_t version, bool tomb)
 {
-    sc_entry *e = malloc(sizeof *e + klen + 1 + (tomb ? 0 : vlen) + 1);
+    if (tomb) {
+        vlen = 0;
+    }
+    sc_entry *e = malloc(sizeof *e + klen + 1 + vlen + 1);
     if (!e) {
         return NULL;
     }
     memset(e, 0, sizeof *e);
     memcpy(e->data, key, klen);
     e->data[klen] = '\0';
-    e->klen = (uint16_t)klen;
-    e->value = e->data + klen + 1;
+    e->klen = (uint8_t)klen;
     e->version = version;
-    e->tomb = tomb;
+    e->vlen = (uint32_t)vlen;
+    char *v = e->data + klen + 1;
+    if (vlen) {
+        memcpy(v, value, vlen);
+    }
+    v[vlen] = '\0';
     if (tomb) {
-        e->value[0] = '\0';
-        e->vlen = 0;
-    } else {
-        if (vlen) {
-            memcpy(e->value, value, vlen);
-        }
-        e->value[vlen] = '\0';
-        e->vlen = (uint32_t)vlen;
-        setcache__parse_all(e->value, &e->p);
+        e->flags = SC_E_TOMB;
+        return e;
+    }
+    sc_parsed p;
+    setcache__parse_all(v, &p);
+    if (p.ok & SC_PARSED_INT) {
+        e->flags |= SC_E_INT;
+        e->num.i = p.i;
+    } else if (p.ok & SC_PARSED_DOUBLE) {
+        e->num.d = p.d;
+    }
+    if (p.ok & SC_PARSED_DOUBLE) {
+        e->flags |= SC_E_DOUBLE;
+    }
+    if (p.ok & SC_PARSED_BOOL) {
+        e->flags |= SC_E_BOOL | (p.b ? SC_E_TRUE : 0);
     }
     return e;
+}
+
+/* Answer a read from an entry: its typed forms come from the flags. */
+int setcache__fill_entry(const sc_entry *e, sc_read *r)
+{
+    sc_parsed p;
+    p.ok = (uint8_t)(((e->flags & SC_E_INT) ? SC_PARSED_INT : 0) |
+                     ((e->flags & SC_E_DOUBLE) ? SC_PARSED_DOUBLE : 0) |
+                     ((e->flags & SC_E_BOOL) ? SC_PARSED_BOOL : 0));
+    p.i = e->num.i;
+    if (e->flags & SC_E_INT) {
+        /* an integer that is also read as a double: strtod would give the
+         * same value for every decimal integer string */
+        p.d = (double)e->num.i;
+    } else {
+        p.d = e->num.d;
+    }
+    p.b = (e->flags & SC_E_TRUE) != 0;
+    return setcache__fill_from_value(SC_VAL(e), e->vlen, &p, r);
 }
 
 void setcache__entries_free(sc_entry **head)
@@ -135,7 +168,7 @@ static void count_entries(sc_entry *head, uint32_t *n, size_t *bytes)
     sc_entry *e, *tmp;
     HASH_ITER(hh, head, e, tmp)
     {
-        if (!e->tomb) {
+        if (!SC_TOMB(e)) {
             (*n)++;
             *bytes += e->klen + e->vlen;
         }
@@ -389,8 +422,8 @@ int setcache__read(setcache *c, sc_ident *id, sc_read *r)
             if (!missed) {
                 count_hit(sh);
             }
-            if (en && !en->tomb) {
-                int rc = setcache__fill_from_value(en->value, en->vlen, &en->p, r);
+            if (en && !SC_TOMB(en)) {
+                int rc = setcache__fill_entry(en, r);
                 setcache__br_rdunlock(&sh->lock);
                 return rc;
             }
@@ -534,11 +567,11 @@ void setcache__apply_hint(setcache *c, char op, int64_t version, sc_ident *id)
         HASH_FIND_BYHASHVALUE(hh, e->entries, id->key, id->klen, id->khash, en);
         bool skip;
         if (op == 'D') {
-            skip = !en || (en->tomb && en->version >= version) ||
-                   (!en->tomb && en->version > version);
+            skip = !en || (SC_TOMB(en) && en->version >= version) ||
+                   (!SC_TOMB(en) && en->version > version);
         } else {
             /* a tombstone of exactly this version: that row is deleted already */
-            skip = en && (en->tomb ? en->version == version : en->version >= version);
+            skip = en && (SC_TOMB(en) ? en->version == version : en->version >= version);
         }
         if (skip) {
             setcache__br_wrunlock(&sh->lock);
@@ -576,7 +609,7 @@ static bool put_entry_locked(sc_shard *sh, sc_entity *e, sc_entry *old, sc_entry
                              const sc_ident *id)
 {
     if (old) {
-        if (!old->tomb) {
+        if (!SC_TOMB(old)) {
             e->nentries--;
             e->bytes -= old->klen + old->vlen;
             sh->nentries--;
@@ -590,7 +623,7 @@ static bool put_entry_locked(sc_shard *sh, sc_entity *e, sc_entry *old, sc_entry
         free(nw);
         return false;
     }
-    if (!nw->tomb) {
+    if (!SC_TOMB(nw)) {
         e->nentries++;
         e->bytes += nw->klen + nw->vlen;
         sh->nentries++;
@@ -639,15 +672,15 @@ void setcache__apply_local(setcache *c, sc_ident *id, const char *value, int64_t
     }
     sc_entry *en;
     HASH_FIND_BYHASHVALUE(hh, e->entries, id->key, id->klen, id->khash, en);
-    if (subs && en && !en->tomb) {
-        old = strdup(en->value);
+    if (subs && en && !SC_TOMB(en)) {
+        old = strdup(SC_VAL(en));
     }
     if (!deleted) {
-        if (en && !en->tomb && en->version >= version) {
+        if (en && !SC_TOMB(en) && en->version >= version) {
             emit = false; /* a newer version is cached already */
             goto out;
         }
-        if ((en && en->tomb && en->version >= version) || !nw) {
+        if ((en && SC_TOMB(en) && en->version >= version) || !nw) {
             unload_locked(c, sh, e); /* can't tell which is newer, or no memory */
             goto out;
         }
@@ -656,7 +689,7 @@ void setcache__apply_local(setcache *c, sc_ident *id, const char *value, int64_t
         }
         nw = NULL;
     } else if (version > 0) {
-        if (en && !en->tomb && en->version > version) {
+        if (en && !SC_TOMB(en) && en->version > version) {
             emit = false; /* re-inserted since */
             goto out;
         }
@@ -668,7 +701,7 @@ void setcache__apply_local(setcache *c, sc_ident *id, const char *value, int64_t
             unload_locked(c, sh, e);
         }
         nw = NULL;
-    } else if (en && !en->tomb) {
+    } else if (en && !SC_TOMB(en)) {
         unload_locked(c, sh, e); /* the cache held a row the table no longer has */
     }
 out:
@@ -781,11 +814,11 @@ static int copy_entries(sc_entry *head, sc_pair **out, size_t *n)
     sc_entry *e, *tmp;
     HASH_ITER(hh, head, e, tmp)
     {
-        if (e->tomb) {
+        if (SC_TOMB(e)) {
             continue;
         }
         p[k].key = strdup(e->data);
-        p[k].value = strdup(e->value);
+        p[k].value = strdup(SC_VAL(e));
         k++;
         if (!p[k - 1].key || !p[k - 1].value) {
             for (size_t i = 0; i < k; i++) {
@@ -858,10 +891,10 @@ int setcache__classify(setcache *c, sc_ident *id, const sc_hintref *h, size_t n,
             HASH_FIND_STR(e->entries, h[j].key, en);
             bool skip;
             if (h[j].op == 'D') {
-                skip = !en || (en->tomb && en->version >= h[j].version) ||
-                       (!en->tomb && en->version > h[j].version);
+                skip = !en || (SC_TOMB(en) && en->version >= h[j].version) ||
+                       (!SC_TOMB(en) && en->version > h[j].version);
             } else {
-                skip = en && (en->tomb ? en->version == h[j].version : en->version >= h[j].version);
+                skip = en && (SC_TOMB(en) ? en->version == h[j].version : en->version >= h[j].version);
             }
             if (!skip) {
                 act = SC_ACT_REFRESH;
@@ -956,21 +989,21 @@ bool setcache__refresh_install(setcache *c, sc_ident *id, sc_entry **rows, uint6
         HASH_ITER(hh, *rows, n, tmp)
         {
             HASH_FIND_STR(e->entries, n->data, o);
-            if (!o || o->tomb || o->version != n->version || strcmp(o->value, n->value) != 0) {
-                if (add_change(changes, nchanges, &cap, SETCACHE_CHANGE_SET, n->data, n->value,
-                               o && !o->tomb ? o->value : NULL, n->version) != 0) {
+            if (!o || SC_TOMB(o) || o->version != n->version || strcmp(SC_VAL(o), SC_VAL(n)) != 0) {
+                if (add_change(changes, nchanges, &cap, SETCACHE_CHANGE_SET, n->data, SC_VAL(n),
+                               o && !SC_TOMB(o) ? SC_VAL(o) : NULL, n->version) != 0) {
                     *incomplete = true;
                 }
             }
         }
         HASH_ITER(hh, e->entries, o, tmp)
         {
-            if (o->tomb) {
+            if (SC_TOMB(o)) {
                 continue;
             }
             HASH_FIND_STR(*rows, o->data, n);
             if (!n && add_change(changes, nchanges, &cap, SETCACHE_CHANGE_DELETE, o->data, NULL,
-                                 o->value, o->version) != 0) {
+                                 SC_VAL(o), o->version) != 0) {
                 *incomplete = true;
             }
         }
@@ -1014,8 +1047,8 @@ int setcache__current(setcache *c, sc_ident *id, char **value, int64_t *version)
     if (e && e->state == SC_LOADED) {
         sc_entry *en;
         HASH_FIND_BYHASHVALUE(hh, e->entries, id->key, id->klen, id->khash, en);
-        if (en && !en->tomb) {
-            *value = strdup(en->value);
+        if (en && !SC_TOMB(en)) {
+            *value = strdup(SC_VAL(en));
             *version = en->version;
             rc = *value ? 1 : -1;
         } else {

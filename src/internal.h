@@ -25,6 +25,9 @@
 
 #include "hash.h"
 #define HASH_NONFATAL_OOM 1
+/* most entities hold tens of settings: start small, uthash grows as needed */
+#define HASH_INITIAL_NUM_BUCKETS 8U
+#define HASH_INITIAL_NUM_BUCKETS_LOG2 3U
 #include <uthash.h>
 
 #define SC_NSHARDS 64
@@ -64,16 +67,29 @@ int setcache__format_double(double v, char *buf, size_t cap);
 const char *setcache__type_name(setcache_type t);
 
 /* ---- cache.c ---- */
+/* One cached setting (or tombstone). Packed: the value follows the key in
+ * data, and its typed forms share one word. */
+enum {
+    SC_E_TOMB = 1,   /* deleted: carries the version of the deleted row */
+    SC_E_INT = 2,    /* num.i holds the value as an integer */
+    SC_E_DOUBLE = 4, /* parses as a double: num.i (if SC_E_INT) or num.d */
+    SC_E_BOOL = 8,   /* parses as a boolean, SC_E_TRUE its value */
+    SC_E_TRUE = 16
+};
 typedef struct sc_entry {
     UT_hash_handle hh;
     int64_t version;
-    sc_parsed p;
+    union {
+        int64_t i;
+        double d;
+    } num;
     uint32_t vlen;
-    uint16_t klen;
-    bool tomb;
-    char *value; /* points into data, after the key */
-    char data[]; /* key NUL value NUL */
+    uint8_t klen;
+    uint8_t flags; /* SC_E_* */
+    char data[];   /* key NUL value NUL */
 } sc_entry;
+#define SC_TOMB(e) (((e)->flags & SC_E_TOMB) != 0)
+#define SC_VAL(e) ((e)->data + (e)->klen + 1)
 
 enum { SC_EMPTY = 0, SC_LOADING = 1, SC_LOADED = 2 };
 
@@ -180,6 +196,7 @@ typedef struct sc_pair {
 } sc_pair;
 int setcache__snapshot_entity(setcache *c, sc_ident *id, sc_pair **out, size_t *n);
 int setcache__fill_from_value(const char *value, size_t vlen, const sc_parsed *p, sc_read *r);
+int setcache__fill_entry(const sc_entry *e, sc_read *r);
 sc_entry *setcache__entry_new(const char *key, size_t klen, const char *value, size_t vlen,
                               int64_t version, bool tomb);
 void setcache__entries_free(sc_entry **head);

@@ -145,7 +145,7 @@ int setcache__load_for_read(setcache *c, sc_ident *id, sc_read *r, bool *answere
     sc_entry *en;
     HASH_FIND_BYHASHVALUE(hh, rows, id->key, id->klen, id->khash, en);
     if (en) {
-        rc = setcache__fill_from_value(en->value, en->vlen, &en->p, r);
+        rc = setcache__fill_entry(en, r);
     } else {
         rc = setcache__read_default(c, id, r);
     }
