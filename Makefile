@@ -41,6 +41,9 @@ LIB_OBJS := $(patsubst src/%.c,$(B)/obj/%.o,$(LIB_SRCS))
 HDRS := include/setcache.h src/internal.h
 
 STATIC := $(B)/libsetcache.a
+# the test suite links a build with the fault-injection hooks compiled in
+TEST_OBJS := $(patsubst src/%.c,$(B)/testobj/%.o,$(LIB_SRCS))
+TEST_STATIC := $(B)/libsetcache-test.a
 SHARED := $(B)/libsetcache.so.$(VERSION)
 SONAME := libsetcache.so.$(MAJOR)
 TOOL := $(B)/setcache
@@ -50,13 +53,21 @@ TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BIN := $(B)/tests/setcache-tests
 
 .PHONY: all check demo bench install uninstall format lint clean deps fuzz
-all: $(STATIC) $(B)/libsetcache.so $(TOOL) $(PC) $(B)/example
+all: $(STATIC) $(B)/libsetcache.so $(TOOL) $(PC) $(B)/example $(B)/example_subscribe
 
 $(B)/obj/%.o: src/%.c $(HDRS) Makefile
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
 $(STATIC): $(LIB_OBJS)
+	rm -f $@
+	$(AR) rcs $@ $^
+
+$(B)/testobj/%.o: src/%.c $(HDRS) Makefile
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -DSETCACHE_TEST_HOOKS -c $< -o $@
+
+$(TEST_STATIC): $(TEST_OBJS)
 	rm -f $@
 	$(AR) rcs $@ $^
 
@@ -74,13 +85,16 @@ $(TOOL): src/cli.c $(STATIC) $(HDRS)
 $(B)/example: tests/example.c $(STATIC) include/setcache.h
 	$(CC) $(ALL_CFLAGS) -o $@ tests/example.c $(STATIC) $(ALL_LDFLAGS) $(PQ_LIBS)
 
+$(B)/example_subscribe: tests/example_subscribe.c $(STATIC) include/setcache.h
+	$(CC) $(ALL_CFLAGS) -o $@ tests/example_subscribe.c $(STATIC) $(ALL_LDFLAGS) $(PQ_LIBS)
+
 $(PC): setcache.pc.in include/setcache.h
 	@mkdir -p $(B)
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
 
-$(TEST_BIN): $(TEST_SRCS) tests/harness.c tests/harness.h $(STATIC) $(B)/libsetcache.so $(TOOL)
+$(TEST_BIN): $(TEST_SRCS) tests/harness.c tests/harness.h $(TEST_STATIC) $(B)/libsetcache.so $(TOOL)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Isrc -D_GNU_SOURCE -o $@ tests/harness.c $(TEST_SRCS) $(STATIC) $(ALL_LDFLAGS) $(PQ_LIBS)
+	$(CC) $(ALL_CFLAGS) -Isrc -D_GNU_SOURCE -DSETCACHE_TEST_HOOKS -o $@ tests/harness.c $(TEST_SRCS) $(TEST_STATIC) $(ALL_LDFLAGS) $(PQ_LIBS)
 
 deps:
 	@sh tests/deps.sh

@@ -506,7 +506,7 @@ void setcache__finish_load(setcache *c, sc_ident *id, sc_entry **entries, uint64
     pthread_cond_broadcast(&c->load_cv);
     pthread_mutex_unlock(&c->load_mu);
     if (*installed) {
-        setcache__evict_if_needed(c);
+        setcache__evict_if_needed(c, id);
     }
 }
 
@@ -537,7 +537,7 @@ int setcache__install_preloaded(setcache *c, sc_ident *id, sc_entry **entries, u
     }
     setcache__br_wrunlock(&sh->lock);
     if (rc == 1) {
-        setcache__evict_if_needed(c);
+        setcache__evict_if_needed(c, id);
     }
     return rc;
 }
@@ -723,7 +723,7 @@ out:
 
 /* Evict whole entities (CLOCK: a referenced entity gets a second chance)
  * until at most max_entities remain. Loading entities are never evicted. */
-void setcache__evict_if_needed(setcache *c)
+void setcache__evict_if_needed(setcache *c, const sc_ident *keep)
 {
     if (!c->max_entities) {
         return;
@@ -740,8 +740,10 @@ void setcache__evict_if_needed(setcache *c)
             if (atomic_load(&c->nentities) <= c->max_entities) {
                 break;
             }
-            if (e->state == SC_LOADING) {
-                continue;
+            if (e->state == SC_LOADING ||
+                (keep && e->ekeylen == keep->ekeylen &&
+                 memcmp(e->ekey, keep->ekey, keep->ekeylen) == 0)) {
+                continue; /* loading, or just installed for a reader */
             }
             if (atomic_load_explicit(&e->referenced, memory_order_relaxed)) {
                 atomic_store_explicit(&e->referenced, 0, memory_order_relaxed);

@@ -207,7 +207,7 @@ void setcache__apply_local(setcache *c, sc_ident *id, const char *value, int64_t
                            bool deleted, bool uncertain);
 void setcache__cache_destroy(setcache *c);
 int setcache__install_preloaded(setcache *c, sc_ident *id, sc_entry **entries, uint64_t since);
-void setcache__evict_if_needed(setcache *c);
+void setcache__evict_if_needed(setcache *c, const sc_ident *keep);
 void setcache__cache_stats(setcache *c, setcache_stats *st);
 int setcache__def_find(setcache *c, const char *type, size_t tlen, const char *key, size_t klen,
                        setcache_type *type_out, char **dflt_dup, sc_parsed *p, bool *has_dflt);
@@ -353,11 +353,28 @@ typedef struct sc_stripe {
     atomic_uint_fast64_t n[SC_ST_COUNT];
 } __attribute__((aligned(64))) sc_stripe;
 
-/* Test hooks: NULL in normal use; set only by the test suite. */
+/* Fault-injection hooks, compiled only into the test build
+ * (-DSETCACHE_TEST_HOOKS); SC_HOOK(name, args) is nothing otherwise. */
+#ifdef SETCACHE_TEST_HOOKS
+#define SC_HOOK(name, ...)                                                                         \
+    do {                                                                                           \
+        if (setcache__hooks.name) {                                                                \
+            setcache__hooks.name(__VA_ARGS__);                                                     \
+        }                                                                                          \
+    } while (0)
+#else
+#define SC_HOOK(name, ...)                                                                         \
+    do {                                                                                           \
+    } while (0)
+#endif
 typedef struct sc_hooks {
     void (*after_load_query)(setcache *c, const char *type, const char *id);
+    void (*listener_before_listen)(setcache *c);    /* connected, not yet listening */
+    void (*listener_before_reconcile)(setcache *c); /* listening, not yet reconciled */
 } sc_hooks;
+#ifdef SETCACHE_TEST_HOOKS
 extern sc_hooks setcache__hooks;
+#endif
 
 struct setcache {
     /* Immutable after open. */

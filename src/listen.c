@@ -179,6 +179,7 @@ static PGconn *listen_connect(setcache *c)
     if (!conn) {
         return NULL;
     }
+    SC_HOOK(listener_before_listen, c);
     char *q = setcache__quote_ident(c->channel);
     size_t n = q ? strlen(q) + 8 : 0;
     char *sql = q ? malloc(n) : NULL;
@@ -316,6 +317,7 @@ static void *listener_main(void *arg)
             ever = true;
             /* LISTEN is committed: now reconcile what may have changed
              * unseen; VALID once that is done (see serve). */
+            SC_HOOK(listener_before_reconcile, c);
             setcache__request_resync(c, ++gen);
             why = serve(c, &l, gen, &valid_since);
             snprintf(msg, sizeof msg, "%s", why ? why : "");

@@ -14,7 +14,9 @@
 #include <time.h>
 
 
+#ifdef SETCACHE_TEST_HOOKS
 sc_hooks setcache__hooks;
+#endif
 
 /* Add one row to a detached table of entries. */
 static int add_row(sc_entry **head, const char *key, const char *value, const char *version)
@@ -112,8 +114,8 @@ int setcache__ensure_loaded(setcache *c, sc_ident *id, sc_entry **answer)
         }
         load_job j = {c, id, NULL};
         rc = setcache__with_pool_read(c, load_query, &j);
-        if (rc == SETCACHE_OK && setcache__hooks.after_load_query) {
-            setcache__hooks.after_load_query(c, id->type, id->id);
+        if (rc == SETCACHE_OK) {
+            SC_HOOK(after_load_query, c, id->type, id->id);
         }
         bool installed = false;
         setcache__finish_load(c, id, rc == SETCACHE_OK ? &j.entries : NULL, stamp, &installed);

@@ -105,22 +105,85 @@ static void on_notice(void *arg, const char *msg)
     setcache__log(c, SETCACHE_LOG_DEBUG, "server: %.*s", (int)n, msg);
 }
 
-/* Connect with the application_name that lets operators count sessions. */
+static double mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/*
+ * Connect without blocking the caller past timeout_ms, and give up at once
+ * when the handle closes (the listener's connect must not hold up
+ * setcache_close). Sets application_name to setcache:<pid>:<role> so sessions
+ * can be counted, and TCP keepalives unless the conninfo says otherwise; the
+ * listener also gets a tcp_user_timeout. Server notices go to the log.
+ */
 PGconn *setcache__connect(setcache *c, const char *conninfo, const char *role)
 {
-    char app[64];
+    char app[64], user_timeout[32];
     snprintf(app, sizeof app, "setcache:%ld:%s", (long)c->pid, role);
-    const char *keys[] = {"dbname", "application_name", NULL};
-    const char *vals[] = {conninfo && *conninfo ? conninfo : NULL, app, NULL};
-    PGconn *conn;
-    if (vals[0]) {
-        conn = PQconnectdbParams(keys, vals, 1);
-    } else {
-        conn = PQconnectdbParams(keys + 1, vals + 1, 0);
+    bool listener = strcmp(role, "listen") == 0;
+    snprintf(user_timeout, sizeof user_timeout, "%d",
+             listener ? c->heartbeat_ms + c->heartbeat_deadline_ms : 0);
+    const char *keys[8], *vals[8];
+    int n = 0;
+    /* defaults first: the conninfo (expanded from dbname) overrides them */
+    keys[n] = "keepalives";
+    vals[n++] = "1";
+    keys[n] = "keepalives_idle";
+    vals[n++] = "10";
+    keys[n] = "keepalives_interval";
+    vals[n++] = "2";
+    keys[n] = "keepalives_count";
+    vals[n++] = "3";
+    if (listener) {
+        keys[n] = "tcp_user_timeout";
+        vals[n++] = user_timeout;
     }
+    if (conninfo && *conninfo) {
+        keys[n] = "dbname";
+        vals[n++] = conninfo;
+    }
+    keys[n] = "application_name";
+    vals[n++] = app;
+    keys[n] = NULL;
+    vals[n] = NULL;
+    PGconn *conn = PQconnectStartParams(keys, vals, 1);
     if (!conn) {
         setcache__fail(SETCACHE_ERR_NOMEM, "out of memory connecting");
         return NULL;
+    }
+    int timeout_ms = listener ? 10000 : (c->acquire_timeout_ms > 2000 ? c->acquire_timeout_ms : 2000);
+    double deadline = mono_ms() + timeout_ms;
+    PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+    while (PQstatus(conn) != CONNECTION_BAD && st != PGRES_POLLING_OK &&
+           st != PGRES_POLLING_FAILED) {
+        if (atomic_load(&c->closing)) {
+            PQfinish(conn);
+            setcache__fail(SETCACHE_ERR_CLOSED, "handle is closing");
+            return NULL;
+        }
+        double left = deadline - mono_ms();
+        if (left <= 0) {
+            PQfinish(conn);
+            setcache__fail(SETCACHE_ERR_DB, "connecting: no answer within %d ms", timeout_ms);
+            return NULL;
+        }
+        struct pollfd p[2] = {{PQsocket(conn), st == PGRES_POLLING_READING ? POLLIN : POLLOUT, 0},
+                              {listener ? c->wake_fd : -1, POLLIN, 0}};
+        if (p[0].fd < 0) {
+            break;
+        }
+        int r = poll(p, 2, left > 100 ? 100 : (int)left + 1);
+        if (r > 0 && (p[1].revents & POLLIN)) {
+            uint64_t v;
+            ssize_t rd = read(c->wake_fd, &v, sizeof v); /* reset; closing is checked above */
+            (void)rd;
+        }
+        if (r > 0 && p[0].revents) {
+            st = PQconnectPoll(conn);
+        }
     }
     if (PQstatus(conn) != CONNECTION_OK) {
         setcache__fail_pg(SETCACHE_ERR_DB, "connecting", conn, NULL);

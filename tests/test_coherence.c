@@ -2,6 +2,7 @@
  * restarts, hostile payloads, an outside writer (pgbench), reconcile cost,
  * and a multi-process history check. */
 #include "harness.h"
+#include "internal.h"
 
 #include <dirent.h>
 #include <pthread.h>
@@ -708,4 +709,122 @@ TEST_T(listener_killed_every_200ms_under_load_history_is_clean, 180)
     }
     CHECK(max_sessions <= 2 + 1); /* writers' pool_size + 1 */
     munmap(h, sizeof *h);
+}
+
+/* ---- writes committed inside the reconnect gap (hooks) ---- */
+
+static atomic_int gap_round;
+static char gap_schema[64];
+
+static void gap_write(const char *where)
+{
+    PGconn *a = PQconnectdb(t_conninfo());
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "UPDATE \"%s\".settings SET value = '%s-%d' WHERE entity_id = '1' AND key = 'k'",
+             gap_schema, where, atomic_load(&gap_round));
+    PQclear(PQexec(a, sql));
+    PQfinish(a);
+}
+
+static void before_listen(setcache *c)
+{
+    (void)c;
+    gap_write("before-listen");
+}
+
+static void before_reconcile(setcache *c)
+{
+    (void)c;
+    gap_write("before-reconcile");
+}
+
+TEST_T(writes_inside_every_reconnect_gap_are_never_missed, 120)
+{
+    snprintf(gap_schema, sizeof gap_schema, "%s", t_schema());
+    setcache *c = t_open();
+    CHECK_OK(setcache_set_string(c, "account", "1", "k", "start"));
+    char buf[64];
+    CHECK_OK(setcache_get_string(c, "account", "1", "k", buf, sizeof buf, NULL));
+    setcache__hooks.listener_before_listen = before_listen;
+    setcache__hooks.listener_before_reconcile = before_reconcile;
+    int rounds = 0, missed = 0;
+    for (; rounds < 50; rounds++) {
+        atomic_store(&gap_round, rounds);
+        uint64_t rc0 = stats(c).reconnects;
+        t_sql("SELECT pg_terminate_backend(%d)", listener_pid(getpid()));
+        double t0 = t_now_ms();
+        while ((stats(c).reconnects == rc0 || stats(c).state != SETCACHE_STATE_VALID) &&
+               t_now_ms() - t0 < 10000) {
+            t_sleep_ms(1);
+        }
+        CHECK_INT(stats(c).state, SETCACHE_STATE_VALID);
+        /* VALID means reconciled: the write made in the last gap is here */
+        char want[64];
+        snprintf(want, sizeof want, "before-reconcile-%d", rounds);
+        CHECK_OK(setcache_get_string(c, "account", "1", "k", buf, sizeof buf, NULL));
+        if (strcmp(buf, want) != 0) {
+            missed++;
+            fprintf(stderr, "    round %d: read %s, wanted %s\n", rounds, buf, want);
+        }
+    }
+    setcache__hooks.listener_before_listen = NULL;
+    setcache__hooks.listener_before_reconcile = NULL;
+    CHECK_INT(missed, 0);
+    CHECK(stats(c).loads <= 2); /* reconciled in place, never a reader reload */
+    setcache_close(c);
+}
+
+/* ---- close is prompt whatever the listener is doing ---- */
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+static int silent_port(int *fd)
+{
+    *fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    CHECK(bind(*fd, (struct sockaddr *)&a, sizeof a) == 0);
+    CHECK(listen(*fd, 8) == 0); /* accepts nothing, answers nothing */
+    socklen_t len = sizeof a;
+    getsockname(*fd, (struct sockaddr *)&a, &len);
+    return ntohs(a.sin_port);
+}
+
+TEST(close_within_1s_mid_connect_and_mid_backoff_and_state_stays_honest)
+{
+    setcache_close(t_open()); /* schema */
+    int fd;
+    int port = silent_port(&fd);
+    char li[256];
+    snprintf(li, sizeof li, "host=127.0.0.1 port=%d user=nobody dbname=nothing", port);
+    setcache_options o;
+    t_options(&o);
+    o.listen_conninfo = li; /* a server that never answers */
+    o.acquire_timeout_ms = 300;
+    setcache *c = t_open_with(&o);
+    CHECK_INT(stats(c).state, SETCACHE_STATE_CONNECTING); /* never VALID unproven */
+    CHECK_OK(setcache_set_string(c, "account", "1", "k", "v")); /* the pool works */
+    double t0 = t_now_ms();
+    setcache_close(c);
+    double mid_connect = t_now_ms() - t0;
+    close(fd);
+    /* a refused port: the listener keeps backing off */
+    snprintf(li, sizeof li, "host=127.0.0.1 port=%d user=nobody dbname=nothing", port);
+    o.reconnect_initial_ms = 1000;
+    o.reconnect_max_ms = 8000;
+    c = t_open_with(&o);
+    t_sleep_ms(2500); /* several failures: now napping for seconds */
+    CHECK(stats(c).state != SETCACHE_STATE_VALID);
+    t0 = t_now_ms();
+    setcache_close(c);
+    double mid_backoff = t_now_ms() - t0;
+    fprintf(stderr, "    close mid-connect %.0f ms, mid-backoff %.0f ms\n", mid_connect,
+            mid_backoff);
+    CHECK(mid_connect < 1000);
+    CHECK(mid_backoff < 1000);
 }
