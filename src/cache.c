@@ -544,45 +544,6 @@ int setcache__install_preloaded(setcache *c, sc_ident *id, sc_entry **entries, u
 
 /* ---- changes ---- */
 
-/* A notification names (op, version, identity). It is a hint: it can only
- * make the cache drop what it holds (to be loaded again), never install a
- * value; one whose version the cache already reflects is skipped. */
-void setcache__apply_hint(setcache *c, char op, int64_t version, sc_ident *id)
-{
-    sc_shard *sh = shard_of(c, id->ehash);
-    setcache__br_wrlock(&sh->lock);
-    sc_entity *e = find_locked(sh, id);
-    if (!e) {
-        note_unknown_locked(c, sh, id);
-        setcache__br_wrunlock(&sh->lock);
-        return;
-    }
-    if (e->state == SC_LOADING) {
-        note_pending_locked(c, e, op == 'D' ? 'D' : 'U', version, id);
-        setcache__br_wrunlock(&sh->lock);
-        return;
-    }
-    if (e->state == SC_LOADED) {
-        sc_entry *en;
-        HASH_FIND_BYHASHVALUE(hh, e->entries, id->key, id->klen, id->khash, en);
-        bool skip;
-        if (op == 'D') {
-            skip = !en || (SC_TOMB(en) && en->version >= version) ||
-                   (!SC_TOMB(en) && en->version > version);
-        } else {
-            /* a tombstone of exactly this version: that row is deleted already */
-            skip = en && (SC_TOMB(en) ? en->version == version : en->version >= version);
-        }
-        if (skip) {
-            setcache__br_wrunlock(&sh->lock);
-            return;
-        }
-        unload_locked(c, sh, e);
-    }
-    e->stamp = setcache__tick(c);
-    setcache__br_wrunlock(&sh->lock);
-}
-
 /* Forget everything (TRUNCATE, or events may have been missed). */
 void setcache__invalidate_all(setcache *c)
 {

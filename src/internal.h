@@ -201,7 +201,6 @@ sc_entry *setcache__entry_new(const char *key, size_t klen, const char *value, s
                               int64_t version, bool tomb);
 void setcache__entries_free(sc_entry **head);
 uint64_t setcache__tick(setcache *c);
-void setcache__apply_hint(setcache *c, char op, int64_t version, sc_ident *id);
 void setcache__invalidate_all(setcache *c);
 void setcache__apply_local(setcache *c, sc_ident *id, const char *value, int64_t version,
                            bool deleted, bool uncertain);
