@@ -544,6 +544,27 @@ int setcache__install_preloaded(setcache *c, sc_ident *id, sc_entry **entries, u
 
 /* ---- changes ---- */
 
+/* Before a reconcile: loads and preloads in flight may have read a snapshot
+ * older than a change whose notification was lost; make sure they are not
+ * installed (their readers load again, after the fence). */
+void setcache__fence(setcache *c)
+{
+    for (int i = 0; i < SC_NSHARDS; i++) {
+        sc_shard *sh = &c->shards[i];
+        setcache__br_wrlock(&sh->lock);
+        uint64_t t = setcache__tick(c);
+        sh->unknown_stamp = t;
+        sc_entity *e, *tmp;
+        HASH_ITER(hh, sh->table, e, tmp)
+        {
+            if (e->state == SC_LOADING) {
+                e->stamp = t;
+            }
+        }
+        setcache__br_wrunlock(&sh->lock);
+    }
+}
+
 /* Forget everything (TRUNCATE, or events may have been missed). */
 void setcache__invalidate_all(setcache *c)
 {

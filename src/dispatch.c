@@ -202,6 +202,8 @@ static void push_locked(setcache *c, sc_event *e)
         free(e);
         e = r;
         if (!e) {
+            c->dq_resync_pending = true;
+            pthread_cond_signal(&c->dq_cv);
             return;
         }
     }
@@ -272,10 +274,14 @@ void setcache__emit_resync(setcache *c)
     }
     sc_event *e = event_new(SETCACHE_CHANGE_RESYNC, NULL, NULL, NULL, NULL, NULL, 0, false);
     pthread_mutex_lock(&c->dq_mu);
-    if (e) {
+    if (e && c->dq_tail && c->dq_tail->ch.kind == SETCACHE_CHANGE_RESYNC) {
+        free(e); /* one RESYNC already waits at the end: it covers this gap too */
+    } else if (e) {
         push_locked(c, e);
     } else {
         queue_clear_locked(c); /* out of memory: still announce the gap */
+        c->dq_resync_pending = true;
+        pthread_cond_signal(&c->dq_cv);
     }
     pthread_mutex_unlock(&c->dq_mu);
 }
@@ -309,7 +315,7 @@ static void *dispatch_main(void *arg)
     double last_prune = mono_ms();
     for (;;) {
         pthread_mutex_lock(&c->dq_mu);
-        while (!c->dq_head && !c->dq_stop) {
+        while (!c->dq_head && !c->dq_resync_pending && !c->dq_stop) {
             struct timespec ts;
             clock_gettime(CLOCK_MONOTONIC, &ts);
             ts.tv_sec += 1;
@@ -324,12 +330,21 @@ static void *dispatch_main(void *arg)
             pthread_mutex_unlock(&c->dq_mu);
             break;
         }
-        sc_event *e = c->dq_head;
-        c->dq_head = e->next;
-        if (!c->dq_head) {
-            c->dq_tail = NULL;
+        sc_event stack_resync; /* announced without allocating */
+        sc_event *e;
+        if (c->dq_resync_pending) {
+            c->dq_resync_pending = false;
+            memset(&stack_resync, 0, sizeof stack_resync);
+            stack_resync.ch.kind = SETCACHE_CHANGE_RESYNC;
+            e = &stack_resync;
+        } else {
+            e = c->dq_head;
+            c->dq_head = e->next;
+            if (!c->dq_head) {
+                c->dq_tail = NULL;
+            }
+            c->dq_len--;
         }
-        c->dq_len--;
         pthread_mutex_unlock(&c->dq_mu);
 
         sc_sub **subs = NULL;
@@ -355,7 +370,9 @@ static void *dispatch_main(void *arg)
             pthread_mutex_unlock(&c->subs_mu);
         }
         free(subs);
-        free(e);
+        if (e != &stack_resync) {
+            free(e);
+        }
     }
     return NULL;
 }

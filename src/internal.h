@@ -202,6 +202,7 @@ sc_entry *setcache__entry_new(const char *key, size_t klen, const char *value, s
 void setcache__entries_free(sc_entry **head);
 uint64_t setcache__tick(setcache *c);
 void setcache__invalidate_all(setcache *c);
+void setcache__fence(setcache *c);
 void setcache__apply_local(setcache *c, sc_ident *id, const char *value, int64_t version,
                            bool deleted, bool uncertain);
 void setcache__cache_destroy(setcache *c);
@@ -434,6 +435,7 @@ struct setcache {
     size_t dq_len;               /* guarded by dq_mu */
     sc_seen *seen;               /* guarded by dq_mu */
     bool dq_stop;                /* guarded by dq_mu */
+    bool dq_resync_pending;      /* a RESYNC that could not be allocated; guarded by dq_mu */
 
     /* Background refresh (refresh.c). */
     pthread_mutex_t rq_mu; /* with rq_cv: hints from the listener */

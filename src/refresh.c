@@ -249,6 +249,7 @@ static void reconcile_all(setcache *c)
 {
     char **ekeys = NULL;
     size_t n = 0;
+    setcache__fence(c);
     if (setcache__loaded_entities(c, &ekeys, &n) != SETCACHE_OK) {
         setcache__invalidate_all(c);
     }

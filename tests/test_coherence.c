@@ -828,3 +828,47 @@ TEST(close_within_1s_mid_connect_and_mid_backoff_and_state_stays_honest)
     CHECK(mid_connect < 1000);
     CHECK(mid_backoff < 1000);
 }
+
+/* A load whose query ran before a listener outage must not be installed
+ * after the reconnect: the change committed unheard would be lost. */
+static setcache *fence_c;
+static int fence_fired;
+static void fence_hook(setcache *c, const char *type, const char *id)
+{
+    (void)type;
+    if (fence_fired++ || strcmp(id, "fence") != 0) {
+        return;
+    }
+    PGconn *a = PQconnectdb(t_conninfo());
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = "
+             "'setcache:%d:listen'",
+             (int)getpid());
+    PQclear(PQexec(a, sql));
+    wait_state(c, SETCACHE_STATE_INTERRUPTED, 5000);
+    snprintf(sql, sizeof sql, "UPDATE \"%s\".settings SET value = 'new' WHERE entity_id = 'fence'",
+             t_schema());
+    PQclear(PQexec(a, sql));
+    PQfinish(a);
+    wait_state(c, SETCACHE_STATE_VALID, 10000);
+}
+
+TEST(load_in_flight_across_a_reconnect_is_not_installed)
+{
+    setcache *c = t_open();
+    fence_c = c;
+    t_sql("INSERT INTO \"%s\".settings (entity_type, entity_id, key, value) VALUES ('expert', "
+          "'fence', 'k', 'old')",
+          t_schema());
+    setcache__hooks.after_load_query = fence_hook;
+    char buf[16];
+    CHECK_OK(setcache_get_string(c, "expert", "fence", "k", buf, sizeof buf, NULL));
+    setcache__hooks.after_load_query = NULL;
+    CHECK(fence_fired >= 1);
+    CHECK_STR(buf, "new");
+    t_sleep_ms(100);
+    CHECK_OK(setcache_get_string(c, "expert", "fence", "k", buf, sizeof buf, NULL));
+    CHECK_STR(buf, "new");
+    setcache_close(c);
+}
