@@ -79,6 +79,34 @@ enum { SETCACHE_LOG_ERROR, SETCACHE_LOG_WARN, SETCACHE_LOG_INFO, SETCACHE_LOG_DE
 typedef struct setcache setcache; /* opaque, thread-safe */
 
 /*
+ * Serve one entity type from a table the application already has, instead
+ * of <schema>.settings (since 0.1.0). Names are [a-z_][a-z0-9_]* each.
+ */
+typedef enum {
+    SETCACHE_ID_INTEGER, /* the entity column is an integer; ids are decimal */
+    SETCACHE_ID_TEXT,    /* text / varchar */
+    SETCACHE_ID_UUID,    /* uuid */
+    SETCACHE_ID_NONE     /* no entity column: global settings, entity id "global" */
+} setcache_id_kind;
+
+typedef struct setcache_table_map {
+    const char *entity_type;   /* the type these rows are, e.g. "account" */
+    const char *table;         /* schema-qualified: "public.accountsetting" */
+    const char *entity_column; /* e.g. "account_id"; NULL with SETCACHE_ID_NONE */
+    setcache_id_kind id_kind;
+    const char *key_column;    /* e.g. "key" */
+    /* Either one value column (text, json or jsonb) ... */
+    const char *value_column;
+    /* ... or typed columns, the built-in "typed" profile: strings in
+     * str_column, ints and doubles in num_column (double precision),
+     * booleans as the JSON string "true"/"false" and lists/objects in
+     * json_column (json or jsonb). Reads of a row take json_column when it
+     * holds more than {} / null, else num_column, else str_column (a legacy
+     * str value 'None' means no value). Writes use the key's definition. */
+    const char *str_column, *num_column, *json_column;
+} setcache_table_map;
+
+/*
  * Options for setcache_open(). Always fill with setcache_options_init()
  * first, then change what you need; fields may be added at the end.
  */
@@ -104,6 +132,14 @@ typedef struct setcache_options {
      * called from a library thread with no lock held. NULL = none. */
     void (*on_state)(void *arg, int state, const char *reason);
     void *state_arg;
+    /* Entity types served from existing tables (copied at open). With
+     * create_schema, open adds to each a setcache_version column (a one-time
+     * rewrite of the table under an exclusive lock) and triggers; without it,
+     * `setcache --map ... schema` prints that DDL. A table needs a unique
+     * constraint on (entity column, key column) for writes; without one it
+     * is served read-only. */
+    const setcache_table_map *tables;
+    size_t ntables;
 } setcache_options;
 
 /*

@@ -134,6 +134,12 @@ sc_entry *setcache__entry_new(const char *key, size_t klen, const char *value, s
 /* Answer a read from an entry: its typed forms come from the flags. */
 int setcache__fill_entry(const sc_entry *e, sc_read *r)
 {
+    if (e->flags & SC_E_DUP) {
+        return setcache__fail(SETCACHE_ERR_DB,
+                              "key '%s' appears more than once in its table: which row holds the "
+                              "value is ambiguous; remove the duplicates",
+                              e->data);
+    }
     sc_parsed p;
     p.ok = (uint8_t)(((e->flags & SC_E_INT) ? SC_PARSED_INT : 0) |
                      ((e->flags & SC_E_DOUBLE) ? SC_PARSED_DOUBLE : 0) |

@@ -28,12 +28,67 @@
 
 /* internal, shared with the library (hidden there, linked statically here) */
 char *setcache__ddl(const char *schema, const char *channel);
+char *setcache__maps_ddl(const char *schema, const char *channel, const setcache_table_map *m,
+                         size_t n);
+int setcache__map_check(const setcache_table_map *m, size_t i);
+const char *setcache_errmsg(void);
+
+/* --map TYPE=TABLE,ENTITY_COLUMN,integer|text|uuid|none,KEY_COLUMN,VALUE_COLUMN
+ *   or the typed profile's last field STR_COLUMN:NUM_COLUMN:JSON_COLUMN */
+static int parse_map(char *arg, setcache_table_map *m)
+{
+    memset(m, 0, sizeof *m);
+    char *eq = strchr(arg, '=');
+    if (!eq) {
+        return -1;
+    }
+    *eq = '\0';
+    m->entity_type = arg;
+    char *f[5];
+    int n = 0;
+    for (char *p = eq + 1, *tok; n < 5 && (tok = strsep(&p, ",")) != NULL;) {
+        f[n++] = tok;
+    }
+    if (n != 5) {
+        return -1;
+    }
+    m->table = f[0];
+    m->entity_column = strcmp(f[1], "-") == 0 ? NULL : f[1];
+    static const char *const kinds[] = {"integer", "text", "uuid", "none"};
+    int k = -1;
+    for (int i = 0; i < 4; i++) {
+        if (strcmp(f[2], kinds[i]) == 0) {
+            k = i;
+        }
+    }
+    if (k < 0) {
+        return -1;
+    }
+    m->id_kind = (setcache_id_kind)k;
+    m->key_column = f[3];
+    char *c1 = strchr(f[4], ':');
+    if (c1) {
+        char *c2 = strchr(c1 + 1, ':');
+        if (!c2) {
+            return -1;
+        }
+        *c1 = *c2 = '\0';
+        m->str_column = f[4];
+        m->num_column = c1 + 1;
+        m->json_column = c2 + 1;
+    } else {
+        m->value_column = f[4];
+    }
+    return 0;
+}
 
 static int usage(void)
 {
     fprintf(stderr,
             "usage: setcache [--conninfo STR] [--schema NAME] [--channel NAME]\n"
             "                [--define TYPE.KEY=string|int|double|bool|json[:DEFAULT]]...\n"
+            "                [--map TYPE=SCHEMA.TABLE,ENTITY_COL|-,integer|text|uuid|none,KEY_COL,\n"
+            "                       VALUE_COL|STR_COL:NUM_COL:JSON_COL]...\n"
             "                COMMAND ...\n"
             "commands:\n"
             "  get TYPE ID KEY          print the value (or default)\n"
@@ -242,6 +297,7 @@ int main(int argc, char **argv)
     o.conninfo = getenv("SETCACHE_CONNINFO");
     struct define defs[64];
     int ndefs = 0;
+    setcache_table_map maps[16];
     int i = 1;
     for (; i < argc && strncmp(argv[i], "--", 2) == 0; i++) {
         if (strcmp(argv[i], "--") == 0) {
@@ -257,6 +313,13 @@ int main(int argc, char **argv)
             o.schema = argv[++i];
         } else if (strcmp(argv[i], "--channel") == 0) {
             o.channel = argv[++i];
+        } else if (strcmp(argv[i], "--map") == 0) {
+            if (o.ntables == 16 || parse_map(argv[++i], &maps[o.ntables]) != 0) {
+                fprintf(stderr, "setcache: bad --map '%s'\n", argv[i]);
+                return 2;
+            }
+            o.ntables++;
+            o.tables = maps;
         } else if (strcmp(argv[i], "--define") == 0) {
             if (ndefs == 64 || parse_define(argv[++i], &defs[ndefs]) != 0) {
                 fprintf(stderr, "setcache: bad --define '%s'\n", argv[i]);
@@ -280,8 +343,18 @@ int main(int argc, char **argv)
             fprintf(stderr, "setcache: schema and channel must match [a-z_][a-z0-9_]{0,62}\n");
             return 2;
         }
+        for (size_t m = 0; m < o.ntables; m++) {
+            if (setcache__map_check(&o.tables[m], m) != SETCACHE_OK) {
+                fprintf(stderr, "setcache: --map: %s\n", setcache_errmsg());
+                free(ddl);
+                return 2;
+            }
+        }
+        char *maps_ddl = setcache__maps_ddl(o.schema, o.channel, o.tables, o.ntables);
         fputs(ddl, stdout);
+        fputs(maps_ddl ? maps_ddl : "", stdout);
         free(ddl);
+        free(maps_ddl);
         return 0;
     }
     int want = -1;

@@ -80,9 +80,22 @@ const char *setcache_version(void)
 
 /* ---- open / close ---- */
 
+typedef struct open_job {
+    setcache *c;
+    const setcache_options *o;
+} open_job;
+
 static int check_schema_conn(void *arg, PGconn *conn)
 {
-    return setcache__ensure_schema(arg, conn);
+    open_job *j = arg;
+    int rc = setcache__ensure_schema(j->c, conn);
+    if (rc == SETCACHE_OK && j->c->create_schema && j->o->ntables) {
+        rc = setcache__maps_apply(j->c, conn, j->o->tables, j->o->ntables);
+    }
+    if (rc == SETCACHE_OK) {
+        rc = setcache__maps_prepare(j->c, conn);
+    }
+    return rc;
 }
 
 static char *dup_or_null(const char *s)
@@ -123,6 +136,7 @@ static void free_handle(setcache *c)
         pthread_cond_destroy(&c->rq_cv);
     }
     setcache__sql_free(&c->sql);
+    setcache__maps_free(c);
     free(c->conninfo);
     free(c->listen_conninfo);
     free(c->schema);
@@ -246,7 +260,9 @@ int setcache_open(setcache **out, const setcache_options *o)
         (rc = setcache__pool_init(c)) != SETCACHE_OK) {
         goto fail;
     }
-    if ((rc = setcache__with_pool(c, check_schema_conn, c)) != SETCACHE_OK) {
+    open_job oj = {c, o};
+    if ((rc = setcache__maps_init(c, o->tables, o->ntables)) != SETCACHE_OK ||
+        (rc = setcache__with_pool(c, check_schema_conn, &oj)) != SETCACHE_OK) {
         goto fail;
     }
     if ((rc = setcache__dispatch_start(c)) != SETCACHE_OK ||

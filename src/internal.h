@@ -74,7 +74,8 @@ enum {
     SC_E_INT = 2,    /* num.i holds the value as an integer */
     SC_E_DOUBLE = 4, /* parses as a double: num.i (if SC_E_INT) or num.d */
     SC_E_BOOL = 8,   /* parses as a boolean, SC_E_TRUE its value */
-    SC_E_TRUE = 16
+    SC_E_TRUE = 16,
+    SC_E_DUP = 32 /* the key appears more than once in a mapped table */
 };
 typedef struct sc_entry {
     UT_hash_handle hh;
@@ -260,6 +261,33 @@ char *setcache__ddl(const char *schema, const char *channel);
 int setcache__ensure_schema(setcache *c, PGconn *conn);
 char *setcache__quote_ident(const char *s);
 char *setcache__text_array(const char *const *items, size_t n);
+
+/* ---- tables.c: entity types served from existing tables ---- */
+typedef struct sc_tmap {
+    char *type;
+    size_t tlen;
+    char *table;          /* as given, for messages */
+    int id_kind;          /* setcache_id_kind */
+    bool typed;           /* the typed profile (str/num/json columns) */
+    bool value_is_json;   /* the single value column is json or jsonb */
+    bool writable;        /* a unique constraint on (entity, key) exists */
+    char *fix;            /* the DDL that would make it writable */
+    sc_sql sql;           /* load, load_type, load_many, del, upsert (text layout) */
+    char *up_str, *up_num, *up_json, *up_jsonstr; /* typed profile upserts */
+    char *entity_col, *key_col, *value_col, *str_col, *num_col, *json_col;
+} sc_tmap;
+int setcache__maps_init(setcache *c, const setcache_table_map *m, size_t n);
+int setcache__map_check(const setcache_table_map *m, size_t i);
+void setcache__maps_free(setcache *c);
+sc_tmap *setcache__map_of(setcache *c, const char *type, size_t tlen);
+int setcache__maps_prepare(setcache *c, PGconn *conn);
+int setcache__map_check_id(const sc_tmap *m, const char *id);
+char *setcache__maps_ddl(const char *schema, const char *channel, const setcache_table_map *m,
+                         size_t n);
+const sc_sql *setcache__sql_for(setcache *c, const char *type, size_t tlen);
+int setcache__maps_apply(setcache *c, PGconn *conn, const setcache_table_map *m, size_t n);
+int setcache__rows_add(sc_entry **head, const char *key, const char *value, size_t vlen,
+                       int64_t version);
 
 /* ---- listen.c ---- */
 int setcache__listener_start(setcache *c);
@@ -448,6 +476,9 @@ struct setcache {
     pthread_t refresher;
     bool refresher_started;
     atomic_int *pool_pids; /* backend PIDs of pooled connections, by slot */
+
+    sc_tmap *maps; /* immutable after open */
+    size_t nmaps;
 
     sc_stripe stripes[SC_NSTRIPES];
 };

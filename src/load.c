@@ -21,23 +21,11 @@ sc_hooks setcache__hooks;
 /* Add one row to a detached table of entries. */
 static int add_row(sc_entry **head, const char *key, const char *value, const char *version)
 {
-    size_t klen = strlen(key);
     int64_t v = 0;
     if (!setcache__parse_int(version, &v)) {
         return setcache__fail(SETCACHE_ERR_DB, "bad version '%s' in table", version);
     }
-    sc_entry *e = setcache__entry_new(key, klen, value, strlen(value), v, false);
-    if (!e) {
-        return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory loading an entity");
-    }
-    unsigned h;
-    HASH_VALUE(key, klen, h);
-    HASH_ADD_KEYPTR_BYHASHVALUE(hh, *head, e->data, e->klen, h, e);
-    if (!e->hh.tbl) {
-        free(e);
-        return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory loading an entity");
-    }
-    return SETCACHE_OK;
+    return setcache__rows_add(head, key, value, strlen(value), v);
 }
 
 typedef struct load_job {
@@ -52,7 +40,8 @@ static int load_query(void *arg, PGconn *conn)
     setcache *c = j->c;
     const char *vals[2] = {j->id->type, j->id->id};
     int rc;
-    PGresult *r = setcache__exec(c, conn, c->sql.load, 2, vals, false, &rc);
+    PGresult *r = setcache__exec(c, conn, setcache__sql_for(c, j->id->type, j->id->tlen)->load,
+                                 2, vals, false, &rc);
     if (!r) {
         return rc;
     }
@@ -94,6 +83,10 @@ int setcache__ensure_loaded(setcache *c, sc_ident *id, sc_entry **answer)
 {
     int rc = setcache__ident_validate(id);
     if (rc != SETCACHE_OK) {
+        return rc;
+    }
+    sc_tmap *map = c->nmaps ? setcache__map_of(c, id->type, id->tlen) : NULL;
+    if (map && (rc = setcache__map_check_id(map, id->id)) != SETCACHE_OK) {
         return rc;
     }
     for (int own = 0;;) {
@@ -203,7 +196,8 @@ static int preload_query(void *arg, PGconn *conn)
     setcache *c = j->c;
     const char *vals[1] = {j->type};
     setcache__count(c, SC_ST_QUERIES, 1);
-    if (!PQsendQueryParams(conn, c->sql.load_type, 1, NULL, vals, NULL, NULL, 0)) {
+    if (!PQsendQueryParams(conn, setcache__sql_for(c, j->type, strlen(j->type))->load_type, 1,
+                           NULL, vals, NULL, NULL, 0)) {
         return setcache__fail_pg(SETCACHE_ERR_DB, "preload", conn, NULL);
     }
     PQsetSingleRowMode(conn);

@@ -160,7 +160,8 @@ static int read_batch(void *arg, PGconn *conn)
         goto out;
     }
     const char *vals[2] = {at, ai};
-    r = setcache__exec(c, conn, c->sql.load_many, 2, vals, false, &rc);
+    r = setcache__exec(c, conn, setcache__sql_for(c, b->g[0]->id.type, b->g[0]->id.tlen)->load_many,
+                      2, vals, false, &rc);
     if (!r) {
         goto out;
     }
@@ -180,19 +181,8 @@ static int read_batch(void *arg, PGconn *conn)
         if (!setcache__parse_int(PQgetvalue(r, i, 4), &v)) {
             continue;
         }
-        sc_entry *e = setcache__entry_new(key, strlen(key), PQgetvalue(r, i, 3),
-                                          (size_t)PQgetlength(r, i, 3), v, false);
-        if (!e) {
-            rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
-            break;
-        }
-        unsigned h;
-        HASH_VALUE(key, strlen(key), h);
-        HASH_ADD_KEYPTR_BYHASHVALUE(hh, g->rows, e->data, e->klen, h, e);
-        if (!e->hh.tbl) {
-            free(e);
-            rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
-        }
+        rc = setcache__rows_add(&g->rows, key, PQgetvalue(r, i, 3), (size_t)PQgetlength(r, i, 3),
+                                v);
     }
 out:
     PQclear(r);
@@ -203,11 +193,27 @@ out:
     return rc;
 }
 
-/* Read the rows of up to SC_BATCH groups per query. */
+static int cmp_group_type(const void *a, const void *b)
+{
+    const group *x = *(const group *const *)a, *y = *(const group *const *)b;
+    return strcmp(x->id.type, y->id.type);
+}
+
+/* Read the rows of up to SC_BATCH groups per query, one entity type (so
+ * one table) per query. */
 static int read_groups(setcache *c, group **g, size_t n)
 {
-    for (size_t off = 0; off < n; off += SC_BATCH) {
+    if (c->nmaps) {
+        qsort(g, n, sizeof *g, cmp_group_type);
+    }
+    for (size_t off = 0; off < n;) {
         size_t m = n - off < SC_BATCH ? n - off : SC_BATCH;
+        for (size_t j = 1; c->nmaps && j < m; j++) {
+            if (strcmp(g[off + j]->id.type, g[off]->id.type) != 0) {
+                m = j;
+                break;
+            }
+        }
         batch_job b = {c, g + off, m, NULL};
         int rc = SETCACHE_OK;
         for (size_t j = 0; j < m; j++) {
@@ -224,6 +230,7 @@ static int read_groups(setcache *c, group **g, size_t n)
         if (rc != SETCACHE_OK) {
             return rc;
         }
+        off += m;
     }
     return SETCACHE_OK;
 }
@@ -329,7 +336,11 @@ static void process_hints(setcache *c, sc_hint *list)
     for (sc_hint *h = list, *next; h; h = next) {
         next = h->next;
         sc_ident id;
-        if (setcache__ident(&id, h->type, h->id, NULL) != SETCACHE_OK) {
+        sc_tmap *map;
+        if (setcache__ident(&id, h->type, h->id, NULL) != SETCACHE_OK ||
+            ((map = setcache__map_of(c, id.type, id.tlen)) &&
+             setcache__map_check_id(map, id.id) != SETCACHE_OK)) {
+            setcache__count(c, SC_ST_MALFORMED, 1); /* can't be a row of its table */
             free(h);
             continue;
         }

@@ -18,7 +18,7 @@
 
 /* Check a value against the length limit, UTF-8 and the key's definition.
  * *json is set when the server must validate it as JSON. */
-static int check_value(setcache *c, sc_ident *id, const char *value, bool *json)
+static int check_value(setcache *c, sc_ident *id, const char *value, bool *json, int *deftype)
 {
     if (!value) {
         return setcache__fail(SETCACHE_ERR_ARG, "value is NULL");
@@ -33,8 +33,10 @@ static int check_value(setcache *c, sc_ident *id, const char *value, bool *json)
     }
     setcache_type t;
     bool has_dflt;
+    *deftype = -1;
     if (setcache__def_find(c, id->type, id->tlen, id->key, id->klen, &t, NULL, NULL,
                            &has_dflt)) {
+        *deftype = (int)t;
         int64_t iv;
         double dv;
         bool bv;
@@ -73,14 +75,53 @@ static bool is_json_error(void)
     return strcmp(setcache__sqlstate(), "22P02") == 0;
 }
 
+struct write_job;
 typedef struct write_job {
     setcache *c;
     sc_ident *id;
     const char *value; /* NULL = delete */
     bool json;
+    int deftype; /* the key's defined type, -1 if undefined */
     int64_t version;
     int token; /* setcache__writing_begin */
 } write_job;
+
+/* Which column a write to a mapped table uses: the key's definition
+ * decides (typed profile); undefined keys are stored as strings. */
+static const char *map_upsert(const sc_tmap *m, const struct write_job *j)
+{
+    if (j->json) {
+        return m->up_json;
+    }
+    if (!m->typed) {
+        return m->up_str;
+    }
+    switch (j->deftype) {
+    case SETCACHE_INT:
+    case SETCACHE_DOUBLE:
+        return m->up_num;
+    case SETCACHE_BOOL:
+        return m->up_jsonstr; /* the JSON string "true" / "false" */
+    default:
+        return m->up_str;
+    }
+}
+
+/* Refuse what a mapped table can't take, before anything is sent. */
+static int map_writable(setcache *c, sc_ident *id)
+{
+    sc_tmap *map = c->nmaps ? setcache__map_of(c, id->type, id->tlen) : NULL;
+    if (!map) {
+        return SETCACHE_OK;
+    }
+    if (!map->writable) {
+        return setcache__fail(SETCACHE_ERR_DB,
+                              "%s has no unique constraint on its entity and key columns, so "
+                              "entity type '%s' is read-only; to allow writes: %s",
+                              map->table, map->type, map->fix);
+    }
+    return setcache__map_check_id(map, id->id);
+}
 
 static int write_one(void *arg, PGconn *conn)
 {
@@ -89,13 +130,14 @@ static int write_one(void *arg, PGconn *conn)
     int rc;
     PGresult *r;
     j->token = setcache__writing_begin(c, conn);
+    sc_tmap *map = c->nmaps ? setcache__map_of(c, j->id->type, j->id->tlen) : NULL;
     if (j->value) {
         const char *vals[4] = {j->id->type, j->id->id, j->id->key, j->value};
-        r = setcache__exec(c, conn, j->json ? c->sql.upsert_json : c->sql.upsert, 4, vals, true,
-                           &rc);
+        r = setcache__exec(c, conn, map ? map_upsert(map, j) : j->json ? c->sql.upsert_json : c->sql.upsert,
+                           4, vals, true, &rc);
     } else {
         const char *vals[3] = {j->id->type, j->id->id, j->id->key};
-        r = setcache__exec(c, conn, c->sql.del, 3, vals, true, &rc);
+        r = setcache__exec(c, conn, map ? map->sql.del : c->sql.del, 3, vals, true, &rc);
     }
     if (!r) {
         if (rc == SETCACHE_ERR_DB && j->json && is_json_error()) {
@@ -129,13 +171,20 @@ static int do_write(setcache *c, const char *type, const char *eid, const char *
         return rc;
     }
     bool json = force_json;
-    if (!is_delete && (rc = check_value(c, &id, value, &json)) != SETCACHE_OK) {
+    int deftype = -1;
+    if (!is_delete && (rc = check_value(c, &id, value, &json, &deftype)) != SETCACHE_OK) {
         return rc;
+    }
+    if ((rc = map_writable(c, &id)) != SETCACHE_OK) {
+        return rc;
+    }
+    if (deftype == SETCACHE_JSON) {
+        json = true;
     }
     if (atomic_load(&c->closing)) {
         return setcache__fail(SETCACHE_ERR_CLOSED, "handle is closing");
     }
-    write_job j = {c, &id, is_delete ? NULL : value, json, 0, -1};
+    write_job j = {c, &id, is_delete ? NULL : value, json, deftype, 0, -1};
     rc = setcache__with_pool(c, write_one, &j);
     if (rc == SETCACHE_OK) {
         setcache__apply_local(c, &id, j.value, j.version, is_delete, false);
@@ -238,6 +287,91 @@ static int write_many(void *arg, PGconn *conn)
     return rc;
 }
 
+/* set_many on a mapped table: one transaction of one statement per key. */
+typedef struct mm_job {
+    setcache *c;
+    sc_ident *id;
+    const setcache_kv *kv;
+    size_t n;
+    write_job *jobs;
+    int token;
+} mm_job;
+
+static int write_many_mapped(void *arg, PGconn *conn)
+{
+    mm_job *m = arg;
+    setcache *c = m->c;
+    int rc;
+    m->token = setcache__writing_begin(c, conn);
+    PQclear(setcache__exec(c, conn, "BEGIN", 0, NULL, false, &rc));
+    for (size_t i = 0; i < m->n && rc == SETCACHE_OK; i++) {
+        rc = write_one(&m->jobs[i], conn);
+        setcache__writing_end(c, m->jobs[i].token);
+        m->jobs[i].token = -1;
+        if (rc == SETCACHE_ERR_UNCERTAIN) {
+            rc = SETCACHE_ERR_DB; /* before COMMIT: nothing was committed */
+        }
+    }
+    if (rc == SETCACHE_OK) {
+        PQclear(setcache__exec(c, conn, "COMMIT", 0, NULL, true, &rc));
+    }
+    return rc; /* a transaction left open is rolled back by the pool */
+}
+
+static int set_many_mapped(setcache *c, sc_ident *id, const setcache_kv *kv, size_t n)
+{
+    int rc = map_writable(c, id);
+    if (rc != SETCACHE_OK) {
+        return rc;
+    }
+    sc_ident *ids = calloc(n, sizeof *ids);
+    write_job *jobs = calloc(n, sizeof *jobs);
+    if (!ids || !jobs) {
+        free(ids);
+        free(jobs);
+        return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < n && rc == SETCACHE_OK; i++) {
+        if (!kv[i].key) {
+            rc = setcache__fail(SETCACHE_ERR_ARG, "kv[%zu].key is NULL", i);
+            break;
+        }
+        for (size_t k = 0; k < i && rc == SETCACHE_OK; k++) {
+            if (strcmp(kv[k].key, kv[i].key) == 0) {
+                rc = setcache__fail(SETCACHE_ERR_ARG, "key '%s' appears twice", kv[i].key);
+            }
+        }
+        if (rc == SETCACHE_OK && (rc = setcache__ident(&ids[i], id->type, id->id, kv[i].key)) ==
+                                     SETCACHE_OK) {
+            rc = setcache__ident_validate(&ids[i]);
+        }
+        bool json = false;
+        int deftype = -1;
+        if (rc == SETCACHE_OK && kv[i].value) {
+            rc = check_value(c, &ids[i], kv[i].value, &json, &deftype);
+        }
+        jobs[i] = (write_job){c, &ids[i], kv[i].value, json || deftype == SETCACHE_JSON, deftype,
+                              0, -1};
+    }
+    mm_job m = {c, id, kv, n, jobs, -1};
+    if (rc == SETCACHE_OK) {
+        rc = setcache__with_pool(c, write_many_mapped, &m);
+    }
+    if (rc == SETCACHE_OK || rc == SETCACHE_ERR_UNCERTAIN) {
+        for (size_t i = 0; i < n; i++) {
+            setcache__apply_local(c, &ids[i], jobs[i].value, jobs[i].version, jobs[i].value == NULL,
+                                  rc == SETCACHE_ERR_UNCERTAIN);
+        }
+        if (rc == SETCACHE_OK) {
+            setcache__count(c, SC_ST_WRITES, 1);
+        }
+    }
+    setcache__writing_end(c, m.token);
+    free(ids);
+    free(jobs);
+    return rc;
+}
+
 int setcache_set_many(setcache *c, const char *entity_type, const char *entity_id,
                       const setcache_kv *kv, size_t n)
 {
@@ -257,6 +391,9 @@ int setcache_set_many(setcache *c, const char *entity_type, const char *entity_i
     }
     if (n == 0) {
         return SETCACHE_OK;
+    }
+    if (c->nmaps && setcache__map_of(c, id.type, id.tlen)) {
+        return set_many_mapped(c, &id, kv, n);
     }
     const setcache_kv **sorted = malloc(n * sizeof *sorted);
     const char **dkeys = malloc(n * sizeof *dkeys);
@@ -284,7 +421,8 @@ int setcache_set_many(setcache *c, const char *entity_type, const char *entity_i
         sorted[i] = &kv[i];
         if (kv[i].value) {
             bool json = false;
-            if ((rc = check_value(c, &kid, kv[i].value, &json)) != SETCACHE_OK) {
+            int deftype = -1;
+            if ((rc = check_value(c, &kid, kv[i].value, &json, &deftype)) != SETCACHE_OK) {
                 goto out;
             }
             skeys[ns] = kv[i].key;

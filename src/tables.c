@@ -1,0 +1,559 @@
+/*
+ * tables.c - entity types served from tables the application already has
+ * (setcache_options.tables): validation, the SQL for each mapped table
+ * (reads decode the typed profile into one text value; writes encode by the
+ * key's definition), the DDL that versions and notifies such a table, and
+ * the checks made at open (does the table exist, is it writable).
+ *
+ * Owns: c->maps (immutable after open). No locks. Called by handle.c (open),
+ * load.c, write.c and refresh.c (which SQL to send for a type), cli.c (DDL).
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static char *aprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *aprintf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *out = NULL;
+    if (vasprintf(&out, fmt, ap) < 0) {
+        out = NULL;
+    }
+    va_end(ap);
+    return out;
+}
+
+/* "schema.table" with both parts valid names. */
+static bool valid_table(const char *t)
+{
+    if (!t) {
+        return false;
+    }
+    const char *dot = strchr(t, '.');
+    if (!dot || strchr(dot + 1, '.') || dot == t || dot - t > 63) {
+        return false;
+    }
+    char s[64];
+    memcpy(s, t, (size_t)(dot - t));
+    s[dot - t] = '\0';
+    return setcache__valid_sql_name(s) && setcache__valid_sql_name(dot + 1);
+}
+
+/* "schema"."table" */
+static char *quote_table(const char *t)
+{
+    const char *dot = strchr(t, '.');
+    return aprintf("\"%.*s\".\"%s\"", (int)(dot - t), t, dot + 1);
+}
+
+int setcache__map_check(const setcache_table_map *m, size_t i)
+{
+    size_t tl, il, kl;
+    if (!m->entity_type ||
+        setcache__check_identity(m->entity_type, NULL, NULL, &tl, &il, &kl) != SETCACHE_OK) {
+        return setcache__fail(SETCACHE_ERR_ARG, "tables[%zu].entity_type is not a valid type", i);
+    }
+    if (!valid_table(m->table)) {
+        return setcache__fail(SETCACHE_ERR_ARG,
+                              "tables[%zu].table must be schema.table, each [a-z_][a-z0-9_]*", i);
+    }
+    if ((unsigned)m->id_kind > SETCACHE_ID_NONE) {
+        return setcache__fail(SETCACHE_ERR_ARG, "tables[%zu].id_kind is unknown", i);
+    }
+    if ((m->id_kind == SETCACHE_ID_NONE) != (m->entity_column == NULL) ||
+        (m->entity_column && !setcache__valid_sql_name(m->entity_column))) {
+        return setcache__fail(SETCACHE_ERR_ARG,
+                              "tables[%zu].entity_column must be a valid name, and NULL exactly "
+                              "when id_kind is SETCACHE_ID_NONE",
+                              i);
+    }
+    if (!setcache__valid_sql_name(m->key_column)) {
+        return setcache__fail(SETCACHE_ERR_ARG, "tables[%zu].key_column is not a valid name", i);
+    }
+    bool one = m->value_column != NULL;
+    bool typed = m->str_column || m->num_column || m->json_column;
+    if (one == typed || (one && !setcache__valid_sql_name(m->value_column)) ||
+        (typed && (!setcache__valid_sql_name(m->str_column) ||
+                   !setcache__valid_sql_name(m->num_column) ||
+                   !setcache__valid_sql_name(m->json_column)))) {
+        return setcache__fail(SETCACHE_ERR_ARG,
+                              "tables[%zu]: give either value_column or all of str_column, "
+                              "num_column and json_column, as valid names",
+                              i);
+    }
+    return SETCACHE_OK;
+}
+
+static const char *id_sqltype(int kind)
+{
+    return kind == SETCACHE_ID_INTEGER ? "bigint" : kind == SETCACHE_ID_UUID ? "uuid" : "text";
+}
+
+/* The decoded text value of a row, NULL when the row holds no value. */
+static char *decode_expr(const sc_tmap *m)
+{
+    if (m->typed) {
+        return aprintf(
+            "CASE WHEN \"%s\" IS NOT NULL AND \"%s\"::text NOT IN ('{}', 'null') THEN "
+            "CASE WHEN json_typeof(\"%s\"::json) = 'string' THEN \"%s\"::json #>> '{}' ELSE "
+            "\"%s\"::text END "
+            "WHEN \"%s\" IS NOT NULL THEN CASE WHEN \"%s\" = trunc(\"%s\") AND abs(\"%s\") < 1e15 "
+            "THEN trunc(\"%s\")::bigint::text ELSE \"%s\"::text END "
+            "WHEN \"%s\" IS NOT NULL AND \"%s\" <> 'None' THEN \"%s\"::text END",
+            m->json_col, m->json_col, m->json_col, m->json_col, m->json_col, m->num_col,
+            m->num_col, m->num_col, m->num_col, m->num_col, m->num_col, m->str_col, m->str_col,
+            m->str_col);
+    }
+    if (m->value_is_json) {
+        return aprintf("CASE WHEN json_typeof(\"%s\"::json) = 'string' THEN \"%s\"::json #>> '{}' "
+                       "ELSE \"%s\"::text END",
+                       m->value_col, m->value_col, m->value_col);
+    }
+    return aprintf("\"%s\"::text", m->value_col);
+}
+
+#define TYPED_UPSERT                                                                           \
+    "INSERT INTO %s (%s, \"%s\", \"%s\", \"%s\") VALUES (%s, %s, %s, %s) ON CONFLICT (%s) DO "         \
+    "UPDATE SET \"%s\" = EXCLUDED.\"%s\", \"%s\" = EXCLUDED.\"%s\", \"%s\" = EXCLUDED.\"%s\" "        \
+    "RETURNING setcache_version, $1::text"
+#define TEXT_UPSERT                                                                            \
+    "INSERT INTO %s (%s, \"%s\") VALUES (%s, %s) ON CONFLICT (%s) DO UPDATE SET \"%s\" = "        \
+    "EXCLUDED.\"%s\" RETURNING setcache_version, $1::text"
+
+/* Build every statement of one mapped table. The parameters are those of
+ * the built-in statements ($1 type, $2 id, $3 key, $4 value), so callers
+ * need not care which table a type lives in. */
+static int build_sql(sc_tmap *m, const char *qt)
+{
+    char *dec = decode_expr(m);
+    if (!dec) {
+        return -1;
+    }
+    const char *ty = id_sqltype(m->id_kind);
+    bool none = m->id_kind == SETCACHE_ID_NONE;
+    char *idexpr = none ? strdup("'global'") : aprintf("\"%s\"::text", m->entity_col);
+    char *match = none ? strdup("$2::text = 'global'") : aprintf("\"%s\" = $2::%s", m->entity_col, ty);
+    char *many = none ? strdup("'global' = ANY ($2::text[])")
+                      : aprintf("\"%s\" = ANY ($2::%s[])", m->entity_col, ty);
+    if (!idexpr || !match || !many) {
+        free(dec);
+        free(idexpr);
+        free(match);
+        free(many);
+        return -1;
+    }
+    const char *K = m->key_col;
+    m->sql.table = strdup(qt);
+    m->sql.load = aprintf("SELECT k, v, ver FROM (SELECT \"%s\"::text AS k, %s AS v, "
+                          "setcache_version AS ver FROM %s WHERE %s AND $1::text IS NOT NULL) x "
+                          "WHERE v IS NOT NULL",
+                          K, dec, qt, match);
+    m->sql.load_type = aprintf("SELECT id, k, v, ver FROM (SELECT %s AS id, \"%s\"::text AS k, %s "
+                               "AS v, setcache_version AS ver FROM %s WHERE $1::text IS NOT "
+                               "NULL) x WHERE v IS NOT NULL ORDER BY id",
+                               idexpr, K, dec, qt);
+    m->sql.load_many = aprintf("SELECT '%s'::text, id, k, v, ver FROM (SELECT %s AS id, \"%s\"::text "
+                               "AS k, %s AS v, setcache_version AS ver FROM %s WHERE %s AND "
+                               "$1::text[] IS NOT NULL) x WHERE v IS NOT NULL",
+                               m->type, idexpr, K, dec, qt, many);
+    m->sql.del = aprintf("DELETE FROM %s WHERE %s AND \"%s\" = $3 AND $1::text IS NOT NULL "
+                         "RETURNING setcache_version",
+                         qt, match, K);
+    char *cols = none ? aprintf("\"%s\"", K) : aprintf("\"%s\", \"%s\"", m->entity_col, K);
+    char *vals = none ? strdup("$3") : aprintf("$2::%s, $3", ty);
+    if (m->typed) {
+        const char *S = m->str_col, *N = m->num_col, *J = m->json_col;
+        m->up_str = aprintf(TYPED_UPSERT, qt, cols, S, N, J, vals, "$4", "NULL", "NULL", cols, S, S, N, N,
+                            J, J);
+        m->up_num = aprintf(TYPED_UPSERT, qt, cols, S, N, J, vals, "NULL", "$4::float8", "NULL", cols, S,
+                            S, N, N, J, J);
+        m->up_json = aprintf(TYPED_UPSERT, qt, cols, S, N, J, vals, "NULL", "NULL", "$4::json", cols, S, S,
+                             N, N, J, J);
+        m->up_jsonstr = aprintf(TYPED_UPSERT, qt, cols, S, N, J, vals, "NULL", "NULL", "to_json($4::text)",
+                                cols, S, S, N, N, J, J);
+    } else {
+        const char *V = m->value_col;
+        m->up_str = aprintf(TEXT_UPSERT, qt, cols, V, vals, m->value_is_json ? "to_json($4::text)" : "$4",
+                            cols, V, V);
+        m->up_json = aprintf(TEXT_UPSERT, qt, cols, V, vals, m->value_is_json ? "$4::json" : "($4::json)::text",
+                             cols, V, V);
+    }
+    free(cols);
+    free(vals);
+    free(dec);
+    free(idexpr);
+    free(match);
+    free(many);
+    bool ok = m->sql.table && m->sql.load && m->sql.load_type && m->sql.load_many && m->sql.del &&
+              m->up_str && m->up_json && (!m->typed || (m->up_num && m->up_jsonstr));
+    return ok ? 0 : -1;
+}
+
+static void map_free(sc_tmap *m)
+{
+    setcache__sql_free(&m->sql);
+    free(m->type);
+    free(m->table);
+    free(m->fix);
+    free(m->up_str);
+    free(m->up_num);
+    free(m->up_json);
+    free(m->up_jsonstr);
+    free(m->entity_col);
+    free(m->key_col);
+    free(m->value_col);
+    free(m->str_col);
+    free(m->num_col);
+    free(m->json_col);
+}
+
+static char *dup_opt(const char *s, bool *oom)
+{
+    if (!s) {
+        return NULL;
+    }
+    char *d = strdup(s);
+    *oom |= d == NULL;
+    return d;
+}
+
+int setcache__maps_init(setcache *c, const setcache_table_map *m, size_t n)
+{
+    if (n && !m) {
+        return setcache__fail(SETCACHE_ERR_ARG, "tables is NULL but ntables is %zu", n);
+    }
+    for (size_t i = 0; i < n; i++) {
+        int rc = setcache__map_check(&m[i], i);
+        if (rc != SETCACHE_OK) {
+            return rc;
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(m[i].entity_type, m[j].entity_type) == 0) {
+                return setcache__fail(SETCACHE_ERR_ARG, "entity type '%s' is mapped twice",
+                                      m[i].entity_type);
+            }
+        }
+    }
+    if (!n) {
+        return SETCACHE_OK;
+    }
+    c->maps = calloc(n, sizeof *c->maps);
+    if (!c->maps) {
+        return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+    }
+    c->nmaps = n;
+    bool oom = false;
+    for (size_t i = 0; i < n; i++) {
+        sc_tmap *t = &c->maps[i];
+        t->type = dup_opt(m[i].entity_type, &oom);
+        t->tlen = strlen(m[i].entity_type);
+        t->table = dup_opt(m[i].table, &oom);
+        t->id_kind = m[i].id_kind;
+        t->typed = m[i].value_column == NULL;
+        t->entity_col = dup_opt(m[i].entity_column, &oom);
+        t->key_col = dup_opt(m[i].key_column, &oom);
+        t->value_col = dup_opt(m[i].value_column, &oom);
+        t->str_col = dup_opt(m[i].str_column, &oom);
+        t->num_col = dup_opt(m[i].num_column, &oom);
+        t->json_col = dup_opt(m[i].json_column, &oom);
+    }
+    return oom ? setcache__fail(SETCACHE_ERR_NOMEM, "out of memory") : SETCACHE_OK;
+}
+
+void setcache__maps_free(setcache *c)
+{
+    for (size_t i = 0; i < c->nmaps; i++) {
+        map_free(&c->maps[i]);
+    }
+    free(c->maps);
+    c->maps = NULL;
+    c->nmaps = 0;
+}
+
+sc_tmap *setcache__map_of(setcache *c, const char *type, size_t tlen)
+{
+    for (size_t i = 0; i < c->nmaps; i++) {
+        if (c->maps[i].tlen == tlen && memcmp(c->maps[i].type, type, tlen) == 0) {
+            return &c->maps[i];
+        }
+    }
+    return NULL;
+}
+
+/* An id must fit the entity column's type before it is sent. */
+int setcache__map_check_id(const sc_tmap *m, const char *id)
+{
+    size_t n = strlen(id);
+    if (m->id_kind == SETCACHE_ID_NONE) {
+        if (strcmp(id, "global") != 0) {
+            return setcache__fail(SETCACHE_ERR_ARG, "entity type '%s' has one entity, \"global\"",
+                                  m->type);
+        }
+    } else if (m->id_kind == SETCACHE_ID_INTEGER) {
+        int64_t v;
+        if (!setcache__parse_int(id, &v)) {
+            return setcache__fail(SETCACHE_ERR_ARG, "entity ids of '%s' are integers", m->type);
+        }
+    } else if (m->id_kind == SETCACHE_ID_UUID) {
+        bool ok = n == 36;
+        for (size_t i = 0; ok && i < n; i++) {
+            char ch = id[i];
+            ok = (i == 8 || i == 13 || i == 18 || i == 23)
+                     ? ch == '-'
+                     : ((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') ||
+                        (ch >= 'A' && ch <= 'F'));
+        }
+        if (!ok) {
+            return setcache__fail(SETCACHE_ERR_ARG, "entity ids of '%s' are UUIDs", m->type);
+        }
+    }
+    return SETCACHE_OK;
+}
+
+/* At open: the table exists, what the value column is, whether a unique
+ * constraint allows upserts; then build the statements. */
+int setcache__maps_prepare(setcache *c, PGconn *conn)
+{
+    for (size_t i = 0; i < c->nmaps; i++) {
+        sc_tmap *m = &c->maps[i];
+        char *qt = quote_table(m->table);
+        if (!qt) {
+            return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+        }
+        int rc;
+        const char *v1[1] = {qt};
+        PGresult *r = setcache__exec(c, conn, "SELECT to_regclass($1) IS NOT NULL", 1, v1, false, &rc);
+        bool exists = r && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+        PQclear(r);
+        if (rc != SETCACHE_OK || !exists) {
+            free(qt);
+            return rc != SETCACHE_OK ? rc
+                                     : setcache__fail(SETCACHE_ERR_DB, "mapped table %s does not exist",
+                                                      m->table);
+        }
+        if (!m->typed) {
+            const char *v2[2] = {qt, m->value_col};
+            r = setcache__exec(c, conn,
+                               "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE "
+                               "attrelid = $1::regclass AND attname = $2 AND NOT attisdropped",
+                               2, v2, false, &rc);
+            if (!r || PQntuples(r) != 1) {
+                PQclear(r);
+                free(qt);
+                return rc != SETCACHE_OK ? rc
+                                         : setcache__fail(SETCACHE_ERR_DB, "%s has no column %s",
+                                                          m->table, m->value_col);
+            }
+            const char *ty = PQgetvalue(r, 0, 0);
+            m->value_is_json = strcmp(ty, "json") == 0 || strcmp(ty, "jsonb") == 0;
+            PQclear(r);
+        }
+        const char *v4[1] = {qt};
+        r = setcache__exec(c, conn,
+                           "SELECT count(*) FROM pg_attribute WHERE attrelid = $1::regclass AND "
+                           "attname = 'setcache_version' AND NOT attisdropped",
+                           1, v4, false, &rc);
+        bool versioned = r && strcmp(PQgetvalue(r, 0, 0), "1") == 0;
+        PQclear(r);
+        if (rc == SETCACHE_OK && !versioned) {
+            free(qt);
+            return setcache__fail(SETCACHE_ERR_DB,
+                                  "mapped table %s has no setcache_version column: open with "
+                                  "create_schema, or apply the output of `setcache --map ... "
+                                  "schema`",
+                                  m->table);
+        }
+        char *cols = m->entity_col ? aprintf("{%s,%s}", m->entity_col, m->key_col)
+                                   : aprintf("{%s}", m->key_col);
+        const char *v3[2] = {qt, cols};
+        r = setcache__exec(c, conn,
+                           "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = "
+                           "$1::regclass AND i.indisunique AND i.indpred IS NULL AND "
+                           "(SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_attribute "
+                           "a WHERE a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)) = "
+                           "(SELECT array_agg(x ORDER BY x) FROM unnest($2::text[]) x))",
+                           2, v3, false, &rc);
+        m->writable = r && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+        PQclear(r);
+        m->fix = aprintf("ALTER TABLE %s ADD CONSTRAINT %s_setcache_key UNIQUE (%s%s%s)", qt,
+                         strchr(m->table, '.') + 1, m->entity_col ? m->entity_col : "",
+                         m->entity_col ? ", " : "", m->key_col);
+        free(cols);
+        if (rc != SETCACHE_OK || build_sql(m, qt) != 0 || !m->fix) {
+            free(qt);
+            return rc != SETCACHE_OK ? rc : setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+        }
+        free(qt);
+    }
+    return SETCACHE_OK;
+}
+
+/*
+ * The DDL that versions and notifies mapped tables: a setcache_version
+ * column (adding it rewrites the table once, under an exclusive lock), a
+ * trigger that gives every INSERT and UPDATE a new version, and triggers that
+ * notify exactly like the built-in table. All names were validated.
+ */
+char *setcache__maps_ddl(const char *schema, const char *channel, const setcache_table_map *m,
+                         size_t n)
+{
+    char *out = strdup("");
+    for (size_t i = 0; out && i < n; i++) {
+        char *qt = quote_table(m[i].table);
+        const char *T = m[i].entity_type, *K = m[i].key_column;
+        char *oldid = m[i].entity_column ? aprintf("OLD.\"%s\"::text", m[i].entity_column)
+                                         : strdup("'global'");
+        char *newid = m[i].entity_column ? aprintf("NEW.\"%s\"::text", m[i].entity_column)
+                                         : strdup("'global'");
+        char *chk = m[i].entity_column
+                        ? aprintf("(OLD.\"%s\", OLD.\"%s\") IS DISTINCT FROM (NEW.\"%s\", NEW.\"%s\")",
+                                  m[i].entity_column, K, m[i].entity_column, K)
+                        : aprintf("OLD.\"%s\" IS DISTINCT FROM NEW.\"%s\"", K, K);
+        char *part = (qt && oldid && newid && chk) ? aprintf(
+            "\n-- entity type %s served from %s\n"
+            "ALTER TABLE %s ADD COLUMN IF NOT EXISTS setcache_version bigint NOT NULL\n"
+            "    DEFAULT nextval('\"%s\".settings_version_seq');\n"
+            "CREATE OR REPLACE FUNCTION \"%s\".map_stamp() RETURNS trigger LANGUAGE plpgsql AS $fn$\n"
+            "BEGIN\n    NEW.setcache_version := nextval('\"%s\".settings_version_seq');\n"
+            "    RETURN NEW;\nEND\n$fn$;\n"
+            "CREATE OR REPLACE FUNCTION \"%s\".\"notify_%s\"() RETURNS trigger LANGUAGE plpgsql AS $fn$\n"
+            "BEGIN\n"
+            "    IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND %s) THEN\n"
+            "        PERFORM pg_notify('%s', concat_ws(E'\\x1f', '1', 'D', OLD.setcache_version,\n"
+            "                          '%s', %s, OLD.\"%s\"));\n"
+            "    END IF;\n"
+            "    IF TG_OP <> 'DELETE' THEN\n"
+            "        PERFORM pg_notify('%s', concat_ws(E'\\x1f', '1', left(TG_OP, 1),\n"
+            "                          NEW.setcache_version, '%s', %s, NEW.\"%s\"));\n"
+            "    END IF;\n"
+            "    RETURN NULL;\nEND\n$fn$;\n"
+            "DROP TRIGGER IF EXISTS setcache_stamp ON %s;\n"
+            "CREATE TRIGGER setcache_stamp BEFORE INSERT OR UPDATE ON %s\n"
+            "    FOR EACH ROW EXECUTE FUNCTION \"%s\".map_stamp();\n"
+            "DROP TRIGGER IF EXISTS setcache_notify ON %s;\n"
+            "CREATE TRIGGER setcache_notify AFTER INSERT OR UPDATE OR DELETE ON %s\n"
+            "    FOR EACH ROW EXECUTE FUNCTION \"%s\".\"notify_%s\"();\n"
+            "DROP TRIGGER IF EXISTS setcache_notify_truncate ON %s;\n"
+            "CREATE TRIGGER setcache_notify_truncate AFTER TRUNCATE ON %s\n"
+            "    FOR EACH STATEMENT EXECUTE FUNCTION \"%s\".settings_notify_truncate();\n",
+            T, m[i].table, qt, schema, schema, schema, schema, T, chk, channel, T, oldid, K, channel,
+            T, newid, K, qt, qt, schema, qt, qt, schema, T, qt, qt, schema) : NULL;
+        char *joined = part ? aprintf("%s%s", out, part) : NULL;
+        free(out);
+        out = joined;
+        free(part);
+        free(qt);
+        free(oldid);
+        free(newid);
+        free(chk);
+    }
+    return out;
+}
+
+/* Add a row to a detached table; a key seen twice (possible in a mapped
+ * table without a unique constraint) is marked, not silently picked. */
+int setcache__rows_add(sc_entry **head, const char *key, const char *value, size_t vlen,
+                       int64_t version)
+{
+    size_t klen = strlen(key);
+    if (klen == 0 || klen > SETCACHE_MAX_KEY_LEN) {
+        return SETCACHE_OK; /* not addressable: only a mapped table can hold it */
+    }
+    unsigned h;
+    HASH_VALUE(key, klen, h);
+    sc_entry *e;
+    HASH_FIND_BYHASHVALUE(hh, *head, key, klen, h, e);
+    if (e) {
+        e->flags |= SC_E_DUP;
+        if (version > e->version) {
+            e->version = version;
+        }
+        return SETCACHE_OK;
+    }
+    e = setcache__entry_new(key, klen, value, vlen, version, false);
+    if (!e) {
+        return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory loading an entity");
+    }
+    HASH_ADD_KEYPTR_BYHASHVALUE(hh, *head, e->data, e->klen, h, e);
+    if (!e->hh.tbl) {
+        free(e);
+        return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory loading an entity");
+    }
+    return SETCACHE_OK;
+}
+
+const sc_sql *setcache__sql_for(setcache *c, const char *type, size_t tlen)
+{
+    sc_tmap *m = c->nmaps ? setcache__map_of(c, type, tlen) : NULL;
+    return m ? &m->sql : &c->sql;
+}
+
+/* The signature a mapped table's notify function carries once set up. */
+static char *signature(const char *channel, const setcache_table_map *m)
+{
+    return aprintf("setcache map 1 channel %s table %s entity %s key %s value %s %s %s %s", channel,
+                   m->table, m->entity_column ? m->entity_column : "-", m->key_column,
+                   m->value_column ? m->value_column : "-", m->str_column ? m->str_column : "-",
+                   m->num_column ? m->num_column : "-", m->json_column ? m->json_column : "-");
+}
+
+/* With create_schema: version and notify each mapped table unless it is set
+ * up already for this channel (so concurrent opens don't lock it again). */
+int setcache__maps_apply(setcache *c, PGconn *conn, const setcache_table_map *m, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char *sig = signature(c->channel, &m[i]);
+        char *fn = aprintf("\"%s\".\"notify_%s\"()", c->schema, m[i].entity_type);
+        char *ddl = setcache__maps_ddl(c->schema, c->channel, &m[i], 1);
+        char *comment = NULL;
+        int rc = SETCACHE_OK;
+        PGresult *r = NULL;
+        if (!sig || !fn || !ddl) {
+            rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+            goto next;
+        }
+        PQclear(setcache__exec(c, conn, "BEGIN", 0, NULL, false, &rc));
+        if (rc != SETCACHE_OK) {
+            goto next;
+        }
+        const char *lk[1] = {c->schema};
+        PQclear(setcache__exec(c, conn, "SELECT pg_advisory_xact_lock(hashtext('setcache:' || $1))",
+                               1, lk, false, &rc));
+        const char *fv[1] = {fn};
+        r = rc == SETCACHE_OK ? setcache__exec(c, conn,
+                                               "SELECT obj_description(to_regprocedure($1), "
+                                               "'pg_proc')",
+                                               1, fv, false, &rc)
+                              : NULL;
+        bool current = r && !PQgetisnull(r, 0, 0) && strcmp(PQgetvalue(r, 0, 0), sig) == 0;
+        PQclear(r);
+        if (rc == SETCACHE_OK && !current) {
+            comment = aprintf("%sCOMMENT ON FUNCTION %s IS '%s';\n", ddl, fn, sig);
+            PGresult *d = comment ? PQexec(conn, comment) : NULL;
+            if (PQresultStatus(d) != PGRES_COMMAND_OK) {
+                rc = setcache__fail_pg(SETCACHE_ERR_DB, "setting up a mapped table", conn, d);
+            }
+            PQclear(d);
+        }
+        if (rc == SETCACHE_OK) {
+            PQclear(setcache__exec(c, conn, "COMMIT", 0, NULL, false, &rc));
+        } else if (PQtransactionStatus(conn) != PQTRANS_IDLE) {
+            PQclear(PQexec(conn, "ROLLBACK"));
+        }
+    next:
+        free(sig);
+        free(fn);
+        free(ddl);
+        free(comment);
+        if (rc != SETCACHE_OK) {
+            return rc;
+        }
+    }
+    return SETCACHE_OK;
+}

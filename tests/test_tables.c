@@ -1,0 +1,372 @@
+/* Entity types served from tables an application already has: the
+ * motivating platform's schema, and a differently shaped table. */
+#include "harness.h"
+
+#include <pthread.h>
+#include <unistd.h>
+
+/* The platform's tables, moved to PostgreSQL, in the test's schema. */
+static void platform_ddl(void)
+{
+    const char *s = t_schema();
+    t_sql("CREATE SCHEMA IF NOT EXISTS \"%s\"", s);
+    t_sql("CREATE TABLE \"%s\".accountdefinition (id serial PRIMARY KEY, name text NOT NULL, "
+          "provider text NOT NULL)",
+          s);
+    t_sql("CREATE TABLE \"%s\".expertinstance (id serial PRIMARY KEY, account_id int NOT NULL "
+          "REFERENCES \"%s\".accountdefinition(id) ON DELETE CASCADE, expert text NOT NULL)",
+          s, s);
+    t_sql("CREATE TABLE \"%s\".accountsetting (id serial PRIMARY KEY, account_id int NOT NULL "
+          "REFERENCES \"%s\".accountdefinition(id) ON DELETE CASCADE, key varchar NOT NULL, "
+          "value_str varchar, value_float double precision, value_json json, CONSTRAINT "
+          "uix_accountsetting_accountid_key UNIQUE (account_id, key))",
+          s, s);
+    t_sql("CREATE TABLE \"%s\".expertsetting (id serial PRIMARY KEY, instance_id int NOT NULL "
+          "REFERENCES \"%s\".expertinstance(id) ON DELETE CASCADE, key varchar NOT NULL, "
+          "value_str varchar, value_float double precision, value_json json, CONSTRAINT "
+          "uix_expertsetting_instanceid_key UNIQUE (instance_id, key))",
+          s, s);
+    t_sql("CREATE TABLE \"%s\".appsetting (id serial PRIMARY KEY, key varchar NOT NULL, value_str "
+          "varchar, value_float double precision, value_json json)",
+          s);
+    for (int a = 1; a <= 3; a++) {
+        t_sql("INSERT INTO \"%s\".accountdefinition (id, name, provider) VALUES (%d, 'acct%d', "
+              "'alpaca')",
+              s, a, a);
+        t_sql("INSERT INTO \"%s\".expertinstance (id, account_id, expert) VALUES (%d, %d, "
+              "'TradingAgents')",
+              s, a, a);
+    }
+}
+
+static char tab_acc[96], tab_exp[96], tab_app[96];
+
+static setcache *open_platform(void)
+{
+    snprintf(tab_acc, sizeof tab_acc, "%s.accountsetting", t_schema());
+    snprintf(tab_exp, sizeof tab_exp, "%s.expertsetting", t_schema());
+    snprintf(tab_app, sizeof tab_app, "%s.appsetting", t_schema());
+    static setcache_table_map maps[3];
+    maps[0] = (setcache_table_map){.entity_type = "account", .table = tab_acc,
+                                   .entity_column = "account_id", .id_kind = SETCACHE_ID_INTEGER,
+                                   .key_column = "key", .str_column = "value_str",
+                                   .num_column = "value_float", .json_column = "value_json"};
+    maps[1] = maps[0];
+    maps[1].entity_type = "expert";
+    maps[1].table = tab_exp;
+    maps[1].entity_column = "instance_id";
+    maps[2] = maps[0];
+    maps[2].entity_type = "app";
+    maps[2].table = tab_app;
+    maps[2].entity_column = NULL;
+    maps[2].id_kind = SETCACHE_ID_NONE;
+    setcache_options o;
+    t_options(&o);
+    o.tables = maps;
+    o.ntables = 3;
+    return t_open_with(&o);
+}
+
+static double wait_str(setcache *c, const char *t, const char *id, const char *k, const char *want,
+                       int ms)
+{
+    double t0 = t_now_ms();
+    char buf[256];
+    while (t_now_ms() - t0 < ms) {
+        int rc = setcache_get_string(c, t, id, k, buf, sizeof buf, NULL);
+        if ((want && rc == SETCACHE_OK && strcmp(buf, want) == 0) ||
+            (!want && rc == SETCACHE_NOT_FOUND)) {
+            return t_now_ms() - t0;
+        }
+        usleep(200);
+    }
+    return -1;
+}
+
+TEST(mapped_table_reads_follow_every_encoding_rule)
+{
+    platform_ddl();
+    const char *s = t_schema();
+    t_sql("INSERT INTO \"%s\".expertsetting (instance_id, key, value_str, value_float, value_json) "
+          "VALUES "
+          "(3, 'sizing_mode', 'fixed', NULL, NULL), "
+          "(3, 'atr_period', NULL, 14, NULL), "
+          "(3, 'risk_per_trade_pct', NULL, 1.5, '{}'), "
+          "(3, 'enable_buy', NULL, NULL, '\"true\"'), "
+          "(3, 'enable_sell', NULL, NULL, '\"false\"'), "
+          "(3, 'enabled_instruments', NULL, NULL, '[\"AAPL\", \"MSFT\"]'), "
+          "(3, 'schedule', NULL, NULL, '{\"days\": [1, 2]}'), "
+          "(3, 'legacy_none', 'None', NULL, NULL), "
+          "(3, 'legacy_int', '42', NULL, NULL), "
+          "(3, 'json_null', 'kept', NULL, 'null'), "
+          "(3, 'empty', NULL, NULL, NULL)",
+          s);
+    setcache *c = open_platform();
+    CHECK_OK(setcache_define(c, "expert", "legacy_none", SETCACHE_STRING, "dflt"));
+    char buf[128];
+    int64_t iv;
+    double dv;
+    bool bv;
+    CHECK_OK(setcache_get_string(c, "expert", "3", "sizing_mode", buf, sizeof buf, NULL));
+    CHECK_STR(buf, "fixed");
+    CHECK_OK(setcache_get_int(c, "expert", "3", "atr_period", &iv));
+    CHECK_INT(iv, 14);
+    CHECK_OK(setcache_get_string(c, "expert", "3", "atr_period", buf, sizeof buf, NULL));
+    CHECK_STR(buf, "14");
+    CHECK_OK(setcache_get_double(c, "expert", "3", "risk_per_trade_pct", &dv));
+    CHECK(dv == 1.5); /* an unused value_json of {} falls through to the number */
+    CHECK_OK(setcache_get_bool(c, "expert", "3", "enable_buy", &bv));
+    CHECK(bv);
+    CHECK_OK(setcache_get_bool(c, "expert", "3", "enable_sell", &bv));
+    CHECK(!bv);
+    CHECK_OK(setcache_get_string(c, "expert", "3", "enabled_instruments", buf, sizeof buf, NULL));
+    CHECK_STR(buf, "[\"AAPL\", \"MSFT\"]");
+    CHECK_OK(setcache_get_string(c, "expert", "3", "schedule", buf, sizeof buf, NULL));
+    CHECK_STR(buf, "{\"days\": [1, 2]}");
+    CHECK_OK(setcache_get_string(c, "expert", "3", "legacy_none", buf, sizeof buf, NULL));
+    CHECK_STR(buf, "dflt"); /* 'None' means no value: the default answers */
+    CHECK_OK(setcache_get_int(c, "expert", "3", "legacy_int", &iv));
+    CHECK_INT(iv, 42);
+    CHECK_OK(setcache_get_string(c, "expert", "3", "json_null", buf, sizeof buf, NULL));
+    CHECK_STR(buf, "kept");
+    CHECK_RC(setcache_get_string(c, "expert", "3", "empty", buf, sizeof buf, NULL),
+             SETCACHE_NOT_FOUND);
+    CHECK_RC(setcache_get_string(c, "expert", "x3", "sizing_mode", buf, sizeof buf, NULL),
+             SETCACHE_ERR_ARG); /* integer ids */
+    setcache_stats st;
+    setcache_get_stats(c, &st);
+    CHECK_INT(st.loads, 1);
+    setcache_close(c);
+}
+
+TEST(mapped_table_writes_use_the_column_of_the_definition)
+{
+    platform_ddl();
+    setcache *c = open_platform();
+    CHECK_OK(setcache_define(c, "account", "max_open_positions", SETCACHE_INT, "5"));
+    CHECK_OK(setcache_define(c, "account", "minimum_equity_threshold_percent", SETCACHE_DOUBLE,
+                             NULL));
+    CHECK_OK(setcache_define(c, "account", "paper_account", SETCACHE_BOOL, "true"));
+    CHECK_OK(setcache_define(c, "account", "symbols", SETCACHE_JSON, "[]"));
+    CHECK_OK(setcache_set_int(c, "account", "2", "max_open_positions", 7));
+    CHECK_OK(setcache_set_double(c, "account", "2", "minimum_equity_threshold_percent", 12.5));
+    CHECK_OK(setcache_set_bool(c, "account", "2", "paper_account", false));
+    CHECK_OK(setcache_set_json(c, "account", "2", "symbols", "[\"AAPL\"]"));
+    CHECK_OK(setcache_set_string(c, "account", "2", "api_key", "k-123"));
+    CHECK_RC(setcache_set_string(c, "account", "2", "symbols", "[broken"), SETCACHE_ERR_TYPE);
+    const char *s = t_schema();
+    CHECK_STR(t_sql_value("SELECT concat_ws('|', value_str, value_float, value_json::text) FROM "
+                          "\"%s\".accountsetting WHERE key = 'max_open_positions'",
+                          s),
+              "7");
+    CHECK_STR(t_sql_value("SELECT value_float FROM \"%s\".accountsetting WHERE key = "
+                          "'minimum_equity_threshold_percent'",
+                          s),
+              "12.5");
+    CHECK_STR(t_sql_value("SELECT value_json::text FROM \"%s\".accountsetting WHERE key = "
+                          "'paper_account'",
+                          s),
+              "\"false\"");
+    CHECK_STR(t_sql_value("SELECT value_json::text FROM \"%s\".accountsetting WHERE key = "
+                          "'symbols'",
+                          s),
+              "[\"AAPL\"]");
+    CHECK_STR(t_sql_value("SELECT coalesce(value_str, '-') || coalesce(value_float::text, '-') FROM "
+                          "\"%s\".accountsetting WHERE key = 'api_key'",
+                          s),
+              "k-123-");
+    setcache_close(c);
+    /* a fresh handle reads each back through the encoding rules */
+    c = open_platform();
+    CHECK_OK(setcache_define(c, "account", "max_open_positions", SETCACHE_INT, "5"));
+    int64_t iv;
+    bool bv;
+    char buf[64];
+    CHECK_OK(setcache_get_int(c, "account", "2", "max_open_positions", &iv));
+    CHECK_INT(iv, 7);
+    CHECK_OK(setcache_get_bool(c, "account", "2", "paper_account", &bv));
+    CHECK(!bv);
+    CHECK_OK(setcache_get_string(c, "account", "2", "symbols", buf, sizeof buf, NULL));
+    CHECK_STR(buf, "[\"AAPL\"]");
+    CHECK_OK(setcache_delete(c, "account", "2", "api_key"));
+    CHECK_RC(setcache_get_string(c, "account", "2", "api_key", buf, sizeof buf, NULL),
+             SETCACHE_NOT_FOUND);
+    setcache_kv kv[2] = {{"api_key", "k-2"}, {"max_open_positions", NULL}};
+    CHECK_OK(setcache_set_many(c, "account", "2", kv, 2));
+    CHECK_OK(setcache_get_string(c, "account", "2", "api_key", buf, sizeof buf, NULL));
+    CHECK_STR(buf, "k-2");
+    CHECK_OK(setcache_get_int(c, "account", "2", "max_open_positions", &iv));
+    CHECK_INT(iv, 5); /* deleted: the default */
+    setcache_close(c);
+}
+
+TEST(mapped_table_changes_by_others_and_cascades_reach_the_cache)
+{
+    platform_ddl();
+    const char *s = t_schema();
+    t_sql("INSERT INTO \"%s\".accountsetting (account_id, key, value_float) VALUES (3, "
+          "'minimum_equity_threshold_percent', 10)",
+          s);
+    t_sql("INSERT INTO \"%s\".expertsetting (instance_id, key, value_float) VALUES (3, "
+          "'atr_period', 14)",
+          s);
+    setcache *c = open_platform();
+    int64_t iv;
+    CHECK_OK(setcache_get_int(c, "expert", "3", "atr_period", &iv));
+    CHECK_OK(setcache_get_int(c, "account", "3", "minimum_equity_threshold_percent", &iv));
+    setcache_stats s0;
+    setcache_get_stats(c, &s0);
+    double worst = 0;
+    for (int i = 0; i < 10; i++) {
+        char want[16];
+        snprintf(want, sizeof want, "%d", 20 + i);
+        t_sql("UPDATE \"%s\".expertsetting SET value_float = %d WHERE instance_id = 3 AND key = "
+              "'atr_period'",
+              s, 20 + i);
+        double d = wait_str(c, "expert", "3", "atr_period", want, 5000);
+        CHECK(d >= 0);
+        worst = d > worst ? d : worst;
+    }
+    fprintf(stderr, "    plain-SQL UPDATE of expertsetting visible after at most %.2f ms\n", worst);
+    CHECK(worst < 100);
+    /* expert 3 and account 3 are different entities */
+    setcache_stats s1;
+    setcache_get_stats(c, &s1);
+    CHECK_INT(s1.loads, s0.loads);
+    char buf[32];
+    CHECK_OK(setcache_get_string(c, "account", "3", "minimum_equity_threshold_percent", buf,
+                                 sizeof buf, NULL));
+    CHECK_STR(buf, "10");
+    /* the parent goes: ON DELETE CASCADE removes both settings rows */
+    t_sql("DELETE FROM \"%s\".accountdefinition WHERE id = 3", s);
+    CHECK(wait_str(c, "expert", "3", "atr_period", NULL, 5000) >= 0);
+    CHECK(wait_str(c, "account", "3", "minimum_equity_threshold_percent", NULL, 5000) >= 0);
+    setcache_close(c);
+}
+
+TEST(table_without_unique_key_is_read_only_and_duplicates_are_reported)
+{
+    platform_ddl();
+    const char *s = t_schema();
+    t_sql("INSERT INTO \"%s\".appsetting (key, value_str) VALUES ('site_name', 'desk'), "
+          "('default_model', 'a'), ('default_model', 'b')",
+          s);
+    setcache *c = open_platform();
+    char buf[64];
+    CHECK_OK(setcache_get_string(c, "app", "global", "site_name", buf, sizeof buf, NULL));
+    CHECK_STR(buf, "desk");
+    CHECK_RC(setcache_get_string(c, "app", "global", "default_model", buf, sizeof buf, NULL),
+             SETCACHE_ERR_DB);
+    CHECK(strstr(setcache_errmsg(), "more than once") != NULL);
+    CHECK_RC(setcache_get_string(c, "app", "other", "site_name", buf, sizeof buf, NULL),
+             SETCACHE_ERR_ARG);
+    CHECK_RC(setcache_set_string(c, "app", "global", "site_name", "x"), SETCACHE_ERR_DB);
+    CHECK(strstr(setcache_errmsg(), "read-only") != NULL);
+    CHECK(strstr(setcache_errmsg(), "ADD CONSTRAINT") != NULL);
+    CHECK(strstr(setcache_errmsg(), "UNIQUE (key)") != NULL);
+    CHECK_STR(t_sql_value("SELECT value_str FROM \"%s\".appsetting WHERE key = 'site_name'", s),
+              "desk");
+    /* plain SQL still reaches it */
+    t_sql("UPDATE \"%s\".appsetting SET value_str = 'trading desk' WHERE key = 'site_name'", s);
+    CHECK(wait_str(c, "app", "global", "site_name", "trading desk", 5000) >= 0);
+    setcache_close(c);
+}
+
+TEST(second_shape_text_ids_and_one_jsonb_value_column)
+{
+    const char *s = t_schema();
+    t_sql("CREATE SCHEMA IF NOT EXISTS \"%s\"", s);
+    t_sql("CREATE TABLE \"%s\".user_prefs (user_name text NOT NULL, name text NOT NULL, val "
+          "jsonb, PRIMARY KEY (user_name, name))",
+          s);
+    t_sql("INSERT INTO \"%s\".user_prefs VALUES ('ann', 'theme', '\"dark\"'), ('ann', 'cols', "
+          "'[1, 2, 3]'), ('bob', 'theme', '\"light\"')",
+          s);
+    char tab[96];
+    snprintf(tab, sizeof tab, "%s.user_prefs", s);
+    setcache_table_map m = {.entity_type = "user", .table = tab, .entity_column = "user_name",
+                            .id_kind = SETCACHE_ID_TEXT, .key_column = "name",
+                            .value_column = "val"};
+    setcache_options o;
+    t_options(&o);
+    o.tables = &m;
+    o.ntables = 1;
+    setcache *c = t_open_with(&o);
+    char buf[64];
+    CHECK_OK(setcache_get_string(c, "user", "ann", "theme", buf, sizeof buf, NULL));
+    CHECK_STR(buf, "dark");
+    CHECK_OK(setcache_get_string(c, "user", "ann", "cols", buf, sizeof buf, NULL));
+    CHECK_STR(buf, "[1, 2, 3]");
+    CHECK_OK(setcache_set_string(c, "user", "bob", "theme", "it's \"quoted\""));
+    CHECK_STR(t_sql_value("SELECT val::text FROM \"%s\".user_prefs WHERE user_name = 'bob'", s),
+              "\"it's \\\"quoted\\\"\"");
+    CHECK_OK(setcache_get_string(c, "user", "bob", "theme", buf, sizeof buf, NULL));
+    CHECK_STR(buf, "it's \"quoted\"");
+    CHECK_OK(setcache_set_json(c, "user", "bob", "cols", "{\"a\": 1}"));
+    CHECK_RC(setcache_set_json(c, "user", "bob", "cols", "{nope"), SETCACHE_ERR_TYPE);
+    t_sql("UPDATE \"%s\".user_prefs SET val = '\"blue\"' WHERE user_name = 'ann' AND name = "
+          "'theme'",
+          s);
+    CHECK(wait_str(c, "user", "ann", "theme", "blue", 5000) >= 0);
+    t_sql("DELETE FROM \"%s\".user_prefs WHERE user_name = 'ann'", s);
+    CHECK(wait_str(c, "user", "ann", "cols", NULL, 5000) >= 0);
+    /* the built-in table keeps working beside it */
+    CHECK_OK(setcache_set_string(c, "account", "1", "k", "v"));
+    CHECK_OK(setcache_get_string(c, "account", "1", "k", buf, sizeof buf, NULL));
+    CHECK_STR(buf, "v");
+    setcache_close(c);
+}
+
+TEST(mapping_options_are_validated_and_missing_setup_is_explained)
+{
+    setcache_close(t_open());
+    char tab[96];
+    snprintf(tab, sizeof tab, "%s.nothing_here", t_schema());
+    setcache_table_map bad[] = {
+        {.entity_type = "x", .table = "no_schema_dot", .entity_column = "id",
+         .key_column = "k", .value_column = "v"},
+        {.entity_type = "x", .table = "a.b;drop", .entity_column = "id", .key_column = "k",
+         .value_column = "v"},
+        {.entity_type = "x", .table = "a.b", .entity_column = NULL, .id_kind = SETCACHE_ID_TEXT,
+         .key_column = "k", .value_column = "v"},
+        {.entity_type = "x", .table = "a.b", .entity_column = "id", .key_column = "k"},
+        {.entity_type = "x", .table = "a.b", .entity_column = "id", .key_column = "k",
+         .value_column = "v", .str_column = "s"},
+        {.entity_type = "Bad", .table = "a.b", .entity_column = "id", .key_column = "k",
+         .value_column = "v"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        setcache_options o;
+        t_options(&o);
+        o.tables = &bad[i];
+        o.ntables = 1;
+        setcache *c = (setcache *)1;
+        CHECK_RC(setcache_open(&c, &o), SETCACHE_ERR_ARG);
+        CHECK(c == NULL);
+    }
+    setcache_table_map missing = {.entity_type = "x", .table = tab, .entity_column = "id",
+                                  .key_column = "k", .value_column = "v"};
+    setcache_options o;
+    t_options(&o);
+    o.tables = &missing;
+    o.ntables = 1;
+    setcache *c;
+    CHECK_RC(setcache_open(&c, &o), SETCACHE_ERR_DB);
+    CHECK(strstr(setcache_errmsg(), "does not exist") != NULL);
+    /* an existing table not set up, opened without create_schema */
+    t_sql("CREATE TABLE %s (id int, k text, v text, UNIQUE (id, k))", tab);
+    o.create_schema = false;
+    CHECK_RC(setcache_open(&c, &o), SETCACHE_ERR_DB);
+    CHECK(strstr(setcache_errmsg(), "setcache_version") != NULL);
+    /* the DBA's route: setcache --map ... schema */
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "%s/setcache --schema %s --channel %s --map x=%s,id,integer,k,v schema | psql -q -v "
+             "ON_ERROR_STOP=1 '%s' >/dev/null 2>&1",
+             t_build_dir(), t_schema(), t_schema(), tab, t_conninfo());
+    CHECK(system(cmd) == 0);
+    c = t_open_with(&o);
+    CHECK_OK(setcache_set_string(c, "x", "5", "k1", "v1"));
+    CHECK_STR(t_sql_value("SELECT v FROM %s WHERE id = 5", tab), "v1");
+    setcache_close(c);
+}
