@@ -3,6 +3,7 @@
 #   make check      run the test suite against a real PostgreSQL
 #   make check SANITIZE=address,undefined | SANITIZE=thread
 #   make demo       the side-by-side demo on a private PostgreSQL
+#                   (DEMO_ARGS=--tables: served from the platform's own tables)
 #   make bench      benchmarks (never part of check)
 #   make install / uninstall, format, lint, clean
 
@@ -105,7 +106,7 @@ check: deps
 
 demo: deps
 	@$(MAKE) --no-print-directory all $(B)/bench/demo
-	@SETCACHE_BUILD=$(B) sh tests/withpg.sh $(B)/bench/demo
+	@SETCACHE_BUILD=$(B) sh tests/withpg.sh $(B)/bench/demo $(DEMO_ARGS)
 
 $(B)/bench/%: bench/%.c $(STATIC) include/setcache.h
 	@mkdir -p $(dir $@)

@@ -8,6 +8,10 @@
  * separate program, changes a setting with plain SQL and the demo measures
  * how soon the running process reads the new value.
  *
+ * With --tables, the same workload lives in the motivating platform's own
+ * tables (accountsetting, expertsetting, appsetting with typed value
+ * columns), served through setcache_options.tables: nothing is migrated.
+ *
  * Needs SETCACHE_TEST_CONNINFO (tests/withpg.sh starts a private server).
  */
 #include <libpq-fe.h>
@@ -30,6 +34,7 @@ extern char **environ;
 #define SCHEMA "setcache_demo"
 
 static const char *conninfo;
+static bool tables_mode;
 static const char *const render_keys[3] = {"paper_account", "minimum_equity_threshold_percent",
                                            "api_key"};
 
@@ -115,8 +120,11 @@ static int renders_old;
 static void *old_worker(void *arg)
 {
     PGconn *c = old_pool[(intptr_t)arg];
-    const char *sql = "SELECT value FROM " SCHEMA ".settings WHERE entity_type = $1 AND "
-                      "entity_id = $2 AND key = $3";
+    const char *sql = tables_mode ? "SELECT value_str, value_float, value_json FROM " SCHEMA
+                                    ".accountsetting WHERE account_id = $2::int AND key = $3 "
+                                    "AND $1::text IS NOT NULL"
+                                  : "SELECT value FROM " SCHEMA ".settings WHERE entity_type = $1 "
+                                    "AND entity_id = $2 AND key = $3";
     for (int r = 0; r < renders_old; r++) {
         for (int a = 0; a < WL_ACCOUNTS; a++) {
             char id[16];
@@ -181,8 +189,64 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-int main(void)
+/* The platform's tables, filled from the workload written to the built-in
+ * table, each value in the column the platform's encoding uses. */
+static void platform_tables(PGconn *mon)
 {
+    static const char *const ddl[] = {
+        "CREATE TABLE " SCHEMA ".accountdefinition (id serial PRIMARY KEY, name text NOT NULL, "
+        "provider text NOT NULL)",
+        "CREATE TABLE " SCHEMA ".expertinstance (id serial PRIMARY KEY, account_id int NOT NULL "
+        "REFERENCES " SCHEMA ".accountdefinition(id) ON DELETE CASCADE, expert text NOT NULL)",
+        "CREATE TABLE " SCHEMA ".accountsetting (id serial PRIMARY KEY, account_id int NOT NULL "
+        "REFERENCES " SCHEMA ".accountdefinition(id) ON DELETE CASCADE, key varchar NOT NULL, "
+        "value_str varchar, value_float double precision, value_json json, CONSTRAINT "
+        "uix_accountsetting_accountid_key UNIQUE (account_id, key))",
+        "CREATE TABLE " SCHEMA ".expertsetting (id serial PRIMARY KEY, instance_id int NOT NULL "
+        "REFERENCES " SCHEMA ".expertinstance(id) ON DELETE CASCADE, key varchar NOT NULL, "
+        "value_str varchar, value_float double precision, value_json json, CONSTRAINT "
+        "uix_expertsetting_instanceid_key UNIQUE (instance_id, key))",
+        "CREATE TABLE " SCHEMA ".appsetting (id serial PRIMARY KEY, key varchar NOT NULL, "
+        "value_str varchar, value_float double precision, value_json json)",
+        "INSERT INTO " SCHEMA ".accountdefinition (id, name, provider) SELECT DISTINCT "
+        "entity_id::int, 'account ' || entity_id, 'alpaca' FROM " SCHEMA ".settings WHERE "
+        "entity_type = 'account'",
+        "INSERT INTO " SCHEMA ".expertinstance (id, account_id, expert) SELECT e.id, (SELECT "
+        "min(id) FROM " SCHEMA ".accountdefinition), 'TradingAgents' FROM (SELECT DISTINCT "
+        "entity_id::int AS id FROM " SCHEMA ".settings WHERE entity_type = 'expert') e",
+    };
+    for (size_t i = 0; i < sizeof ddl / sizeof ddl[0]; i++) {
+        PGresult *r = PQexec(mon, ddl[i]);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            die("creating the platform tables", PQresultErrorMessage(r));
+        }
+        PQclear(r);
+    }
+    static const char *const fill =
+        "INSERT INTO " SCHEMA ".%s (%s key, value_str, value_float, value_json) SELECT %s key, "
+        "CASE WHEN value ~ '^-?[0-9]+(\\.[0-9]+)?$' OR value IN ('true', 'false') OR value ~ "
+        "'^[[{]' THEN NULL ELSE value END, "
+        "CASE WHEN value ~ '^-?[0-9]+(\\.[0-9]+)?$' THEN value::float8 END, "
+        "CASE WHEN value IN ('true', 'false') THEN to_json(value) WHEN value ~ '^[[{]' THEN "
+        "value::json END FROM " SCHEMA ".settings WHERE entity_type = '%s'";
+    const char *spec[3][3] = {{"accountsetting", "account_id,", "account"},
+                              {"expertsetting", "instance_id,", "expert"},
+                              {"appsetting", "", "app"}};
+    for (int i = 0; i < 3; i++) {
+        char sql[1024];
+        snprintf(sql, sizeof sql, fill, spec[i][0], spec[i][1],
+                 i == 0 ? "entity_id::int," : i == 1 ? "entity_id::int," : "", spec[i][2]);
+        PGresult *r = PQexec(mon, sql);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            die("filling the platform tables", PQresultErrorMessage(r));
+        }
+        PQclear(r);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    tables_mode = argc > 1 && strcmp(argv[1], "--tables") == 0;
     conninfo = getenv("SETCACHE_TEST_CONNINFO");
     if (!conninfo) {
         die("setup", "SETCACHE_TEST_CONNINFO is not set (run `make demo`)");
@@ -212,11 +276,42 @@ int main(void)
         die("loading the workload", setcache_errmsg());
     }
     long long nrows = scalar(mon, "SELECT count(*) FROM " SCHEMA ".settings");
+    static setcache_table_map maps[3];
+    if (tables_mode) {
+        /* the same data in the platform's own tables, served from there */
+        platform_tables(mon);
+        setcache_close(cache);
+        maps[0] = (setcache_table_map){.entity_type = "account",
+                                       .table = SCHEMA ".accountsetting",
+                                       .entity_column = "account_id",
+                                       .id_kind = SETCACHE_ID_INTEGER,
+                                       .key_column = "key",
+                                       .str_column = "value_str",
+                                       .num_column = "value_float",
+                                       .json_column = "value_json"};
+        maps[1] = maps[0];
+        maps[1].entity_type = "expert";
+        maps[1].table = SCHEMA ".expertsetting";
+        maps[1].entity_column = "instance_id";
+        maps[2] = maps[0];
+        maps[2].entity_type = "app";
+        maps[2].table = SCHEMA ".appsetting";
+        maps[2].entity_column = NULL;
+        maps[2].id_kind = SETCACHE_ID_NONE;
+        o.tables = maps;
+        o.ntables = 3;
+        if (setcache_open(&cache, &o) != SETCACHE_OK) {
+            die("setcache_open with the platform tables", setcache_errmsg());
+        }
+    }
     printf("setcache %s demo on %s\n", setcache_version(),
            PQparameterStatus(mon, "server_version"));
     printf("workload: 3 accounts x 6 keys, 26 experts x 52-112 keys, 30 app keys = %lld rows "
            "(written in %.0f ms)\n",
            nrows, now_ms() - t0);
+    if (tables_mode) {
+        printf("served in place from accountsetting, expertsetting and appsetting (--tables)\n");
+    }
     printf("widget render: 3 accounts x %d transactions x %d settings reads = %d reads; %d "
            "threads\n\n",
            TXN_PER_ACCOUNT, READS_PER_TXN, READS_PER_RENDER, THREADS);
@@ -261,21 +356,29 @@ int main(void)
            have_pss ? "on the server by pg_stat_statements" : "by the clients");
 
     /* a separate program changes a setting with plain SQL */
-    printf("psql runs: UPDATE %s.settings SET value = ... WHERE entity_type = 'account' AND "
-           "entity_id = '1' AND key = 'minimum_equity_threshold_percent'\n",
-           SCHEMA);
+    printf("psql runs: UPDATE %s WHERE ... account 1, key "
+           "'minimum_equity_threshold_percent'\n",
+           tables_mode ? SCHEMA ".accountsetting SET value_float = ..."
+                       : SCHEMA ".settings SET value = ...");
     double after_exit[5], after_start[5];
     for (int i = 0; i < 5; i++) {
         char want[32], sql[256];
         snprintf(want, sizeof want, "%d.25", 20 + i);
-        snprintf(sql, sizeof sql,
-                 "UPDATE %s.settings SET value = '%s' WHERE entity_type = 'account' AND "
-                 "entity_id = '1' AND key = 'minimum_equity_threshold_percent'",
-                 SCHEMA, want);
-        char *argv[] = {"psql", "-qX", "-c", sql, (char *)conninfo, NULL};
+        if (tables_mode) {
+            snprintf(sql, sizeof sql,
+                     "UPDATE %s.accountsetting SET value_float = %s WHERE account_id = 1 AND "
+                     "key = 'minimum_equity_threshold_percent'",
+                     SCHEMA, want);
+        } else {
+            snprintf(sql, sizeof sql,
+                     "UPDATE %s.settings SET value = '%s' WHERE entity_type = 'account' AND "
+                     "entity_id = '1' AND key = 'minimum_equity_threshold_percent'",
+                     SCHEMA, want);
+        }
+        char *pargv[] = {"psql", "-qX", "-c", sql, (char *)conninfo, NULL};
         pid_t pid;
         double t_start = now_ms();
-        if (posix_spawnp(&pid, "psql", NULL, NULL, argv, environ) != 0) {
+        if (posix_spawnp(&pid, "psql", NULL, NULL, pargv, environ) != 0) {
             die("psql", "cannot start psql");
         }
         double t_visible = -1;

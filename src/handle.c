@@ -137,6 +137,7 @@ static void free_handle(setcache *c)
     }
     setcache__sql_free(&c->sql);
     setcache__maps_free(c);
+    free(c->hb_sql_prefix);
     free(c->conninfo);
     free(c->listen_conninfo);
     free(c->schema);

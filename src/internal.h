@@ -438,6 +438,7 @@ struct setcache {
     pthread_t listener;
     bool listener_started;
     PGconn *listen_conn; /* touched only by the listener thread (and close in a child) */
+    char *hb_sql_prefix; /* NOTIFY "channel", E' ... built at listener start */
     int wake_fd;
     atomic_int state;
     pthread_mutex_t state_mu; /* with state_cv: open waits for the first LISTEN */

@@ -137,7 +137,7 @@ typedef struct listener {
     int64_t hb_seq;      /* last heartbeat sent */
     int64_t hb_waiting;  /* heartbeat not yet back, 0 = none */
     double hb_sent_ms, hb_next_ms;
-    char *hb_sql_prefix; /* NOTIFY "channel", ' */
+    const char *hb_sql_prefix; /* NOTIFY "channel", E' (owned by the handle) */
 } listener;
 
 /* Notifications are hints: identifiers, operation and version; never values. */
@@ -295,13 +295,7 @@ static void *listener_main(void *arg)
     unsigned seed = (unsigned)c->pid ^ (unsigned)time(NULL);
     listener l;
     memset(&l, 0, sizeof l);
-    char *q = setcache__quote_ident(c->channel);
-    size_t pn = q ? strlen(q) + 16 : 0;
-    l.hb_sql_prefix = q ? malloc(pn) : NULL;
-    if (l.hb_sql_prefix) {
-        snprintf(l.hb_sql_prefix, pn, "NOTIFY %s, E'", q);
-    }
-    free(q);
+    l.hb_sql_prefix = c->hb_sql_prefix;
 
     while (!atomic_load(&c->closing) && l.hb_sql_prefix) {
         PGconn *conn = listen_connect(c);
@@ -346,12 +340,20 @@ static void *listener_main(void *arg)
         nap(c, jittered);
         backoff = backoff * 2 > c->reconnect_max_ms ? c->reconnect_max_ms : backoff * 2;
     }
-    free(l.hb_sql_prefix);
     return NULL;
 }
 
 int setcache__listener_start(setcache *c)
 {
+    char *q = setcache__quote_ident(c->channel);
+    size_t pn = q ? strlen(q) + 16 : 0;
+    c->hb_sql_prefix = q ? malloc(pn) : NULL;
+    if (!c->hb_sql_prefix) {
+        free(q);
+        return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+    }
+    snprintf(c->hb_sql_prefix, pn, "NOTIFY %s, E'", q);
+    free(q);
     c->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (c->wake_fd < 0) {
         return setcache__fail(SETCACHE_ERR_NOMEM, "eventfd: %s", strerror(errno));

@@ -205,6 +205,12 @@ long long t_server_statements(void)
     return atoll(v);
 }
 
+double t_scale(void)
+{
+    const char *s = getenv("SETCACHE_TEST_TIMEOUT_SCALE");
+    return s && atof(s) > 0 ? atof(s) : 1.0;
+}
+
 double t_now_ms(void)
 {
     struct timespec ts;

@@ -88,6 +88,8 @@ bool t_sql_try(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * (pg_stat_statements); -1 when the extension is not available. */
 long long t_server_statements(void);
 double t_now_ms(void);
+/* SETCACHE_TEST_TIMEOUT_SCALE (1 unless running under valgrind or the like). */
+double t_scale(void);
 void t_sleep_ms(int ms);
 /* Path of the built tool and library directory. */
 const char *t_build_dir(void);

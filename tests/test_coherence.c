@@ -534,6 +534,7 @@ static void history_reader(history *h, int r)
         snprintf(id, sizeof id, "w%d", w);
         setcache_load(c, "expert", id);
     }
+    wait_state(c, SETCACHE_STATE_VALID, 10000); /* listener connected: a stable baseline */
     h->r[r].fd_before = count_fds();
     unsigned seed = (unsigned)r * 77 + 1;
     while (!atomic_load(&h->writers_done)) {
@@ -603,6 +604,7 @@ static void history_reader(history *h, int r)
     } while (diffs && t_now_ms() - t0 < 2000);
     PQfinish(a);
     h->r[r].diffs = diffs;
+    wait_state(c, SETCACHE_STATE_VALID, 10000);
     h->r[r].fd_after = count_fds();
     setcache_close(c);
     _exit(0);

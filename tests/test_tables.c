@@ -3,6 +3,7 @@
 #include "harness.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <unistd.h>
 
 /* The platform's tables, moved to PostgreSQL, in the test's schema. */
@@ -368,5 +369,129 @@ TEST(mapping_options_are_validated_and_missing_setup_is_explained)
     c = t_open_with(&o);
     CHECK_OK(setcache_set_string(c, "x", "5", "k1", "v1"));
     CHECK_STR(t_sql_value("SELECT v FROM %s WHERE id = 5", tab), "v1");
+    setcache_close(c);
+}
+
+struct mreader {
+    setcache *c;
+    atomic_int *stop;
+    int backwards, errors;
+    long reads;
+};
+
+static void *mapped_reader(void *p)
+{
+    struct mreader *m = p;
+    int64_t last_a = -1, last_b = -1;
+    double t0 = t_now_ms();
+    while (!atomic_load(m->stop) && t_now_ms() - t0 < 30000) {
+        int64_t v;
+        if (setcache_get_int(m->c, "expert", "1", "ext", &v) == SETCACHE_OK) {
+            m->backwards += v < last_a;
+            last_a = v;
+        } else {
+            m->errors++;
+        }
+        if (setcache_get_int(m->c, "expert", "1", "loc", &v) == SETCACHE_OK) {
+            m->backwards += v < last_b;
+            last_b = v;
+        } else {
+            m->errors++;
+        }
+        if (++m->reads % 64 == 0) {
+            usleep(50);
+        }
+    }
+    return NULL;
+}
+
+TEST_T(mapped_table_keeps_the_guarantees_under_concurrent_writers, 60)
+{
+    platform_ddl();
+    const char *s = t_schema();
+    t_sql("INSERT INTO \"%s\".expertsetting (instance_id, key, value_float) VALUES (1, 'ext', 0), "
+          "(1, 'loc', 0)",
+          s);
+    setcache *c = open_platform();
+    CHECK_OK(setcache_define(c, "expert", "loc", SETCACHE_INT, NULL));
+    atomic_int stop = 0;
+    struct mreader r[2] = {{c, &stop, 0, 0, 0}, {c, &stop, 0, 0, 0}};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++) {
+        pthread_create(&th[i], NULL, mapped_reader, &r[i]);
+    }
+    PGconn *other = PQconnectdb(t_conninfo());
+    for (int i = 1; i <= 200; i++) {
+        char sql[256];
+        snprintf(sql, sizeof sql,
+                 "UPDATE \"%s\".expertsetting SET value_float = %d WHERE instance_id = 1 AND key "
+                 "= 'ext'",
+                 s, i);
+        PQclear(PQexec(other, sql));
+        CHECK_OK(setcache_set_int(c, "expert", "1", "loc", i)); /* G2: read it back at once */
+        int64_t v;
+        CHECK_OK(setcache_get_int(c, "expert", "1", "loc", &v));
+        CHECK_INT(v, i);
+    }
+    PQfinish(other);
+    CHECK(wait_str(c, "expert", "1", "ext", "200", 2000) >= 0); /* G6 */
+    atomic_store(&stop, 1);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(th[i], NULL);
+        CHECK_INT(r[i].backwards, 0); /* G4 */
+        CHECK_INT(r[i].errors, 0);
+        CHECK(r[i].reads > 0);
+    }
+    setcache_close(c);
+}
+
+typedef struct delrec {
+    pthread_mutex_t mu;
+    int sets, deletes;
+} delrec;
+
+static void count_kinds(void *arg, const setcache_change *ch)
+{
+    delrec *d = arg;
+    pthread_mutex_lock(&d->mu);
+    d->sets += ch->kind == SETCACHE_CHANGE_SET;
+    d->deletes += ch->kind == SETCACHE_CHANGE_DELETE;
+    pthread_mutex_unlock(&d->mu);
+}
+
+TEST(mapped_table_changes_reach_subscribers)
+{
+    platform_ddl();
+    setcache *c = open_platform();
+    delrec d = {PTHREAD_MUTEX_INITIALIZER, 0, 0};
+    uint64_t id;
+    CHECK_OK(setcache_subscribe(c, "expert", NULL, NULL, count_kinds, &d, &id));
+    t_sql("INSERT INTO \"%s\".expertsetting (instance_id, key, value_str) VALUES (2, 'a', 'x'), "
+          "(2, 'b', 'y')",
+          t_schema());
+    double t0 = t_now_ms();
+    for (;;) {
+        pthread_mutex_lock(&d.mu);
+        bool done = d.sets >= 2;
+        pthread_mutex_unlock(&d.mu);
+        if (done || t_now_ms() - t0 > 5000) {
+            break;
+        }
+        t_sleep_ms(2);
+    }
+    t_sql("DELETE FROM \"%s\".accountdefinition WHERE id = 2", t_schema()); /* cascades */
+    t0 = t_now_ms();
+    for (;;) {
+        pthread_mutex_lock(&d.mu);
+        bool done = d.sets >= 2 && d.deletes >= 2;
+        pthread_mutex_unlock(&d.mu);
+        if (done || t_now_ms() - t0 > 5000) {
+            break;
+        }
+        t_sleep_ms(2);
+    }
+    CHECK(d.sets >= 2);
+    CHECK_INT(d.deletes, 2);
+    CHECK_OK(setcache_unsubscribe(c, id));
     setcache_close(c);
 }
