@@ -154,9 +154,10 @@ format:
 	clang-format -i src/*.c src/*.h include/*.h tests/*.c tests/*.h bench/*.c
 
 lint:
+	@LINT=1 sh tests/deps.sh
 	@# uthash's iteration macros read as uninitialised variables to cppcheck
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
-	  --inline-suppr --suppress=missingIncludeSystem --suppress=uninitvar -Iinclude -Isrc src
+	  --inline-suppr --suppress=missingIncludeSystem --suppress=uninitvar --suppress=ctuuninitvar -Iinclude -Isrc src
 	clang-tidy --quiet src/*.c -- $(REQUIRED) -Iinclude -Isrc $(PQ_CFLAGS)
 
 clean:

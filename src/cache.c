@@ -244,6 +244,7 @@ static void pending_clear(sc_entity *e)
     free(e->pending);
     e->pending = NULL;
     e->npending = 0;
+    e->cappending = 0;
 }
 
 /* Note a change to one key of a loading entity; when that is not possible
@@ -252,11 +253,16 @@ static void note_pending_locked(setcache *c, sc_entity *e, char op, int64_t vers
                                 const sc_ident *id)
 {
     if (e->npending < SC_MAX_PENDING) {
-        sc_pending *np = realloc(e->pending, (e->npending + 1) * sizeof *np);
-        char *k = np ? malloc(id->klen + 1) : NULL;
-        if (np) {
-            e->pending = np;
+        sc_pending *np = e->pending;
+        if (e->npending == e->cappending) {
+            uint32_t nc = e->cappending ? 2 * e->cappending : 8;
+            np = realloc(e->pending, nc * sizeof *np);
+            if (np) {
+                e->pending = np;
+                e->cappending = nc;
+            }
         }
+        char *k = np ? malloc(id->klen + 1) : NULL;
         if (k) {
             memcpy(k, id->key, id->klen);
             k[id->klen] = '\0';

@@ -65,12 +65,13 @@ static size_t match_locked(setcache *c, const setcache_change *ch, sc_sub ***out
         HASH_ITER(hh, c->subs_by_id, s, tmp)
         {
             if (n == cap) {
-                cap = cap ? cap * 2 : 8;
-                sc_sub **nv = realloc(v, cap * sizeof *nv);
+                size_t nc = cap ? cap * 2 : 8;
+                sc_sub **nv = realloc(v, nc * sizeof *nv);
                 if (!nv) {
-                    break;
+                    break; /* out of memory: deliver to those collected */
                 }
                 v = nv;
+                cap = nc;
             }
             v[n++] = s;
         }
@@ -85,12 +86,13 @@ static size_t match_locked(setcache *c, const setcache_change *ch, sc_sub ***out
             }
             for (size_t j = 0; j < ix->n; j++) {
                 if (n == cap) {
-                    cap = cap ? cap * 2 : 8;
-                    sc_sub **nv = realloc(v, cap * sizeof *nv);
+                    size_t nc = cap ? cap * 2 : 8;
+                    sc_sub **nv = realloc(v, nc * sizeof *nv);
                     if (!nv) {
-                        break;
+                        break; /* out of memory: deliver to those collected */
                     }
                     v = nv;
+                    cap = nc;
                 }
                 v[n++] = ix->subs[j];
             }
@@ -504,7 +506,7 @@ int setcache_subscribe(setcache *c, const char *entity_type, const char *entity_
             rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
         }
     }
-    if (rc == SETCACHE_OK) {
+    if (rc == SETCACHE_OK && ix && ix->subs && ix->n < ix->cap) {
         s->id = ++c->next_sub_id;
         HASH_ADD(hh, c->subs_by_id, id, sizeof s->id, s);
         if (!s->hh.tbl) {
@@ -514,6 +516,8 @@ int setcache_subscribe(setcache *c, const char *entity_type, const char *entity_
             atomic_fetch_add_explicit(&c->nsubs, 1, memory_order_release);
             *id = s->id;
         }
+    } else if (rc == SETCACHE_OK) {
+        rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
     }
     pthread_mutex_unlock(&c->subs_mu);
     if (rc != SETCACHE_OK) {

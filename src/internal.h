@@ -101,13 +101,13 @@ typedef struct sc_pending {
     char *key;
     char op; /* 'U' (set) or 'D' (delete) */
 } sc_pending;
-#define SC_MAX_PENDING 64
+#define SC_MAX_PENDING 1024 /* beyond it the load is not installed and runs again */
 
 typedef struct sc_entity {
     UT_hash_handle hh; /* in shard->table, key = ekey */
     sc_entry *entries;
     sc_pending *pending;     /* changes seen while SC_LOADING */
-    uint32_t npending;
+    uint32_t npending, cappending;
     uint64_t stamp;          /* clock value of the last change seen; guards fills */
     size_t bytes;            /* key + value bytes of entries */
     uint32_t nentries;

@@ -320,7 +320,6 @@ static void *listener_main(void *arg)
             PQfinish(conn);
         } else {
             snprintf(msg, sizeof msg, "%s", setcache_errmsg());
-            why = msg;
         }
         if (atomic_load(&c->closing)) {
             break;

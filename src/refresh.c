@@ -473,7 +473,7 @@ static void process_hints(setcache *c, sc_hint *list)
             }
             free(h);
         }
-        HASH_DEL(groups, g);
+        HASH_DEL(groups, g); /* NOLINT(clang-analyzer-core.NullDereference): uthash */
         free(g->hints);
         free(g);
     }

@@ -19,6 +19,10 @@ b=$(pgbin)
 have_cmd psql || missing="$missing postgresql-client"
 ls /usr/share/postgresql/*/extension/pg_stat_statements.control >/dev/null 2>&1 || missing="$missing postgresql-contrib"
 have_cmd nm || missing="$missing binutils"
+if [ -n "${LINT:-}" ]; then
+    have_cmd cppcheck || missing="$missing cppcheck"
+    have_cmd clang-tidy || missing="$missing clang-tidy"
+fi
 if [ -n "${FUZZ:-}" ]; then
     have_cmd clang || missing="$missing clang"
     ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1 \
