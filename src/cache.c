@@ -73,6 +73,20 @@ int setcache__ident(sc_ident *id, const char *type, const char *eid, const char 
     return SETCACHE_OK;
 }
 
+/* The identity of a call naming one setting: the handle and key must be
+ * given; lengths are checked and hashes computed (full validation later). */
+int setcache__ident_key(setcache *c, sc_ident *id, const char *type, const char *eid,
+                        const char *key)
+{
+    if (!c) {
+        return setcache__fail(SETCACHE_ERR_ARG, "handle is NULL");
+    }
+    if (!key) {
+        return setcache__fail(SETCACHE_ERR_ARG, "key is NULL");
+    }
+    return setcache__ident(id, type, eid, key);
+}
+
 /* Full validation, done only on paths that may reach the database or answer
  * from definitions: a hit in the cache proves the identity valid, since only
  * valid identities are ever installed. */
@@ -556,10 +570,10 @@ int setcache__install_preloaded(setcache *c, sc_ident *id, sc_entry **entries, u
 
 /* ---- changes ---- */
 
-/* Before a reconcile: loads and preloads in flight may have read a snapshot
- * older than a change whose notification was lost; make sure they are not
- * installed (their readers load again, after the fence). */
-void setcache__fence(setcache *c)
+/* Move every shard's clock for entities not in the table, and the stamp of
+ * every entity (so that no load in flight is installed); with unload, also
+ * drop what loaded entities hold. */
+static void stamp_all(setcache *c, bool unload)
 {
     for (int i = 0; i < SC_NSHARDS; i++) {
         sc_shard *sh = &c->shards[i];
@@ -569,7 +583,10 @@ void setcache__fence(setcache *c)
         sc_entity *e, *tmp;
         HASH_ITER(hh, sh->table, e, tmp)
         {
-            if (e->state == SC_LOADING) {
+            if (unload && e->state == SC_LOADED) {
+                unload_locked(c, sh, e);
+            }
+            if (unload || e->state == SC_LOADING) {
                 e->stamp = t;
             }
         }
@@ -577,28 +594,20 @@ void setcache__fence(setcache *c)
     }
 }
 
-/* Forget everything (TRUNCATE, or events may have been missed). */
-void setcache__invalidate_all(setcache *c)
+/* Before a reconcile: loads and preloads in flight may have read a snapshot
+ * older than a change whose notification was lost; make sure they are not
+ * installed (their readers load again, after the fence). */
+void setcache__fence(setcache *c)
 {
-    for (int i = 0; i < SC_NSHARDS; i++) {
-        sc_shard *sh = &c->shards[i];
-        setcache__br_wrlock(&sh->lock);
-        uint64_t t = setcache__tick(c);
-        sh->unknown_stamp = t;
-        sc_entity *e, *tmp;
-        HASH_ITER(hh, sh->table, e, tmp)
-        {
-            if (e->state == SC_LOADED) {
-                unload_locked(c, sh, e);
-            }
-            e->stamp = t; /* a load in flight will not be installed */
-        }
-        setcache__br_wrunlock(&sh->lock);
-    }
+    stamp_all(c, false);
 }
 
-/* Replace old (may be NULL) by nw. false = out of memory: nw is freed and the
- * caller must unload the entity, which no longer reflects the table. */
+/* Forget everything (events may have been missed and can't be reconciled). */
+void setcache__invalidate_all(setcache *c)
+{
+    stamp_all(c, true);
+}
+
 static bool put_entry_locked(sc_shard *sh, sc_entity *e, sc_entry *old, sc_entry *nw,
                              const sc_ident *id)
 {

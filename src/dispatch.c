@@ -54,6 +54,22 @@ static int sub_mask(const sc_sub *s)
     return (s->type ? 1 : 0) | (s->eid ? 2 : 0) | (s->key ? 4 : 0);
 }
 
+/* Append to a growing array; false when out of memory (nothing changed). */
+static bool push_sub(sc_sub ***v, size_t *n, size_t *cap, sc_sub *s)
+{
+    if (*n == *cap) {
+        size_t nc = *cap ? *cap * 2 : 8;
+        sc_sub **nv = realloc(*v, nc * sizeof *nv);
+        if (!nv) {
+            return false;
+        }
+        *v = nv;
+        *cap = nc;
+    }
+    (*v)[(*n)++] = s;
+    return true;
+}
+
 /* Collect the active subscriptions an event matches (all of them for a
  * RESYNC), taking a reference on each. Caller holds subs_mu. */
 static size_t match_locked(setcache *c, const setcache_change *ch, sc_sub ***out)
@@ -64,16 +80,9 @@ static size_t match_locked(setcache *c, const setcache_change *ch, sc_sub ***out
         sc_sub *s, *tmp;
         HASH_ITER(hh, c->subs_by_id, s, tmp)
         {
-            if (n == cap) {
-                size_t nc = cap ? cap * 2 : 8;
-                sc_sub **nv = realloc(v, nc * sizeof *nv);
-                if (!nv) {
-                    break; /* out of memory: deliver to those collected */
-                }
-                v = nv;
-                cap = nc;
+            if (!push_sub(&v, &n, &cap, s)) {
+                break; /* out of memory: deliver to those collected */
             }
-            v[n++] = s;
         }
     } else {
         char key[SC_PATTERN_MAX];
@@ -84,17 +93,7 @@ static size_t match_locked(setcache *c, const setcache_change *ch, sc_sub ***out
             if (!ix) {
                 continue;
             }
-            for (size_t j = 0; j < ix->n; j++) {
-                if (n == cap) {
-                    size_t nc = cap ? cap * 2 : 8;
-                    sc_sub **nv = realloc(v, nc * sizeof *nv);
-                    if (!nv) {
-                        break; /* out of memory: deliver to those collected */
-                    }
-                    v = nv;
-                    cap = nc;
-                }
-                v[n++] = ix->subs[j];
+            for (size_t j = 0; j < ix->n && push_sub(&v, &n, &cap, ix->subs[j]); j++) {
             }
         }
     }

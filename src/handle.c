@@ -482,14 +482,8 @@ int setcache__read_default(setcache *c, sc_ident *id, sc_read *r)
 
 static int read_key(setcache *c, const char *type, const char *eid, const char *key, sc_read *r)
 {
-    if (!c) {
-        return setcache__fail(SETCACHE_ERR_ARG, "handle is NULL");
-    }
-    if (!key) {
-        return setcache__fail(SETCACHE_ERR_ARG, "key is NULL");
-    }
     sc_ident id;
-    int rc = setcache__ident(&id, type, eid, key);
+    int rc = setcache__ident_key(c, &id, type, eid, key);
     if (rc != SETCACHE_OK) {
         return rc;
     }

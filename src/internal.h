@@ -182,6 +182,8 @@ typedef struct sc_def {
 
 int setcache__ident(sc_ident *id, const char *type, const char *eid, const char *key);
 int setcache__ident_validate(sc_ident *id);
+int setcache__ident_key(setcache *c, sc_ident *id, const char *type, const char *eid,
+                        const char *key);
 int setcache__read(setcache *c, sc_ident *id, sc_read *r);
 int setcache__ensure_loaded(setcache *c, sc_ident *id, sc_entry **answer);
 int setcache__read_default(setcache *c, sc_ident *id, sc_read *r);

@@ -20,6 +20,16 @@
 #include <time.h>
 #include <unistd.h>
 
+static void free_arrays(setcache *c)
+{
+    free(c->pool.slots);
+    free(c->pool.writing);
+    free(c->pool_pids);
+    c->pool.slots = NULL;
+    c->pool.writing = NULL;
+    c->pool_pids = NULL;
+}
+
 int setcache__pool_init(setcache *c)
 {
     sc_pool *p = &c->pool;
@@ -28,12 +38,7 @@ int setcache__pool_init(setcache *c)
     p->writing = calloc((size_t)p->size, sizeof *p->writing);
     c->pool_pids = calloc((size_t)p->size, sizeof *c->pool_pids);
     if (!p->slots || !p->writing || !c->pool_pids) {
-        free(p->slots);
-        free(p->writing);
-        free(c->pool_pids);
-        p->slots = NULL;
-        p->writing = NULL;
-        c->pool_pids = NULL;
+        free_arrays(c);
         return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
     }
     pthread_condattr_t ca;
@@ -82,12 +87,7 @@ void setcache__pool_destroy(setcache *c)
             }
         }
     }
-    free(p->slots);
-    free(p->writing);
-    free(c->pool_pids);
-    p->slots = NULL;
-    p->writing = NULL;
-    c->pool_pids = NULL;
+    free_arrays(c);
     if (same_process) {
         pthread_mutex_destroy(&p->mu);
         pthread_cond_destroy(&p->cv);

@@ -46,6 +46,17 @@ typedef struct sc_hint {
 
 /* ---- the queue (listener side: never blocks on the database) ---- */
 
+static void append_locked(setcache *c, sc_hint *h)
+{
+    if (c->rq_tail) {
+        c->rq_tail->next = h;
+    } else {
+        c->rq_head = h;
+    }
+    c->rq_tail = h;
+    c->rq_len++;
+}
+
 void setcache__hint(setcache *c, char op, int64_t version, int be_pid, const sc_ident *id)
 {
     size_t n = id->tlen + id->ilen + id->klen + 3;
@@ -66,13 +77,7 @@ void setcache__hint(setcache *c, char op, int64_t version, int be_pid, const sc_
         memcpy(h->id, id->id, id->ilen + 1);
         h->key = h->id + id->ilen + 1;
         memcpy(h->key, id->key, id->klen + 1);
-        if (c->rq_tail) {
-            c->rq_tail->next = h;
-        } else {
-            c->rq_head = h;
-        }
-        c->rq_tail = h;
-        c->rq_len++;
+        append_locked(c, h);
     }
     pthread_cond_signal(&c->rq_cv);
     pthread_mutex_unlock(&c->rq_mu);
@@ -82,13 +87,7 @@ static void requeue(setcache *c, sc_hint *h)
 {
     h->next = NULL;
     pthread_mutex_lock(&c->rq_mu);
-    if (c->rq_tail) {
-        c->rq_tail->next = h;
-    } else {
-        c->rq_head = h;
-    }
-    c->rq_tail = h;
-    c->rq_len++;
+    append_locked(c, h);
     pthread_mutex_unlock(&c->rq_mu);
 }
 

@@ -156,14 +156,8 @@ static int write_one(void *arg, PGconn *conn)
 static int do_write(setcache *c, const char *type, const char *eid, const char *key,
                     const char *value, bool force_json, bool is_delete)
 {
-    if (!c) {
-        return setcache__fail(SETCACHE_ERR_ARG, "handle is NULL");
-    }
-    if (!key) {
-        return setcache__fail(SETCACHE_ERR_ARG, "key is NULL");
-    }
     sc_ident id;
-    int rc = setcache__ident(&id, type, eid, key);
+    int rc = setcache__ident_key(c, &id, type, eid, key);
     if (rc == SETCACHE_OK) {
         rc = setcache__ident_validate(&id);
     }
