@@ -553,6 +553,10 @@ TEST(fill_race_never_installs_a_stale_load)
     t_sql("INSERT INTO \"%s\".settings (entity_type, entity_id, key, value) VALUES ('expert', "
           "'race', 'k', 'old')",
           t_schema());
+    double t0 = t_now_ms();
+    while (stats(c).hints < 1 && t_now_ms() - t0 < 5000) {
+        t_sleep_ms(1); /* the insert's own notification is behind us */
+    }
     setcache__hooks.after_load_query = race_hook;
     char buf[32];
     CHECK_OK(setcache_get_string(c, "expert", "race", "k", buf, sizeof buf, NULL));
