@@ -141,7 +141,8 @@ install: all
 	install -m 755 $(SHARED) $(DESTDIR)$(PREFIX)/lib/
 	ln -sf libsetcache.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libsetcache.so
-	install -m 644 $(PC) $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' setcache.pc.in \
+	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/setcache.pc
 	install -m 755 $(TOOL) $(DESTDIR)$(PREFIX)/bin/
 
 uninstall:
