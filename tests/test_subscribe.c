@@ -2,6 +2,7 @@
 #include "harness.h"
 
 #include <pthread.h>
+#include <stdarg.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/wait.h>
@@ -543,6 +544,31 @@ TEST(reconnect_announces_resync_then_the_changes_found)
     free(r);
 }
 
+/* Run one statement with psql, printf-style. */
+static void psql(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void psql(const char *fmt, ...)
+{
+    char stmt[512], cmd[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(stmt, sizeof stmt, fmt, ap);
+    va_end(ap);
+    char quoted[1024];
+    size_t q = 0;
+    for (const char *p = stmt; *p && q + 5 < sizeof quoted; p++) {
+        if (*p == '\'') {
+            memcpy(quoted + q, "'\\''", 4);
+            q += 4;
+        } else {
+            quoted[q++] = *p;
+        }
+    }
+    quoted[q] = '\0';
+    snprintf(cmd, sizeof cmd, "psql -qX -v ON_ERROR_STOP=1 -c '%s' '%s' >/dev/null", quoted,
+             t_conninfo());
+    CHECK(system(cmd) == 0);
+}
+
 TEST(watch_prints_one_json_line_per_change)
 {
     setcache_close(t_open()); /* schema */
@@ -571,14 +597,14 @@ TEST(watch_prints_one_json_line_per_change)
         t_sleep_ms(10);
     }
     t_sleep_ms(200);
-    t_sql("INSERT INTO \"%s\".settings (entity_type, entity_id, key, value) VALUES ('expert', "
-          "'1', 'no', 'x')",
-          t_schema());
-    double t_commit = t_now_ms();
-    t_sql("INSERT INTO \"%s\".settings (entity_type, entity_id, key, value) VALUES ('account', "
-          "'7', 'api_key', 'a\"b\\c')",
-          t_schema());
-    t_commit = t_now_ms();
+    /* the changes are made by psql, a separate program */
+    psql("INSERT INTO \"%s\".settings (entity_type, entity_id, key, value) VALUES ('expert', "
+         "'1', 'no', 'x')",
+         t_schema());
+    psql("INSERT INTO \"%s\".settings (entity_type, entity_id, key, value) VALUES ('account', "
+         "'7', 'api_key', 'a\"b\\c')",
+         t_schema());
+    double t_commit = t_now_ms(); /* psql has exited: its commit is acknowledged */
     char line[1024];
     FILE *f = fdopen(out[0], "r");
     CHECK(fgets(line, sizeof line, f) != NULL);
@@ -592,7 +618,7 @@ TEST(watch_prints_one_json_line_per_change)
     CHECK(strstr(line, "\"value\":\"a\\\"b\\\\c\"") != NULL);
     CHECK(strstr(line, "\"local\":false") != NULL);
     CHECK(strstr(line, "\"received_at\":\"") != NULL);
-    t_sql("DELETE FROM \"%s\".settings WHERE entity_id = '7'", t_schema());
+    psql("DELETE FROM \"%s\".settings WHERE entity_id = '7'", t_schema());
     CHECK(fgets(line, sizeof line, f) != NULL);
     CHECK(strstr(line, "\"kind\":\"delete\"") != NULL);
     CHECK(strstr(line, "\"value\":null") != NULL);
