@@ -38,12 +38,7 @@ static bool tables_mode;
 static const char *const render_keys[3] = {"paper_account", "minimum_equity_threshold_percent",
                                            "api_key"};
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
+#define now_ms bench_now_ms
 
 static void die(const char *what, const char *msg)
 {
@@ -183,11 +178,7 @@ static double run_threads(void *(*fn)(void *))
     return now_ms() - t0;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
+#define cmp_double bench_cmp_d
 
 /* The platform's tables, filled from the workload written to the built-in
  * table, each value in the column the platform's encoding uses. */
@@ -253,15 +244,8 @@ int main(int argc, char **argv)
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
     PGconn *mon = connect_as("setcache-demo-admin");
-    PQclear(PQexec(mon, "SET client_min_messages = warning"));
-    PQclear(PQexec(mon, "DROP SCHEMA IF EXISTS " SCHEMA " CASCADE"));
-
     setcache_options o;
-    setcache_options_init(&o);
-    o.conninfo = conninfo;
-    o.schema = SCHEMA;
-    o.channel = SCHEMA;
-    o.create_schema = true;
+    bench_fresh(mon, SCHEMA, conninfo, &o);
     if (setcache_open(&cache, &o) != SETCACHE_OK) {
         die("setcache_open", setcache_errmsg());
     }

@@ -7,6 +7,7 @@
  */
 #include <libpq-fe.h>
 #include "setcache.h"
+#include "workload.h"
 
 #include <math.h>
 #include <poll.h>
@@ -35,18 +36,8 @@ typedef struct shared {
 static const char *conninfo;
 static shared *sh;
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
+#define now_ms bench_now_ms
+#define cmp_d bench_cmp_d
 
 static void pct(double *v, int n, double *p50, double *p99, double *mx)
 {
@@ -211,14 +202,8 @@ int main(void)
     setvbuf(stdout, NULL, _IOLBF, 0);
     sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     PGconn *w = PQconnectdb(conninfo);
-    PQclear(PQexec(w, "SET client_min_messages = warning"));
-    PQclear(PQexec(w, "DROP SCHEMA IF EXISTS " SCHEMA " CASCADE"));
     setcache_options o;
-    setcache_options_init(&o);
-    o.conninfo = conninfo;
-    o.schema = SCHEMA;
-    o.channel = SCHEMA;
-    o.create_schema = true;
+    bench_fresh(w, SCHEMA, conninfo, &o);
     setcache *c;
     if (setcache_open(&c, &o) != SETCACHE_OK || setcache_set_int(c, "expert", "1", "k", 0) != 0) {
         fprintf(stderr, "setup: %s\n", setcache_errmsg());

@@ -136,11 +136,7 @@ static void *read_worker(void *p)
     return NULL;
 }
 
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
+#define cmp_d bench_cmp_d
 
 typedef struct result {
     double rate, p50, p99, p999;
@@ -301,14 +297,8 @@ int main(void)
     tsv = tp ? fopen(tp, "a") : NULL;
     setvbuf(stdout, NULL, _IOLBF, 0);
     PGconn *mon = PQconnectdb(conninfo);
-    PQclear(PQexec(mon, "SET client_min_messages = warning"));
-    PQclear(PQexec(mon, "DROP SCHEMA IF EXISTS " SCHEMA " CASCADE"));
     setcache_options o;
-    setcache_options_init(&o);
-    o.conninfo = conninfo;
-    o.schema = SCHEMA;
-    o.channel = SCHEMA;
-    o.create_schema = true;
+    bench_fresh(mon, SCHEMA, conninfo, &o);
     setcache *c;
     if (setcache_open(&c, &o) != SETCACHE_OK) {
         die("open", setcache_errmsg());

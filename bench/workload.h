@@ -11,7 +11,40 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <libpq-fe.h>
+#include <time.h>
+
 #include "setcache.h"
+
+/* ---- helpers shared by the demo and the benchmarks ---- */
+
+static inline double bench_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static inline int bench_cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* A fresh schema for a run, and options that create and use it. */
+static inline void bench_fresh(PGconn *mon, const char *schema, const char *conninfo,
+                               setcache_options *o)
+{
+    char sql[160];
+    PQclear(PQexec(mon, "SET client_min_messages = warning"));
+    snprintf(sql, sizeof sql, "DROP SCHEMA IF EXISTS %s CASCADE", schema);
+    PQclear(PQexec(mon, sql));
+    setcache_options_init(o);
+    o->conninfo = conninfo;
+    o->schema = schema;
+    o->channel = schema;
+    o->create_schema = true;
+}
 
 static const char *const wl_account_keys[6] = {
     "api_key", "api_secret", "paper_account", "minimum_equity_threshold_percent",
@@ -29,14 +62,14 @@ static const int wl_ids[26] = {1, 2, 5, 7, 8, 11, 12, 14, 17, 19, 20, 23, 26,
 #define WL_EXPERTS 26
 #define WL_APP_KEYS 30
 
-static unsigned wl_rand(unsigned *s)
+static inline unsigned wl_rand(unsigned *s)
 {
     *s = *s * 1103515245u + 12345u;
     return (*s >> 8) & 0xffffff;
 }
 
 /* Key i of an expert: the hot keys first, then generated snake_case names. */
-static void wl_expert_key(int i, char *out, size_t cap)
+static inline void wl_expert_key(int i, char *out, size_t cap)
 {
     if (i < 13) {
         snprintf(out, cap, "%s", wl_expert_hot[i]);
@@ -47,7 +80,7 @@ static void wl_expert_key(int i, char *out, size_t cap)
 
 /* A value of the right type mix: 39% float, 25% int, 16% str, 13% bool,
  * 5% list, 2% json. */
-static void wl_value(unsigned *seed, int i, char *out, size_t cap)
+static inline void wl_value(unsigned *seed, int i, char *out, size_t cap)
 {
     unsigned r = wl_rand(seed) % 100;
     if (i == 11) { /* enabled_instruments: a JSON list */
@@ -68,7 +101,7 @@ static void wl_value(unsigned *seed, int i, char *out, size_t cap)
 }
 
 /* Write the whole workload through the library (one set_many per entity). */
-static int wl_load(setcache *c)
+static inline int wl_load(setcache *c)
 {
     unsigned seed = 42;
     char keys[128][64], vals[128][160];

@@ -7,6 +7,7 @@
  */
 #include <libpq-fe.h>
 #include "setcache.h"
+#include "workload.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,11 +28,7 @@ static double now_us(void)
     return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
 }
 
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
+#define cmp_d bench_cmp_d
 
 static double median(double *v, int n)
 {
@@ -139,14 +136,8 @@ int main(void)
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
     PGconn *raw = PQconnectdb(conninfo);
-    PQclear(PQexec(raw, "SET client_min_messages = warning"));
-    PQclear(PQexec(raw, "DROP SCHEMA IF EXISTS " SCHEMA " CASCADE"));
     setcache_options o;
-    setcache_options_init(&o);
-    o.conninfo = conninfo;
-    o.schema = SCHEMA;
-    o.channel = SCHEMA;
-    o.create_schema = true;
+    bench_fresh(raw, SCHEMA, conninfo, &o);
     o.pool_size = 1;
     setcache *c;
     if (setcache_open(&c, &o) != SETCACHE_OK) {
