@@ -436,25 +436,14 @@ static sc_def *def_find_locked(setcache *c, const char *type, size_t tlen, const
     return d;
 }
 
-/* Is (type, key) defined? Optionally copy out its type and default. */
-int setcache__def_find(setcache *c, const char *type, size_t tlen, const char *key, size_t klen,
-                       setcache_type *type_out, char **dflt_dup, sc_parsed *p, bool *has_dflt)
+/* Is (type, key) defined? Then *type_out is its type. */
+bool setcache__def_type(setcache *c, const char *type, size_t tlen, const char *key, size_t klen,
+                        setcache_type *type_out)
 {
     setcache__br_rdlock(&c->defs_lock);
     sc_def *d = def_find_locked(c, type, tlen, key, klen);
     if (d) {
-        if (type_out) {
-            *type_out = d->type;
-        }
-        if (has_dflt) {
-            *has_dflt = d->has_default;
-        }
-        if (p) {
-            *p = d->p;
-        }
-        if (dflt_dup) {
-            *dflt_dup = d->has_default ? strdup(d->dflt) : NULL;
-        }
+        *type_out = d->type;
     }
     setcache__br_rdunlock(&c->defs_lock);
     return d != NULL;
@@ -646,7 +635,7 @@ void setcache_get_stats(setcache *c, setcache_stats *out)
         return;
     }
     memset(out, 0, sizeof *out);
-    out->hits = counter(c, SC_ST_HITS); /* plus the per-slot hits, below */
+    /* hits are counted in the read slots: setcache__cache_stats adds them */
     out->misses = counter(c, SC_ST_MISSES);
     out->loads = counter(c, SC_ST_LOADS);
     out->db_queries = counter(c, SC_ST_QUERIES);

@@ -212,8 +212,8 @@ void setcache__cache_destroy(setcache *c);
 int setcache__install_preloaded(setcache *c, sc_ident *id, sc_entry **entries, uint64_t since);
 void setcache__evict_if_needed(setcache *c, const sc_ident *keep);
 void setcache__cache_stats(setcache *c, setcache_stats *st);
-int setcache__def_find(setcache *c, const char *type, size_t tlen, const char *key, size_t klen,
-                       setcache_type *type_out, char **dflt_dup, sc_parsed *p, bool *has_dflt);
+bool setcache__def_type(setcache *c, const char *type, size_t tlen, const char *key, size_t klen,
+                        setcache_type *type_out);
 
 /* ---- pool.c ---- */
 typedef struct sc_slot {
@@ -373,7 +373,7 @@ void setcache__log(setcache *c, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void setcache__count(setcache *c, int which, uint64_t n);
 enum {
-    SC_ST_HITS, SC_ST_MISSES, SC_ST_LOADS, SC_ST_QUERIES, SC_ST_WRITES, SC_ST_NOTIFICATIONS,
+    SC_ST_MISSES, SC_ST_LOADS, SC_ST_QUERIES, SC_ST_WRITES, SC_ST_NOTIFICATIONS,
     SC_ST_INVALIDATIONS, SC_ST_RESYNCS, SC_ST_RECONNECTS, SC_ST_EVICTIONS, SC_ST_POOL_WAITS,
     SC_ST_POOL_TIMEOUTS, SC_ST_MALFORMED, SC_ST_REFRESHES, SC_ST_EVENTS, SC_ST_HEARTBEATS, SC_ST_HINTS,
     SC_ST_COUNT

@@ -4,7 +4,7 @@
  * cache is updated by the version the statement returned.
  *
  * Owns: nothing. Borrows connections through setcache__with_pool only; takes
- * the defs lock (through setcache__def_find) and shard locks (through
+ * the defs lock (through setcache__def_type) and shard locks (through
  * setcache__apply_local), never together. Called by handle.c's public
  * setters.
  */
@@ -32,10 +32,8 @@ static int check_value(setcache *c, sc_ident *id, const char *value, bool *json,
         return setcache__fail(SETCACHE_ERR_ARG, "value is not valid UTF-8");
     }
     setcache_type t;
-    bool has_dflt;
     *deftype = -1;
-    if (setcache__def_find(c, id->type, id->tlen, id->key, id->klen, &t, NULL, NULL,
-                           &has_dflt)) {
+    if (setcache__def_type(c, id->type, id->tlen, id->key, id->klen, &t)) {
         *deftype = (int)t;
         int64_t iv;
         double dv;
@@ -284,8 +282,6 @@ static int write_many(void *arg, PGconn *conn)
 /* set_many on a mapped table: one transaction of one statement per key. */
 typedef struct mm_job {
     setcache *c;
-    sc_ident *id;
-    const setcache_kv *kv;
     size_t n;
     write_job *jobs;
     int token;
@@ -347,7 +343,7 @@ static int set_many_mapped(setcache *c, sc_ident *id, const setcache_kv *kv, siz
         jobs[i] = (write_job){c, &ids[i], kv[i].value, json || deftype == SETCACHE_JSON, deftype,
                               0, -1};
     }
-    mm_job m = {c, id, kv, n, jobs, -1};
+    mm_job m = {c, n, jobs, -1};
     if (rc == SETCACHE_OK) {
         rc = setcache__with_pool(c, write_many_mapped, &m);
     }
