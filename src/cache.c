@@ -3,7 +3,7 @@
  * invalidation and eviction.
  *
  * Owns: c->shards. Each shard is a uthash table of entities under one
- * read-write lock; each entity holds a uthash table of its entries. Readers
+ * read-mostly lock; each entity holds an sc_etable of its entries. Readers
  * take the shard's read lock only; installs, invalidations and evictions take
  * its write lock. One shard lock at a time, never with another library lock
  * held (see internal.h for the global order).
@@ -109,11 +109,12 @@ sc_entry *setcache__entry_new(const char *key, size_t klen, const char *value, s
     if (tomb) {
         vlen = 0;
     }
-    sc_entry *e = malloc(sizeof *e + klen + 1 + vlen + 1);
+    sc_entry *e = malloc(offsetof(sc_entry, data) + klen + 1 + vlen + 1);
     if (!e) {
         return NULL;
     }
-    memset(e, 0, sizeof *e);
+    memset(e, 0, offsetof(sc_entry, data));
+    e->hash = setcache__hash(key, klen);
     memcpy(e->data, key, klen);
     e->data[klen] = '\0';
     e->klen = (uint8_t)klen;
@@ -170,25 +171,13 @@ int setcache__fill_entry(const sc_entry *e, sc_read *r)
     return setcache__fill_from_value(SC_VAL(e), e->vlen, &p, r);
 }
 
-void setcache__entries_free(sc_entry **head)
-{
-    sc_entry *e, *tmp;
-    HASH_ITER(hh, *head, e, tmp)
-    {
-        HASH_DEL(*head, e);
-        free(e);
-    }
-    *head = NULL;
-}
-
-static void count_entries(sc_entry *head, uint32_t *n, size_t *bytes)
+static void count_entries(const sc_etable *t, uint32_t *n, size_t *bytes)
 {
     *n = 0;
     *bytes = 0;
-    sc_entry *e, *tmp;
-    HASH_ITER(hh, head, e, tmp)
-    {
-        if (!SC_TOMB(e)) {
+    for (uint32_t i = 0; i < t->cap; i++) {
+        const sc_entry *e = t->slot[i];
+        if (e && !SC_TOMB(e)) {
             (*n)++;
             *bytes += e->klen + e->vlen;
         }
@@ -211,18 +200,20 @@ static void unload_locked(setcache *c, sc_shard *sh, sc_entity *e)
         sh->bytes -= e->bytes;
         setcache__count(c, SC_ST_INVALIDATIONS, 1);
     }
-    setcache__entries_free(&e->entries);
+    setcache__et_free(&e->entries);
     e->nentries = 0;
     e->bytes = 0;
     e->state = SC_EMPTY;
 }
 
-static void set_entries_locked(sc_shard *sh, sc_entity *e, sc_entry *entries)
+/* Install entries (taken: *entries is left empty) into an entity that holds
+ * none. */
+static void set_entries_locked(sc_shard *sh, sc_entity *e, sc_etable *entries)
 {
     uint32_t n;
     size_t bytes;
     count_entries(entries, &n, &bytes);
-    e->entries = entries;
+    setcache__et_take(&e->entries, entries);
     e->nentries = n;
     e->bytes = bytes;
     e->state = SC_LOADED;
@@ -291,12 +282,11 @@ static void note_pending_locked(setcache *c, sc_entity *e, char op, int64_t vers
 }
 
 /* Do the loaded rows already reflect every change seen during the load? */
-static bool pending_reflected(const sc_entity *e, sc_entry *rows)
+static bool pending_reflected(const sc_entity *e, const sc_etable *rows)
 {
     for (uint32_t i = 0; i < e->npending; i++) {
         const sc_pending *p = &e->pending[i];
-        sc_entry *en;
-        HASH_FIND_STR(rows, p->key, en);
+        const sc_entry *en = setcache__et_find_str(rows, p->key);
         if (p->op == 'D' ? (en && en->version <= p->version) : (!en || en->version < p->version)) {
             return false;
         }
@@ -443,8 +433,7 @@ int setcache__read(setcache *c, sc_ident *id, sc_read *r)
                 !atomic_load_explicit(&e->referenced, memory_order_relaxed)) {
                 atomic_store_explicit(&e->referenced, 1, memory_order_relaxed);
             }
-            sc_entry *en;
-            HASH_FIND_BYHASHVALUE(hh, e->entries, id->key, id->klen, id->khash, en);
+            const sc_entry *en = setcache__et_find(&e->entries, id->key, id->klen, id->khash);
             if (!missed) {
                 count_hit(sh);
             }
@@ -506,9 +495,9 @@ int setcache__begin_load(setcache *c, sc_ident *id, uint64_t *stamp, uint64_t *e
     return rc;
 }
 
-/* End a load the caller owns. Installs *entries (taking them, *entries set to
- * NULL) only when no change to the entity was seen since the load began. */
-void setcache__finish_load(setcache *c, sc_ident *id, sc_entry **entries, uint64_t stamp,
+/* End a load the caller owns. Installs *entries (taking them, *entries left
+ * empty) only when no change to the entity was seen since the load began. */
+void setcache__finish_load(setcache *c, sc_ident *id, sc_etable *entries, uint64_t stamp,
                            bool *installed)
 {
     sc_shard *sh = shard_of(c, id->ehash);
@@ -516,9 +505,8 @@ void setcache__finish_load(setcache *c, sc_ident *id, sc_entry **entries, uint64
     setcache__br_wrlock(&sh->lock);
     sc_entity *e = find_locked(sh, id); /* a loading entity is never evicted */
     if (e) {
-        if (entries && e->stamp == stamp && pending_reflected(e, *entries)) {
-            set_entries_locked(sh, e, *entries);
-            *entries = NULL;
+        if (entries && e->stamp == stamp && pending_reflected(e, entries)) {
+            set_entries_locked(sh, e, entries);
             *installed = true;
         } else {
             e->state = SC_EMPTY;
@@ -539,7 +527,7 @@ void setcache__finish_load(setcache *c, sc_ident *id, sc_entry **entries, uint64
 /* Install one entity found by preload, unless it is cached or loading
  * already, or changed since the preload's query began (stamp > since).
  * Returns 1 if installed (entries taken), 0 if skipped, or an error. */
-int setcache__install_preloaded(setcache *c, sc_ident *id, sc_entry **entries, uint64_t since)
+int setcache__install_preloaded(setcache *c, sc_ident *id, sc_etable *entries, uint64_t since)
 {
     sc_shard *sh = shard_of(c, id->ehash);
     int rc = 0;
@@ -547,8 +535,7 @@ int setcache__install_preloaded(setcache *c, sc_ident *id, sc_entry **entries, u
     sc_entity *e = find_locked(sh, id);
     if (e) {
         if (e->state == SC_EMPTY && e->stamp <= since) {
-            set_entries_locked(sh, e, *entries);
-            *entries = NULL;
+            set_entries_locked(sh, e, entries);
             rc = 1;
         }
     } else if (sh->unknown_stamp <= since) {
@@ -556,8 +543,7 @@ int setcache__install_preloaded(setcache *c, sc_ident *id, sc_entry **entries, u
         if (!e) {
             rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
         } else {
-            set_entries_locked(sh, e, *entries);
-            *entries = NULL;
+            set_entries_locked(sh, e, entries);
             rc = 1;
         }
     }
@@ -608,24 +594,21 @@ void setcache__invalidate_all(setcache *c)
     stamp_all(c, true);
 }
 
-static bool put_entry_locked(sc_shard *sh, sc_entity *e, sc_entry *old, sc_entry *nw,
-                             const sc_ident *id)
+/* Put nw in place of old (the entry with its key, or NULL). */
+static bool put_entry_locked(sc_shard *sh, sc_entity *e, const sc_entry *old, sc_entry *nw)
 {
-    if (old) {
-        if (!SC_TOMB(old)) {
-            e->nentries--;
-            e->bytes -= old->klen + old->vlen;
-            sh->nentries--;
-            sh->bytes -= old->klen + old->vlen;
-        }
-        HASH_DEL(e->entries, old);
-        free(old);
-    }
-    HASH_ADD_KEYPTR_BYHASHVALUE(hh, e->entries, nw->data, nw->klen, id->khash, nw);
-    if (!nw->hh.tbl) {
+    sc_entry *replaced;
+    if (setcache__et_put(&e->entries, nw, &replaced) != SETCACHE_OK) {
         free(nw);
         return false;
     }
+    if (old && !SC_TOMB(old)) {
+        e->nentries--;
+        e->bytes -= old->klen + old->vlen;
+        sh->nentries--;
+        sh->bytes -= old->klen + old->vlen;
+    }
+    free(replaced); /* old */
     if (!SC_TOMB(nw)) {
         e->nentries++;
         e->bytes += nw->klen + nw->vlen;
@@ -673,8 +656,7 @@ void setcache__apply_local(setcache *c, sc_ident *id, const char *value, int64_t
         unload_locked(c, sh, e);
         goto out;
     }
-    sc_entry *en;
-    HASH_FIND_BYHASHVALUE(hh, e->entries, id->key, id->klen, id->khash, en);
+    const sc_entry *en = setcache__et_find(&e->entries, id->key, id->klen, id->khash);
     if (subs && en && !SC_TOMB(en)) {
         old = strdup(SC_VAL(en));
     }
@@ -687,7 +669,7 @@ void setcache__apply_local(setcache *c, sc_ident *id, const char *value, int64_t
             unload_locked(c, sh, e); /* can't tell which is newer, or no memory */
             goto out;
         }
-        if (!put_entry_locked(sh, e, en, nw, id)) {
+        if (!put_entry_locked(sh, e, en, nw)) {
             unload_locked(c, sh, e);
         }
         nw = NULL;
@@ -700,7 +682,7 @@ void setcache__apply_local(setcache *c, sc_ident *id, const char *value, int64_t
             unload_locked(c, sh, e);
             goto out;
         }
-        if (!put_entry_locked(sh, e, en, nw, id)) {
+        if (!put_entry_locked(sh, e, en, nw)) {
             unload_locked(c, sh, e);
         }
         nw = NULL;
@@ -761,7 +743,7 @@ void setcache__evict_if_needed(setcache *c, const sc_ident *keep)
             if (e->stamp > sh->unknown_stamp) {
                 sh->unknown_stamp = e->stamp;
             }
-            setcache__entries_free(&e->entries);
+            setcache__et_free(&e->entries);
             pending_clear(e);
             HASH_DEL(sh->table, e); /* NOLINT(clang-analyzer-core.NullDereference): uthash */
             free(e);
@@ -797,7 +779,7 @@ void setcache__cache_destroy(setcache *c)
         sc_entity *e, *tmp;
         HASH_ITER(hh, sh->table, e, tmp)
         {
-            setcache__entries_free(&e->entries);
+            setcache__et_free(&e->entries);
             pending_clear(e);
             HASH_DEL(sh->table, e); /* NOLINT(clang-analyzer-core.NullDereference): uthash */
             free(e);
@@ -808,27 +790,26 @@ void setcache__cache_destroy(setcache *c)
 
 /* ---- snapshots (foreach) ---- */
 
-static int copy_entries(sc_entry *head, sc_pair **out, size_t *n)
+static int copy_entries(const sc_etable *t, sc_pair **out, size_t *n)
 {
-    size_t cnt = HASH_COUNT(head);
+    size_t cnt = t->count;
     sc_pair *p = calloc(cnt ? cnt : 1, sizeof *p);
     if (!p) {
         return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
     }
     size_t k = 0;
-    sc_entry *e, *tmp;
-    HASH_ITER(hh, head, e, tmp)
-    {
-        if (SC_TOMB(e)) {
+    for (uint32_t i = 0; i < t->cap; i++) {
+        const sc_entry *e = t->slot[i];
+        if (!e || SC_TOMB(e)) {
             continue;
         }
         p[k].key = strdup(e->data);
         p[k].value = strdup(SC_VAL(e));
         k++;
         if (!p[k - 1].key || !p[k - 1].value) {
-            for (size_t i = 0; i < k; i++) {
-                free(p[i].key);
-                free(p[i].value);
+            for (size_t j = 0; j < k; j++) {
+                free(p[j].key);
+                free(p[j].value);
             }
             free(p);
             return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
@@ -847,19 +828,19 @@ int setcache__snapshot_entity(setcache *c, sc_ident *id, sc_pair **out, size_t *
         setcache__br_rdlock(&sh->lock);
         sc_entity *e = find_locked(sh, id);
         if (e && e->state == SC_LOADED) {
-            int rc = copy_entries(e->entries, out, n);
+            int rc = copy_entries(&e->entries, out, n);
             setcache__br_rdunlock(&sh->lock);
             return rc;
         }
         setcache__br_rdunlock(&sh->lock);
-        sc_entry *rows = NULL;
+        sc_etable rows = {0};
         int rc = setcache__ensure_loaded(c, id, &rows);
         if (rc != SETCACHE_OK) {
             return rc;
         }
-        if (rows) {
-            rc = copy_entries(rows, out, n);
-            setcache__entries_free(&rows);
+        if (rows.slot) {
+            rc = copy_entries(&rows, out, n);
+            setcache__et_free(&rows);
             return rc;
         }
     }
@@ -892,8 +873,7 @@ int setcache__classify(setcache *c, sc_ident *id, const sc_hintref *h, size_t n,
         }
     } else if (e && e->state == SC_LOADED) {
         for (size_t j = 0; j < n && act == SC_ACT_SKIP; j++) {
-            sc_entry *en;
-            HASH_FIND_STR(e->entries, h[j].key, en);
+            const sc_entry *en = setcache__et_find_str(&e->entries, h[j].key);
             bool skip;
             if (h[j].op == 'D') {
                 skip = !en || (SC_TOMB(en) && en->version >= h[j].version) ||
@@ -974,7 +954,7 @@ void setcache__changes_free(sc_change *v, size_t n)
  * table is replaced. With subscribers, *changes lists what differs (set and
  * deleted keys with old values); *overflow is set if that list is incomplete.
  */
-bool setcache__refresh_install(setcache *c, sc_ident *id, sc_entry **rows, uint64_t stamp,
+bool setcache__refresh_install(setcache *c, sc_ident *id, sc_etable *rows, uint64_t stamp,
                                sc_change **changes, size_t *nchanges, bool *incomplete)
 {
     sc_shard *sh = shard_of(c, id->ehash);
@@ -990,10 +970,12 @@ bool setcache__refresh_install(setcache *c, sc_ident *id, sc_entry **rows, uint6
         return false;
     }
     if (want) {
-        sc_entry *n, *tmp, *o;
-        HASH_ITER(hh, *rows, n, tmp)
-        {
-            HASH_FIND_STR(e->entries, n->data, o);
+        for (uint32_t i = 0; i < rows->cap; i++) {
+            const sc_entry *n = rows->slot[i];
+            if (!n) {
+                continue;
+            }
+            const sc_entry *o = setcache__et_find(&e->entries, n->data, n->klen, n->hash);
             if (!o || SC_TOMB(o) || o->version != n->version || strcmp(SC_VAL(o), SC_VAL(n)) != 0) {
                 if (add_change(changes, nchanges, &cap, SETCACHE_CHANGE_SET, n->data, SC_VAL(n),
                                o && !SC_TOMB(o) ? SC_VAL(o) : NULL, n->version) != 0) {
@@ -1001,13 +983,12 @@ bool setcache__refresh_install(setcache *c, sc_ident *id, sc_entry **rows, uint6
                 }
             }
         }
-        HASH_ITER(hh, e->entries, o, tmp)
-        {
-            if (SC_TOMB(o)) {
+        for (uint32_t i = 0; i < e->entries.cap; i++) {
+            const sc_entry *o = e->entries.slot[i];
+            if (!o || SC_TOMB(o)) {
                 continue;
             }
-            HASH_FIND_STR(*rows, o->data, n);
-            if (!n && add_change(changes, nchanges, &cap, SETCACHE_CHANGE_DELETE, o->data, NULL,
+            if (!setcache__et_find(rows, o->data, o->klen, o->hash) && add_change(changes, nchanges, &cap, SETCACHE_CHANGE_DELETE, o->data, NULL,
                                  SC_VAL(o), o->version) != 0) {
                 *incomplete = true;
             }
@@ -1016,9 +997,8 @@ bool setcache__refresh_install(setcache *c, sc_ident *id, sc_entry **rows, uint6
     sh->nentries -= e->nentries;
     sh->bytes -= e->bytes;
     sh->nloaded--;
-    setcache__entries_free(&e->entries);
-    set_entries_locked(sh, e, *rows);
-    *rows = NULL;
+    setcache__et_free(&e->entries);
+    set_entries_locked(sh, e, rows);
     setcache__br_wrunlock(&sh->lock);
     setcache__count(c, SC_ST_REFRESHES, 1);
     return true;
@@ -1050,8 +1030,7 @@ int setcache__current(setcache *c, sc_ident *id, char **value, int64_t *version)
     setcache__br_rdlock(&sh->lock);
     sc_entity *e = find_locked(sh, id);
     if (e && e->state == SC_LOADED) {
-        sc_entry *en;
-        HASH_FIND_BYHASHVALUE(hh, e->entries, id->key, id->klen, id->khash, en);
+        const sc_entry *en = setcache__et_find(&e->entries, id->key, id->klen, id->khash);
         if (en && !SC_TOMB(en)) {
             *value = strdup(SC_VAL(en));
             *version = en->version;

@@ -68,7 +68,7 @@ const char *setcache__type_name(setcache_type t);
 
 /* ---- cache.c ---- */
 /* One cached setting (or tombstone). Packed: the value follows the key in
- * data, and its typed forms share one word. */
+ * data, and its typed forms share one word. 26 bytes before the key. */
 enum {
     SC_E_TOMB = 1,   /* deleted: carries the version of the deleted row */
     SC_E_INT = 2,    /* num.i holds the value as an integer */
@@ -78,12 +78,12 @@ enum {
     SC_E_DUP = 32 /* the key appears more than once in a mapped table */
 };
 typedef struct sc_entry {
-    UT_hash_handle hh;
     int64_t version;
     union {
         int64_t i;
         double d;
     } num;
+    uint32_t hash; /* of the key: its slot in an sc_etable */
     uint32_t vlen;
     uint8_t klen;
     uint8_t flags; /* SC_E_* */
@@ -91,6 +91,46 @@ typedef struct sc_entry {
 } sc_entry;
 #define SC_TOMB(e) (((e)->flags & SC_E_TOMB) != 0)
 #define SC_VAL(e) ((e)->data + (e)->klen + 1)
+
+/*
+ * An entity's entries, by key: open addressing with linear probing over an
+ * array of entry pointers, a power of two long and at most 3/4 full (one
+ * pointer a slot instead of a per-entry chain handle). Entries are replaced,
+ * never removed one at a time (a delete leaves a tombstone), so there are no
+ * deleted-slot markers. All-zero is an empty table.
+ */
+typedef struct sc_etable {
+    sc_entry **slot;
+    uint32_t cap; /* 0 or a power of two */
+    uint32_t count;
+} sc_etable;
+
+/* The entry for key (klen bytes, hash its setcache__hash), or NULL. Inline:
+ * it is the inner step of every cached read. */
+static inline sc_entry *setcache__et_find(const sc_etable *t, const char *key, size_t klen,
+                                          unsigned hash)
+{
+    if (t->cap == 0) {
+        return NULL;
+    }
+    uint32_t mask = t->cap - 1;
+    for (uint32_t i = hash & mask;; i = (i + 1) & mask) {
+        sc_entry *e = t->slot[i];
+        if (!e) {
+            return NULL; /* never full: an empty slot ends every probe */
+        }
+        if (e->hash == hash && e->klen == klen && memcmp(e->data, key, klen) == 0) {
+            return e;
+        }
+    }
+}
+
+/* etable.c */
+sc_entry *setcache__et_find_str(const sc_etable *t, const char *key);
+int setcache__et_reserve(sc_etable *t, size_t n);
+int setcache__et_put(sc_etable *t, sc_entry *e, sc_entry **replaced);
+void setcache__et_free(sc_etable *t);
+void setcache__et_take(sc_etable *dst, sc_etable *src);
 
 enum { SC_EMPTY = 0, SC_LOADING = 1, SC_LOADED = 2 };
 
@@ -105,7 +145,7 @@ typedef struct sc_pending {
 
 typedef struct sc_entity {
     UT_hash_handle hh; /* in shard->table, key = ekey */
-    sc_entry *entries;
+    sc_etable entries;
     sc_pending *pending;     /* changes seen while SC_LOADING */
     uint32_t npending, cappending;
     uint64_t stamp;          /* clock value of the last change seen; guards fills */
@@ -185,11 +225,11 @@ int setcache__ident_validate(sc_ident *id);
 int setcache__ident_key(setcache *c, sc_ident *id, const char *type, const char *eid,
                         const char *key);
 int setcache__read(setcache *c, sc_ident *id, sc_read *r);
-int setcache__ensure_loaded(setcache *c, sc_ident *id, sc_entry **answer);
+int setcache__ensure_loaded(setcache *c, sc_ident *id, sc_etable *answer);
 int setcache__read_default(setcache *c, sc_ident *id, sc_read *r);
 int setcache__load_for_read(setcache *c, sc_ident *id, sc_read *r, bool *answered);
 int setcache__begin_load(setcache *c, sc_ident *id, uint64_t *stamp, uint64_t *epoch);
-void setcache__finish_load(setcache *c, sc_ident *id, sc_entry **entries, uint64_t stamp,
+void setcache__finish_load(setcache *c, sc_ident *id, sc_etable *entries, uint64_t stamp,
                            bool *installed);
 
 typedef struct sc_pair {
@@ -202,14 +242,13 @@ int setcache__fill_from_value(const char *value, size_t vlen, const sc_parsed *p
 int setcache__fill_entry(const sc_entry *e, sc_read *r);
 sc_entry *setcache__entry_new(const char *key, size_t klen, const char *value, size_t vlen,
                               int64_t version, bool tomb);
-void setcache__entries_free(sc_entry **head);
 uint64_t setcache__tick(setcache *c);
 void setcache__invalidate_all(setcache *c);
 void setcache__fence(setcache *c);
 void setcache__apply_local(setcache *c, sc_ident *id, const char *value, int64_t version,
                            bool deleted, bool uncertain);
 void setcache__cache_destroy(setcache *c);
-int setcache__install_preloaded(setcache *c, sc_ident *id, sc_entry **entries, uint64_t since);
+int setcache__install_preloaded(setcache *c, sc_ident *id, sc_etable *entries, uint64_t since);
 void setcache__evict_if_needed(setcache *c, const sc_ident *keep);
 void setcache__cache_stats(setcache *c, setcache_stats *st);
 bool setcache__def_type(setcache *c, const char *type, size_t tlen, const char *key, size_t klen,
@@ -288,7 +327,7 @@ char *setcache__maps_ddl(const char *schema, const char *channel, const setcache
                          size_t n);
 const sc_sql *setcache__sql_for(setcache *c, const char *type, size_t tlen);
 int setcache__maps_apply(setcache *c, PGconn *conn, const setcache_table_map *m, size_t n);
-int setcache__rows_add(sc_entry **head, const char *key, const char *value, size_t vlen,
+int setcache__rows_add(sc_etable *rows, const char *key, const char *value, size_t vlen,
                        int64_t version);
 
 /* ---- listen.c ---- */
@@ -355,7 +394,7 @@ enum { SC_ACT_SKIP, SC_ACT_REFRESH, SC_ACT_FETCH };
 int setcache__classify(setcache *c, sc_ident *id, const sc_hintref *h, size_t n, bool want_fetch,
                        uint64_t *stamp);
 bool setcache__refresh_begin(setcache *c, sc_ident *id, uint64_t *stamp);
-bool setcache__refresh_install(setcache *c, sc_ident *id, sc_entry **rows, uint64_t stamp,
+bool setcache__refresh_install(setcache *c, sc_ident *id, sc_etable *rows, uint64_t stamp,
                                sc_change **changes, size_t *nchanges, bool *incomplete);
 void setcache__changes_free(sc_change *v, size_t n);
 void setcache__invalidate(setcache *c, sc_ident *id);

@@ -19,19 +19,19 @@ sc_hooks setcache__hooks;
 #endif
 
 /* Add one row to a detached table of entries. */
-static int add_row(sc_entry **head, const char *key, const char *value, const char *version)
+static int add_row(sc_etable *rows, const char *key, const char *value, const char *version)
 {
     int64_t v = 0;
     if (!setcache__parse_int(version, &v)) {
         return setcache__fail(SETCACHE_ERR_DB, "bad version '%s' in table", version);
     }
-    return setcache__rows_add(head, key, value, strlen(value), v);
+    return setcache__rows_add(rows, key, value, strlen(value), v);
 }
 
 typedef struct load_job {
     setcache *c;
     sc_ident *id;
-    sc_entry *entries;
+    sc_etable entries;
 } load_job;
 
 static int load_query(void *arg, PGconn *conn)
@@ -47,12 +47,15 @@ static int load_query(void *arg, PGconn *conn)
     }
     setcache__count(c, SC_ST_LOADS, 1);
     int n = PQntuples(r);
+    if (n > 0) {
+        rc = setcache__et_reserve(&j->entries, (size_t)n);
+    }
     for (int i = 0; i < n && rc == SETCACHE_OK; i++) {
         rc = add_row(&j->entries, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), PQgetvalue(r, i, 2));
     }
     PQclear(r);
     if (rc != SETCACHE_OK) {
-        setcache__entries_free(&j->entries);
+        setcache__et_free(&j->entries);
     }
     return rc;
 }
@@ -79,7 +82,7 @@ static void wait_load(setcache *c, uint64_t epoch)
  * them: a committed snapshot taken after the read began). Waits for a load
  * another thread has in flight instead of sending a second query.
  */
-int setcache__ensure_loaded(setcache *c, sc_ident *id, sc_entry **answer)
+int setcache__ensure_loaded(setcache *c, sc_ident *id, sc_etable *answer)
 {
     int rc = setcache__ident_validate(id);
     if (rc != SETCACHE_OK) {
@@ -105,7 +108,7 @@ int setcache__ensure_loaded(setcache *c, sc_ident *id, sc_entry **answer)
             wait_load(c, epoch);
             continue;
         }
-        load_job j = {c, id, NULL};
+        load_job j = {c, id, {0}};
         rc = setcache__with_pool_read(c, load_query, &j);
         if (rc == SETCACHE_OK) {
             SC_HOOK(after_load_query, c, id->type, id->id);
@@ -119,10 +122,10 @@ int setcache__ensure_loaded(setcache *c, sc_ident *id, sc_entry **answer)
             return SETCACHE_OK;
         }
         if (++own >= 3 && answer) {
-            *answer = j.entries;
+            setcache__et_take(answer, &j.entries);
             return SETCACHE_OK;
         }
-        setcache__entries_free(&j.entries);
+        setcache__et_free(&j.entries);
         if (own >= 3) {
             return SETCACHE_OK; /* warmed as far as possible; reads will load */
         }
@@ -131,20 +134,19 @@ int setcache__ensure_loaded(setcache *c, sc_ident *id, sc_entry **answer)
 
 int setcache__load_for_read(setcache *c, sc_ident *id, sc_read *r, bool *answered)
 {
-    sc_entry *rows = NULL;
+    sc_etable rows = {0};
     int rc = setcache__ensure_loaded(c, id, &rows);
-    if (rc != SETCACHE_OK || !rows) {
+    if (rc != SETCACHE_OK || !rows.slot) {
         return rc;
     }
     *answered = true;
-    sc_entry *en;
-    HASH_FIND_BYHASHVALUE(hh, rows, id->key, id->klen, id->khash, en);
+    const sc_entry *en = setcache__et_find(&rows, id->key, id->klen, id->khash);
     if (en) {
         rc = setcache__fill_entry(en, r);
     } else {
         rc = setcache__read_default(c, id, r);
     }
-    setcache__entries_free(&rows);
+    setcache__et_free(&rows);
     return rc;
 }
 
@@ -169,7 +171,7 @@ typedef struct preload_job {
     uint64_t since;
     char cur[SETCACHE_MAX_ID_LEN + 1];
     bool have;
-    sc_entry *entries;
+    sc_etable entries;
 } preload_job;
 
 static int flush_group(preload_job *j)
@@ -185,7 +187,7 @@ static int flush_group(preload_job *j)
             rc = SETCACHE_OK;
         }
     }
-    setcache__entries_free(&j->entries);
+    setcache__et_free(&j->entries);
     j->have = false;
     return rc;
 }
@@ -232,7 +234,7 @@ static int preload_query(void *arg, PGconn *conn)
         }
         PQclear(r);
     }
-    setcache__entries_free(&j->entries);
+    setcache__et_free(&j->entries);
     if (rc == SETCACHE_OK) {
         setcache__count(c, SC_ST_LOADS, 1);
     }

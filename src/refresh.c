@@ -125,7 +125,7 @@ typedef struct group {
     bool subscribed;
     int act;
     uint64_t stamp;
-    sc_entry *rows;
+    sc_etable rows;
 } group;
 
 typedef struct batch_job {
@@ -292,7 +292,7 @@ static void reconcile_all(setcache *c)
                 setcache__invalidate(c, &g->id); /* changed meanwhile: load on demand */
             }
         }
-        setcache__entries_free(&g->rows);
+        setcache__et_free(&g->rows);
     }
     if (rc != SETCACHE_OK) {
         setcache__log(c, SETCACHE_LOG_WARN, "reconcile failed (%s); cached entities dropped",
@@ -449,7 +449,7 @@ static void process_hints(setcache *c, sc_hint *list)
                 x->act = -1; /* a local write raced: read again next round */
             }
         }
-        setcache__entries_free(&x->rows);
+        setcache__et_free(&x->rows);
     }
     if (rc != SETCACHE_OK && ntodo) {
         setcache__log(c, SETCACHE_LOG_WARN, "refresh failed: %s", setcache_errmsg());

@@ -458,17 +458,14 @@ char *setcache__maps_ddl(const char *schema, const char *channel, const setcache
 
 /* Add a row to a detached table; a key seen twice (possible in a mapped
  * table without a unique constraint) is marked, not silently picked. */
-int setcache__rows_add(sc_entry **head, const char *key, const char *value, size_t vlen,
+int setcache__rows_add(sc_etable *rows, const char *key, const char *value, size_t vlen,
                        int64_t version)
 {
     size_t klen = strlen(key);
     if (klen == 0 || klen > SETCACHE_MAX_KEY_LEN) {
         return SETCACHE_OK; /* not addressable: only a mapped table can hold it */
     }
-    unsigned h;
-    HASH_VALUE(key, klen, h);
-    sc_entry *e;
-    HASH_FIND_BYHASHVALUE(hh, *head, key, klen, h, e);
+    sc_entry *e = setcache__et_find(rows, key, klen, setcache__hash(key, klen));
     if (e) {
         e->flags |= SC_E_DUP;
         if (version > e->version) {
@@ -480,12 +477,12 @@ int setcache__rows_add(sc_entry **head, const char *key, const char *value, size
     if (!e) {
         return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory loading an entity");
     }
-    HASH_ADD_KEYPTR_BYHASHVALUE(hh, *head, e->data, e->klen, h, e);
-    if (!e->hh.tbl) {
+    sc_entry *replaced;
+    if (setcache__et_put(rows, e, &replaced) != SETCACHE_OK) {
         free(e);
         return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory loading an entity");
     }
-    return SETCACHE_OK;
+    return SETCACHE_OK; /* nothing replaced: the key was not there */
 }
 
 const sc_sql *setcache__sql_for(setcache *c, const char *type, size_t tlen)

@@ -74,6 +74,122 @@ TEST(first_read_loads_entity_in_one_query_then_serves_from_memory)
     setcache_close(c);
 }
 
+/* The per-entity table: every key found after growth, a put with a key
+ * already there replaces (and hands back) the old entry, misses are misses,
+ * and the table stays at most 3/4 full. */
+TEST(entry_table_finds_replaces_and_grows)
+{
+    enum { N = 20000 };
+    sc_etable t = {0};
+    CHECK(setcache__et_find_str(&t, "absent") == NULL);
+    char key[32];
+    for (int i = 0; i < N; i++) {
+        int n = snprintf(key, sizeof key, "key_%d", i);
+        sc_entry *e = setcache__entry_new(key, (size_t)n, "v1", 2, i, false);
+        CHECK(e != NULL);
+        sc_entry *old = (sc_entry *)1;
+        CHECK_OK(setcache__et_put(&t, e, &old));
+        CHECK(old == NULL);
+        CHECK((size_t)t.count * 4 <= (size_t)t.cap * 3);
+        CHECK((t.cap & (t.cap - 1)) == 0);
+    }
+    CHECK_INT(t.count, N);
+    for (int i = 0; i < N; i++) {
+        snprintf(key, sizeof key, "key_%d", i);
+        sc_entry *e = setcache__et_find_str(&t, key);
+        CHECK(e != NULL);
+        CHECK_STR(e->data, key);
+        CHECK_INT(e->version, i);
+        snprintf(key, sizeof key, "key_%d", N + i);
+        CHECK(setcache__et_find_str(&t, key) == NULL);
+    }
+    for (int i = 0; i < N; i += 2) {
+        int n = snprintf(key, sizeof key, "key_%d", i);
+        sc_entry *was = setcache__et_find_str(&t, key);
+        sc_entry *e = setcache__entry_new(key, (size_t)n, "12345", 5, N + i, false);
+        CHECK(e != NULL);
+        sc_entry *old = NULL;
+        CHECK_OK(setcache__et_put(&t, e, &old));
+        CHECK(old == was);
+        free(old);
+    }
+    CHECK_INT(t.count, N);
+    for (int i = 0; i < N; i++) {
+        snprintf(key, sizeof key, "key_%d", i);
+        sc_entry *e = setcache__et_find_str(&t, key);
+        CHECK(e != NULL);
+        CHECK_INT(e->version, i % 2 ? i : N + i);
+        CHECK_STR(SC_VAL(e), i % 2 ? "v1" : "12345");
+        CHECK(i % 2 || ((e->flags & SC_E_INT) && e->num.i == 12345));
+    }
+    sc_etable u = {0};
+    setcache__et_take(&u, &t);
+    CHECK(t.slot == NULL && t.cap == 0 && t.count == 0);
+    CHECK(setcache__et_find_str(&u, "key_7") != NULL);
+    setcache__et_free(&u);
+    CHECK(u.slot == NULL && u.count == 0);
+}
+
+/* An entity far larger than its first load, grown by writes, deletes and a
+ * plain-SQL rewrite of every row, still answers every key from memory. */
+TEST(large_entity_grows_through_writes_and_refreshes)
+{
+    setcache *c = t_open();
+    insert_rows("expert", "77", 3);
+    CHECK_OK(setcache_load(c, "expert", "77"));
+    enum { N = 3000, BATCH = 100 };
+    static char keys[N][16], vals[N][16];
+    setcache_kv kv[BATCH];
+    for (int i = 0; i < N; i += BATCH) {
+        for (int j = 0; j < BATCH; j++) {
+            snprintf(keys[i + j], sizeof keys[0], "big_%d", i + j);
+            snprintf(vals[i + j], sizeof vals[0], "%d", (i + j) * 7);
+            kv[j].key = keys[i + j];
+            kv[j].value = vals[i + j];
+        }
+        CHECK_OK(setcache_set_many(c, "expert", "77", kv, BATCH));
+    }
+    for (int i = 0; i < N; i += 3) {
+        CHECK_OK(setcache_delete(c, "expert", "77", keys[i]));
+    }
+    setcache_stats s0 = stats(c);
+    CHECK_INT(s0.entries, 3 + N - N / 3);
+    int64_t v;
+    for (int i = 0; i < N; i++) {
+        int rc = setcache_get_int(c, "expert", "77", keys[i], &v);
+        if (i % 3 == 0) {
+            CHECK_INT(rc, SETCACHE_NOT_FOUND);
+        } else {
+            CHECK_INT(rc, SETCACHE_OK);
+            CHECK_INT(v, (int64_t)i * 7);
+        }
+    }
+    CHECK_INT(stats(c).loads, s0.loads);
+    t_sql("UPDATE \"%s\".settings SET value = (substr(key, 5)::int * 11)::text "
+          "WHERE entity_type = 'expert' AND entity_id = '77' AND key LIKE 'big\\_%%'",
+          t_schema());
+    double t0 = t_now_ms();
+    int wrong = 1;
+    while (wrong && t_now_ms() - t0 < 10000 * t_scale()) {
+        wrong = 0;
+        for (int i = 1; i < N && !wrong; i++) {
+            if (i % 3 && (setcache_get_int(c, "expert", "77", keys[i], &v) != SETCACHE_OK ||
+                          v != (int64_t)i * 11)) {
+                wrong = 1;
+            }
+        }
+        if (wrong) {
+            usleep(5000);
+        }
+    }
+    CHECK_INT(wrong, 0);
+    char buf[32];
+    CHECK_OK(setcache_get_string(c, "expert", "77", "key_2", buf, sizeof buf, NULL));
+    CHECK_STR(buf, "value_2");
+    CHECK_INT(stats(c).entries, 3 + N - N / 3);
+    setcache_close(c);
+}
+
 struct reader_arg {
     setcache *c;
     long n;

@@ -1,0 +1,111 @@
+/*
+ * etable.c - the per-entity table of entries: open addressing, linear
+ * probing, one pointer a slot (see sc_etable in internal.h).
+ *
+ * Owns: the slot arrays and, through them, the entries they point to. No
+ * locks: a table is either detached (being filled by one thread) or inside
+ * an entity, guarded by its shard's lock. Called by cache.c, load.c,
+ * refresh.c and tables.c.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* The smallest power of two that holds n entries at most 3/4 full. */
+static uint32_t cap_for(size_t n)
+{
+    uint32_t cap = 4;
+    while ((size_t)cap * 3 < n * 4) {
+        cap *= 2;
+    }
+    return cap;
+}
+
+static void place(sc_entry **slot, uint32_t cap, sc_entry *e)
+{
+    uint32_t mask = cap - 1;
+    uint32_t i = e->hash & mask;
+    while (slot[i]) {
+        i = (i + 1) & mask;
+    }
+    slot[i] = e;
+}
+
+/* Make room for n entries in all, without moving again before then. */
+int setcache__et_reserve(sc_etable *t, size_t n)
+{
+    if (n > UINT32_MAX / 2) {
+        return setcache__fail(SETCACHE_ERR_NOMEM, "too many settings in one entity");
+    }
+    if ((size_t)t->cap * 3 >= n * 4 && t->cap) {
+        return SETCACHE_OK;
+    }
+    uint32_t cap = cap_for(n);
+    sc_entry **slot = calloc(cap, sizeof *slot);
+    if (!slot) {
+        return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+    }
+    for (uint32_t i = 0; i < t->cap; i++) {
+        if (t->slot[i]) {
+            place(slot, cap, t->slot[i]);
+        }
+    }
+    free(t->slot);
+    t->slot = slot;
+    t->cap = cap;
+    return SETCACHE_OK;
+}
+
+sc_entry *setcache__et_find_str(const sc_etable *t, const char *key)
+{
+    size_t klen = strlen(key);
+    return setcache__et_find(t, key, klen, setcache__hash(key, klen));
+}
+
+/*
+ * Add e (its hash set), or replace the entry with the same key: the one
+ * replaced goes to *replaced (NULL if none) for the caller to free. On
+ * failure (no memory) the table is unchanged and e not taken.
+ */
+int setcache__et_put(sc_etable *t, sc_entry *e, sc_entry **replaced)
+{
+    *replaced = NULL;
+    if (t->cap) {
+        uint32_t mask = t->cap - 1;
+        for (uint32_t i = e->hash & mask; t->slot[i]; i = (i + 1) & mask) {
+            sc_entry *o = t->slot[i];
+            if (o->hash == e->hash && o->klen == e->klen && memcmp(o->data, e->data, e->klen) == 0) {
+                t->slot[i] = e;
+                *replaced = o;
+                return SETCACHE_OK;
+            }
+        }
+    }
+    if (t->cap == 0 || ((size_t)t->count + 1) * 4 > (size_t)t->cap * 3) {
+        int rc = setcache__et_reserve(t, t->cap ? (size_t)t->cap * 3 / 4 + 1 : 1);
+        if (rc != SETCACHE_OK) {
+            return rc;
+        }
+    }
+    place(t->slot, t->cap, e);
+    t->count++;
+    return SETCACHE_OK;
+}
+
+/* Free every entry and the slots; the table is empty again. */
+void setcache__et_free(sc_etable *t)
+{
+    for (uint32_t i = 0; i < t->cap; i++) {
+        free(t->slot[i]);
+    }
+    free(t->slot);
+    memset(t, 0, sizeof *t);
+}
+
+/* Move src's entries into dst (empty before); src is left empty. */
+void setcache__et_take(sc_etable *dst, sc_etable *src)
+{
+    *dst = *src;
+    memset(src, 0, sizeof *src);
+}
