@@ -206,10 +206,12 @@ int setcache_open(setcache **out, const setcache_options *o)
                               SETCACHE_MAX_VALUE_LEN);
     }
 
-    setcache *c = calloc(1, sizeof *c);
-    if (!c) {
+    /* aligned as its lock slots are declared, so that no two share a line */
+    void *mem = NULL;
+    if (posix_memalign(&mem, SC_LINE, sizeof(setcache)) != 0) {
         return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
     }
+    setcache *c = memset(mem, 0, sizeof(setcache));
     c->pid = getpid();
     c->wake_fd = -1;
     c->conninfo = dup_or_null(o->conninfo);

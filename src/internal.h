@@ -159,16 +159,17 @@ typedef struct sc_entity {
 
 /*
  * A read-mostly lock with no shared write on the read path: each thread
- * takes only its own slot's mutex (its own cache line), a writer takes every
- * slot in order. Readers on different cores never touch the same line, so
+ * takes only its own slot's mutex (its own pair of cache lines: x86 cores
+ * prefetch lines in adjacent pairs), a writer takes every slot in order. Readers on different cores never touch the same line, so
  * cached reads scale with threads; writers (changes, loads) pay SC_RSLOTS
  * uncontended lock operations.
  */
 #define SC_RSLOTS 16
+#define SC_LINE 128 /* the handle is allocated with this alignment */
 typedef struct sc_rslot {
     pthread_mutex_t mu;
     atomic_uint_fast64_t hits; /* written only by the slot's holder: no lock prefix */
-} __attribute__((aligned(64))) sc_rslot;
+} __attribute__((aligned(SC_LINE))) sc_rslot;
 typedef struct sc_brlock {
     sc_rslot slot[SC_RSLOTS];
 } sc_brlock;
@@ -184,8 +185,7 @@ typedef struct sc_shard {
     sc_entity *table;       /* guarded by lock */
     uint64_t unknown_stamp; /* last change to an entity not in table; guarded by lock */
     uint64_t nloaded, nentries, bytes; /* guarded by lock */
-    char pad[64];
-} __attribute__((aligned(64))) sc_shard;
+} __attribute__((aligned(SC_LINE))) sc_shard;
 
 /* An identity prepared once per call: lengths, entity key, hashes. */
 typedef struct sc_ident {
@@ -420,7 +420,7 @@ enum {
 
 typedef struct sc_stripe {
     atomic_uint_fast64_t n[SC_ST_COUNT];
-} __attribute__((aligned(64))) sc_stripe;
+} __attribute__((aligned(SC_LINE))) sc_stripe;
 
 /* Fault-injection hooks, compiled only into the test build
  * (-DSETCACHE_TEST_HOOKS); SC_HOOK(name, args) is nothing otherwise. */
