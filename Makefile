@@ -39,7 +39,7 @@ endif
 LIB_SRCS := src/error.c src/value.c src/schema.c src/pool.c src/etable.c src/cache.c src/load.c \
             src/write.c src/listen.c src/refresh.c src/dispatch.c src/tables.c src/handle.c
 LIB_OBJS := $(patsubst src/%.c,$(B)/obj/%.o,$(LIB_SRCS))
-HDRS := include/setcache.h src/internal.h
+HDRS := include/setcache.h src/internal.h src/hash.h
 
 STATIC := $(B)/libsetcache.a
 # the test suite links a build with the fault-injection hooks compiled in
@@ -93,7 +93,7 @@ $(PC): setcache.pc.in include/setcache.h
 	@mkdir -p $(B)
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
 
-$(TEST_BIN): $(TEST_SRCS) tests/harness.c tests/harness.h $(TEST_STATIC) $(B)/libsetcache.so $(TOOL)
+$(TEST_BIN): $(TEST_SRCS) tests/harness.c tests/harness.h $(HDRS) $(TEST_STATIC) $(B)/libsetcache.so $(TOOL)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Isrc -D_GNU_SOURCE -DSETCACHE_TEST_HOOKS -o $@ tests/harness.c $(TEST_SRCS) $(TEST_STATIC) $(ALL_LDFLAGS) $(PQ_LIBS)
 
@@ -108,7 +108,7 @@ demo: deps
 	@$(MAKE) --no-print-directory all $(B)/bench/demo
 	@SETCACHE_BUILD=$(B) sh tests/withpg.sh $(B)/bench/demo $(DEMO_ARGS)
 
-$(B)/bench/%: bench/%.c $(STATIC) include/setcache.h
+$(B)/bench/%: bench/%.c bench/workload.h $(STATIC) $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Isrc -D_GNU_SOURCE -o $@ $< $(STATIC) $(ALL_LDFLAGS) $(PQ_LIBS) -lm
 

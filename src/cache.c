@@ -364,9 +364,9 @@ void setcache__br_wrunlock(sc_brlock *l)
 
 /* A hit, counted in the reader's own slot (it holds that slot's mutex, so
  * no other thread writes the counter now): no shared write, no lock prefix. */
-static inline void count_hit(sc_shard *sh)
+static inline void count_hit(sc_shard *sh, int slot)
 {
-    atomic_uint_fast64_t *h = &sh->lock.slot[rslot()].hits;
+    atomic_uint_fast64_t *h = &sh->lock.slot[slot].hits;
     atomic_store_explicit(h, atomic_load_explicit(h, memory_order_relaxed) + 1,
                           memory_order_relaxed);
 }
@@ -425,8 +425,9 @@ int setcache__read(setcache *c, sc_ident *id, sc_read *r)
 {
     sc_shard *sh = shard_of(c, id->ehash);
     bool missed = false;
+    pthread_mutex_t *mu = &sh->lock.slot[rslot()].mu; /* this thread's slot */
     for (int round = 0; round < 50; round++) {
-        setcache__br_rdlock(&sh->lock);
+        pthread_mutex_lock(mu);
         sc_entity *e = find_locked(sh, id);
         if (e && e->state == SC_LOADED) {
             if (c->max_entities &&
@@ -435,17 +436,17 @@ int setcache__read(setcache *c, sc_ident *id, sc_read *r)
             }
             const sc_entry *en = setcache__et_find(&e->entries, id->key, id->klen, id->khash);
             if (!missed) {
-                count_hit(sh);
+                count_hit(sh, my_rslot);
             }
             if (en && !SC_TOMB(en)) {
                 int rc = setcache__fill_entry(en, r);
-                setcache__br_rdunlock(&sh->lock);
+                pthread_mutex_unlock(mu);
                 return rc;
             }
-            setcache__br_rdunlock(&sh->lock);
+            pthread_mutex_unlock(mu);
             return setcache__read_default(c, id, r);
         }
-        setcache__br_rdunlock(&sh->lock);
+        pthread_mutex_unlock(mu);
         if (atomic_load_explicit(&c->closing, memory_order_relaxed)) {
             return setcache__fail(SETCACHE_ERR_CLOSED, "handle is closing");
         }

@@ -32,8 +32,18 @@ static inline unsigned setcache__hash(const void *key, size_t len)
         p += 8;
         len -= 8;
     }
+    /* the last 0-7 bytes, read without a byte-wise copy (which would stall
+     * the load that follows it): two overlapping 4-byte reads cover 4-7,
+     * first, middle and last byte cover 1-3 */
     uint64_t w = 0;
-    memcpy(&w, p, len);
+    if (len >= 4) {
+        uint32_t lo, hi;
+        memcpy(&lo, p, 4);
+        memcpy(&hi, p + len - 4, 4);
+        w = lo | ((uint64_t)hi << 32);
+    } else if (len > 0) {
+        w = p[0] | ((uint64_t)p[len / 2] << 8) | ((uint64_t)p[len - 1] << 16);
+    }
     h = setcache__mix(h ^ w ^ ((uint64_t)len << 56));
     return (unsigned)(h ^ (h >> 32));
 }
