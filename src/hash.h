@@ -1,9 +1,11 @@
 /*
- * hash.h - the hash function behind every uthash table of the library: 8
- * bytes per step with a multiply-xorshift mix, seeded once per process so
- * that hostile identifiers can't be chosen to collide. Included (through
- * internal.h) before uthash.h; the benchmark's floor uses it too, so that the
- * comparison is of the same lookup.
+ * hash.h - the hash function behind every table of the library (uthash's
+ * and the per-entity sc_etable): 8 bytes per step, each step a bijection of
+ * the state (xor, odd multiply, rotate), so two keys of one length that
+ * differ collide only through the seed, which is drawn once per process;
+ * a full-avalanche finalizer at the end. Included (through internal.h)
+ * before uthash.h; the benchmark's floors use it too, so that the comparison
+ * is of the same lookup.
  */
 #ifndef SETCACHE_HASH_H
 #define SETCACHE_HASH_H
@@ -13,38 +15,47 @@
 
 extern uint64_t setcache__hash_seed;
 
-static inline uint64_t setcache__mix(uint64_t h)
+static inline uint64_t setcache__hash_step(uint64_t h, uint64_t w)
 {
-    h ^= h >> 32;
-    h *= 0xd6e8feb86659fd93ULL;
-    h ^= h >> 32;
+    h = (h ^ w) * 0x9e3779b97f4a7c15ULL;
+    return (h << 31) | (h >> 33);
+}
+
+/* every output bit depends on every input bit (MurmurHash3's finalizer) */
+static inline uint64_t setcache__hash_final(uint64_t h)
+{
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
     return h;
 }
 
 static inline unsigned setcache__hash(const void *key, size_t len)
 {
     const unsigned char *p = (const unsigned char *)key;
-    uint64_t h = setcache__hash_seed ^ (len * 0x9e3779b97f4a7c15ULL);
+    uint64_t h = setcache__hash_seed ^ (len * 0xd6e8feb86659fd93ULL);
     while (len >= 8) {
         uint64_t w;
         memcpy(&w, p, 8);
-        h = setcache__mix(h ^ w) + 0x9e3779b97f4a7c15ULL;
+        h = setcache__hash_step(h, w);
         p += 8;
         len -= 8;
     }
-    /* the last 0-7 bytes, read without a byte-wise copy (which would stall
-     * the load that follows it): two overlapping 4-byte reads cover 4-7,
-     * first, middle and last byte cover 1-3 */
-    uint64_t w = 0;
+    /* the last 1-7 bytes as one little-endian word, read without a byte-wise
+     * copy (which would stall the load that follows it): two overlapping
+     * 4-byte reads for 4-7 bytes, first/middle/last byte for 1-3 */
     if (len >= 4) {
         uint32_t lo, hi;
         memcpy(&lo, p, 4);
         memcpy(&hi, p + len - 4, 4);
-        w = lo | ((uint64_t)hi << 32);
+        h = setcache__hash_step(h, lo | ((uint64_t)hi << (8 * (len - 4))));
     } else if (len > 0) {
-        w = p[0] | ((uint64_t)p[len / 2] << 8) | ((uint64_t)p[len - 1] << 16);
+        h = setcache__hash_step(h, p[0] | ((uint64_t)p[len / 2] << (8 * (len / 2))) |
+                                       ((uint64_t)p[len - 1] << (8 * (len - 1))));
     }
-    h = setcache__mix(h ^ w ^ ((uint64_t)len << 56));
+    h = setcache__hash_final(h);
     return (unsigned)(h ^ (h >> 32));
 }
 

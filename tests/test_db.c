@@ -130,6 +130,37 @@ TEST(entry_table_finds_replaces_and_grows)
     CHECK(u.slot == NULL && u.count == 0);
 }
 
+/* The table hash depends on every byte and on the length (its 0-7 byte
+ * tail is read in overlapping words), and no simple change to a key (one
+ * byte, the same change to two bytes, swapped halves) keeps its hash. */
+TEST(hash_depends_on_every_byte_and_the_length)
+{
+    char a[32], b[32];
+    for (size_t len = 0; len <= 24; len++) {
+        for (size_t i = 0; i < sizeof a; i++) {
+            a[i] = (char)('a' + i % 26);
+        }
+        unsigned h = setcache__hash(a, len);
+        CHECK(h != setcache__hash(a, len + 1));
+        for (size_t pos = 0; pos < len; pos++) {
+            memcpy(b, a, sizeof a);
+            b[pos] ^= 0x20;
+            CHECK(setcache__hash(b, len) != h);
+            for (size_t q = pos + 1; q < len; q++) { /* the same change twice */
+                b[q] ^= 0x20;
+                CHECK(setcache__hash(b, len) != h);
+                b[q] ^= 0x20;
+            }
+        }
+        memcpy(b, a, sizeof a);
+        b[len] ^= 0x20; /* a byte beyond the length changes nothing */
+        CHECK_INT(setcache__hash(b, len), h);
+    }
+    /* a word with its halves swapped is another key, whatever the seed */
+    CHECK(setcache__hash("abcdefgh", 8) != setcache__hash("efghabcd", 8));
+    CHECK(setcache__hash("key_abcdefgh", 12) != setcache__hash("key_efghabcd", 12));
+}
+
 /* An entity far larger than its first load, grown by writes, deletes and a
  * plain-SQL rewrite of every row, still answers every key from memory. */
 TEST(large_entity_grows_through_writes_and_refreshes)
