@@ -95,7 +95,7 @@ static void same_add(const target *t, const char *value)
 {
     char k[400];
     size_t kl = entity_key(k, t);
-    unsigned h = setcache__hash(k, kl);
+    unsigned h = setcache__hash2(t->type, strlen(t->type), t->id, strlen(t->id));
     same_e **tab = &same_tab[(h >> 20) % SC_NSHARDS];
     same_e *e;
     HASH_FIND_BYHASHVALUE(hh, *tab, k, kl, h, e);
@@ -166,8 +166,9 @@ static void *read_worker(void *p)
                 errors++;
             }
         } else if (w->kind == RUN_SAME) {
+            size_t tl = strlen(t->type), il = strlen(t->id);
+            unsigned h = setcache__hash2(t->type, tl, t->id, il);
             size_t kl = entity_key(k, t);
-            unsigned h = setcache__hash(k, kl);
             same_e *e;
             HASH_FIND_BYHASHVALUE(hh, same_tab[(h >> 20) % SC_NSHARDS], k, kl, h, e);
             size_t klen = strlen(t->key);

@@ -59,13 +59,13 @@ int setcache__ident(sc_ident *id, const char *type, const char *eid, const char 
     memcpy(id->ekey + id->tlen + 1, eid, id->ilen);
     id->ekey[id->tlen + 1 + id->ilen] = '\0';
     id->ekeylen = (uint16_t)(id->tlen + id->ilen + 2);
-    HASH_VALUE(id->ekey, id->ekeylen, id->ehash);
+    id->ehash = setcache__hash2(type, id->tlen, eid, id->ilen);
     if (key) {
         id->klen = strnlen(key, SETCACHE_MAX_KEY_LEN + 1);
         if (id->klen == 0 || id->klen > SETCACHE_MAX_KEY_LEN) {
             return setcache__ident_validate(id);
         }
-        HASH_VALUE(key, id->klen, id->khash);
+        id->khash = setcache__hash(key, id->klen);
     } else {
         id->klen = 0;
         id->khash = 0;

@@ -32,10 +32,9 @@ static inline uint64_t setcache__hash_final(uint64_t h)
     return h;
 }
 
-static inline unsigned setcache__hash(const void *key, size_t len)
+/* Feed len bytes at p into the state. */
+static inline uint64_t setcache__hash_bytes(uint64_t h, const unsigned char *p, size_t len)
 {
-    const unsigned char *p = (const unsigned char *)key;
-    uint64_t h = setcache__hash_seed ^ (len * 0xd6e8feb86659fd93ULL);
     while (len >= 8) {
         uint64_t w;
         memcpy(&w, p, 8);
@@ -55,7 +54,24 @@ static inline unsigned setcache__hash(const void *key, size_t len)
         h = setcache__hash_step(h, p[0] | ((uint64_t)p[len / 2] << (8 * (len / 2))) |
                                        ((uint64_t)p[len - 1] << (8 * (len - 1))));
     }
-    h = setcache__hash_final(h);
+    return h;
+}
+
+static inline unsigned setcache__hash(const void *key, size_t len)
+{
+    uint64_t h = setcache__hash_seed ^ (len * 0xd6e8feb86659fd93ULL);
+    h = setcache__hash_final(setcache__hash_bytes(h, (const unsigned char *)key, len));
+    return (unsigned)(h ^ (h >> 32));
+}
+
+/* The hash of a pair of strings (an entity's type and id), read where they
+ * are: hashing a copy made just before would stall on the copy's stores. */
+static inline unsigned setcache__hash2(const void *a, size_t alen, const void *b, size_t blen)
+{
+    uint64_t h = setcache__hash_seed ^ (alen * 0xd6e8feb86659fd93ULL);
+    h = setcache__hash_bytes(h, (const unsigned char *)a, alen);
+    h = setcache__hash_step(h, blen * 0x9e3779b97f4a7c15ULL + 1);
+    h = setcache__hash_final(setcache__hash_bytes(h, (const unsigned char *)b, blen));
     return (unsigned)(h ^ (h >> 32));
 }
 

@@ -159,6 +159,11 @@ TEST(hash_depends_on_every_byte_and_the_length)
     /* a word with its halves swapped is another key, whatever the seed */
     CHECK(setcache__hash("abcdefgh", 8) != setcache__hash("efghabcd", 8));
     CHECK(setcache__hash("key_abcdefgh", 12) != setcache__hash("key_efghabcd", 12));
+    /* an entity's (type, id): where one ends and the other begins counts */
+    CHECK(setcache__hash2("ab", 2, "c", 1) != setcache__hash2("a", 1, "bc", 2));
+    CHECK(setcache__hash2("expert", 6, "12", 2) != setcache__hash2("expert1", 7, "2", 1));
+    CHECK(setcache__hash2("expert", 6, "12", 2) != setcache__hash2("expert", 6, "21", 2));
+    CHECK(setcache__hash2("expert", 6, "12", 2) == setcache__hash2("expert!", 6, "12?", 2));
 }
 
 /* An entity far larger than its first load, grown by writes, deletes and a
