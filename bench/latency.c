@@ -210,7 +210,9 @@ int main(void)
         return 1;
     }
     setcache_close(c);
-    printf("## Invalidation latency\n\nfrom the commit acknowledgement of a plain-SQL UPDATE in "
+    printf("## Invalidation latency\n\n");
+    bench_print_machine(w, "pool_size 1, otherwise defaults, in every listening process");
+    printf("from the commit acknowledgement of a plain-SQL UPDATE in "
            "one process to the new value being readable in another (process 0 polls) and to "
            "the callback in every listening process; ms\n\n");
     printf("(negative: readable before the writing process saw its own acknowledgement; "

@@ -452,24 +452,12 @@ int main(void)
     clock_gettime(CLOCK_MONOTONIC, &b);
     timer_overhead_ns = (now_s() - t0) / 100000 * 1e9;
 
-    char cpu[256] = "unknown";
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    char line[512];
-    while (f && fgets(line, sizeof line, f)) {
-        if (strncmp(line, "model name", 10) == 0) {
-            snprintf(cpu, sizeof cpu, "%s", strchr(line, ':') + 2);
-            cpu[strcspn(cpu, "\n")] = 0;
-            break;
-        }
-    }
-    if (f) {
-        fclose(f);
-    }
-    printf("## Reads\n\nmachine: %s, %ld cores; PostgreSQL %s over a Unix socket; %d settings "
-           "(the motivating workload), Zipf keys, uniform entities; each figure the median of 5 "
-           "interleaved runs; latency sampled 1 in 64 (timer overhead %.0f ns subtracted)\n\n",
-           cpu, sysconf(_SC_NPROCESSORS_ONLN), PQparameterStatus(mon, "server_version"), ntargets,
-           timer_overhead_ns);
+    printf("## Reads\n\n");
+    bench_print_machine(mon, "defaults");
+    printf("%d settings (the motivating workload), Zipf keys, uniform entities; each figure the "
+           "median of 5 interleaved runs; latency sampled 1 in 64 (timer overhead %.0f ns "
+           "subtracted)\n\n",
+           ntargets, timer_overhead_ns);
     printf("| %-38s | thr | %14s | %8s | %8s | %8s | note |\n", "what", "reads/s", "p50 ns",
            "p99 ns", "p99.9 ns");
     printf("|---|---|---|---|---|---|---|\n");

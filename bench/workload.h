@@ -13,6 +13,7 @@
 
 #include <libpq-fe.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "setcache.h"
 
@@ -29,6 +30,30 @@ static inline int bench_cmp_d(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
+}
+
+/* The machine, the server and the options a program ran with: the first
+ * line of every section of the report. */
+static inline void bench_print_machine(PGconn *pg, const char *options)
+{
+    char cpu[256] = "unknown CPU", line[512];
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    while (f && fgets(line, sizeof line, f)) {
+        if (strncmp(line, "model name", 10) == 0 && strchr(line, ':')) {
+            snprintf(cpu, sizeof cpu, "%s", strchr(line, ':') + 2);
+            cpu[strcspn(cpu, "\n")] = 0;
+            break;
+        }
+    }
+    if (f) {
+        fclose(f);
+    }
+    long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+    const char *host = PQhost(pg);
+    printf("machine: %s, %ld cores, %.0f GiB; PostgreSQL %s over %s; setcache options: %s\n\n",
+           cpu, sysconf(_SC_NPROCESSORS_ONLN), (double)pages * (double)psize / (1 << 30),
+           PQparameterStatus(pg, "server_version"),
+           host && host[0] == '/' ? "a Unix socket" : "TCP", options);
 }
 
 /* A fresh schema for a run, and options that create and use it. */

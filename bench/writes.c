@@ -156,7 +156,9 @@ int main(void)
     }
     double mrs = median(rs, REPS), mls = median(ls, REPS), mrm = median(rm, REPS),
            mlm = median(lm, REPS);
-    printf("## Writes\n\nmedian latency per call (median of %d interleaved runs of %d calls), "
+    printf("## Writes\n\n");
+    bench_print_machine(raw, "pool_size 1");
+    printf("median latency per call (median of %d interleaved runs of %d calls), "
            "microseconds, one connection each, same table and trigger\n\n",
            REPS, N);
     printf("| what | raw libpq | setcache | ratio | target |\n|---|---|---|---|---|\n");
