@@ -255,35 +255,66 @@ static result run_reads(setcache *c, run_kind kind, int threads, long per_thread
 }
 
 /* ---- the old ways ---- */
+enum { OLD_PARAMS, OLD_PREPARED, OLD_BROKEN };
+#define OLD_SAMPLES 200000
+
 typedef struct oldw {
-    bool prepared;
+    int mode;
+    int start;
     double secs;
     long n;
-} oldw;
+    double *lat; /* every query's latency, ns */
+    int nlat;
+} __attribute__((aligned(128))) oldw;
 
-static void *old_worker(void *p)
+static const char *const old_sql = "SELECT value FROM " SCHEMA ".settings WHERE entity_type = $1 "
+                                   "AND entity_id = $2 AND key = $3";
+
+static PGconn *old_connect(void)
 {
-    oldw *o = p;
     PGconn *c = PQconnectdb(conninfo);
     if (PQstatus(c) != CONNECTION_OK) {
         die("connect", PQerrorMessage(c));
     }
-    const char *sql = "SELECT value FROM " SCHEMA ".settings WHERE entity_type = $1 AND "
-                      "entity_id = $2 AND key = $3";
-    if (o->prepared) {
-        PQclear(PQprepare(c, "get", sql, 3, NULL));
+    return c;
+}
+
+static void old_query(PGconn *c, int mode, const target *t)
+{
+    const char *v[3] = {t->type, t->id, t->key};
+    PGresult *r = mode == OLD_PREPARED ? PQexecPrepared(c, "get", 3, v, NULL, NULL, 0)
+                                       : PQexecParams(c, old_sql, 3, NULL, v, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        die("old way", PQerrorMessage(c));
+    }
+    PQclear(r);
+}
+
+static void *old_worker(void *p)
+{
+    oldw *o = p;
+    PGconn *c = NULL;
+    if (o->mode != OLD_BROKEN) {
+        c = old_connect();
+        if (o->mode == OLD_PREPARED) {
+            PQclear(PQprepare(c, "get", old_sql, 3, NULL));
+        }
     }
     double t0 = now_s();
     long i = 0;
     while (now_s() - t0 < o->secs) {
-        const target *t = &targets[seq[(i * 13) & (NSEQ - 1)]];
-        const char *v[3] = {t->type, t->id, t->key};
-        PGresult *r = o->prepared ? PQexecPrepared(c, "get", 3, v, NULL, NULL, 0)
-                                  : PQexecParams(c, sql, 3, NULL, v, NULL, NULL, 0);
-        if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
-            die("old way", PQerrorMessage(c));
+        const target *t = &targets[seq[(o->start + i * 13) & (NSEQ - 1)]];
+        double a = now_s();
+        if (o->mode == OLD_BROKEN) { /* the session-per-access pattern */
+            PGconn *b = old_connect();
+            old_query(b, OLD_PARAMS, t);
+            PQfinish(b);
+        } else {
+            old_query(c, o->mode, t);
         }
-        PQclear(r);
+        if (o->nlat < OLD_SAMPLES) {
+            o->lat[o->nlat++] = (now_s() - a) * 1e9;
+        }
         i++;
     }
     o->secs = now_s() - t0;
@@ -292,42 +323,38 @@ static void *old_worker(void *p)
     return NULL;
 }
 
-static double run_old(int threads, bool prepared, double secs)
+/* threads clients, a connection each (a new one per read when broken) */
+static result run_old(int threads, int mode, double secs)
 {
-    pthread_t th[8];
-    oldw o[8];
+    pthread_t th[16];
+    static oldw o[16];
     for (int i = 0; i < threads; i++) {
-        o[i] = (oldw){prepared, secs, 0};
+        memset(&o[i], 0, sizeof o[i]);
+        o[i].mode = mode;
+        o[i].start = i * 7919;
+        o[i].secs = secs;
+        o[i].lat = malloc(OLD_SAMPLES * sizeof(double));
         pthread_create(&th[i], NULL, old_worker, &o[i]);
     }
     double rate = 0;
+    size_t nl = 0;
     for (int i = 0; i < threads; i++) {
         pthread_join(th[i], NULL);
         rate += o[i].n / o[i].secs;
+        nl += (size_t)o[i].nlat;
     }
-    return rate;
-}
-
-static double run_broken(double secs)
-{
-    double t0 = now_s();
-    long n = 0;
-    while (now_s() - t0 < secs) {
-        const target *t = &targets[seq[(n * 13) & (NSEQ - 1)]];
-        PGconn *c = PQconnectdb(conninfo);
-        const char *v[3] = {t->type, t->id, t->key};
-        PGresult *r = PQexecParams(c,
-                                   "SELECT value FROM " SCHEMA ".settings WHERE entity_type = $1 "
-                                   "AND entity_id = $2 AND key = $3",
-                                   3, NULL, v, NULL, NULL, 0);
-        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-            die("broken old way", PQerrorMessage(c));
-        }
-        PQclear(r);
-        PQfinish(c);
-        n++;
+    double *all = malloc((nl ? nl : 1) * sizeof *all);
+    size_t k = 0;
+    for (int i = 0; i < threads; i++) {
+        memcpy(all + k, o[i].lat, (size_t)o[i].nlat * sizeof *all);
+        k += (size_t)o[i].nlat;
+        free(o[i].lat);
     }
-    return n / (now_s() - t0);
+    qsort(all, nl, sizeof *all, cmp_d);
+    result r = {rate, nl ? all[nl / 2] : 0, nl ? all[(size_t)(nl * 0.99)] : 0,
+                nl ? all[(size_t)(nl * 0.999)] : 0};
+    free(all);
+    return r;
 }
 
 static long long server_statements(PGconn *mon)
@@ -515,13 +542,30 @@ int main(void)
     }
     setcache_get_stats(c, &s1);
     long long st_cached = server_statements(mon) - st0;
-    double old1 = run_old(1, false, 2.0), oldp1 = run_old(1, true, 2.0);
-    double oldp2 = run_old(2, true, 2.0), broken = run_broken(2.0);
+    /* the old ways, 1-16 clients, a second each; their statements counted */
+    static const char *const old_names[3] = {"old fixed: SELECT per read",
+                                             "old fixed: prepared SELECT per read",
+                                             "old broken: connect+query+close"};
+    static const char *const old_notes[3] = {"a persistent connection each",
+                                             "a persistent connection each",
+                                             "a session per access"};
+    double oldp1 = 0, oldp2 = 0;
+    for (int mode = 0; mode < 3; mode++) {
+        for (int ti = 0; ti < 5; ti++) {
+            long long q0 = server_statements(mon);
+            result x = run_old(thr[ti], mode, 1.0);
+            long long q = server_statements(mon) - q0;
+            char note[96];
+            snprintf(note, sizeof note, "%s; %lld server statements", old_notes[mode], q);
+            row(old_names[mode], thr[ti], x.rate, x.p50, x.p99, x.p999, note);
+            if (mode == OLD_PREPARED && thr[ti] == 1) {
+                oldp1 = x.rate;
+            } else if (mode == OLD_PREPARED && thr[ti] == 2) {
+                oldp2 = x.rate;
+            }
+        }
+    }
     double floorp2 = floor2;
-    row("old fixed: SELECT per read", 1, old1, -1, 0, 0, "persistent connection");
-    row("old fixed: prepared SELECT per read", 1, oldp1, -1, 0, 0, "persistent connection");
-    row("old fixed: prepared SELECT per read", 2, oldp2, -1, 0, 0, "one connection each");
-    row("old broken: connect+query+close", 1, broken, -1, 0, 0, "session per access");
     printf("\nserver statements during the cached read phase: %lld (pg_stat_statements); "
            "db_queries %llu\n",
            st_cached, (unsigned long long)(s1.db_queries - s0.db_queries));
