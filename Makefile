@@ -5,6 +5,7 @@
 #   make demo       the side-by-side demo on a private PostgreSQL
 #                   (DEMO_ARGS=--tables: served from the platform's own tables)
 #   make bench      benchmarks (never part of check)
+#   make bench-series  the benchmarks BENCH_RUNS times (default 5): median, range
 #   make install / uninstall, format, lint, clean
 
 PREFIX ?= /usr/local
@@ -53,7 +54,7 @@ PC := $(B)/setcache.pc
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BIN := $(B)/tests/setcache-tests
 
-.PHONY: all check demo bench install uninstall format lint clean deps fuzz
+.PHONY: all check demo bench bench-series install uninstall format lint clean deps fuzz
 all: $(STATIC) $(B)/libsetcache.so $(TOOL) $(PC) $(B)/example $(B)/example_subscribe
 
 $(B)/obj/%.o: src/%.c $(HDRS) Makefile
@@ -116,6 +117,12 @@ BENCH_PROGS := $(patsubst bench/%.c,$(B)/bench/%,$(filter-out bench/demo.c,$(wil
 bench: deps
 	@$(MAKE) --no-print-directory all $(BENCH_PROGS)
 	@SETCACHE_BUILD=$(B) sh tests/withpg.sh sh bench/run.sh $(B)
+
+# the whole suite BENCH_RUNS times, summarised as median and range
+BENCH_RUNS ?= 5
+bench-series: deps
+	@$(MAKE) --no-print-directory all $(BENCH_PROGS)
+	@SETCACHE_BUILD=$(B) sh tests/withpg.sh sh bench/series.sh $(B) $(BENCH_RUNS)
 
 # libFuzzer on the payload parser (clang; FUZZ_SECONDS bounds the run)
 FUZZ_SECONDS ?= 60

@@ -13,6 +13,7 @@ export SETCACHE_BENCH_TSV="$out/results.tsv"
     echo "run: $(date -u +%Y-%m-%dT%H:%M:%SZ), command: make bench"
     echo
     for p in "$b"/bench/*; do
+        [ -f "$p" ] && [ -x "$p" ] || continue
         case "$(basename "$p")" in demo|*.*) continue ;; esac
         "$p"
         echo
