@@ -109,7 +109,7 @@ demo: deps
 	@$(MAKE) --no-print-directory all $(B)/bench/demo
 	@SETCACHE_BUILD=$(B) sh tests/withpg.sh $(B)/bench/demo $(DEMO_ARGS)
 
-$(B)/bench/%: bench/%.c bench/workload.h $(STATIC) $(HDRS)
+$(B)/bench/%: bench/%.c bench/workload.h bench/common.h $(STATIC) $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Isrc -D_GNU_SOURCE -o $@ $< $(STATIC) $(ALL_LDFLAGS) $(PQ_LIBS) -lm
 

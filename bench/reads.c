@@ -19,6 +19,7 @@
 #include "workload.h"
 
 #include "internal.h" /* the floors hash like the library and use its table */
+#include "common.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -29,11 +30,8 @@
 #define SCHEMA "setcache_bench"
 #define NSEQ (1 << 20)
 
-typedef struct target {
-    const char *type;
-    char id[16];
-    char key[64];
-} target;
+typedef bench_target target;
+typedef bench_result result;
 
 static target *targets;
 static int ntargets;
@@ -55,24 +53,8 @@ static void die(const char *what, const char *msg)
     exit(1);
 }
 
-/* ---- the floor: one uthash table, no lock ---- */
-typedef struct floor_e {
-    UT_hash_handle hh;
-    char *value;
-    size_t vlen;
-    size_t klen;
-    char k[];
-} floor_e;
-static floor_e *floor_tab;
-
-static size_t composite(char *out, const target *t)
-{
-    size_t a = strlen(t->type), b = strlen(t->id), c = strlen(t->key);
-    memcpy(out, t->type, a + 1);
-    memcpy(out + a + 1, t->id, b + 1);
-    memcpy(out + a + b + 2, t->key, c);
-    return a + b + 2 + c;
-}
+/* ---- the floor: one uthash table, no lock (common.h) ---- */
+static bench_floor_e *floor_tab;
 
 /* ---- the library's own tables, no lock ---- */
 typedef struct same_e {
@@ -131,11 +113,6 @@ typedef struct worker {
 
 static double timer_overhead_ns;
 
-/* The floors copy with the C library's memcpy, as setcache does: left to
- * itself the compiler inlines a `rep movs` here, several times slower for
- * values of a few bytes, which would flatter the comparison. */
-static void *(*volatile copy_fn)(void *, const void *, size_t) = memcpy;
-
 static void *read_worker(void *p)
 {
     worker *w = p;
@@ -157,12 +134,7 @@ static void *read_worker(void *p)
             clock_gettime(CLOCK_MONOTONIC, &a);
         }
         if (w->kind == RUN_FLOOR) {
-            size_t kl = composite(k, t);
-            floor_e *e;
-            HASH_FIND(hh, floor_tab, k, kl, e);
-            if (e && e->vlen < sizeof buf) {
-                copy_fn(buf, e->value, e->vlen + 1);
-            } else {
+            if (!bench_floor_read(floor_tab, t, buf, sizeof buf)) {
                 errors++;
             }
         } else if (w->kind == RUN_SAME) {
@@ -175,7 +147,7 @@ static void *read_worker(void *p)
             const sc_entry *en =
                 e ? setcache__et_find(&e->entries, t->key, klen, setcache__hash(t->key, klen)) : NULL;
             if (en && en->vlen < sizeof buf) {
-                copy_fn(buf, SC_VAL(en), en->vlen + 1);
+                bench_copy(buf, SC_VAL(en), en->vlen + 1);
             } else {
                 errors++;
             }
@@ -207,10 +179,6 @@ static void *read_worker(void *p)
 
 #define cmp_d bench_cmp_d
 
-typedef struct result {
-    double rate, p50, p99, p999;
-} result;
-
 static result run_reads(setcache *c, run_kind kind, int threads, long per_thread)
 {
     pthread_t th[64];
@@ -236,22 +204,13 @@ static result run_reads(setcache *c, run_kind kind, int threads, long per_thread
         }
     }
     total = now_s() - t0;
-    size_t nl = 0;
+    double *lat[64];
+    int nlat[64];
     for (int i = 0; i < threads; i++) {
-        nl += (size_t)w[i].nlat;
+        lat[i] = w[i].lat;
+        nlat[i] = w[i].nlat;
     }
-    double *all = malloc(nl * sizeof *all);
-    size_t k = 0;
-    for (int i = 0; i < threads; i++) {
-        memcpy(all + k, w[i].lat, (size_t)w[i].nlat * sizeof *all);
-        k += (size_t)w[i].nlat;
-        free(w[i].lat);
-    }
-    qsort(all, nl, sizeof *all, cmp_d);
-    result r = {threads * (double)per_thread / total, all[nl / 2], all[(size_t)(nl * 0.99)],
-                all[(size_t)(nl * 0.999)]};
-    free(all);
-    return r;
+    return bench_percentiles(threads * (double)per_thread / total, lat, nlat, threads);
 }
 
 /* ---- the old ways ---- */
@@ -337,24 +296,15 @@ static result run_old(int threads, int mode, double secs)
         pthread_create(&th[i], NULL, old_worker, &o[i]);
     }
     double rate = 0;
-    size_t nl = 0;
+    double *lat[16];
+    int nlat[16];
     for (int i = 0; i < threads; i++) {
         pthread_join(th[i], NULL);
         rate += o[i].n / o[i].secs;
-        nl += (size_t)o[i].nlat;
+        lat[i] = o[i].lat;
+        nlat[i] = o[i].nlat;
     }
-    double *all = malloc((nl ? nl : 1) * sizeof *all);
-    size_t k = 0;
-    for (int i = 0; i < threads; i++) {
-        memcpy(all + k, o[i].lat, (size_t)o[i].nlat * sizeof *all);
-        k += (size_t)o[i].nlat;
-        free(o[i].lat);
-    }
-    qsort(all, nl, sizeof *all, cmp_d);
-    result r = {rate, nl ? all[nl / 2] : 0, nl ? all[(size_t)(nl * 0.99)] : 0,
-                nl ? all[(size_t)(nl * 0.999)] : 0};
-    free(all);
-    return r;
+    return bench_percentiles(rate, lat, nlat, threads);
 }
 
 static long long server_statements(PGconn *mon)
@@ -403,46 +353,9 @@ int main(void)
         die("workload", setcache_errmsg());
     }
     /* the stored keys, with Zipf weights per entity */
-    PGresult *r = PQexec(mon, "SELECT entity_type, entity_id, key FROM " SCHEMA ".settings "
-                              "ORDER BY entity_type, entity_id::text, key");
-    ntargets = PQntuples(r);
-    targets = calloc((size_t)ntargets, sizeof *targets);
-    for (int i = 0; i < ntargets; i++) {
-        targets[i].type = strcmp(PQgetvalue(r, i, 0), "account") == 0 ? "account"
-                          : strcmp(PQgetvalue(r, i, 0), "expert") == 0 ? "expert"
-                                                                        : "app";
-        snprintf(targets[i].id, sizeof targets[i].id, "%s", PQgetvalue(r, i, 1));
-        snprintf(targets[i].key, sizeof targets[i].key, "%s", PQgetvalue(r, i, 2));
-    }
-    PQclear(r);
-    /* entity boundaries */
-    int *first = malloc((size_t)(ntargets + 1) * sizeof *first), nent = 0;
-    for (int i = 0; i < ntargets; i++) {
-        if (i == 0 || strcmp(targets[i].type, targets[i - 1].type) != 0 ||
-            strcmp(targets[i].id, targets[i - 1].id) != 0) {
-            first[nent++] = i;
-        }
-    }
-    first[nent] = ntargets;
+    targets = bench_targets(mon, SCHEMA, &ntargets);
     seq = malloc(NSEQ * sizeof *seq);
-    unsigned s = 12345;
-    for (int i = 0; i < NSEQ; i++) {
-        int e = (int)(wl_rand(&s) % (unsigned)nent);
-        int n = first[e + 1] - first[e];
-        double hn = 0;
-        for (int k = 1; k <= n; k++) {
-            hn += 1.0 / k;
-        }
-        double u = (wl_rand(&s) / (double)0xffffff) * hn, acc = 0;
-        int k = 0;
-        for (; k < n - 1; k++) {
-            acc += 1.0 / (k + 1);
-            if (acc >= u) {
-                break;
-            }
-        }
-        seq[i] = first[e] + k;
-    }
+    bench_zipf_walk(targets, ntargets, seq, NSEQ);
     /* the integer walk: the same sequence with non-integer settings skipped */
     seq_int = malloc(NSEQ * sizeof *seq_int);
     int ni = 0;
@@ -458,17 +371,13 @@ int main(void)
             }
         }
     }
-    /* floor table and a warm cache */
+    /* the floors and a warm cache */
+    bench_floor_build(&floor_tab, c, targets, ntargets);
     for (int i = 0; i < ntargets; i++) {
+        const bench_floor_e *e;
         char k[400];
-        size_t kl = composite(k, &targets[i]);
-        floor_e *e = malloc(sizeof *e + kl);
-        memcpy(e->k, k, kl);
-        e->klen = kl;
-        int rc;
-        e->value = setcache_dup_string(c, targets[i].type, targets[i].id, targets[i].key, &rc);
-        e->vlen = strlen(e->value);
-        HASH_ADD_KEYPTR(hh, floor_tab, e->k, e->klen, e);
+        size_t kl = bench_composite(k, &targets[i]);
+        HASH_FIND(hh, floor_tab, k, kl, e);
         same_add(&targets[i], e->value);
     }
     struct timespec a, b;
@@ -510,17 +419,7 @@ int main(void)
         }
         result med[4];
         for (int k = 0; k < 4; k++) {
-            /* the run with the median rate, with its own latencies */
-            for (int x = 0; x < REPS; x++) {
-                for (int y = x + 1; y < REPS; y++) {
-                    if (runs[k][y].rate < runs[k][x].rate) {
-                        result t = runs[k][x];
-                        runs[k][x] = runs[k][y];
-                        runs[k][y] = t;
-                    }
-                }
-            }
-            med[k] = runs[k][REPS / 2];
+            med[k] = bench_median_run(runs[k], REPS);
         }
         row("floor: bare uthash lookup + copy", n, med[0].rate, med[0].p50, med[0].p99,
             med[0].p999, "no lock");

@@ -18,6 +18,7 @@
 #include "workload.h"
 
 #include "internal.h" /* the floor hashes like the library */
+#include "common.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -32,11 +33,8 @@
 #define THREADS 16
 #define REPS 3
 
-typedef struct target {
-    const char *type;
-    char id[16];
-    char key[64];
-} target;
+typedef bench_target target;
+typedef bench_result result;
 
 static target *targets;
 static int ntargets;
@@ -161,101 +159,8 @@ static void load_tier(setcache *c, int nexperts)
     }
 }
 
-/* The stored keys of the tier's entities and a Zipf walk over them. */
-static int build_walk(PGconn *mon)
-{
-    PGresult *r = PQexec(mon, "SELECT entity_type, entity_id, key FROM " SCHEMA
-                              ".settings ORDER BY entity_type, entity_id, key");
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        die("walk", PQerrorMessage(mon));
-    }
-    ntargets = PQntuples(r);
-    free(targets);
-    targets = calloc((size_t)ntargets, sizeof *targets);
-    int *first = calloc((size_t)ntargets + 1, sizeof *first);
-    int nent = 0;
-    for (int i = 0; i < ntargets; i++) {
-        const char *type = PQgetvalue(r, i, 0);
-        targets[i].type = strcmp(type, "expert") == 0    ? "expert"
-                          : strcmp(type, "account") == 0 ? "account"
-                                                         : "app";
-        snprintf(targets[i].id, sizeof targets[i].id, "%s", PQgetvalue(r, i, 1));
-        snprintf(targets[i].key, sizeof targets[i].key, "%s", PQgetvalue(r, i, 2));
-        if (i == 0 || strcmp(targets[i].id, targets[i - 1].id) != 0 ||
-            targets[i].type != targets[i - 1].type) {
-            first[nent++] = i;
-        }
-    }
-    first[nent] = ntargets;
-    PQclear(r);
-    unsigned s = 12345;
-    for (int i = 0; i < NSEQ; i++) {
-        int e = (int)(wl_rand(&s) % (unsigned)nent);
-        int n = first[e + 1] - first[e];
-        double hn = 0;
-        for (int k = 1; k <= n; k++) {
-            hn += 1.0 / k;
-        }
-        double u = (wl_rand(&s) / (double)0xffffff) * hn, acc = 0;
-        int k = 0;
-        for (; k < n - 1; k++) {
-            acc += 1.0 / (k + 1);
-            if (acc >= u) {
-                break;
-            }
-        }
-        seq[i] = first[e] + k;
-    }
-    free(first);
-    return nent;
-}
-
-/* ---- the floor ---- */
-typedef struct floor_e {
-    UT_hash_handle hh;
-    char *value;
-    size_t vlen;
-    size_t klen;
-    char k[];
-} floor_e;
-static floor_e *floor_tab;
-
-static size_t composite(char *out, const target *t)
-{
-    size_t a = strlen(t->type), b = strlen(t->id), c = strlen(t->key);
-    memcpy(out, t->type, a + 1);
-    memcpy(out + a + 1, t->id, b + 1);
-    memcpy(out + a + b + 2, t->key, c);
-    return a + b + 2 + c;
-}
-
-static void floor_build(setcache *c)
-{
-    floor_e *e, *tmp;
-    HASH_ITER(hh, floor_tab, e, tmp)
-    {
-        HASH_DEL(floor_tab, e);
-        free(e->value);
-        free(e);
-    }
-    for (int i = 0; i < ntargets; i++) {
-        char k[400];
-        size_t kl = composite(k, &targets[i]);
-        e = malloc(sizeof *e + kl);
-        memcpy(e->k, k, kl);
-        e->klen = kl;
-        int rc;
-        e->value = setcache_dup_string(c, targets[i].type, targets[i].id, targets[i].key, &rc);
-        if (!e->value) {
-            die("floor", setcache_errmsg());
-        }
-        e->vlen = strlen(e->value);
-        HASH_ADD_KEYPTR(hh, floor_tab, e->k, e->klen, e);
-    }
-}
-
-/* as in reads.c: the C library's memcpy, not an inlined `rep movs` */
-static void *(*volatile copy_fn)(void *, const void *, size_t) = memcpy;
+/* ---- the floor (common.h) ---- */
+static bench_floor_e *floor_tab;
 
 /* ---- runs ---- */
 typedef struct worker {
@@ -275,7 +180,7 @@ static double timer_ns;
 static void *read_worker(void *p)
 {
     worker *w = p;
-    char buf[512], k[400];
+    char buf[512];
     while (!atomic_load(w->go)) {
     }
     long errors = 0, i = 0;
@@ -293,12 +198,7 @@ static void *read_worker(void *p)
             clock_gettime(CLOCK_MONOTONIC, &a);
         }
         if (w->floor) {
-            size_t kl = composite(k, t);
-            floor_e *e;
-            HASH_FIND(hh, floor_tab, k, kl, e);
-            if (e && e->vlen < sizeof buf) {
-                copy_fn(buf, e->value, e->vlen + 1);
-            } else {
+            if (!bench_floor_read(floor_tab, t, buf, sizeof buf)) {
                 errors++;
             }
         } else if (setcache_get_string(w->c, t->type, t->id, t->key, buf, sizeof buf, NULL) !=
@@ -321,10 +221,6 @@ static void *read_worker(void *p)
     return NULL;
 }
 
-typedef struct result {
-    double rate, p50, p99, p999;
-} result;
-
 static result run(setcache *c, bool floor, double secs)
 {
     static worker w[THREADS];
@@ -342,40 +238,18 @@ static result run(setcache *c, bool floor, double secs)
     }
     atomic_store(&go, 1);
     double rate = 0;
-    size_t nl = 0;
+    double *lat[THREADS];
+    int nlat[THREADS];
     for (int i = 0; i < THREADS; i++) {
         pthread_join(th[i], NULL);
         if (w[i].errors) {
             die("reads", "unexpected read errors");
         }
         rate += w[i].n / w[i].secs;
-        nl += (size_t)w[i].nlat;
+        lat[i] = w[i].lat;
+        nlat[i] = w[i].nlat;
     }
-    double *all = malloc(nl * sizeof *all);
-    size_t k = 0;
-    for (int i = 0; i < THREADS; i++) {
-        memcpy(all + k, w[i].lat, (size_t)w[i].nlat * sizeof *all);
-        k += (size_t)w[i].nlat;
-        free(w[i].lat);
-    }
-    qsort(all, nl, sizeof *all, bench_cmp_d);
-    result r = {rate, all[nl / 2], all[(size_t)(nl * 0.99)], all[(size_t)(nl * 0.999)]};
-    free(all);
-    return r;
-}
-
-static result median_of(result *v, int n)
-{
-    for (int x = 0; x < n; x++) {
-        for (int y = x + 1; y < n; y++) {
-            if (v[y].rate < v[x].rate) {
-                result t = v[x];
-                v[x] = v[y];
-                v[y] = t;
-            }
-        }
-    }
-    return v[n / 2];
+    return bench_percentiles(rate, lat, nlat, THREADS);
 }
 
 /* ---- the fixed old way: a prepared SELECT per read, a connection each ---- */
@@ -496,13 +370,15 @@ int main(void)
         if (setcache_open(&c, &o) != SETCACHE_OK) {
             die("open", setcache_errmsg());
         }
-        int nent = build_walk(mon);
+        free(targets);
+        targets = bench_targets(mon, SCHEMA, &ntargets);
+        int nent = bench_zipf_walk(targets, ntargets, seq, NSEQ);
         if (setcache_preload(c, "expert") != SETCACHE_OK ||
             setcache_preload(c, "account") != SETCACHE_OK ||
             setcache_preload(c, "app") != SETCACHE_OK) {
             die("preload", setcache_errmsg());
         }
-        floor_build(c);
+        bench_floor_build(&floor_tab, c, targets, ntargets);
         writer_start(nexp);
         long long st0 = cache_statements(mon);
         setcache_stats s0, s1;
@@ -516,7 +392,7 @@ int main(void)
         setcache_get_stats(c, &s1);
         double old = run_old(1.5);
         long writes = writer_stop();
-        result f = median_of(fl, REPS), m = median_of(ca, REPS);
+        result f = bench_median_run(fl, REPS), m = bench_median_run(ca, REPS);
         char label[32];
         snprintf(label, sizeof label, "%d experts (%d entities)", nexp, nent);
         printf("| %s | %d | floor: bare uthash lookup + copy, no lock | %.0f | %.0f | %.0f | %.0f "
