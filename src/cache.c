@@ -425,7 +425,8 @@ int setcache__read(setcache *c, sc_ident *id, sc_read *r)
 {
     sc_shard *sh = shard_of(c, id->ehash);
     bool missed = false;
-    pthread_mutex_t *mu = &sh->lock.slot[rslot()].mu; /* this thread's slot */
+    int slot = rslot(); /* this thread's: no other reader writes its line */
+    pthread_mutex_t *mu = &sh->lock.slot[slot].mu;
     for (int round = 0; round < 50; round++) {
         pthread_mutex_lock(mu);
         sc_entity *e = find_locked(sh, id);
@@ -436,7 +437,7 @@ int setcache__read(setcache *c, sc_ident *id, sc_read *r)
             }
             const sc_entry *en = setcache__et_find(&e->entries, id->key, id->klen, id->khash);
             if (!missed) {
-                count_hit(sh, my_rslot);
+                count_hit(sh, slot);
             }
             if (en && !SC_TOMB(en)) {
                 int rc = setcache__fill_entry(en, r);
@@ -595,11 +596,11 @@ void setcache__invalidate_all(setcache *c)
     stamp_all(c, true);
 }
 
-/* Put nw in place of old (the entry with its key, or NULL). */
-static bool put_entry_locked(sc_shard *sh, sc_entity *e, const sc_entry *old, sc_entry *nw)
+/* Put nw in place of the entry with its key, if any. */
+static bool put_entry_locked(sc_shard *sh, sc_entity *e, sc_entry *nw)
 {
-    sc_entry *replaced;
-    if (setcache__et_put(&e->entries, nw, &replaced) != SETCACHE_OK) {
+    sc_entry *old;
+    if (setcache__et_put(&e->entries, nw, &old) != SETCACHE_OK) {
         free(nw);
         return false;
     }
@@ -609,7 +610,7 @@ static bool put_entry_locked(sc_shard *sh, sc_entity *e, const sc_entry *old, sc
         sh->nentries--;
         sh->bytes -= old->klen + old->vlen;
     }
-    free(replaced); /* old */
+    free(old);
     if (!SC_TOMB(nw)) {
         e->nentries++;
         e->bytes += nw->klen + nw->vlen;
@@ -670,7 +671,7 @@ void setcache__apply_local(setcache *c, sc_ident *id, const char *value, int64_t
             unload_locked(c, sh, e); /* can't tell which is newer, or no memory */
             goto out;
         }
-        if (!put_entry_locked(sh, e, en, nw)) {
+        if (!put_entry_locked(sh, e, nw)) {
             unload_locked(c, sh, e);
         }
         nw = NULL;
@@ -683,7 +684,7 @@ void setcache__apply_local(setcache *c, sc_ident *id, const char *value, int64_t
             unload_locked(c, sh, e);
             goto out;
         }
-        if (!put_entry_locked(sh, e, en, nw)) {
+        if (!put_entry_locked(sh, e, nw)) {
             unload_locked(c, sh, e);
         }
         nw = NULL;
@@ -989,8 +990,9 @@ bool setcache__refresh_install(setcache *c, sc_ident *id, sc_etable *rows, uint6
             if (!o || SC_TOMB(o)) {
                 continue;
             }
-            if (!setcache__et_find(rows, o->data, o->klen, o->hash) && add_change(changes, nchanges, &cap, SETCACHE_CHANGE_DELETE, o->data, NULL,
-                                 SC_VAL(o), o->version) != 0) {
+            if (!setcache__et_find(rows, o->data, o->klen, o->hash) &&
+                add_change(changes, nchanges, &cap, SETCACHE_CHANGE_DELETE, o->data, NULL,
+                           SC_VAL(o), o->version) != 0) {
                 *incomplete = true;
             }
         }

@@ -38,7 +38,7 @@ int setcache__et_reserve(sc_etable *t, size_t n)
     if (n > UINT32_MAX / 2) {
         return setcache__fail(SETCACHE_ERR_NOMEM, "too many settings in one entity");
     }
-    if ((size_t)t->cap * 3 >= n * 4 && t->cap) {
+    if (t->cap && (size_t)t->cap * 3 >= n * 4) {
         return SETCACHE_OK;
     }
     uint32_t cap = cap_for(n);
