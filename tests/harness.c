@@ -218,6 +218,22 @@ double t_now_ms(void)
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+double t_wait_value(setcache *c, const char *type, const char *id, const char *key,
+                    const char *want, int timeout_ms)
+{
+    double t0 = t_now_ms();
+    char buf[256];
+    while (t_now_ms() - t0 < timeout_ms) {
+        int rc = setcache_get_string(c, type, id, key, buf, sizeof buf, NULL);
+        if ((want && rc == SETCACHE_OK && strcmp(buf, want) == 0) ||
+            (!want && rc == SETCACHE_NOT_FOUND)) {
+            return t_now_ms() - t0;
+        }
+        usleep(200);
+    }
+    return -1;
+}
+
 void t_sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};

@@ -88,6 +88,10 @@ bool t_sql_try(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * (pg_stat_statements); -1 when the extension is not available. */
 long long t_server_statements(void);
 double t_now_ms(void);
+/* Poll a string read until it equals want (NULL = SETCACHE_NOT_FOUND), for
+ * at most timeout_ms; the ms waited, or -1. */
+double t_wait_value(setcache *c, const char *type, const char *id, const char *key,
+                    const char *want, int timeout_ms);
 /* SETCACHE_TEST_TIMEOUT_SCALE (1 unless running under valgrind or the like). */
 double t_scale(void);
 void t_sleep_ms(int ms);

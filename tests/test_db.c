@@ -23,23 +23,6 @@ static setcache_stats stats(setcache *c)
     return s;
 }
 
-/* Poll a string read until it equals want (NULL = NOT_FOUND); ms waited or -1. */
-static double wait_value(setcache *c, const char *type, const char *id, const char *key,
-                         const char *want, int timeout_ms)
-{
-    double t0 = t_now_ms();
-    char buf[256];
-    while (t_now_ms() - t0 < timeout_ms) {
-        int rc = setcache_get_string(c, type, id, key, buf, sizeof buf, NULL);
-        if ((want && rc == SETCACHE_OK && strcmp(buf, want) == 0) ||
-            (!want && rc == SETCACHE_NOT_FOUND)) {
-            return t_now_ms() - t0;
-        }
-        usleep(200);
-    }
-    return -1;
-}
-
 TEST(first_read_loads_entity_in_one_query_then_serves_from_memory)
 {
     setcache *c = t_open();
@@ -604,7 +587,7 @@ TEST(plain_sql_update_delete_truncate_reach_the_cache)
         t_sql("UPDATE \"%s\".settings SET value = '%s' WHERE entity_type = 'expert' AND "
               "entity_id = '8' AND key = 'key_3'",
               t_schema(), want);
-        delays[i] = wait_value(c, "expert", "8", "key_3", want, 5000);
+        delays[i] = t_wait_value(c, "expert", "8", "key_3", want, 5000);
         CHECK(delays[i] >= 0);
     }
     /* median delay from commit acknowledgement to a visible read */
@@ -621,15 +604,15 @@ TEST(plain_sql_update_delete_truncate_reach_the_cache)
     fprintf(stderr, "    plain-SQL UPDATE visible after: median %.2f ms, max %.2f ms\n",
             delays[10], delays[19]);
     t_sql("DELETE FROM \"%s\".settings WHERE entity_id = '8' AND key = 'key_4'", t_schema());
-    CHECK(wait_value(c, "expert", "8", "key_4", NULL, 5000) >= 0);
+    CHECK(t_wait_value(c, "expert", "8", "key_4", NULL, 5000) >= 0);
     t_sql("INSERT INTO \"%s\".settings (entity_type, entity_id, key, value) VALUES ('expert', "
           "'8', 'enable_buy', 'true')",
           t_schema());
-    CHECK(wait_value(c, "expert", "8", "enable_buy", "true", 5000) >= 0);
+    CHECK(t_wait_value(c, "expert", "8", "enable_buy", "true", 5000) >= 0);
     t_sql("DELETE FROM \"%s\".settings WHERE key = 'enable_buy'", t_schema());
-    CHECK(wait_value(c, "expert", "8", "enable_buy", "false", 5000) >= 0); /* the default */
+    CHECK(t_wait_value(c, "expert", "8", "enable_buy", "false", 5000) >= 0); /* the default */
     t_sql("TRUNCATE \"%s\".settings", t_schema());
-    CHECK(wait_value(c, "expert", "8", "key_1", NULL, 5000) >= 0);
+    CHECK(t_wait_value(c, "expert", "8", "key_1", NULL, 5000) >= 0);
     CHECK(stats(c).notifications >= 23);
     setcache_close(c);
 }
@@ -645,7 +628,7 @@ TEST(same_id_in_two_types_is_two_entities)
     t_sql("UPDATE \"%s\".settings SET value = 'x' WHERE entity_type = 'expert' AND key = "
           "'key_1'",
           t_schema());
-    CHECK(wait_value(c, "expert", "3", "key_1", "x", 5000) >= 0);
+    CHECK(t_wait_value(c, "expert", "3", "key_1", "x", 5000) >= 0);
     char buf[32];
     CHECK_OK(setcache_get_string(c, "account", "3", "key_1", buf, sizeof buf, NULL));
     CHECK_STR(buf, "value_1");
@@ -805,7 +788,7 @@ TEST_T(monotonic_reads_under_concurrent_writers, 60)
     }
     int st;
     waitpid(child, &st, 0);
-    CHECK(wait_value(c, "expert", "m", "ext", "300", 5000) >= 0);
+    CHECK(t_wait_value(c, "expert", "m", "ext", "300", 5000) >= 0);
     atomic_store(&stop, 1);
     for (int i = 0; i < 4; i++) {
         pthread_join(th[i], NULL);

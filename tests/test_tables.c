@@ -68,22 +68,6 @@ static setcache *open_platform(void)
     return t_open_with(&o);
 }
 
-static double wait_str(setcache *c, const char *t, const char *id, const char *k, const char *want,
-                       int ms)
-{
-    double t0 = t_now_ms();
-    char buf[256];
-    while (t_now_ms() - t0 < ms) {
-        int rc = setcache_get_string(c, t, id, k, buf, sizeof buf, NULL);
-        if ((want && rc == SETCACHE_OK && strcmp(buf, want) == 0) ||
-            (!want && rc == SETCACHE_NOT_FOUND)) {
-            return t_now_ms() - t0;
-        }
-        usleep(200);
-    }
-    return -1;
-}
-
 TEST(mapped_table_reads_follow_every_encoding_rule)
 {
     platform_ddl();
@@ -224,7 +208,7 @@ TEST(mapped_table_changes_by_others_and_cascades_reach_the_cache)
         t_sql("UPDATE \"%s\".expertsetting SET value_float = %d WHERE instance_id = 3 AND key = "
               "'atr_period'",
               s, 20 + i);
-        double d = wait_str(c, "expert", "3", "atr_period", want, 5000);
+        double d = t_wait_value(c, "expert", "3", "atr_period", want, 5000);
         CHECK(d >= 0);
         worst = d > worst ? d : worst;
     }
@@ -240,8 +224,8 @@ TEST(mapped_table_changes_by_others_and_cascades_reach_the_cache)
     CHECK_STR(buf, "10");
     /* the parent goes: ON DELETE CASCADE removes both settings rows */
     t_sql("DELETE FROM \"%s\".accountdefinition WHERE id = 3", s);
-    CHECK(wait_str(c, "expert", "3", "atr_period", NULL, 5000) >= 0);
-    CHECK(wait_str(c, "account", "3", "minimum_equity_threshold_percent", NULL, 5000) >= 0);
+    CHECK(t_wait_value(c, "expert", "3", "atr_period", NULL, 5000) >= 0);
+    CHECK(t_wait_value(c, "account", "3", "minimum_equity_threshold_percent", NULL, 5000) >= 0);
     setcache_close(c);
 }
 
@@ -269,7 +253,7 @@ TEST(table_without_unique_key_is_read_only_and_duplicates_are_reported)
               "desk");
     /* plain SQL still reaches it */
     t_sql("UPDATE \"%s\".appsetting SET value_str = 'trading desk' WHERE key = 'site_name'", s);
-    CHECK(wait_str(c, "app", "global", "site_name", "trading desk", 5000) >= 0);
+    CHECK(t_wait_value(c, "app", "global", "site_name", "trading desk", 5000) >= 0);
     setcache_close(c);
 }
 
@@ -308,9 +292,9 @@ TEST(second_shape_text_ids_and_one_jsonb_value_column)
     t_sql("UPDATE \"%s\".user_prefs SET val = '\"blue\"' WHERE user_name = 'ann' AND name = "
           "'theme'",
           s);
-    CHECK(wait_str(c, "user", "ann", "theme", "blue", 5000) >= 0);
+    CHECK(t_wait_value(c, "user", "ann", "theme", "blue", 5000) >= 0);
     t_sql("DELETE FROM \"%s\".user_prefs WHERE user_name = 'ann'", s);
-    CHECK(wait_str(c, "user", "ann", "cols", NULL, 5000) >= 0);
+    CHECK(t_wait_value(c, "user", "ann", "cols", NULL, 5000) >= 0);
     /* the built-in table keeps working beside it */
     CHECK_OK(setcache_set_string(c, "account", "1", "k", "v"));
     CHECK_OK(setcache_get_string(c, "account", "1", "k", buf, sizeof buf, NULL));
@@ -434,7 +418,7 @@ TEST_T(mapped_table_keeps_the_guarantees_under_concurrent_writers, 60)
         CHECK_INT(v, i);
     }
     PQfinish(other);
-    CHECK(wait_str(c, "expert", "1", "ext", "200", 2000) >= 0); /* G6 */
+    CHECK(t_wait_value(c, "expert", "1", "ext", "200", 2000) >= 0); /* G6 */
     atomic_store(&stop, 1);
     for (int i = 0; i < 2; i++) {
         pthread_join(th[i], NULL);
