@@ -238,11 +238,7 @@ static void platform_tables(PGconn *mon)
 int main(int argc, char **argv)
 {
     tables_mode = argc > 1 && strcmp(argv[1], "--tables") == 0;
-    conninfo = getenv("SETCACHE_TEST_CONNINFO");
-    if (!conninfo) {
-        die("setup", "SETCACHE_TEST_CONNINFO is not set (run `make demo`)");
-    }
-    setvbuf(stdout, NULL, _IOLBF, 0);
+    conninfo = bench_conninfo("demo");
     PGconn *mon = connect_as("setcache-demo-admin");
     setcache_options o;
     bench_fresh(mon, SCHEMA, conninfo, &o);

@@ -194,12 +194,7 @@ static void notify_floor(void)
 
 int main(void)
 {
-    conninfo = getenv("SETCACHE_TEST_CONNINFO");
-    if (!conninfo) {
-        fprintf(stderr, "SETCACHE_TEST_CONNINFO is not set (run `make bench`)\n");
-        return 1;
-    }
-    setvbuf(stdout, NULL, _IOLBF, 0);
+    conninfo = bench_conninfo("bench");
     sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     PGconn *w = PQconnectdb(conninfo);
     setcache_options o;

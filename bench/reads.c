@@ -335,13 +335,9 @@ static void row(const char *name, int threads, double rate, double p50, double p
 
 int main(void)
 {
-    conninfo = getenv("SETCACHE_TEST_CONNINFO");
-    if (!conninfo) {
-        die("setup", "SETCACHE_TEST_CONNINFO is not set (run `make bench`)");
-    }
+    conninfo = bench_conninfo("bench");
     const char *tp = getenv("SETCACHE_BENCH_TSV");
     tsv = tp ? fopen(tp, "a") : NULL;
-    setvbuf(stdout, NULL, _IOLBF, 0);
     PGconn *mon = PQconnectdb(conninfo);
     setcache_options o;
     bench_fresh(mon, SCHEMA, conninfo, &o);

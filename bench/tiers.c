@@ -318,11 +318,7 @@ static long long cache_statements(PGconn *mon)
 
 int main(void)
 {
-    conninfo = getenv("SETCACHE_TEST_CONNINFO");
-    if (!conninfo) {
-        die("setup", "SETCACHE_TEST_CONNINFO is not set (run `make bench`)");
-    }
-    setvbuf(stdout, NULL, _IOLBF, 0);
+    conninfo = bench_conninfo("bench");
     if (pipe(cmd_fd) != 0 || pipe(ack_fd) != 0) {
         die("pipe", "failed");
     }

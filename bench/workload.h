@@ -32,6 +32,19 @@ static inline int bench_cmp_d(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* The server `make bench` / `make demo` provides (tests/withpg.sh); exits
+ * when there is none. Standard output is line-buffered for the report. */
+static inline const char *bench_conninfo(const char *make_target)
+{
+    const char *ci = getenv("SETCACHE_TEST_CONNINFO");
+    if (!ci) {
+        fprintf(stderr, "SETCACHE_TEST_CONNINFO is not set (run `make %s`)\n", make_target);
+        exit(1);
+    }
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    return ci;
+}
+
 /* The machine, the server and the options a program ran with: the first
  * line of every section of the report. */
 static inline void bench_print_machine(PGconn *pg, const char *options)

@@ -129,12 +129,7 @@ static long rss_kb(void)
 
 int main(void)
 {
-    conninfo = getenv("SETCACHE_TEST_CONNINFO");
-    if (!conninfo) {
-        fprintf(stderr, "SETCACHE_TEST_CONNINFO is not set (run `make bench`)\n");
-        return 1;
-    }
-    setvbuf(stdout, NULL, _IOLBF, 0);
+    conninfo = bench_conninfo("bench");
     PGconn *raw = PQconnectdb(conninfo);
     setcache_options o;
     bench_fresh(raw, SCHEMA, conninfo, &o);
