@@ -113,6 +113,21 @@ TEST(entry_table_finds_replaces_and_grows)
     CHECK(u.slot == NULL && u.count == 0);
 }
 
+/* Readers on different threads take different lock slots, and no two slots
+ * share a 128-byte line pair: that needs the handle itself allocated at that
+ * alignment (a plain malloc gives 16). */
+TEST(reader_lock_slots_are_a_line_pair_apart)
+{
+    setcache *c = t_open();
+    CHECK(((uintptr_t)c & (SC_LINE - 1)) == 0);
+    for (int s = 0; s < SC_NSHARDS; s += 21) {
+        const sc_brlock *l = &c->shards[s].lock;
+        CHECK(((uintptr_t)&l->slot[0] & (SC_LINE - 1)) == 0);
+        CHECK((uintptr_t)&l->slot[1] - (uintptr_t)&l->slot[0] == SC_LINE);
+    }
+    setcache_close(c);
+}
+
 /* The table hash depends on every byte and on the length (its 0-7 byte
  * tail is read in overlapping words), and no simple change to a key (one
  * byte, the same change to two bytes, swapped halves) keeps its hash. */
