@@ -121,18 +121,17 @@ static int map_writable(setcache *c, sc_ident *id)
     return setcache__map_check_id(map, id->id);
 }
 
-static int write_one(void *arg, PGconn *conn)
+/* The statement of one write; j->version is the row version it returned. */
+static int write_stmt(write_job *j, PGconn *conn)
 {
-    write_job *j = arg;
     setcache *c = j->c;
     int rc;
     PGresult *r;
-    j->token = setcache__writing_begin(c, conn);
     sc_tmap *map = c->nmaps ? setcache__map_of(c, j->id->type, j->id->tlen) : NULL;
     if (j->value) {
         const char *vals[4] = {j->id->type, j->id->id, j->id->key, j->value};
-        r = setcache__exec(c, conn, map ? map_upsert(map, j) : j->json ? c->sql.upsert_json : c->sql.upsert,
-                           4, vals, true, &rc);
+        const char *sql = map ? map_upsert(map, j) : j->json ? c->sql.upsert_json : c->sql.upsert;
+        r = setcache__exec(c, conn, sql, 4, vals, true, &rc);
     } else {
         const char *vals[3] = {j->id->type, j->id->id, j->id->key};
         r = setcache__exec(c, conn, map ? map->sql.del : c->sql.del, 3, vals, true, &rc);
@@ -149,6 +148,15 @@ static int write_one(void *arg, PGconn *conn)
     }
     PQclear(r);
     return rc;
+}
+
+/* One write on a pooled connection, marked as this handle's until the
+ * caller has applied it (setcache__writing_end). */
+static int write_one(void *arg, PGconn *conn)
+{
+    write_job *j = arg;
+    j->token = setcache__writing_begin(j->c, conn);
+    return write_stmt(j, conn);
 }
 
 static int do_write(setcache *c, const char *type, const char *eid, const char *key,
@@ -295,9 +303,7 @@ static int write_many_mapped(void *arg, PGconn *conn)
     m->token = setcache__writing_begin(c, conn);
     PQclear(setcache__exec(c, conn, "BEGIN", 0, NULL, false, &rc));
     for (size_t i = 0; i < m->n && rc == SETCACHE_OK; i++) {
-        rc = write_one(&m->jobs[i], conn);
-        setcache__writing_end(c, m->jobs[i].token);
-        m->jobs[i].token = -1;
+        rc = write_stmt(&m->jobs[i], conn); /* marked once, by m->token */
         if (rc == SETCACHE_ERR_UNCERTAIN) {
             rc = SETCACHE_ERR_DB; /* before COMMIT: nothing was committed */
         }
