@@ -82,10 +82,20 @@ typedef struct setcache setcache; /* opaque, thread-safe */
  * Serve one entity type from a table the application already has, instead
  * of <schema>.settings (since 0.1.0). Names are [a-z_][a-z0-9_]* each.
  */
+/*
+ * An id has exactly one spelling, the text the server gives the entity
+ * column, so that one row is always one cached entity. Any other spelling of
+ * the same value is refused with SETCACHE_ERR_ARG (never rewritten) by every
+ * call that takes an id: reads, writes, set_many, delete, foreach and
+ * subscription filters naming the type. Since: 0.1.0.
+ */
 typedef enum {
-    SETCACHE_ID_INTEGER, /* the entity column is an integer; ids are decimal */
-    SETCACHE_ID_TEXT,    /* text / varchar */
-    SETCACHE_ID_UUID,    /* uuid */
+    SETCACHE_ID_INTEGER, /* integer/bigint column; ids in decimal as the server writes
+                            them: "0" or an optional "-" then 1-9 first ("012", "+12",
+                            "-0", " 12" are refused), within bigint */
+    SETCACHE_ID_TEXT,    /* text / varchar: the id is the text, byte for byte */
+    SETCACHE_ID_UUID,    /* uuid column; ids in lower-case 8-4-4-4-12 hex form (upper
+                            case, braces, no hyphens are refused) */
     SETCACHE_ID_NONE     /* no entity column: global settings, entity id "global" */
 } setcache_id_kind;
 
@@ -98,11 +108,24 @@ typedef struct setcache_table_map {
     /* Either one value column (text, json or jsonb) ... */
     const char *value_column;
     /* ... or typed columns, the built-in "typed" profile: strings in
-     * str_column, ints and doubles in num_column (double precision),
-     * booleans as the JSON string "true"/"false" and lists/objects in
-     * json_column (json or jsonb). Reads of a row take json_column when it
-     * holds more than {} / null, else num_column, else str_column (a legacy
-     * str value 'None' means no value). Writes use the key's definition. */
+     * str_column, ints and doubles in num_column (smallint, integer, bigint,
+     * numeric, real or double precision), booleans as the JSON string
+     * "true"/"false" and lists/objects in json_column (json or jsonb). Reads
+     * of a row take json_column when it holds more than {} / null, else
+     * num_column, else str_column (a legacy str value 'None' means no
+     * value). Writes use the key's definition.
+     *
+     * What every process reads is what a load decodes from the stored row:
+     * a write caches the value its own statement returns as stored (jsonb
+     * normalised, numbers as the column holds them), never the text sent.
+     * num_column renders integral values below 2^63 in magnitude as a
+     * decimal integer ("14", "1700000000000000"), others as the column
+     * type's own text (double precision and real: the shortest form that
+     * reads back as the same number, e.g. "0.1", "1e+20"; numeric: its
+     * digits at the column's scale). An integer a double precision (beyond
+     * 2^53) or real (beyond 2^24) column can't hold exactly, or a fraction
+     * for an integer column, is refused with SETCACHE_ERR_ARG before
+     * anything is sent. */
     const char *str_column, *num_column, *json_column;
 } setcache_table_map;
 
@@ -302,7 +325,12 @@ SETCACHE_API int setcache_foreach(setcache *c, const char *entity_type, const ch
  * the next read shows the truth. A write to a defined key must be valid for
  * its type (SETCACHE_ERR_TYPE, nothing written); JSON is validated by the
  * server as part of the write. Values are valid UTF-8 of at most
- * max_value_len bytes. Returns OK, ERR_ARG, ERR_TYPE, ERR_DB, ERR_TIMEOUT,
+ * max_value_len bytes. What this process reads back is what a load would
+ * read: the value as the server stored it, returned by the write's own
+ * statement (the built-in table stores the text as sent; a mapped table may
+ * normalise it, see setcache_table_map). setcache_set_double sends the
+ * shortest text that reads back as the same double ("0.1", not
+ * "0.10000000000000001"). Returns OK, ERR_ARG, ERR_TYPE, ERR_DB, ERR_TIMEOUT,
  * ERR_UNCERTAIN, ERR_NOMEM, ERR_CLOSED. Threads: any. Ownership: inputs are
  * copied. Since: 0.1.0.
  */

@@ -877,7 +877,9 @@ int setcache__classify(setcache *c, sc_ident *id, const sc_hintref *h, size_t n,
         for (size_t j = 0; j < n && act == SC_ACT_SKIP; j++) {
             const sc_entry *en = setcache__et_find_str(&e->entries, h[j].key);
             bool skip;
-            if (h[j].op == 'D') {
+            if (en && (en->flags & SC_E_DUP)) {
+                skip = false; /* not one row at one version: any change re-reads it */
+            } else if (h[j].op == 'D') {
                 skip = !en || (SC_TOMB(en) && en->version >= h[j].version) ||
                        (!SC_TOMB(en) && en->version > h[j].version);
             } else {

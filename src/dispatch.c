@@ -460,6 +460,14 @@ int setcache_subscribe(setcache *c, const char *entity_type, const char *entity_
             return rc;
         }
     }
+    if (entity_type && entity_id && c->nmaps) {
+        /* a mapped type's changes carry the server's spelling of the id */
+        sc_tmap *map = setcache__map_of(c, entity_type, strlen(entity_type));
+        int rc = map ? setcache__map_check_id(map, entity_id) : SETCACHE_OK;
+        if (rc != SETCACHE_OK) {
+            return rc;
+        }
+    }
     if (atomic_load(&c->closing)) {
         return setcache__fail(SETCACHE_ERR_CLOSED, "handle is closing");
     }

@@ -289,10 +289,10 @@ typedef struct sc_sql {
     char *table;      /* "schema"."settings" */
     char *load;       /* one entity */
     char *load_type;  /* every entity of a type */
-    char *upsert;     /* single upsert RETURNING version */
+    char *upsert;     /* single upsert RETURNING version, stored value */
     char *upsert_json;
     char *del;        /* single delete RETURNING version */
-    char *many;       /* set_many in one statement */
+    char *many;       /* set_many in one statement: (is_set, key, version, value) */
     char *exists;     /* does the table exist */
     char *load_many;  /* every row of a list of entities */
 } sc_sql;
@@ -304,6 +304,9 @@ char *setcache__quote_ident(const char *s);
 char *setcache__text_array(const char *const *items, size_t n);
 
 /* ---- tables.c: entity types served from existing tables ---- */
+/* What the typed profile's number column is, which decides how its values
+ * are rendered and which integers it can hold exactly. */
+enum { SC_NUM_INTEGER, SC_NUM_NUMERIC, SC_NUM_FLOAT8, SC_NUM_FLOAT4 };
 typedef struct sc_tmap {
     char *type;
     size_t tlen;
@@ -311,6 +314,7 @@ typedef struct sc_tmap {
     int id_kind;          /* setcache_id_kind */
     bool typed;           /* the typed profile (str/num/json columns) */
     bool value_is_json;   /* the single value column is json or jsonb */
+    int num_kind;         /* SC_NUM_*: the typed profile's number column */
     bool writable;        /* a unique constraint on (entity, key) exists */
     char *fix;            /* the DDL that would make it writable */
     sc_sql sql;           /* load, load_type, load_many, del, upsert (text layout) */
@@ -323,6 +327,7 @@ void setcache__maps_free(setcache *c);
 sc_tmap *setcache__map_of(setcache *c, const char *type, size_t tlen);
 int setcache__maps_prepare(setcache *c, PGconn *conn);
 int setcache__map_check_id(const sc_tmap *m, const char *id);
+int setcache__map_check_number(const sc_tmap *m, const char *value, int deftype);
 char *setcache__maps_ddl(const char *schema, const char *channel, const setcache_table_map *m,
                          size_t n);
 const sc_sql *setcache__sql_for(setcache *c, const char *type, size_t tlen);

@@ -78,11 +78,11 @@ int setcache__sql_build(sc_sql *s, const char *schema)
                            t);
     s->upsert = aprintf("INSERT INTO %s (entity_type, entity_id, key, value) VALUES ($1, $2, $3, "
                         "$4) ON CONFLICT (entity_type, entity_id, key) DO UPDATE SET value = "
-                        "EXCLUDED.value RETURNING version",
+                        "EXCLUDED.value RETURNING version, value",
                         t);
     s->upsert_json = aprintf("INSERT INTO %s (entity_type, entity_id, key, value) VALUES ($1, $2, "
                              "$3, ($4::json)::text) ON CONFLICT (entity_type, entity_id, key) DO "
-                             "UPDATE SET value = EXCLUDED.value RETURNING version",
+                             "UPDATE SET value = EXCLUDED.value RETURNING version, value",
                              t);
     s->del = aprintf("DELETE FROM %s WHERE entity_type = $1 AND entity_id = $2 AND key = $3 "
                      "RETURNING version",
@@ -94,8 +94,9 @@ int setcache__sql_build(sc_sql *s, const char *schema)
         "SELECT $1, $2, x.k, CASE WHEN x.j THEN (x.v::json)::text ELSE x.v END "
         "FROM unnest($4::text[], $5::text[], $6::bool[]) AS x(k, v, j) "
         "ON CONFLICT (entity_type, entity_id, key) DO UPDATE SET value = EXCLUDED.value "
-        "RETURNING key, version) "
-        "SELECT false, key, version FROM d UNION ALL SELECT true, key, version FROM u",
+        "RETURNING key, version, value) "
+        "SELECT false, key, version, NULL::text FROM d UNION ALL SELECT true, key, version, value "
+        "FROM u",
         t, t);
     s->exists = aprintf("SELECT to_regclass($1) IS NOT NULL");
     s->load_many = aprintf("SELECT s.entity_type, s.entity_id, s.key, s.value, s.version FROM %s s "

@@ -95,20 +95,48 @@ static const char *id_sqltype(int kind)
     return kind == SETCACHE_ID_INTEGER ? "bigint" : kind == SETCACHE_ID_UUID ? "uuid" : "text";
 }
 
-/* The decoded text value of a row, NULL when the row holds no value. */
+/*
+ * The canonical text of the typed profile's number column N, the one
+ * rendering every process reads (loads, refreshes and writes alike):
+ * integral values of magnitude below 2^63 as a decimal integer (exactly the
+ * stored value), every other value as the column type's own output
+ * (double precision and real: the shortest text that reads back as the same
+ * number; numeric: its exact digits).
+ */
+static char *num_expr(const sc_tmap *m)
+{
+    const char *N = m->num_col;
+    switch (m->num_kind) {
+    case SC_NUM_INTEGER:
+        return aprintf("\"%s\"::text", N);
+    case SC_NUM_NUMERIC:
+        return aprintf("CASE WHEN \"%s\" = trunc(\"%s\") THEN trunc(\"%s\")::text ELSE \"%s\"::text "
+                       "END",
+                       N, N, N, N);
+    default:
+        return aprintf("CASE WHEN \"%s\" = trunc(\"%s\") AND abs(\"%s\") < 9223372036854775808 "
+                       "THEN \"%s\"::bigint::text ELSE \"%s\"::text END",
+                       N, N, N, N, N);
+    }
+}
+
+/* The decoded text value of a row, NULL when the row holds no value. The
+ * same expression serves loads and the RETURNING clause of every write, so
+ * a writer caches exactly what a load would read. */
 static char *decode_expr(const sc_tmap *m)
 {
     if (m->typed) {
-        return aprintf(
+        char *num = num_expr(m);
+        char *out = num ? aprintf(
             "CASE WHEN \"%s\" IS NOT NULL AND \"%s\"::text NOT IN ('{}', 'null') THEN "
             "CASE WHEN json_typeof(\"%s\"::json) = 'string' THEN \"%s\"::json #>> '{}' ELSE "
             "\"%s\"::text END "
-            "WHEN \"%s\" IS NOT NULL THEN CASE WHEN \"%s\" = trunc(\"%s\") AND abs(\"%s\") < 1e15 "
-            "THEN trunc(\"%s\")::bigint::text ELSE \"%s\"::text END "
+            "WHEN \"%s\" IS NOT NULL THEN %s "
             "WHEN \"%s\" IS NOT NULL AND \"%s\" <> 'None' THEN \"%s\"::text END",
-            m->json_col, m->json_col, m->json_col, m->json_col, m->json_col, m->num_col,
-            m->num_col, m->num_col, m->num_col, m->num_col, m->num_col, m->str_col, m->str_col,
-            m->str_col);
+            m->json_col, m->json_col, m->json_col, m->json_col, m->json_col, m->num_col, num,
+            m->str_col, m->str_col, m->str_col) : NULL;
+        free(num);
+        return out;
     }
     if (m->value_is_json) {
         return aprintf("CASE WHEN json_typeof(\"%s\"::json) = 'string' THEN \"%s\"::json #>> '{}' "
@@ -118,13 +146,15 @@ static char *decode_expr(const sc_tmap *m)
     return aprintf("\"%s\"::text", m->value_col);
 }
 
+/* Upserts return the row's version and its decoded value ($1, the entity
+ * type, is referenced so that every statement takes the same parameters). */
 #define TYPED_UPSERT                                                                           \
     "INSERT INTO %s (%s, \"%s\", \"%s\", \"%s\") VALUES (%s, %s, %s, %s) ON CONFLICT (%s) DO "         \
     "UPDATE SET \"%s\" = EXCLUDED.\"%s\", \"%s\" = EXCLUDED.\"%s\", \"%s\" = EXCLUDED.\"%s\" "        \
-    "RETURNING setcache_version, $1::text"
+    "RETURNING setcache_version, %s, $1::text"
 #define TEXT_UPSERT                                                                            \
     "INSERT INTO %s (%s, \"%s\") VALUES (%s, %s) ON CONFLICT (%s) DO UPDATE SET \"%s\" = "        \
-    "EXCLUDED.\"%s\" RETURNING setcache_version, $1::text"
+    "EXCLUDED.\"%s\" RETURNING setcache_version, %s, $1::text"
 
 /* Build every statement of one mapped table. The parameters are those of
  * the built-in statements ($1 type, $2 id, $3 key, $4 value), so callers
@@ -169,20 +199,22 @@ static int build_sql(sc_tmap *m, const char *qt)
     char *vals = none ? strdup("$3") : aprintf("$2::%s, $3", ty);
     if (m->typed) {
         const char *S = m->str_col, *N = m->num_col, *J = m->json_col;
+        /* numbers go in as numeric, so the column's own assignment cast is
+         * the only rounding (exact for integer and numeric columns) */
         m->up_str = aprintf(TYPED_UPSERT, qt, cols, S, N, J, vals, "$4", "NULL", "NULL", cols, S, S, N, N,
-                            J, J);
-        m->up_num = aprintf(TYPED_UPSERT, qt, cols, S, N, J, vals, "NULL", "$4::float8", "NULL", cols, S,
-                            S, N, N, J, J);
+                            J, J, dec);
+        m->up_num = aprintf(TYPED_UPSERT, qt, cols, S, N, J, vals, "NULL", "$4::numeric", "NULL", cols, S,
+                            S, N, N, J, J, dec);
         m->up_json = aprintf(TYPED_UPSERT, qt, cols, S, N, J, vals, "NULL", "NULL", "$4::json", cols, S, S,
-                             N, N, J, J);
+                             N, N, J, J, dec);
         m->up_jsonstr = aprintf(TYPED_UPSERT, qt, cols, S, N, J, vals, "NULL", "NULL", "to_json($4::text)",
-                                cols, S, S, N, N, J, J);
+                                cols, S, S, N, N, J, J, dec);
     } else {
         const char *V = m->value_col;
         m->up_str = aprintf(TEXT_UPSERT, qt, cols, V, vals, m->value_is_json ? "to_json($4::text)" : "$4",
-                            cols, V, V);
+                            cols, V, V, dec);
         m->up_json = aprintf(TEXT_UPSERT, qt, cols, V, vals, m->value_is_json ? "$4::json" : "($4::json)::text",
-                             cols, V, V);
+                             cols, V, V, dec);
     }
     free(cols);
     free(vals);
@@ -286,34 +318,162 @@ sc_tmap *setcache__map_of(setcache *c, const char *type, size_t tlen)
     return NULL;
 }
 
-/* An id must fit the entity column's type before it is sent. */
+/* Is id the server's own text of a bigint: 0, or an optional minus and a
+ * digit 1-9 first, within range? ("012", "+12", "-0" and " 12" are not.) */
+static bool canonical_integer(const char *id)
+{
+    const char *d = id[0] == '-' ? id + 1 : id;
+    if (d[0] < '1' || d[0] > '9') {
+        return strcmp(id, "0") == 0;
+    }
+    for (const char *p = d; *p; p++) {
+        if (*p < '0' || *p > '9') {
+            return false;
+        }
+    }
+    int64_t v;
+    return setcache__parse_int(id, &v); /* in range */
+}
+
+/* Is id the server's own text of a uuid: 8-4-4-4-12 lower-case hex? */
+static bool canonical_uuid(const char *id, bool *upper)
+{
+    *upper = false;
+    if (strlen(id) != 36) {
+        return false;
+    }
+    for (size_t i = 0; i < 36; i++) {
+        char ch = id[i];
+        bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+        if (dash ? ch != '-' : !((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'))) {
+            *upper |= !dash && ch >= 'A' && ch <= 'F';
+            if (dash || !(ch >= 'A' && ch <= 'F')) {
+                *upper = false;
+                return false;
+            }
+        }
+    }
+    return !*upper;
+}
+
+/*
+ * An id must be the one spelling the server itself gives the row's entity
+ * column, before it is used as a cache key or sent: one row, one entity.
+ * Other spellings of the same value are refused, never rewritten.
+ */
 int setcache__map_check_id(const sc_tmap *m, const char *id)
 {
-    size_t n = strlen(id);
     if (m->id_kind == SETCACHE_ID_NONE) {
         if (strcmp(id, "global") != 0) {
             return setcache__fail(SETCACHE_ERR_ARG, "entity type '%s' has one entity, \"global\"",
                                   m->type);
         }
     } else if (m->id_kind == SETCACHE_ID_INTEGER) {
-        int64_t v;
-        if (!setcache__parse_int(id, &v)) {
-            return setcache__fail(SETCACHE_ERR_ARG, "entity ids of '%s' are integers", m->type);
+        if (!canonical_integer(id)) {
+            return setcache__fail(SETCACHE_ERR_ARG,
+                                  "entity ids of '%s' are integers written as the server writes "
+                                  "them (decimal, no sign but '-', no leading zeros, within "
+                                  "bigint): '%.64s' is not",
+                                  m->type, id);
         }
     } else if (m->id_kind == SETCACHE_ID_UUID) {
-        bool ok = n == 36;
-        for (size_t i = 0; ok && i < n; i++) {
-            char ch = id[i];
-            ok = (i == 8 || i == 13 || i == 18 || i == 23)
-                     ? ch == '-'
-                     : ((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') ||
-                        (ch >= 'A' && ch <= 'F'));
-        }
-        if (!ok) {
-            return setcache__fail(SETCACHE_ERR_ARG, "entity ids of '%s' are UUIDs", m->type);
+        bool upper;
+        if (!canonical_uuid(id, &upper)) {
+            return setcache__fail(SETCACHE_ERR_ARG,
+                                  upper ? "entity ids of '%s' are UUIDs in lower case, as the "
+                                          "server writes them: '%.64s' has upper-case letters"
+                                        : "entity ids of '%s' are UUIDs written as the server "
+                                          "writes them (8-4-4-4-12 lower-case hex digits): "
+                                          "'%.64s' is not",
+                                  m->type, id);
         }
     }
     return SETCACHE_OK;
+}
+
+/* Is v a value the number column holds exactly? An integer beyond what a
+ * double precision (2^53) or real (2^24) column can represent would be
+ * stored rounded: refused. */
+static bool exact_in_float(int kind, int64_t v)
+{
+    if (kind == SC_NUM_FLOAT4) {
+        float f = (float)v;
+        return f > -9.2233720368547758e18f && f < 9.2233720368547758e18f && (int64_t)f == v;
+    }
+    double d = (double)v;
+    return d > -9.2233720368547758e18 && d < 9.2233720368547758e18 && (int64_t)d == v;
+}
+
+/*
+ * Before a number is sent to the typed profile's number column: an integer
+ * the column cannot hold exactly, or a fraction for an integer column, is
+ * refused rather than silently rounded. deftype is the key's defined type
+ * (-1 if none); only SETCACHE_INT and SETCACHE_DOUBLE go to that column.
+ */
+int setcache__map_check_number(const sc_tmap *m, const char *value, int deftype)
+{
+    if (!m->typed || (deftype != SETCACHE_INT && deftype != SETCACHE_DOUBLE)) {
+        return SETCACHE_OK;
+    }
+    int64_t iv;
+    bool integral = setcache__parse_int(value, &iv);
+    if (integral && (m->num_kind == SC_NUM_FLOAT8 || m->num_kind == SC_NUM_FLOAT4) &&
+        !exact_in_float(m->num_kind, iv)) {
+        return setcache__fail(SETCACHE_ERR_ARG,
+                              "%s cannot be stored exactly in %s column %s of %s (integers up to "
+                              "2^%d can)",
+                              value, m->num_kind == SC_NUM_FLOAT8 ? "double precision" : "real",
+                              m->num_col, m->table, m->num_kind == SC_NUM_FLOAT8 ? 53 : 24);
+    }
+    double dv;
+    if (!integral && m->num_kind == SC_NUM_INTEGER && setcache__parse_double(value, &dv) &&
+        dv > -9.2e18 && dv < 9.2e18 && dv != (double)(int64_t)dv) {
+        return setcache__fail(SETCACHE_ERR_ARG,
+                              "%s is not an integer, and column %s of %s holds integers only",
+                              value, m->num_col, m->table);
+    }
+    return SETCACHE_OK;
+}
+
+/* Which SC_NUM_* a column type (format_type) is; -1 if it is no number. */
+static int num_kind_of(const char *ty)
+{
+    if (strcmp(ty, "smallint") == 0 || strcmp(ty, "integer") == 0 || strcmp(ty, "bigint") == 0) {
+        return SC_NUM_INTEGER;
+    }
+    if (strncmp(ty, "numeric", 7) == 0) {
+        return SC_NUM_NUMERIC;
+    }
+    if (strcmp(ty, "double precision") == 0) {
+        return SC_NUM_FLOAT8;
+    }
+    if (strcmp(ty, "real") == 0) {
+        return SC_NUM_FLOAT4;
+    }
+    return -1;
+}
+
+/* The type of column col of table qt (format_type), malloc'd; NULL with
+ * the error set if there is no such column. */
+static char *column_type(setcache *c, PGconn *conn, const char *qt, const sc_tmap *m,
+                         const char *col, int *rc)
+{
+    const char *v[2] = {qt, col};
+    PGresult *r = setcache__exec(c, conn,
+                                 "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE "
+                                 "attrelid = $1::regclass AND attname = $2 AND NOT attisdropped",
+                                 2, v, false, rc);
+    char *ty = NULL;
+    if (r && PQntuples(r) == 1) {
+        ty = strdup(PQgetvalue(r, 0, 0));
+        if (!ty) {
+            *rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+        }
+    } else if (*rc == SETCACHE_OK) {
+        *rc = setcache__fail(SETCACHE_ERR_DB, "%s has no column %s", m->table, col);
+    }
+    PQclear(r);
+    return ty;
 }
 
 /* At open: the table exists, what the value column is, whether a unique
@@ -337,22 +497,27 @@ int setcache__maps_prepare(setcache *c, PGconn *conn)
                                      : setcache__fail(SETCACHE_ERR_DB, "mapped table %s does not exist",
                                                       m->table);
         }
-        if (!m->typed) {
-            const char *v2[2] = {qt, m->value_col};
-            r = setcache__exec(c, conn,
-                               "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE "
-                               "attrelid = $1::regclass AND attname = $2 AND NOT attisdropped",
-                               2, v2, false, &rc);
-            if (!r || PQntuples(r) != 1) {
-                PQclear(r);
-                free(qt);
-                return rc != SETCACHE_OK ? rc
-                                         : setcache__fail(SETCACHE_ERR_DB, "%s has no column %s",
-                                                          m->table, m->value_col);
-            }
-            const char *ty = PQgetvalue(r, 0, 0);
+        char *ty = column_type(c, conn, qt, m, m->typed ? m->num_col : m->value_col, &rc);
+        if (!ty) {
+            free(qt);
+            return rc;
+        }
+        if (m->typed) {
+            m->num_kind = num_kind_of(ty);
+        } else {
             m->value_is_json = strcmp(ty, "json") == 0 || strcmp(ty, "jsonb") == 0;
-            PQclear(r);
+        }
+        bool bad_num = m->typed && m->num_kind < 0;
+        if (bad_num) {
+            setcache__fail(SETCACHE_ERR_DB,
+                           "%s.%s is %s; the number column of the typed profile must be smallint, "
+                           "integer, bigint, numeric, real or double precision",
+                           m->table, m->num_col, ty);
+        }
+        free(ty);
+        if (bad_num) {
+            free(qt);
+            return SETCACHE_ERR_DB;
         }
         const char *v4[1] = {qt};
         r = setcache__exec(c, conn,

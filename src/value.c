@@ -240,10 +240,19 @@ void setcache__parse_all(const char *s, sc_parsed *p)
     }
 }
 
+/* The shortest decimal text that reads back as exactly v (at most 17
+ * significant digits), so every process stores and reads the same bytes. */
 int setcache__format_double(double v, char *buf, size_t cap)
 {
     locale_t old = uselocale(numeric_locale());
-    int n = snprintf(buf, cap, "%.17g", v);
+    int n = 0;
+    for (int digits = 1; digits <= 17; digits++) {
+        n = snprintf(buf, cap, "%.*g", digits, v);
+        double back;
+        if (n < 0 || (size_t)n >= cap || (setcache__parse_double(buf, &back) && back == v)) {
+            break;
+        }
+    }
     uselocale(old);
     return n;
 }

@@ -1,7 +1,9 @@
 /*
  * write.c - write-through: upsert, delete and set_many, each one statement
  * in autocommit (so its COMMIT is part of the one round trip), then the
- * cache is updated by the version the statement returned.
+ * cache is updated by the version and the value the statement returned:
+ * the value as the server stored it (decoded as a load decodes it), never
+ * the text that was sent, so what the writer reads back is what a load reads.
  *
  * Owns: nothing. Borrows connections through setcache__with_pool only; takes
  * the defs lock (through setcache__def_type) and shard locks (through
@@ -81,7 +83,9 @@ typedef struct write_job {
     bool json;
     int deftype; /* the key's defined type, -1 if undefined */
     int64_t version;
-    int token; /* setcache__writing_begin */
+    char *stored; /* the value as stored (RETURNING), NULL for none; malloc'd */
+    bool unknown; /* committed, but stored could not be kept (out of memory) */
+    int token;    /* setcache__writing_begin */
 } write_job;
 
 /* Which column a write to a mapped table uses: the key's definition
@@ -106,7 +110,7 @@ static const char *map_upsert(const sc_tmap *m, const struct write_job *j)
 }
 
 /* Refuse what a mapped table can't take, before anything is sent. */
-static int map_writable(setcache *c, sc_ident *id)
+static int map_writable(setcache *c, sc_ident *id, const char *value, int deftype)
 {
     sc_tmap *map = c->nmaps ? setcache__map_of(c, id->type, id->tlen) : NULL;
     if (!map) {
@@ -118,7 +122,11 @@ static int map_writable(setcache *c, sc_ident *id)
                               "entity type '%s' is read-only; to allow writes: %s",
                               map->table, map->type, map->fix);
     }
-    return setcache__map_check_id(map, id->id);
+    int rc = setcache__map_check_id(map, id->id);
+    if (rc == SETCACHE_OK && value) {
+        rc = setcache__map_check_number(map, value, deftype);
+    }
+    return rc;
 }
 
 /* The statement of one write; j->version is the row version it returned. */
@@ -143,8 +151,13 @@ static int write_stmt(write_job *j, PGconn *conn)
         return rc;
     }
     j->version = 0;
+    free(j->stored);
+    j->stored = NULL;
     if (PQntuples(r) > 0 && !setcache__parse_int(PQgetvalue(r, 0, 0), &j->version)) {
         rc = setcache__fail(SETCACHE_ERR_DB, "bad version returned");
+    } else if (j->value && PQntuples(r) > 0 && !PQgetisnull(r, 0, 1)) {
+        j->stored = strdup(PQgetvalue(r, 0, 1));
+        j->unknown = j->stored == NULL; /* the cache will read it again */
     }
     PQclear(r);
     return rc;
@@ -175,7 +188,7 @@ static int do_write(setcache *c, const char *type, const char *eid, const char *
     if (!is_delete && (rc = check_value(c, &id, value, &json, &deftype)) != SETCACHE_OK) {
         return rc;
     }
-    if ((rc = map_writable(c, &id)) != SETCACHE_OK) {
+    if ((rc = map_writable(c, &id, is_delete ? NULL : value, deftype)) != SETCACHE_OK) {
         return rc;
     }
     if (deftype == SETCACHE_JSON) {
@@ -184,15 +197,17 @@ static int do_write(setcache *c, const char *type, const char *eid, const char *
     if (atomic_load(&c->closing)) {
         return setcache__fail(SETCACHE_ERR_CLOSED, "handle is closing");
     }
-    write_job j = {c, &id, is_delete ? NULL : value, json, deftype, 0, -1};
+    write_job j = {c, &id, is_delete ? NULL : value, json, deftype, 0, NULL, false, -1};
     rc = setcache__with_pool(c, write_one, &j);
     if (rc == SETCACHE_OK) {
-        setcache__apply_local(c, &id, j.value, j.version, is_delete, false);
+        /* a row that holds no value (e.g. the legacy 'None') reads as deleted */
+        setcache__apply_local(c, &id, j.stored, j.version, j.stored == NULL, j.unknown);
         setcache__count(c, SC_ST_WRITES, 1);
     } else if (rc == SETCACHE_ERR_UNCERTAIN) {
         setcache__apply_local(c, &id, NULL, 0, is_delete, true);
     }
     setcache__writing_end(c, j.token);
+    free(j.stored);
     return rc;
 }
 
@@ -316,7 +331,7 @@ static int write_many_mapped(void *arg, PGconn *conn)
 
 static int set_many_mapped(setcache *c, sc_ident *id, const setcache_kv *kv, size_t n)
 {
-    int rc = map_writable(c, id);
+    int rc = map_writable(c, id, NULL, -1);
     if (rc != SETCACHE_OK) {
         return rc;
     }
@@ -346,8 +361,11 @@ static int set_many_mapped(setcache *c, sc_ident *id, const setcache_kv *kv, siz
         if (rc == SETCACHE_OK && kv[i].value) {
             rc = check_value(c, &ids[i], kv[i].value, &json, &deftype);
         }
+        if (rc == SETCACHE_OK && kv[i].value) {
+            rc = map_writable(c, &ids[i], kv[i].value, deftype);
+        }
         jobs[i] = (write_job){c, &ids[i], kv[i].value, json || deftype == SETCACHE_JSON, deftype,
-                              0, -1};
+                              0, NULL, false, -1};
     }
     mm_job m = {c, n, jobs, -1};
     if (rc == SETCACHE_OK) {
@@ -355,14 +373,18 @@ static int set_many_mapped(setcache *c, sc_ident *id, const setcache_kv *kv, siz
     }
     if (rc == SETCACHE_OK || rc == SETCACHE_ERR_UNCERTAIN) {
         for (size_t i = 0; i < n; i++) {
-            setcache__apply_local(c, &ids[i], jobs[i].value, jobs[i].version, jobs[i].value == NULL,
-                                  rc == SETCACHE_ERR_UNCERTAIN);
+            setcache__apply_local(c, &ids[i], jobs[i].stored, jobs[i].version,
+                                  jobs[i].stored == NULL,
+                                  rc == SETCACHE_ERR_UNCERTAIN || jobs[i].unknown);
         }
         if (rc == SETCACHE_OK) {
             setcache__count(c, SC_ST_WRITES, 1);
         }
     }
     setcache__writing_end(c, m.token);
+    for (size_t i = 0; i < n; i++) {
+        free(jobs[i].stored);
+    }
     free(ids);
     free(jobs);
     return rc;
@@ -481,7 +503,8 @@ int setcache_set_many(setcache *c, const char *entity_type, const char *entity_i
         }
         sc_ident kid;
         setcache__ident(&kid, entity_type, entity_id, (*hit)->key);
-        setcache__apply_local(c, &kid, (*hit)->value, version, (*hit)->value == NULL, false);
+        const char *stored = PQgetisnull(j.res, r, 3) ? NULL : PQgetvalue(j.res, r, 3);
+        setcache__apply_local(c, &kid, stored, version, stored == NULL, false);
         if (seen) {
             seen[hit - sorted] = true;
         }
