@@ -146,12 +146,13 @@ static char *decode_expr(const sc_tmap *m)
     return aprintf("\"%s\"::text", m->value_col);
 }
 
-/* Upserts return the row's version and its decoded value ($1, the entity
- * type, is referenced so that every statement takes the same parameters). */
+/* Upserts return the row's version and its decoded value ($1 and $2, the entity
+ * type and id, are referenced so that every statement takes the same
+ * parameters, also for a global table with no entity column). */
 #define TYPED_UPSERT                                                                           \
     "INSERT INTO %s (%s, \"%s\", \"%s\", \"%s\") VALUES (%s, %s, %s, %s) ON CONFLICT (%s) DO "         \
     "UPDATE SET \"%s\" = EXCLUDED.\"%s\", \"%s\" = EXCLUDED.\"%s\", \"%s\" = EXCLUDED.\"%s\" "        \
-    "RETURNING setcache_version, %s, $1::text"
+    "RETURNING setcache_version, %s, $1::text, $2::text"
 #define TEXT_UPSERT                                                                            \
     "INSERT INTO %s (%s, \"%s\") VALUES (%s, %s) ON CONFLICT (%s) DO UPDATE SET \"%s\" = "        \
     "EXCLUDED.\"%s\" RETURNING setcache_version, %s, $1::text"

@@ -484,3 +484,53 @@ TEST(deleting_either_of_two_duplicate_rows_heals_the_key_in_running_processes)
     setcache_close(a);
     setcache_close(b);
 }
+
+TEST(text_ids_a_real_column_and_a_writable_global_table_read_one_truth)
+{
+    const char *s = t_schema();
+    t_sql("CREATE SCHEMA IF NOT EXISTS \"%s\"", s);
+    t_sql("CREATE TABLE \"%s\".desk_cfg (desk text NOT NULL, opt text NOT NULL, str text, num "
+          "real, js json, PRIMARY KEY (desk, opt))",
+          s);
+    t_sql("CREATE TABLE \"%s\".global_cfg (opt text PRIMARY KEY, str text, num real, js json)", s);
+    char t1[128], t2[128];
+    snprintf(t1, sizeof t1, "%s.desk_cfg", s);
+    snprintf(t2, sizeof t2, "%s.global_cfg", s);
+    setcache_table_map m[2] = {
+        {.entity_type = "desk", .table = t1, .entity_column = "desk", .id_kind = SETCACHE_ID_TEXT,
+         .key_column = "opt", .str_column = "str", .num_column = "num", .json_column = "js"},
+        {.entity_type = "glob", .table = t2, .id_kind = SETCACHE_ID_NONE, .key_column = "opt",
+         .str_column = "str", .num_column = "num", .json_column = "js"}};
+    setcache_options o;
+    t_options(&o);
+    o.tables = m;
+    o.ntables = 2;
+    setcache *w = t_open_with(&o), *b = t_open_with(&o);
+    const char *ids[2][2] = {{"desk", "Équipe 7 / FX"}, {"glob", "global"}};
+    for (int k = 0; k < 2; k++) {
+        const char *ty = ids[k][0], *id = ids[k][1];
+        char buf[64];
+        CHECK_OK(setcache_define(w, ty, "lim", SETCACHE_DOUBLE, NULL));
+        CHECK_OK(setcache_define(w, ty, "n", SETCACHE_INT, NULL));
+        CHECK_RC(setcache_get_string(w, ty, id, "lim", buf, sizeof buf, NULL), SETCACHE_NOT_FOUND);
+        CHECK_RC(setcache_get_string(b, ty, id, "lim", buf, sizeof buf, NULL), SETCACHE_NOT_FOUND);
+        CHECK_OK(setcache_set_double(w, ty, id, "lim", 0.1));
+        AGREE(w, b, ty, id, "lim", "0.1"); /* real's own shortest text */
+        CHECK_OK(setcache_set_int(w, ty, id, "n", 16777216)); /* 2^24 */
+        AGREE(w, b, ty, id, "n", "16777216");
+        int64_t iv = 0;
+        CHECK_OK(setcache_get_int(b, ty, id, "n", &iv));
+        CHECK_INT(iv, 16777216);
+        CHECK_RC(setcache_set_int(w, ty, id, "n", 16777217), SETCACHE_ERR_ARG);
+        AGREE(w, b, ty, id, "n", "16777216");
+        CHECK_OK(setcache_set_json(w, ty, id, "doc", "{\"b\":  1}"));
+        AGREE(w, b, ty, id, "doc", "{\"b\":  1}"); /* json keeps its text */
+        t_sql("UPDATE %s SET num = 2.5 WHERE opt = 'lim'", k == 0 ? t1 : t2);
+        AGREE_OUTSIDE(w, b, ty, id, "lim", "2.5");
+        CHECK_OK(setcache_delete(w, ty, id, "lim"));
+        AGREE(w, b, ty, id, "lim", NULL);
+        fresh_agrees(&o, w, ty, id, "n");
+    }
+    setcache_close(w);
+    setcache_close(b);
+}
