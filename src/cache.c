@@ -260,12 +260,9 @@ static void note_pending_locked(setcache *c, sc_entity *e, char op, int64_t vers
     if (e->npending < SC_MAX_PENDING) {
         sc_pending *np = e->pending;
         if (e->npending == e->cappending) {
-            uint32_t nc = e->cappending ? 2 * e->cappending : 8;
-            np = realloc(e->pending, nc * sizeof *np);
-            if (np) {
-                e->pending = np;
-                e->cappending = nc;
-            }
+            size_t cap = e->cappending;
+            np = setcache__grow(&e->pending, &cap, 8, sizeof *np) ? e->pending : NULL;
+            e->cappending = (uint32_t)cap;
         }
         char *k = np ? malloc(id->klen + 1) : NULL;
         if (k) {
@@ -306,60 +303,6 @@ static void note_unknown_locked(setcache *c, sc_shard *sh, const sc_ident *id)
         }
     }
     sh->unknown_stamp = t;
-}
-
-/* ---- the read-mostly lock ---- */
-
-uint64_t setcache__hash_seed = 0x243f6a8885a308d3ULL;
-
-static atomic_uint next_rslot;
-static _Thread_local int my_rslot = -1;
-
-static inline int rslot(void)
-{
-    if (my_rslot < 0) {
-        my_rslot = (int)(atomic_fetch_add(&next_rslot, 1) % SC_RSLOTS);
-    }
-    return my_rslot;
-}
-
-void setcache__br_init(sc_brlock *l)
-{
-    for (int i = 0; i < SC_RSLOTS; i++) {
-        pthread_mutex_init(&l->slot[i].mu, NULL);
-        atomic_init(&l->slot[i].hits, 0);
-    }
-}
-
-void setcache__br_destroy(sc_brlock *l)
-{
-    for (int i = 0; i < SC_RSLOTS; i++) {
-        pthread_mutex_destroy(&l->slot[i].mu);
-    }
-}
-
-void setcache__br_rdlock(sc_brlock *l)
-{
-    pthread_mutex_lock(&l->slot[rslot()].mu);
-}
-
-void setcache__br_rdunlock(sc_brlock *l)
-{
-    pthread_mutex_unlock(&l->slot[rslot()].mu);
-}
-
-void setcache__br_wrlock(sc_brlock *l)
-{
-    for (int i = 0; i < SC_RSLOTS; i++) {
-        pthread_mutex_lock(&l->slot[i].mu);
-    }
-}
-
-void setcache__br_wrunlock(sc_brlock *l)
-{
-    for (int i = SC_RSLOTS - 1; i >= 0; i--) {
-        pthread_mutex_unlock(&l->slot[i].mu);
-    }
 }
 
 /* A hit, counted in the reader's own slot (it holds that slot's mutex, so
@@ -425,7 +368,7 @@ int setcache__read(setcache *c, sc_ident *id, sc_read *r)
 {
     sc_shard *sh = shard_of(c, id->ehash);
     bool missed = false;
-    int slot = rslot(); /* this thread's: no other reader writes its line */
+    int slot = setcache__rslot(); /* this thread's: no other reader writes its line */
     pthread_mutex_t *mu = &sh->lock.slot[slot].mu;
     for (int round = 0; round < 50; round++) {
         pthread_mutex_lock(mu);
@@ -919,14 +862,8 @@ bool setcache__refresh_begin(setcache *c, sc_ident *id, uint64_t *stamp)
 static int add_change(sc_change **v, size_t *n, size_t *cap, setcache_change_kind kind,
                       const char *key, const char *value, const char *old, int64_t version)
 {
-    if (*n == *cap) {
-        size_t nc = *cap ? *cap * 2 : 8;
-        sc_change *nv = realloc(*v, nc * sizeof *nv);
-        if (!nv) {
-            return -1;
-        }
-        *v = nv;
-        *cap = nc;
+    if (*n == *cap && !setcache__grow(v, cap, 8, sizeof **v)) {
+        return -1;
     }
     sc_change *ch = &(*v)[*n];
     ch->kind = kind;
@@ -1064,15 +1001,9 @@ int setcache__loaded_entities(setcache *c, char ***out, size_t *n)
             if (e->state != SC_LOADED) {
                 continue;
             }
-            if (cnt == cap) {
-                size_t nc = cap ? cap * 2 : 64;
-                char **nv = realloc(v, nc * sizeof *nv);
-                if (!nv) {
-                    rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
-                    break;
-                }
-                v = nv;
-                cap = nc;
+            if (cnt == cap && !setcache__grow(&v, &cap, 64, sizeof *v)) {
+                rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+                break;
             }
             v[cnt] = malloc(e->ekeylen);
             if (!v[cnt]) {

@@ -24,13 +24,6 @@
 
 #define SEEN_TTL_MS 60000.0
 
-static double mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 /* Pattern key: mask byte, then the named parts, each NUL-terminated. */
 static size_t pattern(char *out, int mask, const char *t, const char *i, const char *k)
 {
@@ -57,14 +50,8 @@ static int sub_mask(const sc_sub *s)
 /* Append to a growing array; false when out of memory (nothing changed). */
 static bool push_sub(sc_sub ***v, size_t *n, size_t *cap, sc_sub *s)
 {
-    if (*n == *cap) {
-        size_t nc = *cap ? *cap * 2 : 8;
-        sc_sub **nv = realloc(*v, nc * sizeof *nv);
-        if (!nv) {
-            return false;
-        }
-        *v = nv;
-        *cap = nc;
+    if (*n == *cap && !setcache__grow(v, cap, 8, sizeof **v)) {
+        return false;
     }
     (*v)[(*n)++] = s;
     return true;
@@ -262,7 +249,7 @@ void setcache__emit(setcache *c, setcache_change_kind kind, const char *type, co
     }
     if (s) {
         s->order = order;
-        s->at_ms = mono_ms();
+        s->at_ms = setcache__mono_ms();
     }
     push_locked(c, e);
     pthread_mutex_unlock(&c->dq_mu);
@@ -313,15 +300,13 @@ static void prune_seen_locked(setcache *c, double now)
 static void *dispatch_main(void *arg)
 {
     setcache *c = arg;
-    double last_prune = mono_ms();
+    double last_prune = setcache__mono_ms();
     for (;;) {
         pthread_mutex_lock(&c->dq_mu);
         while (!c->dq_head && !c->dq_resync_pending && !c->dq_stop) {
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            ts.tv_sec += 1;
+            struct timespec ts = setcache__deadline(1000);
             pthread_cond_timedwait(&c->dq_cv, &c->dq_mu, &ts);
-            double now = mono_ms();
+            double now = setcache__mono_ms();
             if (now - last_prune > 1000) {
                 prune_seen_locked(c, now);
                 last_prune = now;
@@ -502,12 +487,7 @@ int setcache_subscribe(setcache *c, const char *entity_type, const char *entity_
             }
         }
         if (ix && ix->n == ix->cap) {
-            size_t nc = ix->cap ? ix->cap * 2 : 4;
-            sc_sub **nv = realloc(ix->subs, nc * sizeof *nv);
-            if (nv) {
-                ix->subs = nv;
-                ix->cap = nc;
-            }
+            setcache__grow(&ix->subs, &ix->cap, 4, sizeof *ix->subs); /* full if it fails */
         }
         if (!ix || ix->n == ix->cap) {
             rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");

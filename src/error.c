@@ -38,10 +38,7 @@ int setcache__fail_pg(int code, const char *what, const PGconn *conn, const PGre
     if (!msg || !*msg) {
         msg = "no message";
     }
-    size_t n = strlen(msg);
-    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' ')) {
-        n--;
-    }
+    size_t n = setcache__trim_len(msg, strlen(msg));
     snprintf(errbuf, sizeof errbuf, "%s: %.*s", what, (int)n, msg);
     return code;
 }

@@ -18,41 +18,6 @@
 #include <time.h>
 #include <unistd.h>
 
-/* ---- counters and logging ---- */
-
-static atomic_uint next_stripe;
-static _Thread_local unsigned my_stripe = UINT32_MAX;
-
-void setcache__count(setcache *c, int which, uint64_t n)
-{
-    if (my_stripe == UINT32_MAX) {
-        my_stripe = atomic_fetch_add(&next_stripe, 1) % SC_NSTRIPES;
-    }
-    atomic_fetch_add_explicit(&c->stripes[my_stripe].n[which], n, memory_order_relaxed);
-}
-
-static uint64_t counter(setcache *c, int which)
-{
-    uint64_t sum = 0;
-    for (int i = 0; i < SC_NSTRIPES; i++) {
-        sum += atomic_load_explicit(&c->stripes[i].n[which], memory_order_relaxed);
-    }
-    return sum;
-}
-
-void setcache__log(setcache *c, int level, const char *fmt, ...)
-{
-    if (!c->log) {
-        return;
-    }
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized) */
-    va_end(ap);
-    c->log(c->log_arg, level, msg);
-}
-
 /* ---- options, version ---- */
 
 void setcache_options_init(setcache_options *o)
@@ -145,27 +110,9 @@ static void free_handle(setcache *c)
     free(c);
 }
 
-static pthread_once_t seed_once = PTHREAD_ONCE_INIT;
-
-/* Seed the table hash once per process, before any table exists. */
-static void seed_hash(void)
-{
-    uint64_t s = 0;
-    FILE *f = fopen("/dev/urandom", "rb");
-    if (!f || fread(&s, sizeof s, 1, f) != 1) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        s = (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 32);
-    }
-    if (f) {
-        fclose(f);
-    }
-    setcache__hash_seed ^= s;
-}
-
 int setcache_open(setcache **out, const setcache_options *o)
 {
-    pthread_once(&seed_once, seed_hash);
+    setcache__hash_seed_once();
     if (!out) {
         return setcache__fail(SETCACHE_ERR_ARG, "out is NULL");
     }
@@ -591,15 +538,9 @@ int setcache_foreach(setcache *c, const char *entity_type, const char *entity_id
         if (stored) {
             continue;
         }
-        if (n == cap) {
-            size_t nc = cap ? 2 * cap : 16;
-            sc_pair *np = realloc(pairs, nc * sizeof *np);
-            if (!np) {
-                rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
-                break;
-            }
-            pairs = np;
-            cap = nc;
+        if (n == cap && !setcache__grow(&pairs, &cap, 16, sizeof *pairs)) {
+            rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+            break;
         }
         pairs[n].key = strdup(dk);
         pairs[n].value = strdup(d->dflt);
@@ -638,26 +579,26 @@ void setcache_get_stats(setcache *c, setcache_stats *out)
     }
     memset(out, 0, sizeof *out);
     /* hits are counted in the read slots: setcache__cache_stats adds them */
-    out->misses = counter(c, SC_ST_MISSES);
-    out->loads = counter(c, SC_ST_LOADS);
-    out->db_queries = counter(c, SC_ST_QUERIES);
-    out->writes = counter(c, SC_ST_WRITES);
-    out->notifications = counter(c, SC_ST_NOTIFICATIONS);
-    out->invalidations = counter(c, SC_ST_INVALIDATIONS);
-    out->resyncs = counter(c, SC_ST_RESYNCS);
-    out->reconnects = counter(c, SC_ST_RECONNECTS);
-    out->evictions = counter(c, SC_ST_EVICTIONS);
-    out->pool_waits = counter(c, SC_ST_POOL_WAITS);
-    out->pool_timeouts = counter(c, SC_ST_POOL_TIMEOUTS);
+    out->misses = setcache__counter(c, SC_ST_MISSES);
+    out->loads = setcache__counter(c, SC_ST_LOADS);
+    out->db_queries = setcache__counter(c, SC_ST_QUERIES);
+    out->writes = setcache__counter(c, SC_ST_WRITES);
+    out->notifications = setcache__counter(c, SC_ST_NOTIFICATIONS);
+    out->invalidations = setcache__counter(c, SC_ST_INVALIDATIONS);
+    out->resyncs = setcache__counter(c, SC_ST_RESYNCS);
+    out->reconnects = setcache__counter(c, SC_ST_RECONNECTS);
+    out->evictions = setcache__counter(c, SC_ST_EVICTIONS);
+    out->pool_waits = setcache__counter(c, SC_ST_POOL_WAITS);
+    out->pool_timeouts = setcache__counter(c, SC_ST_POOL_TIMEOUTS);
     pthread_mutex_lock(&c->pool.mu);
     out->pool_size = (uint32_t)c->pool.size;
     out->pool_in_use = (uint32_t)c->pool.in_use;
     pthread_mutex_unlock(&c->pool.mu);
     setcache__cache_stats(c, out);
     out->state = (setcache_state)atomic_load(&c->state);
-    out->malformed = counter(c, SC_ST_MALFORMED);
-    out->refreshes = counter(c, SC_ST_REFRESHES);
-    out->events = counter(c, SC_ST_EVENTS);
-    out->heartbeats = counter(c, SC_ST_HEARTBEATS);
-    out->hints = counter(c, SC_ST_HINTS);
+    out->malformed = setcache__counter(c, SC_ST_MALFORMED);
+    out->refreshes = setcache__counter(c, SC_ST_REFRESHES);
+    out->events = setcache__counter(c, SC_ST_EVENTS);
+    out->heartbeats = setcache__counter(c, SC_ST_HEARTBEATS);
+    out->hints = setcache__counter(c, SC_ST_HINTS);
 }

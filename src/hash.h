@@ -14,6 +14,7 @@
 #include <string.h>
 
 extern uint64_t setcache__hash_seed;
+void setcache__hash_seed_once(void); /* hash.c: draw the seed, once per process */
 
 static inline uint64_t setcache__hash_step(uint64_t h, uint64_t w)
 {

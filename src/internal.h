@@ -34,6 +34,14 @@
 #define SC_NSTRIPES 32
 #define SC_EKEY_MAX (SETCACHE_MAX_TYPE_LEN + 1 + SETCACHE_MAX_ID_LEN + 1)
 
+/* ---- util.c ---- */
+double setcache__mono_ms(void);
+struct timespec setcache__deadline(int ms); /* CLOCK_MONOTONIC now + ms */
+char *setcache__aprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Double *(T **)arrp's capacity (first when 0); false, unchanged, if out of memory. */
+bool setcache__grow(void *arrp, size_t *cap, size_t first, size_t elem);
+size_t setcache__trim_len(const char *s, size_t n); /* without trailing newlines, spaces */
+
 /* ---- error.c ---- */
 int setcache__fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int setcache__fail_pg(int code, const char *what, const PGconn *conn, const PGresult *res);
@@ -173,6 +181,14 @@ typedef struct sc_rslot {
 typedef struct sc_brlock {
     sc_rslot slot[SC_RSLOTS];
 } sc_brlock;
+/* brlock.c: each thread's slot, assigned on its first lock */
+extern _Thread_local int setcache__my_rslot __attribute__((visibility("hidden")));
+int setcache__rslot_assign(void);
+static inline int setcache__rslot(void)
+{
+    int s = setcache__my_rslot;
+    return s >= 0 ? s : setcache__rslot_assign();
+}
 void setcache__br_init(sc_brlock *l);
 void setcache__br_destroy(sc_brlock *l);
 void setcache__br_rdlock(sc_brlock *l);
@@ -412,10 +428,11 @@ int setcache__refresh_start(setcache *c);
 void setcache__refresh_stop(setcache *c);
 bool setcache__is_own_backend(setcache *c, int be_pid);
 
-/* ---- handle.c ---- */
+/* ---- stats.c ---- */
 void setcache__log(setcache *c, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void setcache__count(setcache *c, int which, uint64_t n);
+uint64_t setcache__counter(setcache *c, int which);
 enum {
     SC_ST_MISSES, SC_ST_LOADS, SC_ST_QUERIES, SC_ST_WRITES, SC_ST_NOTIFICATIONS,
     SC_ST_INVALIDATIONS, SC_ST_RESYNCS, SC_ST_RECONNECTS, SC_ST_EVICTIONS, SC_ST_POOL_WAITS,

@@ -39,13 +39,6 @@ static const char *state_name(int st)
     }
 }
 
-static double mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 /* Move to a state and tell the log and the state callback (no lock held). */
 static void set_state(setcache *c, int st, const char *why)
 {
@@ -73,9 +66,9 @@ static void drain_wake(setcache *c)
 /* Sleep up to ms, waking early when the handle closes. */
 static void nap(setcache *c, int ms)
 {
-    double until = mono_ms() + ms;
+    double until = setcache__mono_ms() + ms;
     while (!atomic_load(&c->closing)) {
-        double left = until - mono_ms();
+        double left = until - setcache__mono_ms();
         if (left <= 0) {
             break;
         }
@@ -214,7 +207,7 @@ static bool send_heartbeat(setcache *c, listener *l)
         return false;
     }
     l->hb_waiting = l->hb_seq;
-    l->hb_sent_ms = mono_ms();
+    l->hb_sent_ms = setcache__mono_ms();
     l->hb_next_ms = l->hb_sent_ms + c->heartbeat_ms;
     return PQflush(l->conn) >= 0;
 }
@@ -225,10 +218,10 @@ static const char *serve(setcache *c, listener *l, uint64_t gen, double *valid_s
 {
     int sock = PQsocket(l->conn);
     l->hb_waiting = 0;
-    l->hb_next_ms = mono_ms() + c->heartbeat_ms;
+    l->hb_next_ms = setcache__mono_ms() + c->heartbeat_ms;
     bool valid = false;
     while (!atomic_load(&c->closing)) {
-        double now = mono_ms();
+        double now = setcache__mono_ms();
         if (!valid && atomic_load(&c->reconciled_gen) == gen) {
             /* LISTEN is in effect and what changed unseen has been reconciled */
             valid = true;
@@ -324,10 +317,7 @@ static void *listener_main(void *arg)
         if (atomic_load(&c->closing)) {
             break;
         }
-        size_t ml = strlen(msg);
-        while (ml && (msg[ml - 1] == '\n' || msg[ml - 1] == ' ')) {
-            msg[--ml] = '\0';
-        }
+        msg[setcache__trim_len(msg, strlen(msg))] = '\0';
         set_state(c, SETCACHE_STATE_INTERRUPTED, msg);
         /* a connection that became VALID was healthy: the backoff starts over;
          * consecutive failures to get there double it up to the cap */
@@ -366,14 +356,7 @@ int setcache__listener_start(setcache *c)
     /* Wait (bounded) for the first LISTEN, so that reads right after open are
      * already covered by notifications. */
     int wait_ms = c->acquire_timeout_ms > 1000 ? c->acquire_timeout_ms : 1000;
-    struct timespec dl;
-    clock_gettime(CLOCK_MONOTONIC, &dl);
-    dl.tv_sec += wait_ms / 1000;
-    dl.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-    if (dl.tv_nsec >= 1000000000L) {
-        dl.tv_sec++;
-        dl.tv_nsec -= 1000000000L;
-    }
+    struct timespec dl = setcache__deadline(wait_ms);
     pthread_mutex_lock(&c->state_mu);
     while (atomic_load(&c->state) != SETCACHE_STATE_VALID) {
         if (pthread_cond_timedwait(&c->state_cv, &c->state_mu, &dl) == ETIMEDOUT) {

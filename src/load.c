@@ -64,13 +64,7 @@ static void wait_load(setcache *c, uint64_t epoch)
 {
     pthread_mutex_lock(&c->load_mu);
     while (atomic_load(&c->load_epoch) == epoch && !atomic_load(&c->closing)) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += 50 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = setcache__deadline(50);
         pthread_cond_timedwait(&c->load_cv, &c->load_mu, &ts);
     }
     pthread_mutex_unlock(&c->load_mu);

@@ -98,18 +98,8 @@ void setcache__pool_destroy(setcache *c)
 static void on_notice(void *arg, const char *msg)
 {
     setcache *c = arg;
-    size_t n = strlen(msg);
-    while (n > 0 && msg[n - 1] == '\n') {
-        n--;
-    }
+    size_t n = setcache__trim_len(msg, strlen(msg));
     setcache__log(c, SETCACHE_LOG_DEBUG, "server: %.*s", (int)n, msg);
-}
-
-static double mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
 /*
@@ -155,7 +145,7 @@ PGconn *setcache__connect(setcache *c, const char *conninfo, const char *role)
         return NULL;
     }
     int timeout_ms = listener ? 10000 : (c->acquire_timeout_ms > 2000 ? c->acquire_timeout_ms : 2000);
-    double deadline = mono_ms() + timeout_ms;
+    double deadline = setcache__mono_ms() + timeout_ms;
     PostgresPollingStatusType st = PGRES_POLLING_WRITING;
     while (PQstatus(conn) != CONNECTION_BAD && st != PGRES_POLLING_OK &&
            st != PGRES_POLLING_FAILED) {
@@ -164,7 +154,7 @@ PGconn *setcache__connect(setcache *c, const char *conninfo, const char *role)
             setcache__fail(SETCACHE_ERR_CLOSED, "handle is closing");
             return NULL;
         }
-        double left = deadline - mono_ms();
+        double left = deadline - setcache__mono_ms();
         if (left <= 0) {
             PQfinish(conn);
             setcache__fail(SETCACHE_ERR_DB, "connecting: no answer within %d ms", timeout_ms);
@@ -194,19 +184,6 @@ PGconn *setcache__connect(setcache *c, const char *conninfo, const char *role)
     return conn;
 }
 
-static struct timespec deadline_after(int ms)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    return ts;
-}
-
 /* A pooled connection is usable if it is OK and the server has not closed it
  * while it sat idle (PQconsumeInput never blocks: libpq sockets are
  * non-blocking). */
@@ -229,7 +206,7 @@ static bool healthy(PGconn *conn)
 static int acquire(setcache *c, int *slot_out)
 {
     sc_pool *p = &c->pool;
-    struct timespec dl = deadline_after(c->acquire_timeout_ms);
+    struct timespec dl = setcache__deadline(c->acquire_timeout_ms);
     bool waited = false;
     int slot = -1;
 

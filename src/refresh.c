@@ -359,12 +359,7 @@ static void process_hints(setcache *c, sc_hint *list)
             }
         }
         if (g && g->n == g->cap) {
-            size_t nc = g->cap ? g->cap * 2 : 4;
-            sc_hint **nv = realloc(g->hints, nc * sizeof *nv);
-            if (nv) {
-                g->hints = nv;
-                g->cap = nc;
-            }
+            setcache__grow(&g->hints, &g->cap, 4, sizeof *g->hints); /* full if it fails */
         }
         if (!g || g->n == g->cap) {
             /* out of memory: this change can't be followed; say so */
@@ -486,9 +481,7 @@ static void *refresh_main(void *arg)
         pthread_mutex_lock(&c->rq_mu);
         while (!c->rq_head && !c->rq_overflow && !c->rq_truncate &&
                c->rq_resync_gen == done_gen && !c->rq_stop) {
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            ts.tv_sec += 1;
+            struct timespec ts = setcache__deadline(1000);
             pthread_cond_timedwait(&c->rq_cv, &c->rq_mu, &ts);
         }
         if (c->rq_stop) {

@@ -37,26 +37,6 @@ char *setcache__quote_ident(const char *s)
     return out;
 }
 
-static char *aprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *aprintf(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized) */
-    va_end(ap);
-    if (n < 0) {
-        return NULL;
-    }
-    char *out = malloc((size_t)n + 1);
-    if (!out) {
-        return NULL;
-    }
-    va_start(ap, fmt);
-    vsnprintf(out, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    return out;
-}
-
 int setcache__sql_build(sc_sql *s, const char *schema)
 {
     memset(s, 0, sizeof *s);
@@ -64,30 +44,30 @@ int setcache__sql_build(sc_sql *s, const char *schema)
     if (!qs) {
         return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
     }
-    s->table = aprintf("%s.settings", qs);
+    s->table = setcache__aprintf("%s.settings", qs);
     free(qs);
     if (!s->table) {
         return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
     }
     const char *t = s->table;
-    s->load = aprintf("SELECT key, value, version FROM %s WHERE entity_type = $1 AND "
+    s->load = setcache__aprintf("SELECT key, value, version FROM %s WHERE entity_type = $1 AND "
                       "entity_id = $2",
                       t);
-    s->load_type = aprintf("SELECT entity_id, key, value, version FROM %s WHERE entity_type = "
+    s->load_type = setcache__aprintf("SELECT entity_id, key, value, version FROM %s WHERE entity_type = "
                            "$1 ORDER BY entity_id",
                            t);
-    s->upsert = aprintf("INSERT INTO %s (entity_type, entity_id, key, value) VALUES ($1, $2, $3, "
+    s->upsert = setcache__aprintf("INSERT INTO %s (entity_type, entity_id, key, value) VALUES ($1, $2, $3, "
                         "$4) ON CONFLICT (entity_type, entity_id, key) DO UPDATE SET value = "
                         "EXCLUDED.value RETURNING version, value",
                         t);
-    s->upsert_json = aprintf("INSERT INTO %s (entity_type, entity_id, key, value) VALUES ($1, $2, "
+    s->upsert_json = setcache__aprintf("INSERT INTO %s (entity_type, entity_id, key, value) VALUES ($1, $2, "
                              "$3, ($4::json)::text) ON CONFLICT (entity_type, entity_id, key) DO "
                              "UPDATE SET value = EXCLUDED.value RETURNING version, value",
                              t);
-    s->del = aprintf("DELETE FROM %s WHERE entity_type = $1 AND entity_id = $2 AND key = $3 "
+    s->del = setcache__aprintf("DELETE FROM %s WHERE entity_type = $1 AND entity_id = $2 AND key = $3 "
                      "RETURNING version",
                      t);
-    s->many = aprintf(
+    s->many = setcache__aprintf(
         "WITH d AS (DELETE FROM %s WHERE entity_type = $1 AND entity_id = $2 AND key = "
         "ANY ($3::text[]) RETURNING key, version), "
         "u AS (INSERT INTO %s (entity_type, entity_id, key, value) "
@@ -98,8 +78,8 @@ int setcache__sql_build(sc_sql *s, const char *schema)
         "SELECT false, key, version, NULL::text FROM d UNION ALL SELECT true, key, version, value "
         "FROM u",
         t, t);
-    s->exists = aprintf("SELECT to_regclass($1) IS NOT NULL");
-    s->load_many = aprintf("SELECT s.entity_type, s.entity_id, s.key, s.value, s.version FROM %s s "
+    s->exists = setcache__aprintf("SELECT to_regclass($1) IS NOT NULL");
+    s->load_many = setcache__aprintf("SELECT s.entity_type, s.entity_id, s.key, s.value, s.version FROM %s s "
                            "JOIN unnest($1::text[], $2::text[]) AS x(t, i) ON s.entity_type = "
                            "x.t AND s.entity_id = x.i",
                            t);
@@ -137,7 +117,7 @@ char *setcache__ddl(const char *schema, const char *channel)
     }
     const char *S = schema;
     const char *C = channel;
-    return aprintf(
+    return setcache__aprintf(
         "CREATE SCHEMA IF NOT EXISTS \"%s\";\n"
         "CREATE SEQUENCE IF NOT EXISTS \"%s\".settings_version_seq;\n"
         "CREATE TABLE IF NOT EXISTS \"%s\".settings (\n"

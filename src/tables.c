@@ -16,19 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static char *aprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *aprintf(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *out = NULL;
-    if (vasprintf(&out, fmt, ap) < 0) {
-        out = NULL;
-    }
-    va_end(ap);
-    return out;
-}
-
 /* "schema.table" with both parts valid names. */
 static bool valid_table(const char *t)
 {
@@ -49,7 +36,7 @@ static bool valid_table(const char *t)
 static char *quote_table(const char *t)
 {
     const char *dot = strchr(t, '.');
-    return aprintf("\"%.*s\".\"%s\"", (int)(dot - t), t, dot + 1);
+    return setcache__aprintf("\"%.*s\".\"%s\"", (int)(dot - t), t, dot + 1);
 }
 
 int setcache__map_check(const setcache_table_map *m, size_t i)
@@ -108,13 +95,13 @@ static char *num_expr(const sc_tmap *m)
     const char *N = m->num_col;
     switch (m->num_kind) {
     case SC_NUM_INTEGER:
-        return aprintf("\"%s\"::text", N);
+        return setcache__aprintf("\"%s\"::text", N);
     case SC_NUM_NUMERIC:
-        return aprintf("CASE WHEN \"%s\" = trunc(\"%s\") THEN trunc(\"%s\")::text ELSE \"%s\"::text "
+        return setcache__aprintf("CASE WHEN \"%s\" = trunc(\"%s\") THEN trunc(\"%s\")::text ELSE \"%s\"::text "
                        "END",
                        N, N, N, N);
     default:
-        return aprintf("CASE WHEN \"%s\" = trunc(\"%s\") AND abs(\"%s\") < 9223372036854775808 "
+        return setcache__aprintf("CASE WHEN \"%s\" = trunc(\"%s\") AND abs(\"%s\") < 9223372036854775808 "
                        "THEN \"%s\"::bigint::text ELSE \"%s\"::text END",
                        N, N, N, N, N);
     }
@@ -127,7 +114,7 @@ static char *decode_expr(const sc_tmap *m)
 {
     if (m->typed) {
         char *num = num_expr(m);
-        char *out = num ? aprintf(
+        char *out = num ? setcache__aprintf(
             "CASE WHEN \"%s\" IS NOT NULL AND \"%s\"::text NOT IN ('{}', 'null') THEN "
             "CASE WHEN json_typeof(\"%s\"::json) = 'string' THEN \"%s\"::json #>> '{}' ELSE "
             "\"%s\"::text END "
@@ -139,11 +126,11 @@ static char *decode_expr(const sc_tmap *m)
         return out;
     }
     if (m->value_is_json) {
-        return aprintf("CASE WHEN json_typeof(\"%s\"::json) = 'string' THEN \"%s\"::json #>> '{}' "
+        return setcache__aprintf("CASE WHEN json_typeof(\"%s\"::json) = 'string' THEN \"%s\"::json #>> '{}' "
                        "ELSE \"%s\"::text END",
                        m->value_col, m->value_col, m->value_col);
     }
-    return aprintf("\"%s\"::text", m->value_col);
+    return setcache__aprintf("\"%s\"::text", m->value_col);
 }
 
 /* Upserts return the row's version and its decoded value ($1 and $2, the entity
@@ -168,10 +155,10 @@ static int build_sql(sc_tmap *m, const char *qt)
     }
     const char *ty = id_sqltype(m->id_kind);
     bool none = m->id_kind == SETCACHE_ID_NONE;
-    char *idexpr = none ? strdup("'global'") : aprintf("\"%s\"::text", m->entity_col);
-    char *match = none ? strdup("$2::text = 'global'") : aprintf("\"%s\" = $2::%s", m->entity_col, ty);
+    char *idexpr = none ? strdup("'global'") : setcache__aprintf("\"%s\"::text", m->entity_col);
+    char *match = none ? strdup("$2::text = 'global'") : setcache__aprintf("\"%s\" = $2::%s", m->entity_col, ty);
     char *many = none ? strdup("'global' = ANY ($2::text[])")
-                      : aprintf("\"%s\" = ANY ($2::%s[])", m->entity_col, ty);
+                      : setcache__aprintf("\"%s\" = ANY ($2::%s[])", m->entity_col, ty);
     if (!idexpr || !match || !many) {
         free(dec);
         free(idexpr);
@@ -181,40 +168,40 @@ static int build_sql(sc_tmap *m, const char *qt)
     }
     const char *K = m->key_col;
     m->sql.table = strdup(qt);
-    m->sql.load = aprintf("SELECT k, v, ver FROM (SELECT \"%s\"::text AS k, %s AS v, "
+    m->sql.load = setcache__aprintf("SELECT k, v, ver FROM (SELECT \"%s\"::text AS k, %s AS v, "
                           "setcache_version AS ver FROM %s WHERE %s AND $1::text IS NOT NULL) x "
                           "WHERE v IS NOT NULL",
                           K, dec, qt, match);
-    m->sql.load_type = aprintf("SELECT id, k, v, ver FROM (SELECT %s AS id, \"%s\"::text AS k, %s "
+    m->sql.load_type = setcache__aprintf("SELECT id, k, v, ver FROM (SELECT %s AS id, \"%s\"::text AS k, %s "
                                "AS v, setcache_version AS ver FROM %s WHERE $1::text IS NOT "
                                "NULL) x WHERE v IS NOT NULL ORDER BY id",
                                idexpr, K, dec, qt);
-    m->sql.load_many = aprintf("SELECT '%s'::text, id, k, v, ver FROM (SELECT %s AS id, \"%s\"::text "
+    m->sql.load_many = setcache__aprintf("SELECT '%s'::text, id, k, v, ver FROM (SELECT %s AS id, \"%s\"::text "
                                "AS k, %s AS v, setcache_version AS ver FROM %s WHERE %s AND "
                                "$1::text[] IS NOT NULL) x WHERE v IS NOT NULL",
                                m->type, idexpr, K, dec, qt, many);
-    m->sql.del = aprintf("DELETE FROM %s WHERE %s AND \"%s\" = $3 AND $1::text IS NOT NULL "
+    m->sql.del = setcache__aprintf("DELETE FROM %s WHERE %s AND \"%s\" = $3 AND $1::text IS NOT NULL "
                          "RETURNING setcache_version",
                          qt, match, K);
-    char *cols = none ? aprintf("\"%s\"", K) : aprintf("\"%s\", \"%s\"", m->entity_col, K);
-    char *vals = none ? strdup("$3") : aprintf("$2::%s, $3", ty);
+    char *cols = none ? setcache__aprintf("\"%s\"", K) : setcache__aprintf("\"%s\", \"%s\"", m->entity_col, K);
+    char *vals = none ? strdup("$3") : setcache__aprintf("$2::%s, $3", ty);
     if (m->typed) {
         const char *S = m->str_col, *N = m->num_col, *J = m->json_col;
         /* numbers go in as numeric, so the column's own assignment cast is
          * the only rounding (exact for integer and numeric columns) */
-        m->up_str = aprintf(TYPED_UPSERT, qt, cols, S, N, J, vals, "$4", "NULL", "NULL", cols, S, S, N, N,
+        m->up_str = setcache__aprintf(TYPED_UPSERT, qt, cols, S, N, J, vals, "$4", "NULL", "NULL", cols, S, S, N, N,
                             J, J, dec);
-        m->up_num = aprintf(TYPED_UPSERT, qt, cols, S, N, J, vals, "NULL", "$4::numeric", "NULL", cols, S,
+        m->up_num = setcache__aprintf(TYPED_UPSERT, qt, cols, S, N, J, vals, "NULL", "$4::numeric", "NULL", cols, S,
                             S, N, N, J, J, dec);
-        m->up_json = aprintf(TYPED_UPSERT, qt, cols, S, N, J, vals, "NULL", "NULL", "$4::json", cols, S, S,
+        m->up_json = setcache__aprintf(TYPED_UPSERT, qt, cols, S, N, J, vals, "NULL", "NULL", "$4::json", cols, S, S,
                              N, N, J, J, dec);
-        m->up_jsonstr = aprintf(TYPED_UPSERT, qt, cols, S, N, J, vals, "NULL", "NULL", "to_json($4::text)",
+        m->up_jsonstr = setcache__aprintf(TYPED_UPSERT, qt, cols, S, N, J, vals, "NULL", "NULL", "to_json($4::text)",
                                 cols, S, S, N, N, J, J, dec);
     } else {
         const char *V = m->value_col;
-        m->up_str = aprintf(TEXT_UPSERT, qt, cols, V, vals, m->value_is_json ? "to_json($4::text)" : "$4",
+        m->up_str = setcache__aprintf(TEXT_UPSERT, qt, cols, V, vals, m->value_is_json ? "to_json($4::text)" : "$4",
                             cols, V, V, dec);
-        m->up_json = aprintf(TEXT_UPSERT, qt, cols, V, vals, m->value_is_json ? "$4::json" : "($4::json)::text",
+        m->up_json = setcache__aprintf(TEXT_UPSERT, qt, cols, V, vals, m->value_is_json ? "$4::json" : "($4::json)::text",
                              cols, V, V, dec);
     }
     free(cols);
@@ -535,8 +522,8 @@ int setcache__maps_prepare(setcache *c, PGconn *conn)
                                   "schema`",
                                   m->table);
         }
-        char *cols = m->entity_col ? aprintf("{%s,%s}", m->entity_col, m->key_col)
-                                   : aprintf("{%s}", m->key_col);
+        char *cols = m->entity_col ? setcache__aprintf("{%s,%s}", m->entity_col, m->key_col)
+                                   : setcache__aprintf("{%s}", m->key_col);
         const char *v3[2] = {qt, cols};
         r = setcache__exec(c, conn,
                            "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = "
@@ -547,7 +534,7 @@ int setcache__maps_prepare(setcache *c, PGconn *conn)
                            2, v3, false, &rc);
         m->writable = r && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
         PQclear(r);
-        m->fix = aprintf("ALTER TABLE %s ADD CONSTRAINT %s_setcache_key UNIQUE (%s%s%s)", qt,
+        m->fix = setcache__aprintf("ALTER TABLE %s ADD CONSTRAINT %s_setcache_key UNIQUE (%s%s%s)", qt,
                          strchr(m->table, '.') + 1, m->entity_col ? m->entity_col : "",
                          m->entity_col ? ", " : "", m->key_col);
         free(cols);
@@ -573,15 +560,15 @@ char *setcache__maps_ddl(const char *schema, const char *channel, const setcache
     for (size_t i = 0; out && i < n; i++) {
         char *qt = quote_table(m[i].table);
         const char *T = m[i].entity_type, *K = m[i].key_column;
-        char *oldid = m[i].entity_column ? aprintf("OLD.\"%s\"::text", m[i].entity_column)
+        char *oldid = m[i].entity_column ? setcache__aprintf("OLD.\"%s\"::text", m[i].entity_column)
                                          : strdup("'global'");
-        char *newid = m[i].entity_column ? aprintf("NEW.\"%s\"::text", m[i].entity_column)
+        char *newid = m[i].entity_column ? setcache__aprintf("NEW.\"%s\"::text", m[i].entity_column)
                                          : strdup("'global'");
         char *chk = m[i].entity_column
-                        ? aprintf("(OLD.\"%s\", OLD.\"%s\") IS DISTINCT FROM (NEW.\"%s\", NEW.\"%s\")",
+                        ? setcache__aprintf("(OLD.\"%s\", OLD.\"%s\") IS DISTINCT FROM (NEW.\"%s\", NEW.\"%s\")",
                                   m[i].entity_column, K, m[i].entity_column, K)
-                        : aprintf("OLD.\"%s\" IS DISTINCT FROM NEW.\"%s\"", K, K);
-        char *part = (qt && oldid && newid && chk) ? aprintf(
+                        : setcache__aprintf("OLD.\"%s\" IS DISTINCT FROM NEW.\"%s\"", K, K);
+        char *part = (qt && oldid && newid && chk) ? setcache__aprintf(
             "\n-- entity type %s served from %s\n"
             "ALTER TABLE %s ADD COLUMN IF NOT EXISTS setcache_version bigint NOT NULL\n"
             "    DEFAULT nextval('\"%s\".settings_version_seq');\n"
@@ -610,7 +597,7 @@ char *setcache__maps_ddl(const char *schema, const char *channel, const setcache
             "    FOR EACH STATEMENT EXECUTE FUNCTION \"%s\".settings_notify_truncate();\n",
             T, m[i].table, qt, schema, schema, schema, schema, T, chk, channel, T, oldid, K, channel,
             T, newid, K, qt, qt, schema, qt, qt, schema, T, qt, qt, schema) : NULL;
-        char *joined = part ? aprintf("%s%s", out, part) : NULL;
+        char *joined = part ? setcache__aprintf("%s%s", out, part) : NULL;
         free(out);
         out = joined;
         free(part);
@@ -660,7 +647,7 @@ const sc_sql *setcache__sql_for(setcache *c, const char *type, size_t tlen)
 /* The signature a mapped table's notify function carries once set up. */
 static char *signature(const char *channel, const setcache_table_map *m)
 {
-    return aprintf("setcache map 1 channel %s table %s entity %s key %s value %s %s %s %s", channel,
+    return setcache__aprintf("setcache map 1 channel %s table %s entity %s key %s value %s %s %s %s", channel,
                    m->table, m->entity_column ? m->entity_column : "-", m->key_column,
                    m->value_column ? m->value_column : "-", m->str_column ? m->str_column : "-",
                    m->num_column ? m->num_column : "-", m->json_column ? m->json_column : "-");
@@ -672,7 +659,7 @@ int setcache__maps_apply(setcache *c, PGconn *conn, const setcache_table_map *m,
 {
     for (size_t i = 0; i < n; i++) {
         char *sig = signature(c->channel, &m[i]);
-        char *fn = aprintf("\"%s\".\"notify_%s\"()", c->schema, m[i].entity_type);
+        char *fn = setcache__aprintf("\"%s\".\"notify_%s\"()", c->schema, m[i].entity_type);
         char *ddl = setcache__maps_ddl(c->schema, c->channel, &m[i], 1);
         char *comment = NULL;
         int rc = SETCACHE_OK;
@@ -697,7 +684,7 @@ int setcache__maps_apply(setcache *c, PGconn *conn, const setcache_table_map *m,
         bool current = r && !PQgetisnull(r, 0, 0) && strcmp(PQgetvalue(r, 0, 0), sig) == 0;
         PQclear(r);
         if (rc == SETCACHE_OK && !current) {
-            comment = aprintf("%sCOMMENT ON FUNCTION %s IS '%s';\n", ddl, fn, sig);
+            comment = setcache__aprintf("%sCOMMENT ON FUNCTION %s IS '%s';\n", ddl, fn, sig);
             PGresult *d = comment ? PQexec(conn, comment) : NULL;
             if (PQresultStatus(d) != PGRES_COMMAND_OK) {
                 rc = setcache__fail_pg(SETCACHE_ERR_DB, "setting up a mapped table", conn, d);
