@@ -39,138 +39,6 @@ uint64_t setcache__tick(setcache *c)
     return atomic_fetch_add(&c->clock, 1) + 1;
 }
 
-int setcache__ident(sc_ident *id, const char *type, const char *eid, const char *key)
-{
-    if (!type || !eid) {
-        return setcache__fail(SETCACHE_ERR_ARG, "%s is NULL", !type ? "entity_type" : "entity_id");
-    }
-    id->type = type;
-    id->id = eid;
-    id->key = key;
-    id->validated = false;
-    id->tlen = strnlen(type, SETCACHE_MAX_TYPE_LEN + 1);
-    id->ilen = strnlen(eid, SETCACHE_MAX_ID_LEN + 1);
-    if (id->tlen == 0 || id->tlen > SETCACHE_MAX_TYPE_LEN || id->ilen == 0 ||
-        id->ilen > SETCACHE_MAX_ID_LEN) {
-        return setcache__ident_validate(id);
-    }
-    memcpy(id->ekey, type, id->tlen);
-    id->ekey[id->tlen] = '\0';
-    memcpy(id->ekey + id->tlen + 1, eid, id->ilen);
-    id->ekey[id->tlen + 1 + id->ilen] = '\0';
-    id->ekeylen = (uint16_t)(id->tlen + id->ilen + 2);
-    id->ehash = setcache__hash2(type, id->tlen, eid, id->ilen);
-    if (key) {
-        id->klen = strnlen(key, SETCACHE_MAX_KEY_LEN + 1);
-        if (id->klen == 0 || id->klen > SETCACHE_MAX_KEY_LEN) {
-            return setcache__ident_validate(id);
-        }
-        id->khash = setcache__hash(key, id->klen);
-    } else {
-        id->klen = 0;
-        id->khash = 0;
-    }
-    return SETCACHE_OK;
-}
-
-/* The identity of a call naming one setting: the handle and key must be
- * given; lengths are checked and hashes computed (full validation later). */
-int setcache__ident_key(setcache *c, sc_ident *id, const char *type, const char *eid,
-                        const char *key)
-{
-    if (!c) {
-        return setcache__fail(SETCACHE_ERR_ARG, "handle is NULL");
-    }
-    if (!key) {
-        return setcache__fail(SETCACHE_ERR_ARG, "key is NULL");
-    }
-    return setcache__ident(id, type, eid, key);
-}
-
-/* Full validation, done only on paths that may reach the database or answer
- * from definitions: a hit in the cache proves the identity valid, since only
- * valid identities are ever installed. */
-int setcache__ident_validate(sc_ident *id)
-{
-    if (id->validated) {
-        return SETCACHE_OK;
-    }
-    size_t t, i, k;
-    int rc = setcache__check_identity(id->type, id->id, id->key, &t, &i, &k);
-    if (rc == SETCACHE_OK) {
-        id->validated = true;
-    }
-    return rc;
-}
-
-sc_entry *setcache__entry_new(const char *key, size_t klen, const char *value, size_t vlen,
-                              int64_t version, bool tomb)
-{
-    if (tomb) {
-        vlen = 0;
-    }
-    sc_entry *e = malloc(offsetof(sc_entry, data) + klen + 1 + vlen + 1);
-    if (!e) {
-        return NULL;
-    }
-    memset(e, 0, offsetof(sc_entry, data));
-    e->hash = setcache__hash(key, klen);
-    memcpy(e->data, key, klen);
-    e->data[klen] = '\0';
-    e->klen = (uint8_t)klen;
-    e->version = version;
-    e->vlen = (uint32_t)vlen;
-    char *v = e->data + klen + 1;
-    if (vlen) {
-        memcpy(v, value, vlen);
-    }
-    v[vlen] = '\0';
-    if (tomb) {
-        e->flags = SC_E_TOMB;
-        return e;
-    }
-    sc_parsed p;
-    setcache__parse_all(v, &p);
-    if (p.ok & SC_PARSED_INT) {
-        e->flags |= SC_E_INT;
-        e->num.i = p.i;
-    } else if (p.ok & SC_PARSED_DOUBLE) {
-        e->num.d = p.d;
-    }
-    if (p.ok & SC_PARSED_DOUBLE) {
-        e->flags |= SC_E_DOUBLE;
-    }
-    if (p.ok & SC_PARSED_BOOL) {
-        e->flags |= SC_E_BOOL | (p.b ? SC_E_TRUE : 0);
-    }
-    return e;
-}
-
-/* Answer a read from an entry: its typed forms come from the flags. */
-int setcache__fill_entry(const sc_entry *e, sc_read *r)
-{
-    if (e->flags & SC_E_DUP) {
-        return setcache__fail(SETCACHE_ERR_DB,
-                              "key '%s' appears more than once in its table: which row holds the "
-                              "value is ambiguous; remove the duplicates",
-                              e->data);
-    }
-    sc_parsed p;
-    p.ok = (uint8_t)(((e->flags & SC_E_INT) ? SC_PARSED_INT : 0) |
-                     ((e->flags & SC_E_DOUBLE) ? SC_PARSED_DOUBLE : 0) |
-                     ((e->flags & SC_E_BOOL) ? SC_PARSED_BOOL : 0));
-    p.i = e->num.i;
-    if (e->flags & SC_E_INT) {
-        /* an integer that is also read as a double: strtod would give the
-         * same value for every decimal integer string */
-        p.d = (double)e->num.i;
-    } else {
-        p.d = e->num.d;
-    }
-    p.b = (e->flags & SC_E_TRUE) != 0;
-    return setcache__fill_from_value(SC_VAL(e), e->vlen, &p, r);
-}
-
 static void count_entries(const sc_etable *t, uint32_t *n, size_t *bytes)
 {
     *n = 0;
@@ -316,97 +184,39 @@ static inline void count_hit(sc_shard *sh, int slot)
 
 /* ---- reads ---- */
 
-int setcache__fill_from_value(const char *value, size_t vlen, const sc_parsed *p, sc_read *r)
-{
-    switch (r->want) {
-    case SC_WANT_STRING:
-        r->len = vlen;
-        if (!r->buf || r->cap <= vlen) {
-            return setcache__fail(SETCACHE_ERR_SPACE,
-                                  "buffer of %zu bytes is too small: the value needs %zu + 1",
-                                  r->cap, vlen);
-        }
-        memcpy(r->buf, value, vlen + 1);
-        return SETCACHE_OK;
-    case SC_WANT_DUP:
-        r->dup = malloc(vlen + 1);
-        if (!r->dup) {
-            return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory copying a value");
-        }
-        memcpy(r->dup, value, vlen + 1);
-        r->len = vlen;
-        return SETCACHE_OK;
-    case SC_WANT_INT:
-        if (!(p->ok & SC_PARSED_INT)) {
-            return setcache__fail(SETCACHE_ERR_TYPE, "value is not an integer");
-        }
-        r->i = p->i;
-        return SETCACHE_OK;
-    case SC_WANT_DOUBLE:
-        if (!(p->ok & SC_PARSED_DOUBLE)) {
-            return setcache__fail(SETCACHE_ERR_TYPE, "value is not a number");
-        }
-        r->d = p->d;
-        return SETCACHE_OK;
-    case SC_WANT_BOOL:
-        if (!(p->ok & SC_PARSED_BOOL)) {
-            return setcache__fail(SETCACHE_ERR_TYPE, "value is not a boolean");
-        }
-        r->b = p->b;
-        return SETCACHE_OK;
-    default:
-        return setcache__fail(SETCACHE_ERR_ARG, "bad read request");
-    }
-}
-
 
 /*
- * Answer a read: from the cache when the entity is loaded (a hash lookup and
- * a copy under the shard's read lock), else after loading it once.
+ * Look a read up in the cache: a hash lookup and a copy under this thread's
+ * slot of the shard's lock. SC_LOOKUP_ANSWERED: *rc is the answer;
+ * SC_LOOKUP_NO_VALUE: the entity is loaded and holds no value for the key
+ * (the caller answers from the definitions); SC_LOOKUP_NOT_LOADED. A hit is
+ * counted when count_hit.
  */
-int setcache__read(setcache *c, sc_ident *id, sc_read *r)
+int setcache__lookup(setcache *c, sc_ident *id, sc_read *r, bool count, int *rc)
 {
     sc_shard *sh = shard_of(c, id->ehash);
-    bool missed = false;
     int slot = setcache__rslot(); /* this thread's: no other reader writes its line */
     pthread_mutex_t *mu = &sh->lock.slot[slot].mu;
-    for (int round = 0; round < 50; round++) {
-        pthread_mutex_lock(mu);
-        sc_entity *e = find_locked(sh, id);
-        if (e && e->state == SC_LOADED) {
-            if (c->max_entities &&
-                !atomic_load_explicit(&e->referenced, memory_order_relaxed)) {
-                atomic_store_explicit(&e->referenced, 1, memory_order_relaxed);
-            }
-            const sc_entry *en = setcache__et_find(&e->entries, id->key, id->klen, id->khash);
-            if (!missed) {
-                count_hit(sh, slot);
-            }
-            if (en && !SC_TOMB(en)) {
-                int rc = setcache__fill_entry(en, r);
-                pthread_mutex_unlock(mu);
-                return rc;
-            }
-            pthread_mutex_unlock(mu);
-            return setcache__read_default(c, id, r);
-        }
+    pthread_mutex_lock(mu);
+    sc_entity *e = find_locked(sh, id);
+    if (!e || e->state != SC_LOADED) {
         pthread_mutex_unlock(mu);
-        if (atomic_load_explicit(&c->closing, memory_order_relaxed)) {
-            return setcache__fail(SETCACHE_ERR_CLOSED, "handle is closing");
-        }
-        if (!missed) {
-            missed = true;
-            setcache__count(c, SC_ST_MISSES, 1);
-        }
-        bool answered = false;
-        int rc = setcache__load_for_read(c, id, r, &answered);
-        if (rc != SETCACHE_OK || answered) {
-            return rc;
-        }
+        return SC_LOOKUP_NOT_LOADED;
     }
-    return setcache__fail(SETCACHE_ERR_DB,
-                          "entity %s/%s changed too often to be loaded; try again", id->type,
-                          id->id);
+    if (c->max_entities && !atomic_load_explicit(&e->referenced, memory_order_relaxed)) {
+        atomic_store_explicit(&e->referenced, 1, memory_order_relaxed);
+    }
+    const sc_entry *en = setcache__et_find(&e->entries, id->key, id->klen, id->khash);
+    if (count) {
+        count_hit(sh, slot);
+    }
+    if (en && !SC_TOMB(en)) {
+        *rc = setcache__fill_entry(en, r);
+        pthread_mutex_unlock(mu);
+        return SC_LOOKUP_ANSWERED;
+    }
+    pthread_mutex_unlock(mu);
+    return SC_LOOKUP_NO_VALUE;
 }
 
 /* ---- loads ---- */
@@ -566,15 +376,17 @@ static bool put_entry_locked(sc_shard *sh, sc_entity *e, sc_entry *nw)
 /*
  * A write through this handle committed (or may have). value NULL with
  * deleted = a delete; version is the row version the statement returned
- * (0 = the delete found no row); uncertain = the outcome is unknown.
+ * (0 = the delete found no row); uncertain = the outcome is unknown (the
+ * entity is dropped). Returns whether subscribers are to be told (a change
+ * newer than what was cached); with want_old, *old is the value it
+ * replaced (malloc'd, or NULL).
  */
-void setcache__apply_local(setcache *c, sc_ident *id, const char *value, int64_t version,
-                           bool deleted, bool uncertain)
+bool setcache__apply_local(setcache *c, sc_ident *id, const char *value, int64_t version,
+                           bool deleted, bool uncertain, bool want_old, char **old)
 {
     sc_shard *sh = shard_of(c, id->ehash);
     sc_entry *nw = NULL;
-    bool subs = setcache__has_subscribers(c);
-    char *old = NULL;
+    *old = NULL;
     bool emit = !uncertain && (!deleted || version > 0);
     if (!uncertain && (!deleted || version > 0)) {
         nw = setcache__entry_new(id->key, id->klen, value, value ? strlen(value) : 0, version,
@@ -602,8 +414,8 @@ void setcache__apply_local(setcache *c, sc_ident *id, const char *value, int64_t
         goto out;
     }
     const sc_entry *en = setcache__et_find(&e->entries, id->key, id->klen, id->khash);
-    if (subs && en && !SC_TOMB(en)) {
-        old = strdup(SC_VAL(en));
+    if (want_old && en && !SC_TOMB(en)) {
+        *old = strdup(SC_VAL(en));
     }
     if (!deleted) {
         if (en && !SC_TOMB(en) && en->version >= version) {
@@ -637,16 +449,7 @@ void setcache__apply_local(setcache *c, sc_ident *id, const char *value, int64_t
 out:
     setcache__br_wrunlock(&sh->lock);
     free(nw);
-    if (subs && emit) {
-        setcache__emit(c, deleted ? SETCACHE_CHANGE_DELETE : SETCACHE_CHANGE_SET, id->type, id->id,
-                       id->key, value, old, version, true);
-    }
-    if (uncertain && id->key) {
-        /* the outcome is unknown: let the refresher read the truth (and tell
-         * subscribers what it finds) */
-        setcache__hint(c, 'U', 0, 0, id);
-    }
-    free(old);
+    return emit;
 }
 
 /* ---- eviction ---- */
@@ -735,62 +538,18 @@ void setcache__cache_destroy(setcache *c)
 
 /* ---- snapshots (foreach) ---- */
 
-static int copy_entries(const sc_etable *t, sc_pair **out, size_t *n)
-{
-    size_t cnt = t->count;
-    sc_pair *p = calloc(cnt ? cnt : 1, sizeof *p);
-    if (!p) {
-        return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
-    }
-    size_t k = 0;
-    for (uint32_t i = 0; i < t->cap; i++) {
-        const sc_entry *e = t->slot[i];
-        if (!e || SC_TOMB(e)) {
-            continue;
-        }
-        p[k].key = strdup(e->data);
-        p[k].value = strdup(SC_VAL(e));
-        k++;
-        if (!p[k - 1].key || !p[k - 1].value) {
-            for (size_t j = 0; j < k; j++) {
-                free(p[j].key);
-                free(p[j].value);
-            }
-            free(p);
-            return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
-        }
-    }
-    *out = p;
-    *n = k;
-    return SETCACHE_OK;
-}
-
-/* Copy every stored setting of an entity (loading it if needed). */
-int setcache__snapshot_entity(setcache *c, sc_ident *id, sc_pair **out, size_t *n)
+/* Copy every stored setting of a loaded entity; false if it is not loaded. */
+bool setcache__copy_loaded(setcache *c, sc_ident *id, sc_pair **out, size_t *n, int *rc)
 {
     sc_shard *sh = shard_of(c, id->ehash);
-    for (int round = 0; round < 50; round++) {
-        setcache__br_rdlock(&sh->lock);
-        sc_entity *e = find_locked(sh, id);
-        if (e && e->state == SC_LOADED) {
-            int rc = copy_entries(&e->entries, out, n);
-            setcache__br_rdunlock(&sh->lock);
-            return rc;
-        }
-        setcache__br_rdunlock(&sh->lock);
-        sc_etable rows = {0};
-        int rc = setcache__ensure_loaded(c, id, &rows);
-        if (rc != SETCACHE_OK) {
-            return rc;
-        }
-        if (rows.slot) {
-            rc = copy_entries(&rows, out, n);
-            setcache__et_free(&rows);
-            return rc;
-        }
+    setcache__br_rdlock(&sh->lock);
+    sc_entity *e = find_locked(sh, id);
+    bool loaded = e && e->state == SC_LOADED;
+    if (loaded) {
+        *rc = setcache__et_pairs(&e->entries, out, n);
     }
-    return setcache__fail(SETCACHE_ERR_DB, "entity %s/%s changed too often to be loaded",
-                          id->type, id->id);
+    setcache__br_rdunlock(&sh->lock);
+    return loaded;
 }
 
 /* ---- background refresh (refresh.c) ---- */

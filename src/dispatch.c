@@ -426,8 +426,8 @@ static char *dup_filter(const char *s, bool *oom)
     return d;
 }
 
-int setcache_subscribe(setcache *c, const char *entity_type, const char *entity_id,
-                       const char *key, setcache_change_fn fn, void *arg, uint64_t *id)
+int setcache__subscribe(setcache *c, const char *entity_type, const char *entity_id,
+                        const char *key, setcache_change_fn fn, void *arg, uint64_t *id)
 {
     if (!c || !fn || !id) {
         return setcache__fail(SETCACHE_ERR_ARG, "%s is NULL", !c ? "handle" : !fn ? "fn" : "id");
@@ -441,14 +441,6 @@ int setcache_subscribe(setcache *c, const char *entity_type, const char *entity_
     }
     if (entity_id || key) {
         int rc = setcache__check_identity("x", entity_id, key, &tl, &il, &kl);
-        if (rc != SETCACHE_OK) {
-            return rc;
-        }
-    }
-    if (entity_type && entity_id && c->nmaps) {
-        /* a mapped type's changes carry the server's spelling of the id */
-        sc_tmap *map = setcache__map_of(c, entity_type, strlen(entity_type));
-        int rc = map ? setcache__map_check_id(map, entity_id) : SETCACHE_OK;
         if (rc != SETCACHE_OK) {
             return rc;
         }

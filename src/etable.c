@@ -109,3 +109,79 @@ void setcache__et_take(sc_etable *dst, sc_etable *src)
     *dst = *src;
     memset(src, 0, sizeof *src);
 }
+
+/* A new entry (or tombstone) with its typed forms parsed once. malloc'd;
+ * NULL when out of memory. */
+sc_entry *setcache__entry_new(const char *key, size_t klen, const char *value, size_t vlen,
+                              int64_t version, bool tomb)
+{
+    if (tomb) {
+        vlen = 0;
+    }
+    sc_entry *e = malloc(offsetof(sc_entry, data) + klen + 1 + vlen + 1);
+    if (!e) {
+        return NULL;
+    }
+    memset(e, 0, offsetof(sc_entry, data));
+    e->hash = setcache__hash(key, klen);
+    memcpy(e->data, key, klen);
+    e->data[klen] = '\0';
+    e->klen = (uint8_t)klen;
+    e->version = version;
+    e->vlen = (uint32_t)vlen;
+    char *v = e->data + klen + 1;
+    if (vlen) {
+        memcpy(v, value, vlen);
+    }
+    v[vlen] = '\0';
+    if (tomb) {
+        e->flags = SC_E_TOMB;
+        return e;
+    }
+    sc_parsed p;
+    setcache__parse_all(v, &p);
+    if (p.ok & SC_PARSED_INT) {
+        e->flags |= SC_E_INT;
+        e->num.i = p.i;
+    } else if (p.ok & SC_PARSED_DOUBLE) {
+        e->num.d = p.d;
+    }
+    if (p.ok & SC_PARSED_DOUBLE) {
+        e->flags |= SC_E_DOUBLE;
+    }
+    if (p.ok & SC_PARSED_BOOL) {
+        e->flags |= SC_E_BOOL | (p.b ? SC_E_TRUE : 0);
+    }
+    return e;
+}
+
+/* Copy every stored (not deleted) setting of a table into a new array. */
+int setcache__et_pairs(const sc_etable *t, sc_pair **out, size_t *n)
+{
+    size_t cnt = t->count;
+    sc_pair *p = calloc(cnt ? cnt : 1, sizeof *p);
+    if (!p) {
+        return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+    }
+    size_t k = 0;
+    for (uint32_t i = 0; i < t->cap; i++) {
+        const sc_entry *e = t->slot[i];
+        if (!e || SC_TOMB(e)) {
+            continue;
+        }
+        p[k].key = strdup(e->data);
+        p[k].value = strdup(SC_VAL(e));
+        k++;
+        if (!p[k - 1].key || !p[k - 1].value) {
+            for (size_t j = 0; j < k; j++) {
+                free(p[j].key);
+                free(p[j].value);
+            }
+            free(p);
+            return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+        }
+    }
+    *out = p;
+    *n = k;
+    return SETCACHE_OK;
+}

@@ -78,17 +78,10 @@ static void free_handle(setcache *c)
     }
     setcache__pool_destroy(c);
     setcache__cache_destroy(c);
-    sc_def *d, *tmp;
-    HASH_ITER(hh, c->defs, d, tmp)
-    {
-        HASH_DEL(c->defs, d);
-        free(d->dflt);
-        free(d);
-    }
+    setcache__defs_destroy(c, getpid() == c->pid);
     /* In a forked child, condition variables may still count the parent's
      * waiters (threads that do not exist here): destroying them would block. */
     if (getpid() == c->pid) {
-        setcache__br_destroy(&c->defs_lock);
         pthread_mutex_destroy(&c->load_mu);
         pthread_cond_destroy(&c->load_cv);
         pthread_mutex_destroy(&c->state_mu);
@@ -183,7 +176,7 @@ int setcache_open(setcache **out, const setcache_options *o)
     for (int i = 0; i < SC_NSHARDS; i++) {
         setcache__br_init(&c->shards[i].lock);
     }
-    setcache__br_init(&c->defs_lock);
+    setcache__defs_init(c);
     pthread_mutex_init(&c->load_mu, NULL);
     pthread_mutex_init(&c->state_mu, NULL);
     pthread_mutex_init(&c->subs_mu, NULL);
@@ -267,307 +260,20 @@ void setcache_close(setcache *c)
     free_handle(c);
 }
 
-/* ---- definitions ---- */
+/* ---- subscriptions ---- */
 
-typedef struct json_check {
-    setcache *c;
-    const char *text;
-} json_check;
-
-static int check_json_conn(void *arg, PGconn *conn)
+int setcache_subscribe(setcache *c, const char *entity_type, const char *entity_id,
+                       const char *key, setcache_change_fn fn, void *arg, uint64_t *id)
 {
-    json_check *j = arg;
-    const char *v[1] = {j->text};
-    int rc;
-    PGresult *r = setcache__exec(j->c, conn, "SELECT $1::json IS NOT NULL", 1, v, false, &rc);
-    if (!r) {
-        if (strcmp(setcache__sqlstate(), "22P02") == 0) {
-            return setcache__fail(SETCACHE_ERR_TYPE, "default is not valid JSON");
-        }
-        return rc;
-    }
-    PQclear(r);
-    return SETCACHE_OK;
-}
-
-int setcache_define(setcache *c, const char *entity_type, const char *key, setcache_type type,
-                    const char *default_value)
-{
-    if (!c) {
-        return setcache__fail(SETCACHE_ERR_ARG, "handle is NULL");
-    }
-    size_t tlen, ilen, klen;
-    int rc = setcache__check_identity(entity_type, NULL, key, &tlen, &ilen, &klen);
-    if (rc != SETCACHE_OK) {
-        return rc;
-    }
-    if (!key) {
-        return setcache__fail(SETCACHE_ERR_ARG, "key is NULL");
-    }
-    if ((int)type < SETCACHE_STRING || (int)type > SETCACHE_JSON) {
-        return setcache__fail(SETCACHE_ERR_ARG, "unknown type %d", (int)type);
-    }
-    sc_parsed p;
-    memset(&p, 0, sizeof p);
-    if (default_value) {
-        size_t vlen = strnlen(default_value, c->max_value_len + 1);
-        if (vlen > c->max_value_len || !setcache__valid_utf8(default_value, vlen)) {
-            return setcache__fail(SETCACHE_ERR_ARG,
-                                  "default must be valid UTF-8 of at most %zu bytes",
-                                  c->max_value_len);
-        }
-        setcache__parse_all(default_value, &p);
-        if ((type == SETCACHE_INT && !(p.ok & SC_PARSED_INT)) ||
-            (type == SETCACHE_DOUBLE && !(p.ok & SC_PARSED_DOUBLE)) ||
-            (type == SETCACHE_BOOL && !(p.ok & SC_PARSED_BOOL))) {
-            return setcache__fail(SETCACHE_ERR_TYPE, "default '%.64s' is not a valid %s",
-                                  default_value, setcache__type_name(type));
-        }
-        if (type == SETCACHE_JSON) {
-            json_check j = {c, default_value};
-            if ((rc = setcache__with_pool(c, check_json_conn, &j)) != SETCACHE_OK) {
-                return rc;
-            }
+    if (c && entity_type && entity_id && c->nmaps) {
+        /* a mapped type's changes carry the server's spelling of the id */
+        sc_tmap *map = setcache__map_of(c, entity_type, strlen(entity_type));
+        int rc = map ? setcache__map_check_id(map, entity_id) : SETCACHE_OK;
+        if (rc != SETCACHE_OK) {
+            return rc;
         }
     }
-    size_t dklen = tlen + 1 + klen;
-    sc_def *d = calloc(1, sizeof *d + dklen + 1);
-    if (!d) {
-        return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
-    }
-    memcpy(d->dkey, entity_type, tlen);
-    memcpy(d->dkey + tlen + 1, key, klen);
-    d->dklen = (uint16_t)dklen;
-    d->type = type;
-    d->p = p;
-    if (default_value) {
-        d->has_default = true;
-        d->dflt = strdup(default_value);
-        if (!d->dflt) {
-            free(d);
-            return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
-        }
-    }
-    setcache__br_wrlock(&c->defs_lock);
-    sc_def *old;
-    HASH_FIND(hh, c->defs, d->dkey, d->dklen, old);
-    if (old) {
-        HASH_DEL(c->defs, old);
-    }
-    HASH_ADD_KEYPTR(hh, c->defs, d->dkey, d->dklen, d);
-    bool added = d->hh.tbl != NULL;
-    if (!added && old) {
-        HASH_ADD_KEYPTR(hh, c->defs, old->dkey, old->dklen, old); /* restore */
-        old = NULL;
-    }
-    setcache__br_wrunlock(&c->defs_lock);
-    if (old) {
-        free(old->dflt);
-        free(old);
-    }
-    if (!added) {
-        free(d->dflt);
-        free(d);
-        return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
-    }
-    return SETCACHE_OK;
-}
-
-static sc_def *def_find_locked(setcache *c, const char *type, size_t tlen, const char *key,
-                               size_t klen)
-{
-    char k[SETCACHE_MAX_TYPE_LEN + 1 + SETCACHE_MAX_KEY_LEN + 1];
-    memcpy(k, type, tlen);
-    k[tlen] = '\0';
-    memcpy(k + tlen + 1, key, klen);
-    sc_def *d;
-    HASH_FIND(hh, c->defs, k, tlen + 1 + klen, d);
-    return d;
-}
-
-/* Is (type, key) defined? Then *type_out is its type. */
-bool setcache__def_type(setcache *c, const char *type, size_t tlen, const char *key, size_t klen,
-                        setcache_type *type_out)
-{
-    setcache__br_rdlock(&c->defs_lock);
-    sc_def *d = def_find_locked(c, type, tlen, key, klen);
-    if (d) {
-        *type_out = d->type;
-    }
-    setcache__br_rdunlock(&c->defs_lock);
-    return d != NULL;
-}
-
-/* No stored value: answer from the key's default, or NOT_FOUND. */
-int setcache__read_default(setcache *c, sc_ident *id, sc_read *r)
-{
-    int rc = setcache__ident_validate(id);
-    if (rc != SETCACHE_OK) {
-        return rc;
-    }
-    setcache__br_rdlock(&c->defs_lock);
-    sc_def *d = def_find_locked(c, id->type, id->tlen, id->key, id->klen);
-    if (d && d->has_default) {
-        rc = setcache__fill_from_value(d->dflt, strlen(d->dflt), &d->p, r);
-    } else {
-        rc = setcache__fail(SETCACHE_NOT_FOUND, "no stored value and no default");
-    }
-    setcache__br_rdunlock(&c->defs_lock);
-    return rc;
-}
-
-/* ---- reads ---- */
-
-static int read_key(setcache *c, const char *type, const char *eid, const char *key, sc_read *r)
-{
-    sc_ident id;
-    int rc = setcache__ident_key(c, &id, type, eid, key);
-    if (rc != SETCACHE_OK) {
-        return rc;
-    }
-    return setcache__read(c, &id, r);
-}
-
-int setcache_get_string(setcache *c, const char *entity_type, const char *entity_id,
-                        const char *key, char *buf, size_t cap, size_t *len)
-{
-    sc_read r = {.want = SC_WANT_STRING, .buf = buf, .cap = cap};
-    int rc = read_key(c, entity_type, entity_id, key, &r);
-    if (len && (rc == SETCACHE_OK || rc == SETCACHE_ERR_SPACE)) {
-        *len = r.len;
-    }
-    return rc;
-}
-
-char *setcache_dup_string(setcache *c, const char *entity_type, const char *entity_id,
-                          const char *key, int *rc)
-{
-    sc_read r = {.want = SC_WANT_DUP};
-    int x = read_key(c, entity_type, entity_id, key, &r);
-    if (rc) {
-        *rc = x;
-    }
-    return x == SETCACHE_OK ? r.dup : NULL;
-}
-
-int setcache_get_int(setcache *c, const char *entity_type, const char *entity_id,
-                     const char *key, int64_t *out)
-{
-    if (!out) {
-        return setcache__fail(SETCACHE_ERR_ARG, "out is NULL");
-    }
-    sc_read r = {.want = SC_WANT_INT};
-    int rc = read_key(c, entity_type, entity_id, key, &r);
-    if (rc == SETCACHE_OK) {
-        *out = r.i;
-    }
-    return rc;
-}
-
-int setcache_get_double(setcache *c, const char *entity_type, const char *entity_id,
-                        const char *key, double *out)
-{
-    if (!out) {
-        return setcache__fail(SETCACHE_ERR_ARG, "out is NULL");
-    }
-    sc_read r = {.want = SC_WANT_DOUBLE};
-    int rc = read_key(c, entity_type, entity_id, key, &r);
-    if (rc == SETCACHE_OK) {
-        *out = r.d;
-    }
-    return rc;
-}
-
-int setcache_get_bool(setcache *c, const char *entity_type, const char *entity_id,
-                      const char *key, bool *out)
-{
-    if (!out) {
-        return setcache__fail(SETCACHE_ERR_ARG, "out is NULL");
-    }
-    sc_read r = {.want = SC_WANT_BOOL};
-    int rc = read_key(c, entity_type, entity_id, key, &r);
-    if (rc == SETCACHE_OK) {
-        *out = r.b;
-    }
-    return rc;
-}
-
-/* ---- foreach ---- */
-
-static int cmp_pair(const void *a, const void *b)
-{
-    return strcmp(((const sc_pair *)a)->key, ((const sc_pair *)b)->key);
-}
-
-int setcache_foreach(setcache *c, const char *entity_type, const char *entity_id,
-                     int (*fn)(void *arg, const char *key, const char *value, bool is_default),
-                     void *arg)
-{
-    if (!c || !fn) {
-        return setcache__fail(SETCACHE_ERR_ARG, "%s is NULL", c ? "fn" : "handle");
-    }
-    sc_ident id;
-    int rc = setcache__ident(&id, entity_type, entity_id, NULL);
-    if (rc == SETCACHE_OK) {
-        rc = setcache__ident_validate(&id);
-    }
-    if (rc != SETCACHE_OK) {
-        return rc;
-    }
-    sc_pair *pairs = NULL;
-    size_t n = 0, cap = 0;
-    /* Stored values: read every key through a snapshot of the entity. */
-    rc = setcache__snapshot_entity(c, &id, &pairs, &n);
-    if (rc != SETCACHE_OK) {
-        return rc;
-    }
-    cap = n;
-    /* Defaults of defined keys with no stored value. */
-    setcache__br_rdlock(&c->defs_lock);
-    sc_def *d, *tmp;
-    HASH_ITER(hh, c->defs, d, tmp)
-    {
-        if (!d->has_default || strcmp(d->dkey, entity_type) != 0) {
-            continue;
-        }
-        const char *dk = d->dkey + strlen(d->dkey) + 1;
-        bool stored = false;
-        for (size_t i = 0; i < n && !stored; i++) {
-            stored = !pairs[i].is_default && strcmp(pairs[i].key, dk) == 0;
-        }
-        if (stored) {
-            continue;
-        }
-        if (n == cap && !setcache__grow(&pairs, &cap, 16, sizeof *pairs)) {
-            rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
-            break;
-        }
-        pairs[n].key = strdup(dk);
-        pairs[n].value = strdup(d->dflt);
-        pairs[n].is_default = true;
-        n++;
-        if (!pairs[n - 1].key || !pairs[n - 1].value) {
-            rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
-            break;
-        }
-    }
-    setcache__br_rdunlock(&c->defs_lock);
-    if (rc == SETCACHE_OK) {
-        qsort(pairs, n, sizeof *pairs, cmp_pair);
-        for (size_t i = 0; i < n; i++) {
-            int stop = fn(arg, pairs[i].key, pairs[i].value, pairs[i].is_default);
-            if (stop) {
-                rc = stop;
-                break;
-            }
-        }
-    }
-    for (size_t i = 0; i < n; i++) {
-        free(pairs[i].key);
-        free(pairs[i].value);
-    }
-    free(pairs);
-    return rc;
+    return setcache__subscribe(c, entity_type, entity_id, key, fn, arg, id);
 }
 
 /* ---- stats ---- */

@@ -19,6 +19,8 @@
 #include "setcache.h"
 
 #include <locale.h>
+#include <stdlib.h>
+#include <string.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/types.h>
@@ -226,6 +228,76 @@ typedef struct sc_read {
     bool b;
 } sc_read;
 
+/* Answer a read from a value and its parsed forms (inline: the last step
+ * of every cached read). */
+static inline int setcache__fill_from_value(const char *value, size_t vlen, const sc_parsed *p, sc_read *r)
+{
+    switch (r->want) {
+    case SC_WANT_STRING:
+        r->len = vlen;
+        if (!r->buf || r->cap <= vlen) {
+            return setcache__fail(SETCACHE_ERR_SPACE,
+                                  "buffer of %zu bytes is too small: the value needs %zu + 1",
+                                  r->cap, vlen);
+        }
+        memcpy(r->buf, value, vlen + 1);
+        return SETCACHE_OK;
+    case SC_WANT_DUP:
+        r->dup = malloc(vlen + 1);
+        if (!r->dup) {
+            return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory copying a value");
+        }
+        memcpy(r->dup, value, vlen + 1);
+        r->len = vlen;
+        return SETCACHE_OK;
+    case SC_WANT_INT:
+        if (!(p->ok & SC_PARSED_INT)) {
+            return setcache__fail(SETCACHE_ERR_TYPE, "value is not an integer");
+        }
+        r->i = p->i;
+        return SETCACHE_OK;
+    case SC_WANT_DOUBLE:
+        if (!(p->ok & SC_PARSED_DOUBLE)) {
+            return setcache__fail(SETCACHE_ERR_TYPE, "value is not a number");
+        }
+        r->d = p->d;
+        return SETCACHE_OK;
+    case SC_WANT_BOOL:
+        if (!(p->ok & SC_PARSED_BOOL)) {
+            return setcache__fail(SETCACHE_ERR_TYPE, "value is not a boolean");
+        }
+        r->b = p->b;
+        return SETCACHE_OK;
+    default:
+        return setcache__fail(SETCACHE_ERR_ARG, "bad read request");
+    }
+}
+
+/* Answer a read from an entry: its typed forms come from the flags. */
+static inline int setcache__fill_entry(const sc_entry *e, sc_read *r)
+{
+    if (e->flags & SC_E_DUP) {
+        return setcache__fail(SETCACHE_ERR_DB,
+                              "key '%s' appears more than once in its table: which row holds the "
+                              "value is ambiguous; remove the duplicates",
+                              e->data);
+    }
+    sc_parsed p;
+    p.ok = (uint8_t)(((e->flags & SC_E_INT) ? SC_PARSED_INT : 0) |
+                     ((e->flags & SC_E_DOUBLE) ? SC_PARSED_DOUBLE : 0) |
+                     ((e->flags & SC_E_BOOL) ? SC_PARSED_BOOL : 0));
+    p.i = e->num.i;
+    if (e->flags & SC_E_INT) {
+        /* an integer that is also read as a double: strtod would give the
+         * same value for every decimal integer string */
+        p.d = (double)e->num.i;
+    } else {
+        p.d = e->num.d;
+    }
+    p.b = (e->flags & SC_E_TRUE) != 0;
+    return setcache__fill_from_value(SC_VAL(e), e->vlen, &p, r);
+}
+
 typedef struct sc_def {
     UT_hash_handle hh; /* key = type NUL key */
     setcache_type type;
@@ -240,9 +312,11 @@ int setcache__ident(sc_ident *id, const char *type, const char *eid, const char 
 int setcache__ident_validate(sc_ident *id);
 int setcache__ident_key(setcache *c, sc_ident *id, const char *type, const char *eid,
                         const char *key);
-int setcache__read(setcache *c, sc_ident *id, sc_read *r);
+/* What a lookup in the cache found (setcache__lookup). */
+enum { SC_LOOKUP_ANSWERED, SC_LOOKUP_NO_VALUE, SC_LOOKUP_NOT_LOADED };
+int setcache__lookup(setcache *c, sc_ident *id, sc_read *r, bool count_hit, int *rc);
+#define SC_READ_ROUNDS 50 /* a read gives up after this many loads lost to changes */
 int setcache__ensure_loaded(setcache *c, sc_ident *id, sc_etable *answer);
-int setcache__read_default(setcache *c, sc_ident *id, sc_read *r);
 int setcache__load_for_read(setcache *c, sc_ident *id, sc_read *r, bool *answered);
 int setcache__begin_load(setcache *c, sc_ident *id, uint64_t *stamp, uint64_t *epoch);
 void setcache__finish_load(setcache *c, sc_ident *id, sc_etable *entries, uint64_t stamp,
@@ -253,22 +327,19 @@ typedef struct sc_pair {
     char *value;
     bool is_default;
 } sc_pair;
-int setcache__snapshot_entity(setcache *c, sc_ident *id, sc_pair **out, size_t *n);
-int setcache__fill_from_value(const char *value, size_t vlen, const sc_parsed *p, sc_read *r);
-int setcache__fill_entry(const sc_entry *e, sc_read *r);
+bool setcache__copy_loaded(setcache *c, sc_ident *id, sc_pair **out, size_t *n, int *rc);
+int setcache__et_pairs(const sc_etable *t, sc_pair **out, size_t *n); /* etable.c */
 sc_entry *setcache__entry_new(const char *key, size_t klen, const char *value, size_t vlen,
                               int64_t version, bool tomb);
 uint64_t setcache__tick(setcache *c);
 void setcache__invalidate_all(setcache *c);
 void setcache__fence(setcache *c);
-void setcache__apply_local(setcache *c, sc_ident *id, const char *value, int64_t version,
-                           bool deleted, bool uncertain);
+bool setcache__apply_local(setcache *c, sc_ident *id, const char *value, int64_t version,
+                           bool deleted, bool uncertain, bool want_old, char **old);
 void setcache__cache_destroy(setcache *c);
 int setcache__install_preloaded(setcache *c, sc_ident *id, sc_etable *entries, uint64_t since);
 void setcache__evict_if_needed(setcache *c, const sc_ident *keep);
 void setcache__cache_stats(setcache *c, setcache_stats *st);
-bool setcache__def_type(setcache *c, const char *type, size_t tlen, const char *key, size_t klen,
-                        setcache_type *type_out);
 
 /* ---- pool.c ---- */
 typedef struct sc_slot {
@@ -351,6 +422,15 @@ int setcache__maps_apply(setcache *c, PGconn *conn, const setcache_table_map *m,
 int setcache__rows_add(sc_etable *rows, const char *key, const char *value, size_t vlen,
                        int64_t version);
 
+/* ---- defs.c ---- */
+void setcache__defs_init(setcache *c);
+void setcache__defs_destroy(setcache *c, bool own_process);
+bool setcache__def_type(setcache *c, const char *type, size_t tlen, const char *key, size_t klen,
+                        setcache_type *type_out);
+int setcache__read_default(setcache *c, sc_ident *id, sc_read *r);
+int setcache__defs_add_defaults(setcache *c, const char *entity_type, sc_pair **pairs, size_t *n,
+                                size_t *cap);
+
 /* ---- listen.c ---- */
 int setcache__listener_start(setcache *c);
 void setcache__listener_stop(setcache *c);
@@ -390,6 +470,8 @@ typedef struct sc_seen {
     char k[];
 } sc_seen;
 
+int setcache__subscribe(setcache *c, const char *entity_type, const char *entity_id,
+                        const char *key, setcache_change_fn fn, void *arg, uint64_t *id);
 int setcache__dispatch_start(setcache *c);
 void setcache__dispatch_stop(setcache *c);
 bool setcache__has_subscribers(setcache *c);

@@ -69,6 +69,25 @@ static int check_value(setcache *c, sc_ident *id, const char *value, bool *json,
     return SETCACHE_OK;
 }
 
+/* Put a write's outcome in the cache, then tell subscribers, or (when the
+ * outcome is unknown) let the refresher read the truth and tell them what
+ * it finds. */
+static void apply_local(setcache *c, sc_ident *id, const char *value, int64_t version,
+                        bool deleted, bool uncertain)
+{
+    bool subs = setcache__has_subscribers(c);
+    char *old = NULL;
+    bool emit = setcache__apply_local(c, id, value, version, deleted, uncertain, subs, &old);
+    if (subs && emit) {
+        setcache__emit(c, deleted ? SETCACHE_CHANGE_DELETE : SETCACHE_CHANGE_SET, id->type, id->id,
+                       id->key, value, old, version, true);
+    }
+    if (uncertain && id->key) {
+        setcache__hint(c, 'U', 0, 0, id);
+    }
+    free(old);
+}
+
 static bool is_json_error(void)
 {
     /* invalid_text_representation: the json input function rejected it */
@@ -201,10 +220,10 @@ static int do_write(setcache *c, const char *type, const char *eid, const char *
     rc = setcache__with_pool(c, write_one, &j);
     if (rc == SETCACHE_OK) {
         /* a row that holds no value (e.g. the legacy 'None') reads as deleted */
-        setcache__apply_local(c, &id, j.stored, j.version, j.stored == NULL, j.unknown);
+        apply_local(c, &id, j.stored, j.version, j.stored == NULL, j.unknown);
         setcache__count(c, SC_ST_WRITES, 1);
     } else if (rc == SETCACHE_ERR_UNCERTAIN) {
-        setcache__apply_local(c, &id, NULL, 0, is_delete, true);
+        apply_local(c, &id, NULL, 0, is_delete, true);
     }
     setcache__writing_end(c, j.token);
     free(j.stored);
@@ -373,7 +392,7 @@ static int set_many_mapped(setcache *c, sc_ident *id, const setcache_kv *kv, siz
     }
     if (rc == SETCACHE_OK || rc == SETCACHE_ERR_UNCERTAIN) {
         for (size_t i = 0; i < n; i++) {
-            setcache__apply_local(c, &ids[i], jobs[i].stored, jobs[i].version,
+            apply_local(c, &ids[i], jobs[i].stored, jobs[i].version,
                                   jobs[i].stored == NULL,
                                   rc == SETCACHE_ERR_UNCERTAIN || jobs[i].unknown);
         }
@@ -482,7 +501,7 @@ int setcache_set_many(setcache *c, const char *entity_type, const char *entity_i
         for (size_t i = 0; i < n; i++) {
             sc_ident kid;
             setcache__ident(&kid, entity_type, entity_id, kv[i].key);
-            setcache__apply_local(c, &kid, NULL, 0, false, true);
+            apply_local(c, &kid, NULL, 0, false, true);
         }
         goto out;
     }
@@ -504,7 +523,7 @@ int setcache_set_many(setcache *c, const char *entity_type, const char *entity_i
         sc_ident kid;
         setcache__ident(&kid, entity_type, entity_id, (*hit)->key);
         const char *stored = PQgetisnull(j.res, r, 3) ? NULL : PQgetvalue(j.res, r, 3);
-        setcache__apply_local(c, &kid, stored, version, stored == NULL, false);
+        apply_local(c, &kid, stored, version, stored == NULL, false);
         if (seen) {
             seen[hit - sorted] = true;
         }
@@ -513,7 +532,7 @@ int setcache_set_many(setcache *c, const char *entity_type, const char *entity_i
         if (!sorted[i]->value && (!seen || !seen[i])) {
             sc_ident kid;
             setcache__ident(&kid, entity_type, entity_id, sorted[i]->key);
-            setcache__apply_local(c, &kid, NULL, 0, true, false);
+            apply_local(c, &kid, NULL, 0, true, false);
         }
     }
     free(seen);
