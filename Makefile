@@ -41,7 +41,7 @@ LIB_SRCS := src/util.c src/error.c src/hash.c src/stats.c src/brlock.c src/value
             src/etable.c src/cache.c src/load.c src/write.c src/listen.c src/refresh.c src/dispatch.c \
             src/tables.c src/read.c src/handle.c
 LIB_OBJS := $(patsubst src/%.c,$(B)/obj/%.o,$(LIB_SRCS))
-HDRS := include/setcache.h src/internal.h src/hash.h
+HDRS := include/setcache.h src/internal.h src/hash.h src/tool.h
 
 STATIC := $(B)/libsetcache.a
 # the test suite links a build with the fault-injection hooks compiled in
@@ -81,8 +81,12 @@ $(B)/libsetcache.so: $(SHARED)
 	ln -sf libsetcache.so.$(VERSION) $(B)/$(SONAME)
 	ln -sf $(SONAME) $@
 
-$(TOOL): src/cli.c $(STATIC) $(HDRS)
-	$(CC) $(ALL_CFLAGS) -o $@ src/cli.c $(STATIC) $(ALL_LDFLAGS) $(PQ_LIBS)
+$(B)/cli.o: src/cli.c $(HDRS) Makefile
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Isrc -c src/cli.c -o $@
+
+$(TOOL): $(B)/cli.o $(STATIC)
+	$(CC) -o $@ $(B)/cli.o $(STATIC) $(ALL_LDFLAGS) $(PQ_LIBS)
 
 # The README's example, compiled to prove it builds.
 $(B)/example: tests/example.c $(STATIC) include/setcache.h
@@ -162,8 +166,14 @@ uninstall:
 format:
 	clang-format -i src/*.c src/*.h include/*.h tests/*.c tests/*.h bench/*.c
 
-lint:
+lint: $(LIB_OBJS) $(B)/cli.o
 	@LINT=1 sh tests/deps.sh
+	@# layering: every file calls only files in lower layers (table in src/README.md)
+	sh tools/layers.sh $(B)/obj
+	sh tools/layers-selftest.sh
+	@# the tool: the public API plus the one entry point declared in src/tool.h
+	@bad=$$(nm -u $(B)/cli.o | awk '$$2 ~ /^setcache__/ {print $$2}' | grep -vx -e setcache__tool_schema); \
+	  if [ -n "$$bad" ]; then echo "lint: cli.c uses hidden $$bad (declare one entry point in src/tool.h)"; exit 1; fi
 	@# uthash's iteration macros read as uninitialised variables to cppcheck
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 	  --inline-suppr --suppress=missingIncludeSystem --suppress=uninitvar --suppress=ctuuninitvar -Iinclude -Isrc src

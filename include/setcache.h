@@ -187,6 +187,13 @@ SETCACHE_API const char *setcache_version(void);
 SETCACHE_API const char *setcache_strerror(int rc);
 
 /*
+ * Name a listener state: "CONNECTING", "VALID", "INTERRUPTED" or "CLOSED"
+ * (any other value). Ownership: static string, never NULL. Threads: any.
+ * Since: 0.1.0.
+ */
+SETCACHE_API const char *setcache_state_name(int state);
+
+/*
  * Human-readable message for the calling thread's last error (thread-local,
  * like dlerror): e.g. the PostgreSQL error text. Never contains a password or
  * the raw conninfo. "" when the thread has no error yet.

@@ -651,14 +651,14 @@ void setcache__changes_free(sc_change *v, size_t n)
  * Swap freshly read rows into a loaded entity, unless a local write changed
  * it since *stamp was taken (then false, and the caller reads again). Rows
  * are a snapshot taken after every change already applied, so the whole
- * table is replaced. With subscribers, *changes lists what differs (set and
- * deleted keys with old values); *overflow is set if that list is incomplete.
+ * table is replaced. With want (there are subscribers), *changes lists what
+ * differs (set and deleted keys with old values); *incomplete is set if that
+ * list is incomplete.
  */
 bool setcache__refresh_install(setcache *c, sc_ident *id, sc_etable *rows, uint64_t stamp,
-                               sc_change **changes, size_t *nchanges, bool *incomplete)
+                               bool want, sc_change **changes, size_t *nchanges, bool *incomplete)
 {
     sc_shard *sh = shard_of(c, id->ehash);
-    bool want = setcache__has_subscribers(c);
     size_t cap = 0;
     *changes = NULL;
     *nchanges = 0;

@@ -26,12 +26,7 @@
 #include <sys/time.h>
 #include <time.h>
 
-/* internal, shared with the library (hidden there, linked statically here) */
-char *setcache__ddl(const char *schema, const char *channel);
-char *setcache__maps_ddl(const char *schema, const char *channel, const setcache_table_map *m,
-                         size_t n);
-int setcache__map_check(const setcache_table_map *m, size_t i);
-const char *setcache_errmsg(void);
+#include "tool.h"
 
 /* --map TYPE=TABLE,ENTITY_COLUMN,integer|text|uuid|none,KEY_COLUMN,VALUE_COLUMN
  *   or the typed profile's last field STR_COLUMN:NUM_COLUMN:JSON_COLUMN */
@@ -140,12 +135,6 @@ static int print_kv(void *arg, const char *key, const char *value, bool is_defau
     return 0;
 }
 
-static const char *state_name(setcache_state s)
-{
-    static const char *const names[] = {"CONNECTING", "VALID", "INTERRUPTED", "CLOSED"};
-    return (unsigned)s < 4 ? names[s] : "?";
-}
-
 /* ---- watch ---- */
 
 static void json_str(FILE *f, const char *s)
@@ -211,7 +200,7 @@ static void on_change(void *arg, const setcache_change *ch)
 static void on_state(void *arg, int state, const char *reason)
 {
     (void)arg;
-    fprintf(stderr, "setcache watch: %s%s%s\n", state_name((setcache_state)state),
+    fprintf(stderr, "setcache watch: %s%s%s\n", setcache_state_name(state),
             reason && *reason ? ": " : "", reason ? reason : "");
 }
 
@@ -239,7 +228,7 @@ static int watch(setcache_options *o, int nargs, char **a)
     }
     setcache_stats st;
     setcache_get_stats(c, &st);
-    fprintf(stderr, "setcache watch: listening (%s)\n", state_name(st.state));
+    fprintf(stderr, "setcache watch: listening (%s)\n", setcache_state_name((int)st.state));
     int sig = 0;
     sigwait(&set, &sig);
     setcache_unsubscribe(c, id);
@@ -338,23 +327,14 @@ int main(int argc, char **argv)
     char **a = argv + i;
 
     if (strcmp(cmd, "schema") == 0 && nargs == 0) {
-        char *ddl = setcache__ddl(o.schema, o.channel);
-        if (!ddl) {
-            fprintf(stderr, "setcache: schema and channel must match [a-z_][a-z0-9_]{0,62}\n");
-            return 2;
+        char *ddl = NULL;
+        int rc = setcache__tool_schema(o.schema, o.channel, o.tables, o.ntables, &ddl);
+        if (rc != SETCACHE_OK) {
+            fprintf(stderr, "setcache: %s\n", setcache_errmsg());
+            return rc == SETCACHE_ERR_ARG ? 2 : 4;
         }
-        for (size_t m = 0; m < o.ntables; m++) {
-            if (setcache__map_check(&o.tables[m], m) != SETCACHE_OK) {
-                fprintf(stderr, "setcache: --map: %s\n", setcache_errmsg());
-                free(ddl);
-                return 2;
-            }
-        }
-        char *maps_ddl = setcache__maps_ddl(o.schema, o.channel, o.tables, o.ntables);
         fputs(ddl, stdout);
-        fputs(maps_ddl ? maps_ddl : "", stdout);
         free(ddl);
-        free(maps_ddl);
         return 0;
     }
     int want = -1;
@@ -416,7 +396,7 @@ int main(int argc, char **argv)
         setcache_get_stats(c, &st);
         printf("state\t%s\nversion\t%s\npool_size\t%u\npool_in_use\t%u\ndb_queries\t%llu\n"
                "entities\t%llu\nentries\t%llu\n",
-               state_name(st.state), setcache_version(), st.pool_size, st.pool_in_use,
+               setcache_state_name((int)st.state), setcache_version(), st.pool_size, st.pool_in_use,
                (unsigned long long)st.db_queries, (unsigned long long)st.entities,
                (unsigned long long)st.entries);
     }

@@ -59,6 +59,20 @@ const char *setcache_errmsg(void)
     return errbuf;
 }
 
+const char *setcache_state_name(int state)
+{
+    switch (state) {
+    case SETCACHE_STATE_CONNECTING:
+        return "CONNECTING";
+    case SETCACHE_STATE_VALID:
+        return "VALID";
+    case SETCACHE_STATE_INTERRUPTED:
+        return "INTERRUPTED";
+    default:
+        return "CLOSED";
+    }
+}
+
 const char *setcache_strerror(int rc)
 {
     switch (rc) {

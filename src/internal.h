@@ -498,7 +498,7 @@ int setcache__classify(setcache *c, sc_ident *id, const sc_hintref *h, size_t n,
                        uint64_t *stamp);
 bool setcache__refresh_begin(setcache *c, sc_ident *id, uint64_t *stamp);
 bool setcache__refresh_install(setcache *c, sc_ident *id, sc_etable *rows, uint64_t stamp,
-                               sc_change **changes, size_t *nchanges, bool *incomplete);
+                               bool want, sc_change **changes, size_t *nchanges, bool *incomplete);
 void setcache__changes_free(sc_change *v, size_t n);
 void setcache__invalidate(setcache *c, sc_ident *id);
 int setcache__current(setcache *c, sc_ident *id, char **value, int64_t *version);

@@ -25,20 +25,6 @@
 
 #define SC_PAYLOAD_MAX 8000
 
-static const char *state_name(int st)
-{
-    switch (st) {
-    case SETCACHE_STATE_CONNECTING:
-        return "CONNECTING";
-    case SETCACHE_STATE_VALID:
-        return "VALID";
-    case SETCACHE_STATE_INTERRUPTED:
-        return "INTERRUPTED";
-    default:
-        return "CLOSED";
-    }
-}
-
 /* Move to a state and tell the log and the state callback (no lock held). */
 static void set_state(setcache *c, int st, const char *why)
 {
@@ -48,7 +34,7 @@ static void set_state(setcache *c, int st, const char *why)
     pthread_mutex_unlock(&c->state_mu);
     if (old != st) {
         setcache__log(c, st == SETCACHE_STATE_VALID ? SETCACHE_LOG_INFO : SETCACHE_LOG_WARN,
-                      "listener %s -> %s%s%s", state_name(old), state_name(st), why ? ": " : "",
+                      "listener %s -> %s%s%s", setcache_state_name(old), setcache_state_name(st), why ? ": " : "",
                       why ? why : "");
         if (c->on_state) {
             c->on_state(c->state_arg, st, why ? why : "");

@@ -284,8 +284,8 @@ static void reconcile_all(setcache *c)
             sc_change *ch;
             size_t nch;
             bool incomplete;
-            if (setcache__refresh_install(c, &g->id, &g->rows, g->stamp, &ch, &nch,
-                                          &incomplete)) {
+            if (setcache__refresh_install(c, &g->id, &g->rows, g->stamp,
+                                          setcache__has_subscribers(c), &ch, &nch, &incomplete)) {
                 emit_changes(c, &g->id, ch, nch, incomplete);
                 setcache__changes_free(ch, nch);
             } else {
@@ -434,8 +434,9 @@ static void process_hints(setcache *c, sc_hint *list)
             sc_change *ch = NULL;
             size_t nch = 0;
             bool incomplete = false;
-            if (rc == SETCACHE_OK && setcache__refresh_install(c, &x->id, &x->rows, x->stamp, &ch,
-                                                               &nch, &incomplete)) {
+            if (rc == SETCACHE_OK &&
+                setcache__refresh_install(c, &x->id, &x->rows, x->stamp,
+                                          setcache__has_subscribers(c), &ch, &nch, &incomplete)) {
                 emit_changes(c, &x->id, ch, nch, incomplete);
                 setcache__changes_free(ch, nch);
             } else if (rc != SETCACHE_OK) {

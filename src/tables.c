@@ -10,6 +10,7 @@
  */
 #define _GNU_SOURCE
 #include "internal.h"
+#include "tool.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -706,4 +707,28 @@ int setcache__maps_apply(setcache *c, PGconn *conn, const setcache_table_map *m,
         }
     }
     return SETCACHE_OK;
+}
+
+int setcache__tool_schema(const char *schema, const char *channel, const setcache_table_map *m,
+                          size_t n, char **out)
+{
+    *out = NULL;
+    char *ddl = setcache__ddl(schema, channel);
+    if (!ddl) {
+        return setcache__fail(SETCACHE_ERR_ARG,
+                              "schema and channel must match [a-z_][a-z0-9_]{0,62}");
+    }
+    for (size_t i = 0; i < n; i++) {
+        char msg[600];
+        if (setcache__map_check(&m[i], i) != SETCACHE_OK) {
+            snprintf(msg, sizeof msg, "%s", setcache_errmsg());
+            free(ddl);
+            return setcache__fail(SETCACHE_ERR_ARG, "--map: %s", msg);
+        }
+    }
+    char *maps = setcache__maps_ddl(schema, channel, m, n);
+    *out = maps ? setcache__aprintf("%s%s", ddl, maps) : NULL;
+    free(ddl);
+    free(maps);
+    return *out ? SETCACHE_OK : setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
 }

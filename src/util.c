@@ -55,8 +55,9 @@ bool setcache__grow(void *arrp, size_t *cap, size_t first, size_t elem)
     if (!grown) {
         return false;
     }
-    memcpy(arrp, &grown, sizeof grown);
+    memcpy(arrp, &grown, sizeof grown); /* the caller's pointer now owns it */
     *cap = nc;
+    // cppcheck-suppress memleak
     return true;
 }
 
