@@ -12,16 +12,37 @@
  * failure, the rule for every parameter, every return code, its thread-safety
  * and who owns what.
  *
- * Guarantees (each proven by a named test in tests/):
+ * Guarantees (each proven by the tests the README's table names):
  *   G1 durable write      set_* returns SETCACHE_OK only after COMMIT
  *                         succeeded; a connection lost after the statement
  *                         was sent gives SETCACHE_ERR_UNCERTAIN and the entity
  *                         is invalidated.
  *   G2 read-your-writes   after a write returns, every thread of this process
  *                         reads that version or a newer one.
+ *   G3 bounded staleness  while the state is VALID, a change committed by
+ *                         any other process (or plain SQL) is read here
+ *                         within milliseconds: its notification makes the
+ *                         refresher re-read the entity.
  *   G4 monotonic reads    successive reads of one setting within a process
  *                         never go back in version.
- *   G5 no phantom values  every value returned was committed, byte for byte.
+ *   G5 no phantom values  every value returned was committed, byte for byte,
+ *                         as a load of the row would read it.
+ *   G6 convergence        when writes stop and the state is VALID, every
+ *                         cached entity equals its rows in the table.
+ *   G7 ordered, unique    per setting, change callbacks arrive in increasing
+ *      callbacks          version order, at most once per version.
+ *   G8 latest state or    for every change, the setting's latest state is
+ *      RESYNC             delivered, in version order; versions overwritten
+ *                         before they could be read are coalesced into the
+ *                         newer one; a gap in what could be followed
+ *                         (reconnect, TRUNCATE, queue overflow) is announced
+ *                         by a SETCACHE_CHANGE_RESYNC first.
+ *   G9 unsubscribe is     after setcache_unsubscribe returns (outside that
+ *      final              callback) the callback is not running and never
+ *                         runs again.
+ *   G10 honest state      never VALID unless the listener is proven alive; a
+ *                         silent listener turns INTERRUPTED within
+ *                         heartbeat_ms + heartbeat_deadline_ms + 250 ms.
  * Not promised: atomicity across keys for readers (a reader may see a new
  * `a` with an old `b` from one setcache_set_many), nor every intermediate
  * version.

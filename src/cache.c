@@ -1,8 +1,11 @@
 /*
- * cache.c - the sharded in-memory cache: entities, entries, versions, stamps,
- * invalidation and eviction.
+ * cache.c - the sharded in-memory cache: entity state and its transitions
+ * (lookups, load and refresh installs, local writes, invalidation,
+ * eviction). No I/O and no calls up: each function returns an outcome
+ * (SC_LOOKUP_*, SC_BEGIN_*, SC_ACT_*, SC_CUR_*, whether to emit) that its
+ * caller acts on.
  *
- * Owns: c->shards. Each shard is a uthash table of entities under one
+ * Owns: c->cache.shards. Each shard is a uthash table of entities under one
  * read-mostly lock; each entity holds an sc_etable of its entries. Readers
  * take the shard's read lock only; installs, invalidations and evictions take
  * its write lock. One shard lock at a time, never with another library lock
@@ -15,13 +18,10 @@
  * only if its rows reflect each of them (the fill race: a load that read
  * version v is never installed after the change to v+1 was seen). Changes
  * that can't be named per key (TRUNCATE, resync, an uncertain write, too many
- * pending) advance the entity's stamp from c->clock instead, and a load
+ * pending) advance the entity's stamp from c->cache.clock instead, and a load
  * installs only if the stamp is unchanged. Changes to entities not in the
  * table advance shard->unknown_stamp, or, while a preload runs, leave an
  * empty entity stamped with the change, which guards preload the same way.
- *
- * Called by: handle.c (reads), load.c (installs), write.c (local changes),
- * listen.c (notifications).
  */
 #include "internal.h"
 
@@ -31,12 +31,12 @@
 
 static inline sc_shard *shard_of(setcache *c, unsigned ehash)
 {
-    return &c->shards[(ehash >> 20) % SC_NSHARDS];
+    return &c->cache.shards[(ehash >> 20) % SC_NSHARDS];
 }
 
 uint64_t setcache__tick(setcache *c)
 {
-    return atomic_fetch_add(&c->clock, 1) + 1;
+    return atomic_fetch_add(&c->cache.clock, 1) + 1;
 }
 
 static void count_entries(const sc_etable *t, uint32_t *n, size_t *bytes)
@@ -105,7 +105,7 @@ static sc_entity *create_locked(setcache *c, sc_shard *sh, const sc_ident *id)
         free(e);
         return NULL;
     }
-    atomic_fetch_add(&c->nentities, 1);
+    atomic_fetch_add(&c->cache.nentities, 1);
     return e;
 }
 
@@ -163,7 +163,7 @@ static bool pending_reflected(const sc_entity *e, const sc_etable *rows)
 static void note_unknown_locked(setcache *c, sc_shard *sh, const sc_ident *id)
 {
     uint64_t t = setcache__tick(c);
-    if (atomic_load(&c->preloading) > 0) {
+    if (atomic_load(&c->cache.preloading) > 0) {
         sc_entity *e = create_locked(c, sh, id);
         if (e) {
             e->stamp = t;
@@ -221,8 +221,51 @@ int setcache__lookup(setcache *c, sc_ident *id, sc_read *r, bool count, int *rc)
 
 /* ---- loads ---- */
 
-/* Returns 0 = loaded already, 1 = someone else is loading (wait on *epoch),
- * 2 = the caller owns the load (*stamp recorded), or a negative error. */
+/* A preload begins: changes to uncached entities are remembered until it
+ * ends. Returns the change clock, the preload's "since". */
+uint64_t setcache__preload_begin(setcache *c)
+{
+    atomic_fetch_add(&c->cache.preloading, 1);
+    return atomic_load(&c->cache.clock);
+}
+
+void setcache__preload_end(setcache *c)
+{
+    atomic_fetch_sub(&c->cache.preloading, 1);
+}
+
+void setcache__cache_init(setcache *c)
+{
+    for (int i = 0; i < SC_NSHARDS; i++) {
+        setcache__br_init(&c->cache.shards[i].lock);
+    }
+    pthread_mutex_init(&c->cache.load_mu, NULL);
+    setcache__cond_init(&c->cache.load_cv);
+}
+
+/* Wake every reader waiting for a load (the handle is closing). */
+void setcache__cache_wake(setcache *c)
+{
+    pthread_mutex_lock(&c->cache.load_mu);
+    pthread_cond_broadcast(&c->cache.load_cv);
+    pthread_mutex_unlock(&c->cache.load_mu);
+}
+
+/* Wait (in 50 ms steps, until the handle closes) for a load in flight that
+ * began in *epoch to end. */
+void setcache__wait_load(setcache *c, uint64_t epoch)
+{
+    pthread_mutex_lock(&c->cache.load_mu);
+    while (atomic_load(&c->cache.load_epoch) == epoch && !atomic_load(&c->closing)) {
+        struct timespec ts = setcache__deadline(50);
+        pthread_cond_timedwait(&c->cache.load_cv, &c->cache.load_mu, &ts);
+    }
+    pthread_mutex_unlock(&c->cache.load_mu);
+}
+
+/* Returns SC_BEGIN_LOADED (loaded already), SC_BEGIN_WAIT (someone else is
+ * loading: wait on *epoch), SC_BEGIN_OWN (the caller owns the load, *stamp
+ * recorded), or a negative error code. */
 int setcache__begin_load(setcache *c, sc_ident *id, uint64_t *stamp, uint64_t *epoch)
 {
     sc_shard *sh = shard_of(c, id->ehash);
@@ -237,14 +280,14 @@ int setcache__begin_load(setcache *c, sc_ident *id, uint64_t *stamp, uint64_t *e
     }
     int rc;
     if (e->state == SC_LOADED) {
-        rc = 0;
+        rc = SC_BEGIN_LOADED;
     } else if (e->state == SC_LOADING) {
-        *epoch = atomic_load(&c->load_epoch);
-        rc = 1;
+        *epoch = atomic_load(&c->cache.load_epoch);
+        rc = SC_BEGIN_WAIT;
     } else {
         e->state = SC_LOADING;
         *stamp = e->stamp;
-        rc = 2;
+        rc = SC_BEGIN_OWN;
     }
     setcache__br_wrunlock(&sh->lock);
     return rc;
@@ -270,10 +313,10 @@ void setcache__finish_load(setcache *c, sc_ident *id, sc_etable *entries, uint64
         pending_clear(e);
     }
     setcache__br_wrunlock(&sh->lock);
-    atomic_fetch_add(&c->load_epoch, 1);
-    pthread_mutex_lock(&c->load_mu);
-    pthread_cond_broadcast(&c->load_cv);
-    pthread_mutex_unlock(&c->load_mu);
+    atomic_fetch_add(&c->cache.load_epoch, 1);
+    pthread_mutex_lock(&c->cache.load_mu);
+    pthread_cond_broadcast(&c->cache.load_cv);
+    pthread_mutex_unlock(&c->cache.load_mu);
     if (*installed) {
         setcache__evict_if_needed(c, id);
     }
@@ -317,7 +360,7 @@ int setcache__install_preloaded(setcache *c, sc_ident *id, sc_etable *entries, u
 static void stamp_all(setcache *c, bool unload)
 {
     for (int i = 0; i < SC_NSHARDS; i++) {
-        sc_shard *sh = &c->shards[i];
+        sc_shard *sh = &c->cache.shards[i];
         setcache__br_wrlock(&sh->lock);
         uint64_t t = setcache__tick(c);
         sh->unknown_stamp = t;
@@ -462,15 +505,15 @@ void setcache__evict_if_needed(setcache *c, const sc_ident *keep)
         return;
     }
     for (int pass = 0; pass < 3 * SC_NSHARDS; pass++) {
-        if (atomic_load(&c->nentities) <= c->max_entities) {
+        if (atomic_load(&c->cache.nentities) <= c->max_entities) {
             return;
         }
-        sc_shard *sh = &c->shards[atomic_fetch_add(&c->evict_hand, 1) % SC_NSHARDS];
+        sc_shard *sh = &c->cache.shards[atomic_fetch_add(&c->cache.evict_hand, 1) % SC_NSHARDS];
         setcache__br_wrlock(&sh->lock);
         sc_entity *e, *tmp;
         HASH_ITER(hh, sh->table, e, tmp)
         {
-            if (atomic_load(&c->nentities) <= c->max_entities) {
+            if (atomic_load(&c->cache.nentities) <= c->max_entities) {
                 break;
             }
             if (e->state == SC_LOADING ||
@@ -495,7 +538,7 @@ void setcache__evict_if_needed(setcache *c, const sc_ident *keep)
             pending_clear(e);
             HASH_DEL(sh->table, e); /* NOLINT(clang-analyzer-core.NullDereference): uthash */
             free(e);
-            atomic_fetch_sub(&c->nentities, 1);
+            atomic_fetch_sub(&c->cache.nentities, 1);
             if (was_loaded) {
                 setcache__count(c, SC_ST_EVICTIONS, 1);
             }
@@ -508,7 +551,7 @@ void setcache__cache_stats(setcache *c, setcache_stats *st)
 {
     st->entities = st->entries = st->bytes = 0;
     for (int i = 0; i < SC_NSHARDS; i++) {
-        sc_shard *sh = &c->shards[i];
+        sc_shard *sh = &c->cache.shards[i];
         for (int j = 0; j < SC_RSLOTS; j++) {
             st->hits += atomic_load_explicit(&sh->lock.slot[j].hits, memory_order_relaxed);
         }
@@ -520,10 +563,13 @@ void setcache__cache_stats(setcache *c, setcache_stats *st)
     }
 }
 
-void setcache__cache_destroy(setcache *c)
+/* Free every entity. own_process: also the locks (in a forked child, a
+ * condition variable may count the parent's waiters: destroying it would
+ * block). */
+void setcache__cache_destroy(setcache *c, bool own_process)
 {
     for (int i = 0; i < SC_NSHARDS; i++) {
-        sc_shard *sh = &c->shards[i];
+        sc_shard *sh = &c->cache.shards[i];
         sc_entity *e, *tmp;
         HASH_ITER(hh, sh->table, e, tmp)
         {
@@ -533,6 +579,10 @@ void setcache__cache_destroy(setcache *c)
             free(e);
         }
         setcache__br_destroy(&sh->lock);
+    }
+    if (own_process) {
+        pthread_mutex_destroy(&c->cache.load_mu);
+        pthread_cond_destroy(&c->cache.load_cv);
     }
 }
 
@@ -720,12 +770,13 @@ void setcache__invalidate(setcache *c, sc_ident *id)
     setcache__br_wrunlock(&sh->lock);
 }
 
-/* What the cache holds for one setting now: 1 = a value (*value malloc'd),
- * 0 = known absent (the entity is loaded), -1 = unknown (not loaded). */
+/* What the cache holds for one setting now: SC_CUR_VALUE (*value malloc'd),
+ * SC_CUR_ABSENT (the entity is loaded and has none), SC_CUR_UNKNOWN (not
+ * loaded, or no memory to copy it). */
 int setcache__current(setcache *c, sc_ident *id, char **value, int64_t *version)
 {
     sc_shard *sh = shard_of(c, id->ehash);
-    int rc = -1;
+    int rc = SC_CUR_UNKNOWN;
     *value = NULL;
     *version = 0;
     setcache__br_rdlock(&sh->lock);
@@ -735,10 +786,10 @@ int setcache__current(setcache *c, sc_ident *id, char **value, int64_t *version)
         if (en && !SC_TOMB(en)) {
             *value = strdup(SC_VAL(en));
             *version = en->version;
-            rc = *value ? 1 : -1;
+            rc = *value ? SC_CUR_VALUE : SC_CUR_UNKNOWN;
         } else {
             *version = en ? en->version : 0;
-            rc = 0;
+            rc = SC_CUR_ABSENT;
         }
     }
     setcache__br_rdunlock(&sh->lock);
@@ -752,7 +803,7 @@ int setcache__loaded_entities(setcache *c, char ***out, size_t *n)
     char **v = NULL;
     int rc = SETCACHE_OK;
     for (int i = 0; i < SC_NSHARDS && rc == SETCACHE_OK; i++) {
-        sc_shard *sh = &c->shards[i];
+        sc_shard *sh = &c->cache.shards[i];
         setcache__br_rdlock(&sh->lock);
         sc_entity *e, *tmp;
         HASH_ITER(hh, sh->table, e, tmp)

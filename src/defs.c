@@ -3,7 +3,7 @@
  * default. Writes are checked against the type; reads with no stored value
  * answer from the default.
  *
- * Owns: c->defs, a uthash table under c->defs_lock (a read-mostly lock,
+ * Owns: c->defs.table, a uthash table under c->defs.lock (a read-mostly lock,
  * taken alone: never while a shard lock is held). A JSON default is checked
  * by the server on a pooled connection before any lock is taken.
  */
@@ -14,7 +14,7 @@
 
 void setcache__defs_init(setcache *c)
 {
-    setcache__br_init(&c->defs_lock);
+    setcache__br_init(&c->defs.lock);
 }
 
 /* Free every definition; the lock too when this is the process that made
@@ -22,14 +22,14 @@ void setcache__defs_init(setcache *c)
 void setcache__defs_destroy(setcache *c, bool own_process)
 {
     sc_def *d, *tmp;
-    HASH_ITER(hh, c->defs, d, tmp)
+    HASH_ITER(hh, c->defs.table, d, tmp)
     {
-        HASH_DEL(c->defs, d);
+        HASH_DEL(c->defs.table, d);
         free(d->dflt);
         free(d);
     }
     if (own_process) {
-        setcache__br_destroy(&c->defs_lock);
+        setcache__br_destroy(&c->defs.lock);
     }
 }
 
@@ -112,19 +112,19 @@ int setcache_define(setcache *c, const char *entity_type, const char *key, setca
             return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
         }
     }
-    setcache__br_wrlock(&c->defs_lock);
+    setcache__br_wrlock(&c->defs.lock);
     sc_def *old;
-    HASH_FIND(hh, c->defs, d->dkey, d->dklen, old);
+    HASH_FIND(hh, c->defs.table, d->dkey, d->dklen, old);
     if (old) {
-        HASH_DEL(c->defs, old);
+        HASH_DEL(c->defs.table, old);
     }
-    HASH_ADD_KEYPTR(hh, c->defs, d->dkey, d->dklen, d);
+    HASH_ADD_KEYPTR(hh, c->defs.table, d->dkey, d->dklen, d);
     bool added = d->hh.tbl != NULL;
     if (!added && old) {
-        HASH_ADD_KEYPTR(hh, c->defs, old->dkey, old->dklen, old); /* restore */
+        HASH_ADD_KEYPTR(hh, c->defs.table, old->dkey, old->dklen, old); /* restore */
         old = NULL;
     }
-    setcache__br_wrunlock(&c->defs_lock);
+    setcache__br_wrunlock(&c->defs.lock);
     if (old) {
         free(old->dflt);
         free(old);
@@ -145,7 +145,7 @@ static sc_def *def_find_locked(setcache *c, const char *type, size_t tlen, const
     k[tlen] = '\0';
     memcpy(k + tlen + 1, key, klen);
     sc_def *d;
-    HASH_FIND(hh, c->defs, k, tlen + 1 + klen, d);
+    HASH_FIND(hh, c->defs.table, k, tlen + 1 + klen, d);
     return d;
 }
 
@@ -153,12 +153,12 @@ static sc_def *def_find_locked(setcache *c, const char *type, size_t tlen, const
 bool setcache__def_type(setcache *c, const char *type, size_t tlen, const char *key, size_t klen,
                         setcache_type *type_out)
 {
-    setcache__br_rdlock(&c->defs_lock);
+    setcache__br_rdlock(&c->defs.lock);
     sc_def *d = def_find_locked(c, type, tlen, key, klen);
     if (d) {
         *type_out = d->type;
     }
-    setcache__br_rdunlock(&c->defs_lock);
+    setcache__br_rdunlock(&c->defs.lock);
     return d != NULL;
 }
 
@@ -169,14 +169,14 @@ int setcache__read_default(setcache *c, sc_ident *id, sc_read *r)
     if (rc != SETCACHE_OK) {
         return rc;
     }
-    setcache__br_rdlock(&c->defs_lock);
+    setcache__br_rdlock(&c->defs.lock);
     sc_def *d = def_find_locked(c, id->type, id->tlen, id->key, id->klen);
     if (d && d->has_default) {
         rc = setcache__fill_from_value(d->dflt, strlen(d->dflt), &d->p, r);
     } else {
         rc = setcache__fail(SETCACHE_NOT_FOUND, "no stored value and no default");
     }
-    setcache__br_rdunlock(&c->defs_lock);
+    setcache__br_rdunlock(&c->defs.lock);
     return rc;
 }
 
@@ -188,9 +188,9 @@ int setcache__defs_add_defaults(setcache *c, const char *entity_type, sc_pair **
     sc_pair *pairs = *pairs_p;
     size_t n = *n_p, cap = *cap_p;
     int rc = SETCACHE_OK;
-    setcache__br_rdlock(&c->defs_lock);
+    setcache__br_rdlock(&c->defs.lock);
     sc_def *d, *tmp;
-    HASH_ITER(hh, c->defs, d, tmp)
+    HASH_ITER(hh, c->defs.table, d, tmp)
     {
         if (!d->has_default || strcmp(d->dkey, entity_type) != 0) {
             continue;
@@ -216,7 +216,7 @@ int setcache__defs_add_defaults(setcache *c, const char *entity_type, sc_pair **
             break;
         }
     }
-    setcache__br_rdunlock(&c->defs_lock);
+    setcache__br_rdunlock(&c->defs.lock);
     *pairs_p = pairs;
     *n_p = n;
     *cap_p = cap;

@@ -1,14 +1,11 @@
 /*
  * dispatch.c - subscriptions and the dispatch thread that runs callbacks.
  *
- * Owns: the subscriptions (c->subs_by_id and the filter index c->subidx,
+ * Owns: the subscriptions (c->dispatch.subs_by_id and the filter index c->dispatch.subidx,
  * under subs_mu) and the bounded event queue with its per-setting order map
- * (c->dq_*, c->seen, under dq_mu). Lock order: subs_mu and dq_mu are never
+ * (c->dq_*, c->dispatch.seen, under dq_mu). Lock order: subs_mu and dq_mu are never
  * held together, nor with a shard lock. Callbacks run on the dispatch thread
  * with no lock held.
- *
- * Called by: cache.c/refresh.c/write.c (setcache__emit after the cache holds
- * a change), handle.c (start/stop), applications (subscribe/unsubscribe).
  *
  * Matching costs eight hash lookups per event whatever the number of
  * subscriptions: each subscription is indexed under its filter pattern (which
@@ -21,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define SEEN_TTL_MS 60000.0
 
@@ -65,7 +63,7 @@ static size_t match_locked(setcache *c, const setcache_change *ch, sc_sub ***out
     sc_sub **v = NULL;
     if (ch->kind == SETCACHE_CHANGE_RESYNC) {
         sc_sub *s, *tmp;
-        HASH_ITER(hh, c->subs_by_id, s, tmp)
+        HASH_ITER(hh, c->dispatch.subs_by_id, s, tmp)
         {
             if (!push_sub(&v, &n, &cap, s)) {
                 break; /* out of memory: deliver to those collected */
@@ -76,7 +74,7 @@ static size_t match_locked(setcache *c, const setcache_change *ch, sc_sub ***out
         for (int mask = 0; mask < 8; mask++) {
             size_t kl = pattern(key, mask, ch->entity_type, ch->entity_id, ch->key);
             sc_subidx *ix;
-            HASH_FIND(hh, c->subidx, key, kl, ix);
+            HASH_FIND(hh, c->dispatch.subidx, key, kl, ix);
             if (!ix) {
                 continue;
             }
@@ -93,7 +91,7 @@ static size_t match_locked(setcache *c, const setcache_change *ch, sc_sub ***out
 
 bool setcache__has_subscribers(setcache *c)
 {
-    return atomic_load_explicit(&c->nsubs, memory_order_acquire) > 0;
+    return atomic_load_explicit(&c->dispatch.nsubs, memory_order_acquire) > 0;
 }
 
 bool setcache__is_subscribed(setcache *c, const char *type, const char *id, const char *key)
@@ -103,12 +101,12 @@ bool setcache__is_subscribed(setcache *c, const char *type, const char *id, cons
     }
     bool hit = false;
     char k[SC_PATTERN_MAX];
-    pthread_mutex_lock(&c->subs_mu);
+    pthread_mutex_lock(&c->dispatch.subs_mu);
     for (int mask = 0; mask < 8 && !hit; mask++) {
         if ((mask & 4) && !key) {
             /* no key: any subscription naming a key of this entity counts */
             sc_subidx *ix, *tmp;
-            HASH_ITER(hh, c->subidx, ix, tmp)
+            HASH_ITER(hh, c->dispatch.subidx, ix, tmp)
             {
                 if (ix->pattern[0] == (char)('0' + mask) && ix->n > 0) {
                     const char *p = ix->pattern + 1;
@@ -130,10 +128,10 @@ bool setcache__is_subscribed(setcache *c, const char *type, const char *id, cons
         }
         size_t kl = pattern(k, mask, type, id, key);
         sc_subidx *ix;
-        HASH_FIND(hh, c->subidx, k, kl, ix);
+        HASH_FIND(hh, c->dispatch.subidx, k, kl, ix);
         hit = ix && ix->n > 0;
     }
-    pthread_mutex_unlock(&c->subs_mu);
+    pthread_mutex_unlock(&c->dispatch.subs_mu);
     return hit;
 }
 
@@ -170,19 +168,19 @@ static sc_event *event_new(setcache_change_kind kind, const char *t, const char 
 
 static void queue_clear_locked(setcache *c)
 {
-    sc_event *e = c->dq_head;
+    sc_event *e = c->dispatch.head;
     while (e) {
         sc_event *n = e->next;
         free(e);
         e = n;
     }
-    c->dq_head = c->dq_tail = NULL;
-    c->dq_len = 0;
+    c->dispatch.head = c->dispatch.tail = NULL;
+    c->dispatch.len = 0;
 }
 
 static void push_locked(setcache *c, sc_event *e)
 {
-    if (c->dq_len >= c->dq_max && e->ch.kind != SETCACHE_CHANGE_RESYNC) {
+    if (c->dispatch.len >= c->dq_max && e->ch.kind != SETCACHE_CHANGE_RESYNC) {
         /* overflow: what is pending collapses into one RESYNC */
         queue_clear_locked(c);
         sc_event *r = event_new(SETCACHE_CHANGE_RESYNC, NULL, NULL, NULL, NULL, NULL, 0, false);
@@ -190,19 +188,19 @@ static void push_locked(setcache *c, sc_event *e)
         free(e);
         e = r;
         if (!e) {
-            c->dq_resync_pending = true;
-            pthread_cond_signal(&c->dq_cv);
+            c->dispatch.resync_pending = true;
+            pthread_cond_signal(&c->dispatch.cv);
             return;
         }
     }
-    if (c->dq_tail) {
-        c->dq_tail->next = e;
+    if (c->dispatch.tail) {
+        c->dispatch.tail->next = e;
     } else {
-        c->dq_head = e;
+        c->dispatch.head = e;
     }
-    c->dq_tail = e;
-    c->dq_len++;
-    pthread_cond_signal(&c->dq_cv);
+    c->dispatch.tail = e;
+    c->dispatch.len++;
+    pthread_cond_signal(&c->dispatch.cv);
 }
 
 /* Queue a change for the subscribers it matches: only if its version is
@@ -227,11 +225,11 @@ void setcache__emit(setcache *c, setcache_change_kind kind, const char *type, co
     memcpy(k + tl + il + 2, key, kl);
     size_t klen = tl + il + 2 + kl;
     uint64_t order = 2 * (uint64_t)version + (kind == SETCACHE_CHANGE_DELETE ? 1 : 0);
-    pthread_mutex_lock(&c->dq_mu);
+    pthread_mutex_lock(&c->dispatch.mu);
     sc_seen *s;
-    HASH_FIND(hh, c->seen, k, klen, s);
+    HASH_FIND(hh, c->dispatch.seen, k, klen, s);
     if (s && s->order >= order) {
-        pthread_mutex_unlock(&c->dq_mu);
+        pthread_mutex_unlock(&c->dispatch.mu);
         free(e);
         return;
     }
@@ -240,7 +238,7 @@ void setcache__emit(setcache *c, setcache_change_kind kind, const char *type, co
         if (s) {
             memcpy(s->k, k, klen);
             s->klen = (uint16_t)klen;
-            HASH_ADD_KEYPTR(hh, c->seen, s->k, s->klen, s);
+            HASH_ADD_KEYPTR(hh, c->dispatch.seen, s->k, s->klen, s);
             if (!s->hh.tbl) {
                 free(s);
                 s = NULL;
@@ -252,7 +250,7 @@ void setcache__emit(setcache *c, setcache_change_kind kind, const char *type, co
         s->at_ms = setcache__mono_ms();
     }
     push_locked(c, e);
-    pthread_mutex_unlock(&c->dq_mu);
+    pthread_mutex_unlock(&c->dispatch.mu);
 }
 
 void setcache__emit_resync(setcache *c)
@@ -261,17 +259,17 @@ void setcache__emit_resync(setcache *c)
         return;
     }
     sc_event *e = event_new(SETCACHE_CHANGE_RESYNC, NULL, NULL, NULL, NULL, NULL, 0, false);
-    pthread_mutex_lock(&c->dq_mu);
-    if (e && c->dq_tail && c->dq_tail->ch.kind == SETCACHE_CHANGE_RESYNC) {
+    pthread_mutex_lock(&c->dispatch.mu);
+    if (e && c->dispatch.tail && c->dispatch.tail->ch.kind == SETCACHE_CHANGE_RESYNC) {
         free(e); /* one RESYNC already waits at the end: it covers this gap too */
     } else if (e) {
         push_locked(c, e);
     } else {
         queue_clear_locked(c); /* out of memory: still announce the gap */
-        c->dq_resync_pending = true;
-        pthread_cond_signal(&c->dq_cv);
+        c->dispatch.resync_pending = true;
+        pthread_cond_signal(&c->dispatch.cv);
     }
-    pthread_mutex_unlock(&c->dq_mu);
+    pthread_mutex_unlock(&c->dispatch.mu);
 }
 
 static void release_locked(setcache *c, sc_sub *s)
@@ -288,10 +286,10 @@ static void release_locked(setcache *c, sc_sub *s)
 static void prune_seen_locked(setcache *c, double now)
 {
     sc_seen *s, *tmp;
-    HASH_ITER(hh, c->seen, s, tmp)
+    HASH_ITER(hh, c->dispatch.seen, s, tmp)
     {
         if (now - s->at_ms > SEEN_TTL_MS) {
-            HASH_DEL(c->seen, s);
+            HASH_DEL(c->dispatch.seen, s);
             free(s);
         }
     }
@@ -302,58 +300,58 @@ static void *dispatch_main(void *arg)
     setcache *c = arg;
     double last_prune = setcache__mono_ms();
     for (;;) {
-        pthread_mutex_lock(&c->dq_mu);
-        while (!c->dq_head && !c->dq_resync_pending && !c->dq_stop) {
+        pthread_mutex_lock(&c->dispatch.mu);
+        while (!c->dispatch.head && !c->dispatch.resync_pending && !c->dispatch.stop) {
             struct timespec ts = setcache__deadline(1000);
-            pthread_cond_timedwait(&c->dq_cv, &c->dq_mu, &ts);
+            pthread_cond_timedwait(&c->dispatch.cv, &c->dispatch.mu, &ts);
             double now = setcache__mono_ms();
             if (now - last_prune > 1000) {
                 prune_seen_locked(c, now);
                 last_prune = now;
             }
         }
-        if (c->dq_stop) {
-            pthread_mutex_unlock(&c->dq_mu);
+        if (c->dispatch.stop) {
+            pthread_mutex_unlock(&c->dispatch.mu);
             break;
         }
         sc_event stack_resync; /* announced without allocating */
         sc_event *e;
-        if (c->dq_resync_pending) {
-            c->dq_resync_pending = false;
+        if (c->dispatch.resync_pending) {
+            c->dispatch.resync_pending = false;
             memset(&stack_resync, 0, sizeof stack_resync);
             stack_resync.ch.kind = SETCACHE_CHANGE_RESYNC;
             e = &stack_resync;
         } else {
-            e = c->dq_head;
-            c->dq_head = e->next;
-            if (!c->dq_head) {
-                c->dq_tail = NULL;
+            e = c->dispatch.head;
+            c->dispatch.head = e->next;
+            if (!c->dispatch.head) {
+                c->dispatch.tail = NULL;
             }
-            c->dq_len--;
+            c->dispatch.len--;
         }
-        pthread_mutex_unlock(&c->dq_mu);
+        pthread_mutex_unlock(&c->dispatch.mu);
 
         sc_sub **subs = NULL;
-        pthread_mutex_lock(&c->subs_mu);
+        pthread_mutex_lock(&c->dispatch.subs_mu);
         size_t n = match_locked(c, &e->ch, &subs);
-        pthread_mutex_unlock(&c->subs_mu);
+        pthread_mutex_unlock(&c->dispatch.subs_mu);
         for (size_t j = 0; j < n; j++) {
             sc_sub *s = subs[j];
-            pthread_mutex_lock(&c->subs_mu);
+            pthread_mutex_lock(&c->dispatch.subs_mu);
             bool run = s->active;
             if (run) {
-                c->running = s;
+                c->dispatch.running = s;
             }
-            pthread_mutex_unlock(&c->subs_mu);
+            pthread_mutex_unlock(&c->dispatch.subs_mu);
             if (run) {
                 s->fn(s->arg, &e->ch);
                 setcache__count(c, SC_ST_EVENTS, 1);
             }
-            pthread_mutex_lock(&c->subs_mu);
-            c->running = NULL;
-            pthread_cond_broadcast(&c->subs_cv);
+            pthread_mutex_lock(&c->dispatch.subs_mu);
+            c->dispatch.running = NULL;
+            pthread_cond_broadcast(&c->dispatch.subs_cv);
             release_locked(c, s);
-            pthread_mutex_unlock(&c->subs_mu);
+            pthread_mutex_unlock(&c->dispatch.subs_mu);
         }
         free(subs);
         if (e != &stack_resync) {
@@ -365,50 +363,71 @@ static void *dispatch_main(void *arg)
 
 bool setcache__on_dispatch_thread(setcache *c)
 {
-    return c->dispatcher_started && pthread_equal(pthread_self(), c->dispatcher);
+    return c->dispatch.started && pthread_equal(pthread_self(), c->dispatch.thread);
 }
 
 int setcache__dispatch_start(setcache *c)
 {
-    if (pthread_create(&c->dispatcher, NULL, dispatch_main, c) != 0) {
+    if (pthread_create(&c->dispatch.thread, NULL, dispatch_main, c) != 0) {
         return setcache__fail(SETCACHE_ERR_NOMEM, "cannot start the dispatch thread");
     }
-    c->dispatcher_started = true;
+    c->dispatch.started = true;
     return SETCACHE_OK;
 }
 
+void setcache__dispatch_init(setcache *c)
+{
+    pthread_mutex_init(&c->dispatch.subs_mu, NULL);
+    pthread_mutex_init(&c->dispatch.mu, NULL);
+    setcache__cond_init(&c->dispatch.subs_cv);
+    setcache__cond_init(&c->dispatch.cv);
+}
+
+/* Join the dispatch thread (events still queued are dropped). */
 void setcache__dispatch_stop(setcache *c)
 {
-    if (c->dispatcher_started) {
-        pthread_mutex_lock(&c->dq_mu);
-        c->dq_stop = true;
-        pthread_cond_broadcast(&c->dq_cv);
-        pthread_mutex_unlock(&c->dq_mu);
-        pthread_join(c->dispatcher, NULL);
-        c->dispatcher_started = false;
+    if (c->dispatch.started && getpid() == c->pid) { /* none runs in a forked child */
+        pthread_mutex_lock(&c->dispatch.mu);
+        c->dispatch.stop = true;
+        pthread_cond_broadcast(&c->dispatch.cv);
+        pthread_mutex_unlock(&c->dispatch.mu);
+        pthread_join(c->dispatch.thread, NULL);
     }
+    c->dispatch.started = false;
+}
+
+/* After setcache__dispatch_stop: free the queue, the order map and every
+ * subscription; own_process as in setcache__cache_destroy. */
+void setcache__dispatch_destroy(setcache *c, bool own_process)
+{
     queue_clear_locked(c);
     sc_seen *s, *st;
-    HASH_ITER(hh, c->seen, s, st)
+    HASH_ITER(hh, c->dispatch.seen, s, st)
     {
-        HASH_DEL(c->seen, s);
+        HASH_DEL(c->dispatch.seen, s);
         free(s);
     }
     sc_subidx *ix, *it;
-    HASH_ITER(hh, c->subidx, ix, it)
+    HASH_ITER(hh, c->dispatch.subidx, ix, it)
     {
-        HASH_DEL(c->subidx, ix);
+        HASH_DEL(c->dispatch.subidx, ix);
         free(ix->subs);
         free(ix);
     }
     sc_sub *sb, *sbt;
-    HASH_ITER(hh, c->subs_by_id, sb, sbt)
+    HASH_ITER(hh, c->dispatch.subs_by_id, sb, sbt)
     {
-        HASH_DEL(c->subs_by_id, sb);
+        HASH_DEL(c->dispatch.subs_by_id, sb);
         free(sb->type);
         free(sb->eid);
         free(sb->key);
         free(sb);
+    }
+    if (own_process) {
+        pthread_mutex_destroy(&c->dispatch.subs_mu);
+        pthread_cond_destroy(&c->dispatch.subs_cv);
+        pthread_mutex_destroy(&c->dispatch.mu);
+        pthread_cond_destroy(&c->dispatch.cv);
     }
 }
 
@@ -462,16 +481,16 @@ int setcache__subscribe(setcache *c, const char *entity_type, const char *entity
     char pk[SC_PATTERN_MAX];
     size_t pl = pattern(pk, sub_mask(s), s->type, s->eid, s->key);
     int rc = oom ? setcache__fail(SETCACHE_ERR_NOMEM, "out of memory") : SETCACHE_OK;
-    pthread_mutex_lock(&c->subs_mu);
+    pthread_mutex_lock(&c->dispatch.subs_mu);
     sc_subidx *ix = NULL;
     if (rc == SETCACHE_OK) {
-        HASH_FIND(hh, c->subidx, pk, pl, ix);
+        HASH_FIND(hh, c->dispatch.subidx, pk, pl, ix);
         if (!ix) {
             ix = calloc(1, sizeof *ix + pl);
             if (ix) {
                 memcpy(ix->pattern, pk, pl);
                 ix->plen = (uint16_t)pl;
-                HASH_ADD_KEYPTR(hh, c->subidx, ix->pattern, ix->plen, ix);
+                HASH_ADD_KEYPTR(hh, c->dispatch.subidx, ix->pattern, ix->plen, ix);
                 if (!ix->hh.tbl) {
                     free(ix);
                     ix = NULL;
@@ -486,19 +505,19 @@ int setcache__subscribe(setcache *c, const char *entity_type, const char *entity
         }
     }
     if (rc == SETCACHE_OK && ix && ix->subs && ix->n < ix->cap) {
-        s->id = ++c->next_sub_id;
-        HASH_ADD(hh, c->subs_by_id, id, sizeof s->id, s);
+        s->id = ++c->dispatch.next_sub_id;
+        HASH_ADD(hh, c->dispatch.subs_by_id, id, sizeof s->id, s);
         if (!s->hh.tbl) {
             rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
         } else {
             ix->subs[ix->n++] = s;
-            atomic_fetch_add_explicit(&c->nsubs, 1, memory_order_release);
+            atomic_fetch_add_explicit(&c->dispatch.nsubs, 1, memory_order_release);
             *id = s->id;
         }
     } else if (rc == SETCACHE_OK) {
         rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
     }
-    pthread_mutex_unlock(&c->subs_mu);
+    pthread_mutex_unlock(&c->dispatch.subs_mu);
     if (rc != SETCACHE_OK) {
         free(s->type);
         free(s->eid);
@@ -513,18 +532,18 @@ int setcache_unsubscribe(setcache *c, uint64_t id)
     if (!c) {
         return setcache__fail(SETCACHE_ERR_ARG, "handle is NULL");
     }
-    pthread_mutex_lock(&c->subs_mu);
+    pthread_mutex_lock(&c->dispatch.subs_mu);
     sc_sub *s;
-    HASH_FIND(hh, c->subs_by_id, &id, sizeof id, s);
+    HASH_FIND(hh, c->dispatch.subs_by_id, &id, sizeof id, s);
     if (!s) {
-        pthread_mutex_unlock(&c->subs_mu);
+        pthread_mutex_unlock(&c->dispatch.subs_mu);
         return setcache__fail(SETCACHE_ERR_ARG, "no subscription %llu", (unsigned long long)id);
     }
-    HASH_DEL(c->subs_by_id, s);
+    HASH_DEL(c->dispatch.subs_by_id, s);
     char pk[SC_PATTERN_MAX];
     size_t pl = pattern(pk, sub_mask(s), s->type, s->eid, s->key);
     sc_subidx *ix;
-    HASH_FIND(hh, c->subidx, pk, pl, ix);
+    HASH_FIND(hh, c->dispatch.subidx, pk, pl, ix);
     if (ix) {
         for (size_t j = 0; j < ix->n; j++) {
             if (ix->subs[j] == s) {
@@ -533,20 +552,20 @@ int setcache_unsubscribe(setcache *c, uint64_t id)
             }
         }
         if (ix->n == 0) {
-            HASH_DEL(c->subidx, ix);
+            HASH_DEL(c->dispatch.subidx, ix);
             free(ix->subs);
             free(ix);
         }
     }
     s->active = false;
     s->refs++; /* ours, so the dispatcher can't free it while we wait */
-    atomic_fetch_sub_explicit(&c->nsubs, 1, memory_order_release);
+    atomic_fetch_sub_explicit(&c->dispatch.nsubs, 1, memory_order_release);
     if (!setcache__on_dispatch_thread(c)) {
-        while (c->running == s) {
-            pthread_cond_wait(&c->subs_cv, &c->subs_mu);
+        while (c->dispatch.running == s) {
+            pthread_cond_wait(&c->dispatch.subs_cv, &c->dispatch.subs_mu);
         }
     }
     release_locked(c, s); /* frees it unless the dispatcher still holds it */
-    pthread_mutex_unlock(&c->subs_mu);
+    pthread_mutex_unlock(&c->dispatch.subs_mu);
     return SETCACHE_OK;
 }

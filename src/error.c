@@ -1,8 +1,8 @@
 /*
- * error.c - return-code names and the thread-local error message.
+ * error.c - return-code and state names, and the thread-local error
+ * message: setcache__fail() records a message and returns its code.
  *
- * Owns: one thread-local buffer per thread. No locks. Called by every module
- * through setcache__fail(), which records a message and returns its code.
+ * Owns: one thread-local buffer per thread. No locks.
  */
 #include "internal.h"
 

@@ -4,8 +4,7 @@
  *
  * Owns: the slot arrays and, through them, the entries they point to. No
  * locks: a table is either detached (being filled by one thread) or inside
- * an entity, guarded by its shard's lock. Called by cache.c, load.c,
- * refresh.c and tables.c.
+ * an entity, guarded by its shard's lock.
  */
 #include "internal.h"
 

@@ -1,12 +1,9 @@
 /*
- * handle.c - the handle: options, open/close, definitions, the public read
- * entry points, foreach, statistics and logging.
+ * handle.c - the handle: options, open and close (each module's state set
+ * up and torn down in order), subscribe, statistics, setcache_with_conn.
  *
- * Owns: struct setcache and its definitions table (c->defs under
- * c->defs_lock, a read-write lock taken alone, after any shard lock has been
- * released). Counters live in cache-line-sized stripes so that readers on
- * different threads never write the same line.
- * Called by: applications (the public API) and every other module.
+ * Owns: struct setcache itself (its allocation and the immutable options).
+ * Takes the pool's lock only to read its counters for statistics.
  */
 #define _GNU_SOURCE
 #include "internal.h"
@@ -17,6 +14,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <errno.h>
+#include <sys/eventfd.h>
 
 /* ---- options, version ---- */
 
@@ -68,39 +67,47 @@ static char *dup_or_null(const char *s)
     return s && *s ? strdup(s) : NULL;
 }
 
-static void free_handle(setcache *c)
+/* How far open got; unwind(c, stage) undoes that stage and every earlier
+ * one, in reverse order. */
+enum { ST_ALLOCATED, ST_MODULES, ST_SQL, ST_POOL, ST_MAPS, ST_THREADS };
+
+static void unwind(setcache *c, int stage)
 {
-    setcache__refresh_stop(c);
-    setcache__dispatch_stop(c);
-    if (c->wake_fd >= 0) {
-        close(c->wake_fd);
-        c->wake_fd = -1;
+    /* In a forked child, the parent's threads don't exist here, and locks
+     * and condition variables may count the parent's waiters. */
+    bool own = getpid() == c->pid;
+    switch (stage) {
+    case ST_THREADS:
+        setcache__refresh_stop(c);
+        setcache__dispatch_stop(c);
+        /* fall through */
+    case ST_MAPS:
+        setcache__maps_free(c);
+        /* fall through */
+    case ST_POOL:
+        setcache__pool_destroy(c);
+        /* fall through */
+    case ST_SQL:
+        setcache__sql_free(&c->sql);
+        /* fall through */
+    case ST_MODULES:
+        setcache__refresh_destroy(c, own);
+        setcache__dispatch_destroy(c, own);
+        setcache__listen_destroy(c, own);
+        setcache__defs_destroy(c, own);
+        setcache__cache_destroy(c, own);
+        if (c->wake_fd >= 0) {
+            close(c->wake_fd);
+        }
+        /* fall through */
+    case ST_ALLOCATED:
+    default:
+        free(c->conninfo);
+        free(c->listen_conninfo);
+        free(c->schema);
+        free(c->channel);
+        free(c);
     }
-    setcache__pool_destroy(c);
-    setcache__cache_destroy(c);
-    setcache__defs_destroy(c, getpid() == c->pid);
-    /* In a forked child, condition variables may still count the parent's
-     * waiters (threads that do not exist here): destroying them would block. */
-    if (getpid() == c->pid) {
-        pthread_mutex_destroy(&c->load_mu);
-        pthread_cond_destroy(&c->load_cv);
-        pthread_mutex_destroy(&c->state_mu);
-        pthread_cond_destroy(&c->state_cv);
-        pthread_mutex_destroy(&c->subs_mu);
-        pthread_cond_destroy(&c->subs_cv);
-        pthread_mutex_destroy(&c->dq_mu);
-        pthread_cond_destroy(&c->dq_cv);
-        pthread_mutex_destroy(&c->rq_mu);
-        pthread_cond_destroy(&c->rq_cv);
-    }
-    setcache__sql_free(&c->sql);
-    setcache__maps_free(c);
-    free(c->hb_sql_prefix);
-    free(c->conninfo);
-    free(c->listen_conninfo);
-    free(c->schema);
-    free(c->channel);
-    free(c);
 }
 
 int setcache_open(setcache **out, const setcache_options *o)
@@ -172,52 +179,51 @@ int setcache_open(setcache **out, const setcache_options *o)
     c->dq_max = o->dispatch_queue_max;
     c->on_state = o->on_state;
     c->state_arg = o->state_arg;
-    atomic_init(&c->state, SETCACHE_STATE_CONNECTING);
-    for (int i = 0; i < SC_NSHARDS; i++) {
-        setcache__br_init(&c->shards[i].lock);
-    }
-    setcache__defs_init(c);
-    pthread_mutex_init(&c->load_mu, NULL);
-    pthread_mutex_init(&c->state_mu, NULL);
-    pthread_mutex_init(&c->subs_mu, NULL);
-    pthread_mutex_init(&c->dq_mu, NULL);
-    pthread_mutex_init(&c->rq_mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&c->load_cv, &ca);
-    pthread_cond_init(&c->state_cv, &ca);
-    pthread_cond_init(&c->subs_cv, &ca);
-    pthread_cond_init(&c->dq_cv, &ca);
-    pthread_cond_init(&c->rq_cv, &ca);
-    pthread_condattr_destroy(&ca);
-
     int rc;
     if ((o->conninfo && *o->conninfo && !c->conninfo) ||
         (o->listen_conninfo && *o->listen_conninfo && !c->listen_conninfo) || !c->schema ||
         !c->channel) {
-        rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
-        goto fail;
+        unwind(c, ST_ALLOCATED);
+        return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
     }
-    if ((rc = setcache__sql_build(&c->sql, c->schema)) != SETCACHE_OK ||
-        (rc = setcache__pool_init(c)) != SETCACHE_OK) {
-        goto fail;
+    setcache__cache_init(c);
+    setcache__defs_init(c);
+    setcache__listen_init(c);
+    setcache__dispatch_init(c);
+    setcache__refresh_init(c);
+    c->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (c->wake_fd < 0) {
+        rc = setcache__fail(SETCACHE_ERR_NOMEM, "eventfd: %s", strerror(errno));
+        goto fail_modules;
+    }
+    if ((rc = setcache__sql_build(&c->sql, c->schema)) != SETCACHE_OK) {
+        goto fail_modules;
+    }
+    if ((rc = setcache__pool_init(c)) != SETCACHE_OK) {
+        goto fail_sql;
     }
     open_job oj = {c, o};
     if ((rc = setcache__maps_init(c, o->tables, o->ntables)) != SETCACHE_OK ||
         (rc = setcache__with_pool(c, check_schema_conn, &oj)) != SETCACHE_OK) {
-        goto fail;
+        goto fail_maps;
     }
     if ((rc = setcache__dispatch_start(c)) != SETCACHE_OK ||
         (rc = setcache__refresh_start(c)) != SETCACHE_OK ||
         (rc = setcache__listener_start(c)) != SETCACHE_OK) {
         atomic_store(&c->closing, 1);
-        goto fail;
+        unwind(c, ST_THREADS);
+        return rc;
     }
     *out = c;
     return SETCACHE_OK;
-fail:
-    free_handle(c);
+fail_maps:
+    unwind(c, ST_MAPS);
+    return rc;
+fail_sql:
+    unwind(c, ST_SQL);
+    return rc;
+fail_modules:
+    unwind(c, ST_MODULES);
     return rc;
 }
 
@@ -235,29 +241,18 @@ void setcache_close(setcache *c)
         return;
     }
     atomic_store(&c->closing, 1);
-    if (getpid() == c->pid) {
-        pthread_mutex_lock(&c->load_mu);
-        pthread_cond_broadcast(&c->load_cv);
-        pthread_mutex_unlock(&c->load_mu);
-        pthread_mutex_lock(&c->pool.mu);
-        pthread_cond_broadcast(&c->pool.cv);
-        pthread_mutex_unlock(&c->pool.mu);
+    bool own = getpid() == c->pid;
+    if (own) {
+        setcache__cache_wake(c);
+        setcache__pool_wake(c);
         setcache__listener_stop(c);
     } else {
-        /* no library thread exists in a forked child */
-        c->refresher_started = false;
-        c->dispatcher_started = false;
-        /* a forked child: the listener thread does not exist here, and its
-         * connection is the parent's */
-        if (c->listen_conn) {
-            setcache__finish_inherited(c->listen_conn);
-        }
+        setcache__listen_forget(c); /* a forked child: no library thread exists here */
     }
-    atomic_store(&c->state, SETCACHE_STATE_CLOSED);
-    if (c->on_state && getpid() == c->pid) {
+    if (c->on_state && own) {
         c->on_state(c->state_arg, SETCACHE_STATE_CLOSED, "closed");
     }
-    free_handle(c);
+    unwind(c, ST_THREADS);
 }
 
 /* ---- subscriptions ---- */
@@ -296,12 +291,9 @@ void setcache_get_stats(setcache *c, setcache_stats *out)
     out->evictions = setcache__counter(c, SC_ST_EVICTIONS);
     out->pool_waits = setcache__counter(c, SC_ST_POOL_WAITS);
     out->pool_timeouts = setcache__counter(c, SC_ST_POOL_TIMEOUTS);
-    pthread_mutex_lock(&c->pool.mu);
-    out->pool_size = (uint32_t)c->pool.size;
-    out->pool_in_use = (uint32_t)c->pool.in_use;
-    pthread_mutex_unlock(&c->pool.mu);
+    setcache__pool_stats(c, &out->pool_size, &out->pool_in_use);
     setcache__cache_stats(c, out);
-    out->state = (setcache_state)atomic_load(&c->state);
+    out->state = (setcache_state)setcache__listen_state(c);
     out->malformed = setcache__counter(c, SC_ST_MALFORMED);
     out->refreshes = setcache__counter(c, SC_ST_REFRESHES);
     out->events = setcache__counter(c, SC_ST_EVENTS);

@@ -4,11 +4,19 @@
  * Every non-static internal symbol starts with setcache__ and has hidden
  * visibility (the build uses -fvisibility=hidden and a version script).
  *
- * Lock order (never take an earlier lock while holding a later one):
- *   1. shard->lock (cache.c, one at a time, never two shards at once)
- *   2. c->defs_lock (handle.c)
- *   3. c->pool.mu (pool.c)
- *   4. c->load_mu (cache.c)
+ * Sections are named after the file that defines what they declare; the
+ * layers (which file may call which) are in src/README.md.
+ *
+ * Locks. Every lock kind, and the only nesting allowed (a lock is never
+ * taken while one listed after it is held; all others are taken alone):
+ *   1. shard->lock      (cache.c; one shard at a time, never two)
+ *   2. c->defs_lock     (defs.c; taken alone in practice)
+ *   3. c->pool.mu       (pool.c; with pool.cv, never across a network call)
+ *   4. c->load_mu       (load.c; with load_cv, waiting for a load in flight)
+ *   5. c->state_mu      (listen.c; with state_cv, taken alone)
+ *   6. c->subs_mu       (dispatch.c; with subs_cv; never with dq_mu)
+ *   7. c->dq_mu         (dispatch.c; with dq_cv: the event queue)
+ *   8. c->rq_mu         (refresh.c; with rq_cv: the hint queue, taken alone)
  * No user code (callbacks, log) runs while any of them is held.
  */
 #ifndef SETCACHE_INTERNAL_H
@@ -37,6 +45,7 @@
 #define SC_EKEY_MAX (SETCACHE_MAX_TYPE_LEN + 1 + SETCACHE_MAX_ID_LEN + 1)
 
 /* ---- util.c ---- */
+void setcache__cond_init(pthread_cond_t *cv); /* waits on CLOCK_MONOTONIC deadlines */
 double setcache__mono_ms(void);
 struct timespec setcache__deadline(int ms); /* CLOCK_MONOTONIC now + ms */
 char *setcache__aprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -318,6 +327,9 @@ int setcache__lookup(setcache *c, sc_ident *id, sc_read *r, bool count_hit, int 
 #define SC_READ_ROUNDS 50 /* a read gives up after this many loads lost to changes */
 int setcache__ensure_loaded(setcache *c, sc_ident *id, sc_etable *answer);
 int setcache__load_for_read(setcache *c, sc_ident *id, sc_read *r, bool *answered);
+/* setcache__begin_load's outcomes (or a negative error code) */
+enum { SC_BEGIN_LOADED, SC_BEGIN_WAIT, SC_BEGIN_OWN };
+#define SC_LOAD_ROUNDS 3 /* loads lost to changes before a read answers from the rows */
 int setcache__begin_load(setcache *c, sc_ident *id, uint64_t *stamp, uint64_t *epoch);
 void setcache__finish_load(setcache *c, sc_ident *id, sc_etable *entries, uint64_t stamp,
                            bool *installed);
@@ -336,7 +348,12 @@ void setcache__invalidate_all(setcache *c);
 void setcache__fence(setcache *c);
 bool setcache__apply_local(setcache *c, sc_ident *id, const char *value, int64_t version,
                            bool deleted, bool uncertain, bool want_old, char **old);
-void setcache__cache_destroy(setcache *c);
+void setcache__cache_init(setcache *c);
+uint64_t setcache__preload_begin(setcache *c);
+void setcache__preload_end(setcache *c);
+void setcache__cache_wake(setcache *c);
+void setcache__cache_destroy(setcache *c, bool own_process);
+void setcache__wait_load(setcache *c, uint64_t epoch);
 int setcache__install_preloaded(setcache *c, sc_ident *id, sc_etable *entries, uint64_t since);
 void setcache__evict_if_needed(setcache *c, const sc_ident *keep);
 void setcache__cache_stats(setcache *c, setcache_stats *st);
@@ -356,16 +373,20 @@ typedef struct sc_pool {
     /* Backend PIDs with a library write in flight, until its result is
      * applied to the cache: the listener skips their echoes. Lock-free. */
     atomic_int *writing;
+    atomic_int *pids; /* backend PIDs of pooled connections, by slot */
 } sc_pool;
 
 typedef int (*sc_conn_fn)(void *arg, PGconn *conn);
 int setcache__pool_init(setcache *c);
 void setcache__pool_destroy(setcache *c);
+void setcache__pool_wake(setcache *c);
+void setcache__pool_stats(setcache *c, uint32_t *size, uint32_t *in_use);
 int setcache__with_pool(setcache *c, sc_conn_fn fn, void *arg);
 int setcache__with_pool_read(setcache *c, sc_conn_fn fn, void *arg);
 int setcache__writing_begin(setcache *c, PGconn *conn);
 void setcache__writing_end(setcache *c, int token);
 bool setcache__is_writing(setcache *c, int be_pid);
+bool setcache__is_own_backend(setcache *c, int be_pid); /* a pooled connection's */
 PGconn *setcache__connect(setcache *c, const char *conninfo, const char *role);
 void setcache__finish_inherited(PGconn *conn);
 PGresult *setcache__exec(setcache *c, PGconn *conn, const char *sql, int n,
@@ -432,7 +453,11 @@ int setcache__defs_add_defaults(setcache *c, const char *entity_type, sc_pair **
                                 size_t *cap);
 
 /* ---- listen.c ---- */
+void setcache__listen_init(setcache *c);
 int setcache__listener_start(setcache *c);
+void setcache__listen_forget(setcache *c);
+int setcache__listen_state(setcache *c);
+void setcache__listen_destroy(setcache *c, bool own_process);
 void setcache__listener_stop(setcache *c);
 int setcache__parse_payload(const char *payload, char *buf, size_t cap, char *op,
                             int64_t *version, sc_ident *id);
@@ -472,8 +497,10 @@ typedef struct sc_seen {
 
 int setcache__subscribe(setcache *c, const char *entity_type, const char *entity_id,
                         const char *key, setcache_change_fn fn, void *arg, uint64_t *id);
+void setcache__dispatch_init(setcache *c);
 int setcache__dispatch_start(setcache *c);
 void setcache__dispatch_stop(setcache *c);
+void setcache__dispatch_destroy(setcache *c, bool own_process);
 bool setcache__has_subscribers(setcache *c);
 bool setcache__is_subscribed(setcache *c, const char *type, const char *id, const char *key);
 void setcache__emit(setcache *c, setcache_change_kind kind, const char *type, const char *id,
@@ -493,7 +520,11 @@ typedef struct sc_change {
     int64_t version;
     char *key, *value, *old;
 } sc_change;
-enum { SC_ACT_SKIP, SC_ACT_REFRESH, SC_ACT_FETCH };
+/* What a batch of hints needs (setcache__classify); SC_ACT_LATER: look again
+ * next round (loaded or loading by a reader meanwhile, or a local write raced). */
+enum { SC_ACT_SKIP, SC_ACT_REFRESH, SC_ACT_FETCH, SC_ACT_LATER };
+/* What setcache__current found. */
+enum { SC_CUR_VALUE, SC_CUR_ABSENT, SC_CUR_UNKNOWN };
 int setcache__classify(setcache *c, sc_ident *id, const sc_hintref *h, size_t n, bool want_fetch,
                        uint64_t *stamp);
 bool setcache__refresh_begin(setcache *c, sc_ident *id, uint64_t *stamp);
@@ -506,9 +537,11 @@ int setcache__loaded_entities(setcache *c, char ***out, size_t *n);
 
 void setcache__hint(setcache *c, char op, int64_t version, int be_pid, const sc_ident *id);
 void setcache__request_resync(setcache *c, uint64_t gen);
+void setcache__refresh_init(setcache *c);
+uint64_t setcache__reconciled_gen(setcache *c);
 int setcache__refresh_start(setcache *c);
 void setcache__refresh_stop(setcache *c);
-bool setcache__is_own_backend(setcache *c, int be_pid);
+void setcache__refresh_destroy(setcache *c, bool own_process);
 
 /* ---- stats.c ---- */
 void setcache__log(setcache *c, int level, const char *fmt, ...)
@@ -549,6 +582,65 @@ typedef struct sc_hooks {
 extern sc_hooks setcache__hooks;
 #endif
 
+/* ---- the handle: immutable options, then each module's own state ---- */
+
+typedef struct sc_cache { /* cache.c */
+    sc_shard shards[SC_NSHARDS];
+    atomic_uint_fast64_t clock; /* change clock for entity stamps */
+    atomic_size_t nentities;    /* entity structs in all shards */
+    atomic_int preloading;      /* preloads in flight: remember changed entities */
+    atomic_uint evict_hand;
+    pthread_mutex_t load_mu; /* with load_cv: waiting for in-flight loads */
+    pthread_cond_t load_cv;
+    atomic_uint_fast64_t load_epoch;
+} sc_cache;
+
+typedef struct sc_defs { /* defs.c */
+    sc_brlock lock;
+    sc_def *table; /* guarded by lock */
+} sc_defs;
+
+typedef struct sc_listen { /* listen.c */
+    pthread_t thread;
+    bool started;
+    PGconn *conn; /* touched only by the listener thread (and close in a child) */
+    char *hb_sql_prefix; /* NOTIFY "channel", E' ... built at listener start */
+    atomic_int state;
+    pthread_mutex_t state_mu; /* with state_cv: open waits for the first LISTEN */
+    pthread_cond_t state_cv;
+} sc_listen;
+
+typedef struct sc_dispatch { /* dispatch.c */
+    pthread_mutex_t subs_mu; /* with subs_cv: unsubscribe waits for a running callback */
+    pthread_cond_t subs_cv;
+    sc_sub *subs_by_id;   /* guarded by subs_mu */
+    sc_subidx *subidx;    /* guarded by subs_mu */
+    sc_sub *running;      /* guarded by subs_mu */
+    uint64_t next_sub_id; /* guarded by subs_mu */
+    atomic_size_t nsubs;
+    pthread_t thread;
+    bool started;
+    pthread_mutex_t mu; /* with cv: the event queue and the seen map */
+    pthread_cond_t cv;
+    sc_event *head, *tail; /* guarded by mu */
+    size_t len;            /* guarded by mu */
+    sc_seen *seen;         /* guarded by mu */
+    bool stop;             /* guarded by mu */
+    bool resync_pending;   /* a RESYNC that could not be allocated; guarded by mu */
+} sc_dispatch;
+
+typedef struct sc_refresh { /* refresh.c */
+    pthread_mutex_t mu; /* with cv: hints from the listener */
+    pthread_cond_t cv;
+    struct sc_hint *head, *tail;         /* guarded by mu */
+    size_t len;                          /* guarded by mu */
+    bool overflow, truncate, stop;       /* guarded by mu */
+    uint64_t resync_gen;                 /* guarded by mu */
+    atomic_uint_fast64_t reconciled_gen;
+    pthread_t thread;
+    bool started;
+} sc_refresh;
+
 struct setcache {
     /* Immutable after open. */
     char *conninfo, *listen_conninfo, *schema, *channel;
@@ -559,74 +651,26 @@ struct setcache {
     bool create_schema;
     void (*log)(void *arg, int level, const char *msg);
     void *log_arg;
-    pid_t pid;
-    sc_sql sql;
-
-    atomic_int closing;
-
-    sc_shard shards[SC_NSHARDS];
-    atomic_uint_fast64_t clock;   /* change clock for entity stamps */
-    atomic_size_t nentities;      /* entity structs in all shards */
-    atomic_int preloading;        /* preloads in flight: remember changed entities */
-    atomic_uint evict_hand;
-
-    pthread_mutex_t load_mu;      /* with load_cv: waiting for in-flight loads */
-    pthread_cond_t load_cv;
-    atomic_uint_fast64_t load_epoch;
-
-    sc_brlock defs_lock;
-    sc_def *defs; /* guarded by defs_lock */
-
-    sc_pool pool;
-
-    /* Listener (listen.c). */
-    pthread_t listener;
-    bool listener_started;
-    PGconn *listen_conn; /* touched only by the listener thread (and close in a child) */
-    char *hb_sql_prefix; /* NOTIFY "channel", E' ... built at listener start */
-    int wake_fd;
-    atomic_int state;
-    pthread_mutex_t state_mu; /* with state_cv: open waits for the first LISTEN */
-    pthread_cond_t state_cv;
-
-    /* Subscriptions and dispatch (dispatch.c). */
     int heartbeat_ms, heartbeat_deadline_ms, reconnect_initial_ms, reconnect_max_ms;
     size_t dq_max;
     void (*on_state)(void *arg, int state, const char *reason);
     void *state_arg;
-    pthread_mutex_t subs_mu; /* with subs_cv: unsubscribe waits for a running callback */
-    pthread_cond_t subs_cv;
-    sc_sub *subs_by_id;      /* guarded by subs_mu */
-    sc_subidx *subidx;       /* guarded by subs_mu */
-    sc_sub *running;         /* guarded by subs_mu */
-    uint64_t next_sub_id;    /* guarded by subs_mu */
-    atomic_size_t nsubs;
-    pthread_t dispatcher;
-    bool dispatcher_started;
-    pthread_mutex_t dq_mu; /* with dq_cv: the event queue and the seen map */
-    pthread_cond_t dq_cv;
-    sc_event *dq_head, *dq_tail; /* guarded by dq_mu */
-    size_t dq_len;               /* guarded by dq_mu */
-    sc_seen *seen;               /* guarded by dq_mu */
-    bool dq_stop;                /* guarded by dq_mu */
-    bool dq_resync_pending;      /* a RESYNC that could not be allocated; guarded by dq_mu */
-
-    /* Background refresh (refresh.c). */
-    pthread_mutex_t rq_mu; /* with rq_cv: hints from the listener */
-    pthread_cond_t rq_cv;
-    struct sc_hint *rq_head, *rq_tail; /* guarded by rq_mu */
-    size_t rq_len;                     /* guarded by rq_mu */
-    bool rq_overflow, rq_truncate, rq_stop; /* guarded by rq_mu */
-    uint64_t rq_resync_gen;            /* guarded by rq_mu */
-    atomic_uint_fast64_t reconciled_gen;
-    pthread_t refresher;
-    bool refresher_started;
-    atomic_int *pool_pids; /* backend PIDs of pooled connections, by slot */
-
-    sc_tmap *maps; /* immutable after open */
+    pid_t pid;
+    int wake_fd;      /* eventfd the listener polls: close and the refresher ring it */
+    sc_sql sql;       /* schema.c */
+    sc_tmap *maps;    /* tables.c */
     size_t nmaps;
 
-    sc_stripe stripes[SC_NSTRIPES];
+    atomic_int closing;
+
+    /* Each module's state, touched only by that module. */
+    sc_cache cache;
+    sc_defs defs;
+    sc_pool pool;
+    sc_listen listen;
+    sc_dispatch dispatch;
+    sc_refresh refresh;
+    sc_stripe stripes[SC_NSTRIPES]; /* stats.c */
 };
 
 #endif /* SETCACHE_INTERNAL_H */

@@ -1,15 +1,23 @@
 /*
  * listen.c - the listener thread: its own connection (listen_conninfo),
- * LISTEN on the channel, and every notification applied to the cache as a
- * hint (drop what is stale; the next read loads it again).
+ * LISTEN on the channel, a heartbeat that proves the connection alive, and
+ * every notification passed to the refresher as a hint. The listener never
+ * waits on the database for the cache: the refresher re-reads changed
+ * entities in the background while readers keep the old values
+ * (refresh-ahead), and this handle's own writes are recognised by backend
+ * pid and skipped.
  *
- * Owns: the listener's PGconn (only this thread touches it), c->wake_fd and
- * c->state. Takes shard locks through cache.c; never runs user code except
- * the log callback, with no lock held. Started and stopped by handle.c.
+ * Owns: c->listen: the listener's PGconn (only this thread touches it) and
+ * the state (state_mu with state_cv, taken alone, to wake setcache_open).
+ * Never runs user code except the log and state callbacks, with no lock
+ * held.
  *
- * On every (re)connect the order is: LISTEN (committed), then forget what
- * the cache held (changes made while nobody listened may be missed), then
- * VALID. While INTERRUPTED, last-known values keep being served.
+ * On every (re)connect the order is: LISTEN (committed), then ask the
+ * refresher to reconcile (it announces a RESYNC and compares every cached
+ * entity with the table, so changes made while nobody listened are found),
+ * then VALID. A heartbeat not answered within heartbeat_deadline_ms turns the
+ * state INTERRUPTED and the connection is made again with backoff; while
+ * INTERRUPTED, last-known values keep being served.
  */
 #define _GNU_SOURCE
 #include "internal.h"
@@ -28,10 +36,10 @@
 /* Move to a state and tell the log and the state callback (no lock held). */
 static void set_state(setcache *c, int st, const char *why)
 {
-    int old = atomic_exchange(&c->state, st);
-    pthread_mutex_lock(&c->state_mu);
-    pthread_cond_broadcast(&c->state_cv);
-    pthread_mutex_unlock(&c->state_mu);
+    int old = atomic_exchange(&c->listen.state, st);
+    pthread_mutex_lock(&c->listen.state_mu);
+    pthread_cond_broadcast(&c->listen.state_cv);
+    pthread_mutex_unlock(&c->listen.state_mu);
     if (old != st) {
         setcache__log(c, st == SETCACHE_STATE_VALID ? SETCACHE_LOG_INFO : SETCACHE_LOG_WARN,
                       "listener %s -> %s%s%s", setcache_state_name(old), setcache_state_name(st), why ? ": " : "",
@@ -208,7 +216,7 @@ static const char *serve(setcache *c, listener *l, uint64_t gen, double *valid_s
     bool valid = false;
     while (!atomic_load(&c->closing)) {
         double now = setcache__mono_ms();
-        if (!valid && atomic_load(&c->reconciled_gen) == gen) {
+        if (!valid && setcache__reconciled_gen(c) == gen) {
             /* LISTEN is in effect and what changed unseen has been reconciled */
             valid = true;
             *valid_since = now;
@@ -274,14 +282,14 @@ static void *listener_main(void *arg)
     unsigned seed = (unsigned)c->pid ^ (unsigned)time(NULL);
     listener l;
     memset(&l, 0, sizeof l);
-    l.hb_sql_prefix = c->hb_sql_prefix;
+    l.hb_sql_prefix = c->listen.hb_sql_prefix;
 
     while (!atomic_load(&c->closing) && l.hb_sql_prefix) {
         PGconn *conn = listen_connect(c);
         const char *why = NULL;
         char msg[256];
         if (conn) {
-            c->listen_conn = conn;
+            c->listen.conn = conn;
             l.conn = conn;
             l.backend_pid = PQbackendPID(conn);
             if (ever) {
@@ -294,7 +302,7 @@ static void *listener_main(void *arg)
             setcache__request_resync(c, ++gen);
             why = serve(c, &l, gen, &valid_since);
             snprintf(msg, sizeof msg, "%s", why ? why : "");
-            c->listen_conn = NULL;
+            c->listen.conn = NULL;
             l.conn = NULL;
             PQfinish(conn);
         } else {
@@ -318,39 +326,68 @@ static void *listener_main(void *arg)
     return NULL;
 }
 
+/* In a forked child: the listener thread does not exist here and its
+ * connection is the parent's; free it without ending the parent's session. */
+void setcache__listen_forget(setcache *c)
+{
+    if (c->listen.conn) {
+        setcache__finish_inherited(c->listen.conn);
+        c->listen.conn = NULL;
+    }
+    c->listen.started = false;
+    atomic_store(&c->listen.state, SETCACHE_STATE_CLOSED);
+}
+
+int setcache__listen_state(setcache *c)
+{
+    return atomic_load(&c->listen.state);
+}
+
+void setcache__listen_init(setcache *c)
+{
+    atomic_init(&c->listen.state, SETCACHE_STATE_CONNECTING);
+    pthread_mutex_init(&c->listen.state_mu, NULL);
+    setcache__cond_init(&c->listen.state_cv);
+}
+
+/* After setcache__listener_stop; own_process as in setcache__cache_destroy. */
+void setcache__listen_destroy(setcache *c, bool own_process)
+{
+    if (own_process) {
+        pthread_mutex_destroy(&c->listen.state_mu);
+        pthread_cond_destroy(&c->listen.state_cv);
+    }
+    free(c->listen.hb_sql_prefix);
+    c->listen.hb_sql_prefix = NULL;
+}
+
 int setcache__listener_start(setcache *c)
 {
     char *q = setcache__quote_ident(c->channel);
     size_t pn = q ? strlen(q) + 16 : 0;
-    c->hb_sql_prefix = q ? malloc(pn) : NULL;
-    if (!c->hb_sql_prefix) {
+    c->listen.hb_sql_prefix = q ? malloc(pn) : NULL;
+    if (!c->listen.hb_sql_prefix) {
         free(q);
         return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
     }
-    snprintf(c->hb_sql_prefix, pn, "NOTIFY %s, E'", q);
+    snprintf(c->listen.hb_sql_prefix, pn, "NOTIFY %s, E'", q);
     free(q);
-    c->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (c->wake_fd < 0) {
-        return setcache__fail(SETCACHE_ERR_NOMEM, "eventfd: %s", strerror(errno));
-    }
-    if (pthread_create(&c->listener, NULL, listener_main, c) != 0) {
-        close(c->wake_fd);
-        c->wake_fd = -1;
+    if (pthread_create(&c->listen.thread, NULL, listener_main, c) != 0) {
         return setcache__fail(SETCACHE_ERR_NOMEM, "cannot start the listener thread");
     }
-    c->listener_started = true;
+    c->listen.started = true;
     /* Wait (bounded) for the first LISTEN, so that reads right after open are
      * already covered by notifications. */
     int wait_ms = c->acquire_timeout_ms > 1000 ? c->acquire_timeout_ms : 1000;
     struct timespec dl = setcache__deadline(wait_ms);
-    pthread_mutex_lock(&c->state_mu);
-    while (atomic_load(&c->state) != SETCACHE_STATE_VALID) {
-        if (pthread_cond_timedwait(&c->state_cv, &c->state_mu, &dl) == ETIMEDOUT) {
+    pthread_mutex_lock(&c->listen.state_mu);
+    while (atomic_load(&c->listen.state) != SETCACHE_STATE_VALID) {
+        if (pthread_cond_timedwait(&c->listen.state_cv, &c->listen.state_mu, &dl) == ETIMEDOUT) {
             break;
         }
     }
-    pthread_mutex_unlock(&c->state_mu);
-    if (atomic_load(&c->state) != SETCACHE_STATE_VALID) {
+    pthread_mutex_unlock(&c->listen.state_mu);
+    if (atomic_load(&c->listen.state) != SETCACHE_STATE_VALID) {
         setcache__log(c, SETCACHE_LOG_WARN,
                       "listener not confirmed after %d ms; reads are served, state stays "
                       "CONNECTING until it is",
@@ -363,11 +400,12 @@ int setcache__listener_start(setcache *c)
  * open until every library thread has stopped. */
 void setcache__listener_stop(setcache *c)
 {
-    if (c->listener_started) {
+    if (c->listen.started) {
         uint64_t one = 1;
         ssize_t w = write(c->wake_fd, &one, sizeof one);
         (void)w;
-        pthread_join(c->listener, NULL);
-        c->listener_started = false;
+        pthread_join(c->listen.thread, NULL);
+        c->listen.started = false;
     }
+    atomic_store(&c->listen.state, SETCACHE_STATE_CLOSED);
 }

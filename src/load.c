@@ -3,9 +3,9 @@
  * every concurrent reader (single-flight), and preload of a whole type in one
  * streamed query.
  *
- * Owns: no state of its own; uses c->load_mu/load_cv/load_epoch to let
- * readers wait for a load in flight. Borrows pooled connections through
- * setcache__with_pool only. Called by cache.c (reads) and handle.c.
+ * Owns: no state of its own. Borrows pooled connections through
+ * setcache__with_pool only; waits for a load in flight and takes shard
+ * locks only through cache.c.
  */
 #include "internal.h"
 
@@ -60,16 +60,6 @@ static int load_query(void *arg, PGconn *conn)
     return rc;
 }
 
-static void wait_load(setcache *c, uint64_t epoch)
-{
-    pthread_mutex_lock(&c->load_mu);
-    while (atomic_load(&c->load_epoch) == epoch && !atomic_load(&c->closing)) {
-        struct timespec ts = setcache__deadline(50);
-        pthread_cond_timedwait(&c->load_cv, &c->load_mu, &ts);
-    }
-    pthread_mutex_unlock(&c->load_mu);
-}
-
 /*
  * Make the entity loaded, or leave with the rows of a query in *answer when
  * the entity changed under every one of three loads (the caller answers from
@@ -95,11 +85,11 @@ int setcache__ensure_loaded(setcache *c, sc_ident *id, sc_etable *answer)
         if (st < 0) {
             return st;
         }
-        if (st == 0) {
+        if (st == SC_BEGIN_LOADED) {
             return SETCACHE_OK;
         }
-        if (st == 1) {
-            wait_load(c, epoch);
+        if (st == SC_BEGIN_WAIT) {
+            setcache__wait_load(c, epoch);
             continue;
         }
         load_job j = {c, id, {0}};
@@ -115,12 +105,12 @@ int setcache__ensure_loaded(setcache *c, sc_ident *id, sc_etable *answer)
         if (installed) {
             return SETCACHE_OK;
         }
-        if (++own >= 3 && answer) {
+        if (++own >= SC_LOAD_ROUNDS && answer) {
             setcache__et_take(answer, &j.entries);
             return SETCACHE_OK;
         }
         setcache__et_free(&j.entries);
-        if (own >= 3) {
+        if (own >= SC_LOAD_ROUNDS) {
             return SETCACHE_OK; /* warmed as far as possible; reads will load */
         }
     }
@@ -252,9 +242,8 @@ int setcache_preload(setcache *c, const char *entity_type)
     memset(&j, 0, sizeof j);
     j.c = c;
     j.type = entity_type;
-    atomic_fetch_add(&c->preloading, 1);
-    j.since = atomic_load(&c->clock);
+    j.since = setcache__preload_begin(c);
     rc = setcache__with_pool_read(c, preload_query, &j);
-    atomic_fetch_sub(&c->preloading, 1);
+    setcache__preload_end(c);
     return rc;
 }

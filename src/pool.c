@@ -3,8 +3,7 @@
  *
  * Owns: c->pool (slots, each with a lazily made PGconn). Lock: pool.mu, held
  * only to pick or return a slot, never across a network call.
- * Called by: load.c, write.c, handle.c (open, define, with_conn). Every
- * borrow goes through setcache__with_pool(), which always gives back what it
+ * Every borrow goes through setcache__with_pool(), which always gives back what it
  * took: a connection left inside a transaction is rolled back, a broken one
  * is closed and replaced lazily.
  */
@@ -24,10 +23,10 @@ static void free_arrays(setcache *c)
 {
     free(c->pool.slots);
     free(c->pool.writing);
-    free(c->pool_pids);
+    free(c->pool.pids);
     c->pool.slots = NULL;
     c->pool.writing = NULL;
-    c->pool_pids = NULL;
+    c->pool.pids = NULL;
 }
 
 int setcache__pool_init(setcache *c)
@@ -36,18 +35,30 @@ int setcache__pool_init(setcache *c)
     p->size = c->pool_size;
     p->slots = calloc((size_t)p->size, sizeof *p->slots);
     p->writing = calloc((size_t)p->size, sizeof *p->writing);
-    c->pool_pids = calloc((size_t)p->size, sizeof *c->pool_pids);
-    if (!p->slots || !p->writing || !c->pool_pids) {
+    c->pool.pids = calloc((size_t)p->size, sizeof *c->pool.pids);
+    if (!p->slots || !p->writing || !c->pool.pids) {
         free_arrays(c);
         return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
     }
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&p->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    setcache__cond_init(&p->cv);
     pthread_mutex_init(&p->mu, NULL);
     return SETCACHE_OK;
+}
+
+void setcache__pool_stats(setcache *c, uint32_t *size, uint32_t *in_use)
+{
+    pthread_mutex_lock(&c->pool.mu);
+    *size = (uint32_t)c->pool.size;
+    *in_use = (uint32_t)c->pool.in_use;
+    pthread_mutex_unlock(&c->pool.mu);
+}
+
+/* Wake every borrower waiting for a connection (the handle is closing). */
+void setcache__pool_wake(setcache *c)
+{
+    pthread_mutex_lock(&c->pool.mu);
+    pthread_cond_broadcast(&c->pool.cv);
+    pthread_mutex_unlock(&c->pool.mu);
 }
 
 /* Free a connection inherited from the parent process without ending the
@@ -253,7 +264,7 @@ static int acquire(setcache *c, int *slot_out)
     if (!conn) {
         conn = setcache__connect(c, c->conninfo, "pool");
     }
-    atomic_store(&c->pool_pids[slot], conn ? PQbackendPID(conn) : 0);
+    atomic_store(&c->pool.pids[slot], conn ? PQbackendPID(conn) : 0);
     pthread_mutex_lock(&p->mu);
     p->slots[slot].conn = conn;
     if (!conn) {
@@ -285,7 +296,7 @@ static void release(setcache *c, int slot)
         }
     }
     if (!keep) {
-        atomic_store(&c->pool_pids[slot], 0);
+        atomic_store(&c->pool.pids[slot], 0);
         PQfinish(conn);
         conn = NULL;
     }
@@ -401,4 +412,14 @@ PGresult *setcache__exec(setcache *c, PGconn *conn, const char *sql, int n,
     }
     PQclear(r);
     return NULL;
+}
+
+bool setcache__is_own_backend(setcache *c, int be_pid)
+{
+    for (int i = 0; i < c->pool.size; i++) {
+        if (atomic_load(&c->pool.pids[i]) == be_pid) {
+            return true;
+        }
+    }
+    return false;
 }

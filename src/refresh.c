@@ -48,22 +48,22 @@ typedef struct sc_hint {
 
 static void append_locked(setcache *c, sc_hint *h)
 {
-    if (c->rq_tail) {
-        c->rq_tail->next = h;
+    if (c->refresh.tail) {
+        c->refresh.tail->next = h;
     } else {
-        c->rq_head = h;
+        c->refresh.head = h;
     }
-    c->rq_tail = h;
-    c->rq_len++;
+    c->refresh.tail = h;
+    c->refresh.len++;
 }
 
 void setcache__hint(setcache *c, char op, int64_t version, int be_pid, const sc_ident *id)
 {
     size_t n = id->tlen + id->ilen + id->klen + 3;
     sc_hint *h = malloc(sizeof *h + n);
-    pthread_mutex_lock(&c->rq_mu);
-    if (!h || c->rq_len >= SC_RQ_MAX) {
-        c->rq_overflow = true; /* the next round reconciles everything */
+    pthread_mutex_lock(&c->refresh.mu);
+    if (!h || c->refresh.len >= SC_RQ_MAX) {
+        c->refresh.overflow = true; /* the next round reconciles everything */
         free(h);
     } else {
         h->next = NULL;
@@ -79,39 +79,29 @@ void setcache__hint(setcache *c, char op, int64_t version, int be_pid, const sc_
         memcpy(h->key, id->key, id->klen + 1);
         append_locked(c, h);
     }
-    pthread_cond_signal(&c->rq_cv);
-    pthread_mutex_unlock(&c->rq_mu);
+    pthread_cond_signal(&c->refresh.cv);
+    pthread_mutex_unlock(&c->refresh.mu);
 }
 
 static void requeue(setcache *c, sc_hint *h)
 {
     h->next = NULL;
-    pthread_mutex_lock(&c->rq_mu);
+    pthread_mutex_lock(&c->refresh.mu);
     append_locked(c, h);
-    pthread_mutex_unlock(&c->rq_mu);
+    pthread_mutex_unlock(&c->refresh.mu);
 }
 
 /* gen > 0: a listener (re)connect; 0: a TRUNCATE. */
 void setcache__request_resync(setcache *c, uint64_t gen)
 {
-    pthread_mutex_lock(&c->rq_mu);
+    pthread_mutex_lock(&c->refresh.mu);
     if (gen) {
-        c->rq_resync_gen = gen;
+        c->refresh.resync_gen = gen;
     } else {
-        c->rq_truncate = true;
+        c->refresh.truncate = true;
     }
-    pthread_cond_signal(&c->rq_cv);
-    pthread_mutex_unlock(&c->rq_mu);
-}
-
-bool setcache__is_own_backend(setcache *c, int be_pid)
-{
-    for (int i = 0; i < c->pool.size; i++) {
-        if (atomic_load(&c->pool_pids[i]) == be_pid) {
-            return true;
-        }
-    }
-    return false;
+    pthread_cond_signal(&c->refresh.cv);
+    pthread_mutex_unlock(&c->refresh.mu);
 }
 
 /* ---- batched reads ---- */
@@ -318,10 +308,10 @@ static void emit_for_hint(setcache *c, group *g, sc_hint *h)
     int64_t version;
     int st = setcache__current(c, &kid, &value, &version);
     bool local = setcache__is_own_backend(c, h->be_pid);
-    if (st == 1) {
+    if (st == SC_CUR_VALUE) {
         setcache__emit(c, SETCACHE_CHANGE_SET, h->type, h->id, h->key, value, NULL, version,
                        local);
-    } else if (st == 0) {
+    } else if (st == SC_CUR_ABSENT) {
         setcache__emit(c, SETCACHE_CHANGE_DELETE, h->type, h->id, h->key, NULL, NULL,
                        version > h->version ? version : h->version, local);
     }
@@ -398,7 +388,7 @@ static void process_hints(setcache *c, sc_hint *list)
         if (g->act == SC_ACT_FETCH) {
             uint64_t epoch;
             int st = setcache__begin_load(c, &g->id, &g->stamp, &epoch);
-            if (st == 2) {
+            if (st == SC_BEGIN_OWN) {
                 if (todo) {
                     todo[ntodo++] = g;
                 } else {
@@ -407,7 +397,7 @@ static void process_hints(setcache *c, sc_hint *list)
                     g->act = SC_ACT_SKIP;
                 }
             } else {
-                g->act = -1; /* loaded or loading by a reader: look again next round */
+                g->act = SC_ACT_LATER; /* loaded or loading by a reader: look again next round */
             }
         } else if (g->act == SC_ACT_REFRESH) {
             if (todo) {
@@ -428,7 +418,7 @@ static void process_hints(setcache *c, sc_hint *list)
             if (inst) {
                 setcache__count(c, SC_ST_LOADS, 1);
             } else {
-                x->act = -1;
+                x->act = SC_ACT_LATER;
             }
         } else {
             sc_change *ch = NULL;
@@ -442,7 +432,7 @@ static void process_hints(setcache *c, sc_hint *list)
             } else if (rc != SETCACHE_OK) {
                 setcache__invalidate(c, &x->id); /* readers load it again */
             } else {
-                x->act = -1; /* a local write raced: read again next round */
+                x->act = SC_ACT_LATER; /* a local write raced: read again next round */
             }
         }
         setcache__et_free(&x->rows);
@@ -456,7 +446,7 @@ static void process_hints(setcache *c, sc_hint *list)
     {
         for (size_t j = 0; j < g->n; j++) {
             sc_hint *h = g->hints[j];
-            if (g->act == -1) {
+            if (g->act == SC_ACT_LATER) {
                 if (++h->tries <= SC_MAX_TRIES) {
                     requeue(c, h);
                     continue;
@@ -479,23 +469,23 @@ static void *refresh_main(void *arg)
     setcache *c = arg;
     uint64_t done_gen = 0;
     for (;;) {
-        pthread_mutex_lock(&c->rq_mu);
-        while (!c->rq_head && !c->rq_overflow && !c->rq_truncate &&
-               c->rq_resync_gen == done_gen && !c->rq_stop) {
+        pthread_mutex_lock(&c->refresh.mu);
+        while (!c->refresh.head && !c->refresh.overflow && !c->refresh.truncate &&
+               c->refresh.resync_gen == done_gen && !c->refresh.stop) {
             struct timespec ts = setcache__deadline(1000);
-            pthread_cond_timedwait(&c->rq_cv, &c->rq_mu, &ts);
+            pthread_cond_timedwait(&c->refresh.cv, &c->refresh.mu, &ts);
         }
-        if (c->rq_stop) {
-            pthread_mutex_unlock(&c->rq_mu);
+        if (c->refresh.stop) {
+            pthread_mutex_unlock(&c->refresh.mu);
             break;
         }
-        sc_hint *list = c->rq_head;
-        c->rq_head = c->rq_tail = NULL;
-        c->rq_len = 0;
-        bool full = c->rq_overflow || c->rq_truncate || c->rq_resync_gen != done_gen;
-        uint64_t gen = c->rq_resync_gen;
-        c->rq_overflow = c->rq_truncate = false;
-        pthread_mutex_unlock(&c->rq_mu);
+        sc_hint *list = c->refresh.head;
+        c->refresh.head = c->refresh.tail = NULL;
+        c->refresh.len = 0;
+        bool full = c->refresh.overflow || c->refresh.truncate || c->refresh.resync_gen != done_gen;
+        uint64_t gen = c->refresh.resync_gen;
+        c->refresh.overflow = c->refresh.truncate = false;
+        pthread_mutex_unlock(&c->refresh.mu);
 
         if (full) {
             if (gen > 1 || gen == done_gen) {
@@ -505,7 +495,7 @@ static void *refresh_main(void *arg)
             reconcile_all(c);
             if (gen != done_gen) {
                 done_gen = gen;
-                atomic_store(&c->reconciled_gen, gen);
+                atomic_store(&c->refresh.reconciled_gen, gen);
                 uint64_t one = 1;
                 ssize_t w = write(c->wake_fd, &one, sizeof one); /* tell the listener */
                 (void)w;
@@ -518,9 +508,9 @@ static void *refresh_main(void *arg)
             continue;
         }
         /* a failing database: don't spin on requeued hints */
-        pthread_mutex_lock(&c->rq_mu);
-        bool again = c->rq_head != NULL;
-        pthread_mutex_unlock(&c->rq_mu);
+        pthread_mutex_lock(&c->refresh.mu);
+        bool again = c->refresh.head != NULL;
+        pthread_mutex_unlock(&c->refresh.mu);
         if (again && list) {
             struct timespec ts = {0, 2 * 1000000L};
             nanosleep(&ts, NULL);
@@ -531,27 +521,50 @@ static void *refresh_main(void *arg)
 
 int setcache__refresh_start(setcache *c)
 {
-    if (pthread_create(&c->refresher, NULL, refresh_main, c) != 0) {
+    if (pthread_create(&c->refresh.thread, NULL, refresh_main, c) != 0) {
         return setcache__fail(SETCACHE_ERR_NOMEM, "cannot start the refresh thread");
     }
-    c->refresher_started = true;
+    c->refresh.started = true;
     return SETCACHE_OK;
 }
 
+/* The last resync generation whose reconcile is done. */
+uint64_t setcache__reconciled_gen(setcache *c)
+{
+    return atomic_load(&c->refresh.reconciled_gen);
+}
+
+void setcache__refresh_init(setcache *c)
+{
+    pthread_mutex_init(&c->refresh.mu, NULL);
+    setcache__cond_init(&c->refresh.cv);
+}
+
+/* Join the refresher thread. */
 void setcache__refresh_stop(setcache *c)
 {
-    if (c->refresher_started) {
-        pthread_mutex_lock(&c->rq_mu);
-        c->rq_stop = true;
-        pthread_cond_broadcast(&c->rq_cv);
-        pthread_mutex_unlock(&c->rq_mu);
-        pthread_join(c->refresher, NULL);
-        c->refresher_started = false;
+    if (c->refresh.started && getpid() == c->pid) { /* none runs in a forked child */
+        pthread_mutex_lock(&c->refresh.mu);
+        c->refresh.stop = true;
+        pthread_cond_broadcast(&c->refresh.cv);
+        pthread_mutex_unlock(&c->refresh.mu);
+        pthread_join(c->refresh.thread, NULL);
     }
-    for (sc_hint *h = c->rq_head, *n; h; h = n) {
+    c->refresh.started = false;
+}
+
+/* After setcache__refresh_stop: free queued hints; own_process as in
+ * setcache__cache_destroy. */
+void setcache__refresh_destroy(setcache *c, bool own_process)
+{
+    for (sc_hint *h = c->refresh.head, *n; h; h = n) {
         n = h->next;
         free(h);
     }
-    c->rq_head = c->rq_tail = NULL;
-    c->rq_len = 0;
+    c->refresh.head = c->refresh.tail = NULL;
+    c->refresh.len = 0;
+    if (own_process) {
+        pthread_mutex_destroy(&c->refresh.mu);
+        pthread_cond_destroy(&c->refresh.cv);
+    }
 }

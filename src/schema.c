@@ -4,8 +4,7 @@
  * concurrency-safe creation.
  *
  * Owns: the sc_sql strings of a handle (built at open, freed at close).
- * No locks: callers pass a borrowed connection. Called by handle.c (open),
- * load.c, write.c and cli.c (`setcache schema`).
+ * No locks: callers pass a borrowed connection.
  */
 #include "internal.h"
 

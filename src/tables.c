@@ -5,8 +5,7 @@
  * key's definition), the DDL that versions and notifies such a table, and
  * the checks made at open (does the table exist, is it writable).
  *
- * Owns: c->maps (immutable after open). No locks. Called by handle.c (open),
- * load.c, write.c and refresh.c (which SQL to send for a type), cli.c (DDL).
+ * Owns: c->maps (immutable after open). No locks.
  */
 #define _GNU_SOURCE
 #include "internal.h"

@@ -68,3 +68,12 @@ size_t setcache__trim_len(const char *s, size_t n)
     }
     return n;
 }
+
+void setcache__cond_init(pthread_cond_t *cv)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(cv, &ca);
+    pthread_condattr_destroy(&ca);
+}

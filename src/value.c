@@ -3,7 +3,6 @@
  *
  * Owns: nothing but a "C" locale object for locale-independent number
  * conversion. No locks (the locale is created once, thread-safely).
- * Called by every module that accepts user input or installs values.
  */
 #define _GNU_SOURCE
 #include "internal.h"

@@ -7,8 +7,8 @@
  *
  * Owns: nothing. Borrows connections through setcache__with_pool only; takes
  * the defs lock (through setcache__def_type) and shard locks (through
- * setcache__apply_local), never together. Called by handle.c's public
- * setters.
+ * setcache__apply_local), never together; then tells subscribers or the
+ * refresher with no lock held.
  */
 #include "internal.h"
 

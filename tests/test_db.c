@@ -121,7 +121,7 @@ TEST(reader_lock_slots_are_a_line_pair_apart)
     setcache *c = t_open();
     CHECK(((uintptr_t)c & (SC_LINE - 1)) == 0);
     for (int s = 0; s < SC_NSHARDS; s += 21) {
-        const sc_brlock *l = &c->shards[s].lock;
+        const sc_brlock *l = &c->cache.shards[s].lock;
         CHECK(((uintptr_t)&l->slot[0] & (SC_LINE - 1)) == 0);
         CHECK((uintptr_t)&l->slot[1] - (uintptr_t)&l->slot[0] == SC_LINE);
     }
