@@ -58,7 +58,12 @@ TEST_BIN := $(B)/tests/setcache-tests
 .PHONY: all check demo bench bench-series install uninstall format lint clean deps fuzz
 all: $(STATIC) $(B)/libsetcache.so $(TOOL) $(PC) $(B)/example $(B)/example_subscribe
 
-$(B)/obj/%.o: src/%.c $(HDRS) Makefile
+# plain `make` on a machine without the headers: the exact apt-get line
+$(B)/.build-deps:
+	@BUILD_ONLY=1 sh tests/deps.sh
+	@mkdir -p $(B) && touch $@
+
+$(B)/obj/%.o: src/%.c $(HDRS) Makefile | $(B)/.build-deps
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
@@ -66,7 +71,7 @@ $(STATIC): $(LIB_OBJS)
 	rm -f $@
 	$(AR) rcs $@ $^
 
-$(B)/testobj/%.o: src/%.c $(HDRS) Makefile
+$(B)/testobj/%.o: src/%.c $(HDRS) Makefile | $(B)/.build-deps
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -DSETCACHE_TEST_HOOKS -c $< -o $@
 

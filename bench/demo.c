@@ -14,9 +14,9 @@
  *
  * Needs SETCACHE_TEST_CONNINFO (tests/withpg.sh starts a private server).
  */
-#include <libpq-fe.h>
 #include "setcache.h"
 #include "workload.h"
+#include <libpq-fe.h>
 
 #include <pthread.h>
 #include <spawn.h>
@@ -226,7 +226,10 @@ static void platform_tables(PGconn *mon)
     for (int i = 0; i < 3; i++) {
         char sql[1024];
         snprintf(sql, sizeof sql, fill, spec[i][0], spec[i][1],
-                 i == 0 ? "entity_id::int," : i == 1 ? "entity_id::int," : "", spec[i][2]);
+                 i == 0   ? "entity_id::int,"
+                 : i == 1 ? "entity_id::int,"
+                          : "",
+                 spec[i][2]);
         PGresult *r = PQexec(mon, sql);
         if (PQresultStatus(r) != PGRES_COMMAND_OK) {
             die("filling the platform tables", PQresultErrorMessage(r));
@@ -372,8 +375,8 @@ int main(int argc, char **argv)
                 t_exit = now_ms();
             }
             if (t_visible < 0 &&
-                setcache_get_string(cache, "account", "1", "minimum_equity_threshold_percent",
-                                    buf, sizeof buf, NULL) == SETCACHE_OK &&
+                setcache_get_string(cache, "account", "1", "minimum_equity_threshold_percent", buf,
+                                    sizeof buf, NULL) == SETCACHE_OK &&
                 strcmp(buf, want) == 0) {
                 t_visible = now_ms();
             }

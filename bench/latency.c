@@ -5,9 +5,9 @@
  * 32 listening processes. The floor beside it: a bare NOTIFY round trip
  * between two libpq connections, measured in the same run.
  */
-#include <libpq-fe.h>
 #include "setcache.h"
 #include "workload.h"
+#include <libpq-fe.h>
 
 #include <math.h>
 #include <poll.h>
@@ -26,9 +26,9 @@
 #define MAXP 32
 
 typedef struct shared {
-    double ack[MAXW];        /* commit acknowledged, ms */
-    double seen[MAXW];       /* readable in process 0 */
-    double cb[MAXP][MAXW];   /* callback in process p */
+    double ack[MAXW];      /* commit acknowledged, ms */
+    double seen[MAXW];     /* readable in process 0 */
+    double cb[MAXP][MAXW]; /* callback in process p */
     atomic_int ready;
     atomic_int stop;
 } shared;

@@ -145,7 +145,8 @@ static void *read_worker(void *p)
             HASH_FIND_BYHASHVALUE(hh, same_tab[(h >> 20) % SC_NSHARDS], k, kl, h, e);
             size_t klen = strlen(t->key);
             const sc_entry *en =
-                e ? setcache__et_find(&e->entries, t->key, klen, setcache__hash(t->key, klen)) : NULL;
+                e ? setcache__et_find(&e->entries, t->key, klen, setcache__hash(t->key, klen))
+                  : NULL;
             if (en && en->vlen < sizeof buf) {
                 bench_copy(buf, SC_VAL(en), en->vlen + 1);
             } else {
@@ -417,10 +418,10 @@ int main(void)
         for (int k = 0; k < 4; k++) {
             med[k] = bench_median_run(runs[k], REPS);
         }
-        row("floor: bare uthash lookup + copy", n, med[0].rate, med[0].p50, med[0].p99,
-            med[0].p999, "no lock");
-        row("same tables as setcache, no lock", n, med[3].rate, med[3].p50, med[3].p99,
-            med[3].p999, "no lock, no API");
+        row("floor: bare uthash lookup + copy", n, med[0].rate, med[0].p50, med[0].p99, med[0].p999,
+            "no lock");
+        row("same tables as setcache, no lock", n, med[3].rate, med[3].p50, med[3].p99, med[3].p999,
+            "no lock, no API");
         row("setcache_get_string (cached)", n, med[1].rate, med[1].p50, med[1].p99, med[1].p999,
             "");
         row("setcache_get_int (cached)", n, med[2].rate, med[2].p50, med[2].p99, med[2].p999, "");
@@ -441,9 +442,8 @@ int main(void)
     static const char *const old_names[3] = {"old fixed: SELECT per read",
                                              "old fixed: prepared SELECT per read",
                                              "old broken: connect+query+close"};
-    static const char *const old_notes[3] = {"a persistent connection each",
-                                             "a persistent connection each",
-                                             "a session per access"};
+    static const char *const old_notes[3] = {
+        "a persistent connection each", "a persistent connection each", "a session per access"};
     double oldp1 = 0, oldp2 = 0;
     for (int mode = 0; mode < 3; mode++) {
         for (int ti = 0; ti < 5; ti++) {

@@ -401,8 +401,8 @@ int main(void)
         printf("| %s | %d | old fixed: prepared SELECT per read, a connection per thread | %.0f "
                "| - | - | - | | |\n",
                label, ntargets, old);
-        printf("| %s | %d | ratios | cached/floor time %.2fx; cached/old %.0fx | | | | | |\n", label,
-               ntargets, f.rate / m.rate, m.rate / old);
+        printf("| %s | %d | ratios | cached/floor time %.2fx; cached/old %.0fx | | | | | |\n",
+               label, ntargets, f.rate / m.rate, m.rate / old);
         if (tsv) {
             fprintf(tsv, "tiers\t%d\tfloor\t%.0f\t%.0f\t%.0f\t%.0f\n", nexp, f.rate, f.p50, f.p99,
                     f.p999);

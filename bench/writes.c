@@ -5,9 +5,9 @@
  * Also cold start and memory: setcache_preload of 10,000 entities x 30 keys
  * and the resident memory per cached setting beyond its key and value bytes.
  */
-#include <libpq-fe.h>
 #include "setcache.h"
 #include "workload.h"
+#include <libpq-fe.h>
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -77,15 +77,15 @@ extern "C" {
 /* Return codes. Append-only. */
 enum {
     SETCACHE_OK = 0,
-    SETCACHE_NOT_FOUND = 1,       /* no stored value and no default */
-    SETCACHE_ERR_ARG = -1,        /* NULL, empty, too long or malformed argument */
-    SETCACHE_ERR_TYPE = -2,       /* value can't be read/written as that type */
-    SETCACHE_ERR_SPACE = -3,      /* caller's buffer too small; needed length reported */
-    SETCACHE_ERR_DB = -4,         /* the database refused or failed */
-    SETCACHE_ERR_TIMEOUT = -5,    /* no pooled connection within acquire_timeout_ms */
-    SETCACHE_ERR_NOMEM = -6,      /* out of memory; the cache is still consistent */
-    SETCACHE_ERR_CLOSED = -7,     /* the handle is shutting down */
-    SETCACHE_ERR_UNCERTAIN = -8   /* connection lost after COMMIT was sent */
+    SETCACHE_NOT_FOUND = 1,     /* no stored value and no default */
+    SETCACHE_ERR_ARG = -1,      /* NULL, empty, too long or malformed argument */
+    SETCACHE_ERR_TYPE = -2,     /* value can't be read/written as that type */
+    SETCACHE_ERR_SPACE = -3,    /* caller's buffer too small; needed length reported */
+    SETCACHE_ERR_DB = -4,       /* the database refused or failed */
+    SETCACHE_ERR_TIMEOUT = -5,  /* no pooled connection within acquire_timeout_ms */
+    SETCACHE_ERR_NOMEM = -6,    /* out of memory; the cache is still consistent */
+    SETCACHE_ERR_CLOSED = -7,   /* the handle is shutting down */
+    SETCACHE_ERR_UNCERTAIN = -8 /* connection lost after COMMIT was sent */
 };
 
 /* Log levels passed to setcache_options.log. */
@@ -125,7 +125,7 @@ typedef struct setcache_table_map {
     const char *table;         /* schema-qualified: "public.accountsetting" */
     const char *entity_column; /* e.g. "account_id"; NULL with SETCACHE_ID_NONE */
     setcache_id_kind id_kind;
-    const char *key_column;    /* e.g. "key" */
+    const char *key_column; /* e.g. "key" */
     /* Either one value column (text, json or jsonb) ... */
     const char *value_column;
     /* ... or typed columns, the built-in "typed" profile: strings in
@@ -166,12 +166,12 @@ typedef struct setcache_options {
     void (*log)(void *arg, int level, const char *msg); /* NULL = silent; never under a lock */
     void *log_arg;
     /* Extensions (since 0.1.0). */
-    size_t max_value_len;        /* largest value accepted, default and cap 1 MiB */
-    int heartbeat_ms;            /* listener liveness probe interval, default 1000, >= 50 */
-    int heartbeat_deadline_ms;   /* probe must return within this, default 1000, >= 50 */
-    int reconnect_initial_ms;    /* first listener reconnect backoff, default 100 */
-    int reconnect_max_ms;        /* backoff cap (with jitter), default 10000 */
-    size_t dispatch_queue_max;   /* change events queued for callbacks, default 10000 */
+    size_t max_value_len;      /* largest value accepted, default and cap 1 MiB */
+    int heartbeat_ms;          /* listener liveness probe interval, default 1000, >= 50 */
+    int heartbeat_deadline_ms; /* probe must return within this, default 1000, >= 50 */
+    int reconnect_initial_ms;  /* first listener reconnect backoff, default 100 */
+    int reconnect_max_ms;      /* backoff cap (with jitter), default 10000 */
+    size_t dispatch_queue_max; /* change events queued for callbacks, default 10000 */
     /* State changes (CONNECTING/VALID/INTERRUPTED/CLOSED) with the reason;
      * called from a library thread with no lock held. NULL = none. */
     void (*on_state)(void *arg, int state, const char *reason);
@@ -292,17 +292,16 @@ SETCACHE_API int setcache_define(setcache *c, const char *entity_type, const cha
  * SETCACHE_ERR_SPACE and buf is left unchanged (buf may be NULL when cap is 0).
  * Since: 0.1.0.
  */
-SETCACHE_API int setcache_get_string(setcache *c, const char *entity_type,
-                                     const char *entity_id, const char *key, char *buf,
-                                     size_t cap, size_t *len);
+SETCACHE_API int setcache_get_string(setcache *c, const char *entity_type, const char *entity_id,
+                                     const char *key, char *buf, size_t cap, size_t *len);
 
 /*
  * Return a malloc'd copy of the value, or NULL with *rc (if rc is not NULL)
  * set to the failure code; *rc is SETCACHE_OK on success.
  * Ownership: the caller free()s the result. Since: 0.1.0.
  */
-SETCACHE_API char *setcache_dup_string(setcache *c, const char *entity_type,
-                                       const char *entity_id, const char *key, int *rc);
+SETCACHE_API char *setcache_dup_string(setcache *c, const char *entity_type, const char *entity_id,
+                                       const char *key, int *rc);
 
 /*
  * Typed reads: the value (or default) must parse completely as the type,
@@ -312,8 +311,8 @@ SETCACHE_API char *setcache_dup_string(setcache *c, const char *entity_type,
  */
 SETCACHE_API int setcache_get_int(setcache *c, const char *entity_type, const char *entity_id,
                                   const char *key, int64_t *out);
-SETCACHE_API int setcache_get_double(setcache *c, const char *entity_type,
-                                     const char *entity_id, const char *key, double *out);
+SETCACHE_API int setcache_get_double(setcache *c, const char *entity_type, const char *entity_id,
+                                     const char *key, double *out);
 SETCACHE_API int setcache_get_bool(setcache *c, const char *entity_type, const char *entity_id,
                                    const char *key, bool *out);
 
@@ -472,15 +471,15 @@ typedef struct setcache_stats {
     uint64_t evictions;     /* entities evicted for max_entities */
     uint64_t pool_waits;    /* acquires that had to wait */
     uint64_t pool_timeouts; /* acquires that gave SETCACHE_ERR_TIMEOUT */
-    uint32_t pool_size, pool_in_use; /* pool_in_use is 0 whenever no call is in flight */
+    uint32_t pool_size, pool_in_use;   /* pool_in_use is 0 whenever no call is in flight */
     uint64_t entities, entries, bytes; /* cached entities, entries, key+value bytes */
     setcache_state state;
     /* Extensions (since 0.1.0). */
-    uint64_t malformed;     /* notifications ignored as malformed or foreign */
-    uint64_t refreshes;     /* entities re-read in the background after a change */
-    uint64_t events;        /* change events delivered to callbacks */
-    uint64_t heartbeats;    /* listener liveness probes that came back */
-    uint64_t hints;         /* change notifications the refresher has applied */
+    uint64_t malformed;  /* notifications ignored as malformed or foreign */
+    uint64_t refreshes;  /* entities re-read in the background after a change */
+    uint64_t events;     /* change events delivered to callbacks */
+    uint64_t heartbeats; /* listener liveness probes that came back */
+    uint64_t hints;      /* change notifications the refresher has applied */
 } setcache_stats;
 
 /*

@@ -184,7 +184,6 @@ static inline void count_hit(sc_shard *sh, int slot)
 
 /* ---- reads ---- */
 
-
 /*
  * Look a read up in the cache: a hash lookup and a copy under this thread's
  * slot of the shard's lock. SC_LOOKUP_ANSWERED: *rc is the answer;
@@ -516,9 +515,8 @@ void setcache__evict_if_needed(setcache *c, const sc_ident *keep)
             if (atomic_load(&c->cache.nentities) <= c->max_entities) {
                 break;
             }
-            if (e->state == SC_LOADING ||
-                (keep && e->ekeylen == keep->ekeylen &&
-                 memcmp(e->ekey, keep->ekey, keep->ekeylen) == 0)) {
+            if (e->state == SC_LOADING || (keep && e->ekeylen == keep->ekeylen &&
+                                           memcmp(e->ekey, keep->ekey, keep->ekeylen) == 0)) {
                 continue; /* loading, or just installed for a reader */
             }
             if (atomic_load_explicit(&e->referenced, memory_order_relaxed)) {
@@ -635,7 +633,8 @@ int setcache__classify(setcache *c, sc_ident *id, const sc_hintref *h, size_t n,
                 skip = !en || (SC_TOMB(en) && en->version >= h[j].version) ||
                        (!SC_TOMB(en) && en->version > h[j].version);
             } else {
-                skip = en && (SC_TOMB(en) ? en->version == h[j].version : en->version >= h[j].version);
+                skip =
+                    en && (SC_TOMB(en) ? en->version == h[j].version : en->version >= h[j].version);
             }
             if (!skip) {
                 act = SC_ACT_REFRESH;

@@ -15,7 +15,8 @@
  * Exit codes: 0 ok, 1 not found, 2 usage, 3 database/connection, 4 other.
  */
 #define _GNU_SOURCE
-#include <libpq-fe.h>
+#include <libpq-fe.h> /* first: setcache.h declares setcache_with_conn after it */
+
 #include "setcache.h"
 
 #include <pthread.h>
@@ -79,22 +80,23 @@ static int parse_map(char *arg, setcache_table_map *m)
 
 static int usage(void)
 {
-    fprintf(stderr,
-            "usage: setcache [--conninfo STR] [--schema NAME] [--channel NAME]\n"
-            "                [--define TYPE.KEY=string|int|double|bool|json[:DEFAULT]]...\n"
-            "                [--map TYPE=SCHEMA.TABLE,ENTITY_COL|-,integer|text|uuid|none,KEY_COL,\n"
-            "                       VALUE_COL|STR_COL:NUM_COL:JSON_COL]...\n"
-            "                COMMAND ...\n"
-            "commands:\n"
-            "  get TYPE ID KEY          print the value (or default)\n"
-            "  set TYPE ID KEY VALUE    write through (returns after COMMIT)\n"
-            "  delete TYPE ID KEY       delete a stored value\n"
-            "  list TYPE ID             every setting, defaults marked\n"
-            "  init                     create the table, sequence and triggers\n"
-            "  schema                   print that DDL\n"
-            "  stats                    print counters and listener state\n"
-            "  watch [TYPE [ID [KEY]]]  one JSON line per change until SIGINT/SIGTERM\n"
-            "connection: --conninfo, else SETCACHE_CONNINFO, else libpq's PG* variables\n");
+    fprintf(
+        stderr,
+        "usage: setcache [--conninfo STR] [--schema NAME] [--channel NAME]\n"
+        "                [--define TYPE.KEY=string|int|double|bool|json[:DEFAULT]]...\n"
+        "                [--map TYPE=SCHEMA.TABLE,ENTITY_COL|-,integer|text|uuid|none,KEY_COL,\n"
+        "                       VALUE_COL|STR_COL:NUM_COL:JSON_COL]...\n"
+        "                COMMAND ...\n"
+        "commands:\n"
+        "  get TYPE ID KEY          print the value (or default)\n"
+        "  set TYPE ID KEY VALUE    write through (returns after COMMIT)\n"
+        "  delete TYPE ID KEY       delete a stored value\n"
+        "  list TYPE ID             every setting, defaults marked\n"
+        "  init                     create the table, sequence and triggers\n"
+        "  schema                   print that DDL\n"
+        "  stats                    print counters and listener state\n"
+        "  watch [TYPE [ID [KEY]]]  one JSON line per change until SIGINT/SIGTERM\n"
+        "connection: --conninfo, else SETCACHE_CONNINFO, else libpq's PG* variables\n");
     return 2;
 }
 
@@ -118,11 +120,14 @@ static int exit_code(int rc)
     }
 }
 
+/* Say what failed: the code's name, then the message unless the name
+ * already says it. */
 static int fail(int rc, const char *what)
 {
-    fprintf(stderr, "setcache: %s: %s", what, setcache_strerror(rc));
-    if (*setcache_errmsg()) {
-        fprintf(stderr, ": %s", setcache_errmsg());
+    const char *name = setcache_strerror(rc), *msg = setcache_errmsg();
+    fprintf(stderr, "setcache: %s: %s", what, name);
+    if (*msg && !strstr(name, msg)) {
+        fprintf(stderr, ": %s", msg);
     }
     fprintf(stderr, "\n");
     return exit_code(rc);
@@ -279,14 +284,22 @@ static int parse_define(const char *arg, struct define *d)
     return 0;
 }
 
-int main(int argc, char **argv)
-{
+/* What the command line asks for. */
+typedef struct invocation {
     setcache_options o;
-    setcache_options_init(&o);
-    o.conninfo = getenv("SETCACHE_CONNINFO");
     struct define defs[64];
-    int ndefs = 0;
+    int ndefs;
     setcache_table_map maps[16];
+    const char *cmd;
+    int nargs;
+    char **args;
+} invocation;
+
+/* Parse the options before the command; 0, or the exit code to end with. */
+static int parse_options(int argc, char **argv, invocation *in)
+{
+    setcache_options_init(&in->o);
+    in->o.conninfo = getenv("SETCACHE_CONNINFO");
     int i = 1;
     for (; i < argc && strncmp(argv[i], "--", 2) == 0; i++) {
         if (strcmp(argv[i], "--") == 0) {
@@ -297,111 +310,150 @@ int main(int argc, char **argv)
             return usage();
         }
         if (strcmp(argv[i], "--conninfo") == 0) {
-            o.conninfo = argv[++i];
+            in->o.conninfo = argv[++i];
         } else if (strcmp(argv[i], "--schema") == 0) {
-            o.schema = argv[++i];
+            in->o.schema = argv[++i];
         } else if (strcmp(argv[i], "--channel") == 0) {
-            o.channel = argv[++i];
+            in->o.channel = argv[++i];
         } else if (strcmp(argv[i], "--map") == 0) {
-            if (o.ntables == 16 || parse_map(argv[++i], &maps[o.ntables]) != 0) {
+            if (in->o.ntables == 16 || parse_map(argv[++i], &in->maps[in->o.ntables]) != 0) {
                 fprintf(stderr, "setcache: bad --map '%s'\n", argv[i]);
                 return 2;
             }
-            o.ntables++;
-            o.tables = maps;
+            in->o.ntables++;
+            in->o.tables = in->maps;
         } else if (strcmp(argv[i], "--define") == 0) {
-            if (ndefs == 64 || parse_define(argv[++i], &defs[ndefs]) != 0) {
+            if (in->ndefs == 64 || parse_define(argv[++i], &in->defs[in->ndefs]) != 0) {
                 fprintf(stderr, "setcache: bad --define '%s'\n", argv[i]);
                 return 2;
             }
-            ndefs++;
+            in->ndefs++;
         } else {
+            fprintf(stderr, "setcache: unknown option '%s'\n", argv[i]);
             return usage();
         }
     }
     if (i >= argc) {
         return usage();
     }
-    const char *cmd = argv[i++];
-    int nargs = argc - i;
-    char **a = argv + i;
+    in->cmd = argv[i++];
+    in->nargs = argc - i;
+    in->args = argv + i;
+    return 0;
+}
 
-    if (strcmp(cmd, "schema") == 0 && nargs == 0) {
-        char *ddl = NULL;
-        int rc = setcache__tool_schema(o.schema, o.channel, o.tables, o.ntables, &ddl);
-        if (rc != SETCACHE_OK) {
-            fprintf(stderr, "setcache: %s\n", setcache_errmsg());
-            return rc == SETCACHE_ERR_ARG ? 2 : 4;
+/* How many arguments a command takes; -1 for an unknown command. */
+static int arity(const char *cmd)
+{
+    static const struct {
+        const char *name;
+        int args;
+    } cmds[] = {{"get", 3}, {"delete", 3}, {"set", 4}, {"list", 2}, {"init", 0}, {"stats", 0}};
+    for (size_t k = 0; k < sizeof cmds / sizeof cmds[0]; k++) {
+        if (strcmp(cmd, cmds[k].name) == 0) {
+            return cmds[k].args;
         }
-        fputs(ddl, stdout);
-        free(ddl);
+    }
+    return -1;
+}
+
+static int print_schema(const invocation *in)
+{
+    char *ddl = NULL;
+    int rc = setcache__tool_schema(in->o.schema, in->o.channel, in->o.tables, in->o.ntables, &ddl);
+    if (rc != SETCACHE_OK) {
+        fprintf(stderr, "setcache: %s\n", setcache_errmsg());
+        return rc == SETCACHE_ERR_ARG ? 2 : 4;
+    }
+    fputs(ddl, stdout);
+    free(ddl);
+    return 0;
+}
+
+static void print_stats(setcache *c)
+{
+    setcache_stats st;
+    setcache_get_stats(c, &st);
+    printf("state\t%s\nversion\t%s\npool_size\t%u\npool_in_use\t%u\ndb_queries\t%llu\n"
+           "entities\t%llu\nentries\t%llu\n",
+           setcache_state_name((int)st.state), setcache_version(), st.pool_size, st.pool_in_use,
+           (unsigned long long)st.db_queries, (unsigned long long)st.entities,
+           (unsigned long long)st.entries);
+}
+
+/* Run get, set, delete, list, init or stats on a handle; the exit code. */
+static int run_command(setcache *c, const invocation *in)
+{
+    const char *cmd = in->cmd;
+    char **a = in->args;
+    int rc;
+    if (strcmp(cmd, "get") == 0) {
+        char *v = setcache_dup_string(c, a[0], a[1], a[2], &rc);
+        if (!v) {
+            return fail(rc, "get");
+        }
+        printf("%s\n", v);
+        free(v);
         return 0;
     }
-    int want = -1;
-    if (strcmp(cmd, "get") == 0 || strcmp(cmd, "delete") == 0) {
-        want = 3;
-    } else if (strcmp(cmd, "set") == 0) {
-        want = 4;
-    } else if (strcmp(cmd, "list") == 0) {
-        want = 2;
-    } else if (strcmp(cmd, "init") == 0 || strcmp(cmd, "stats") == 0) {
-        want = 0;
-    } else if (strcmp(cmd, "watch") == 0) {
-        if (nargs > 3) {
+    if (strcmp(cmd, "set") == 0) {
+        rc = setcache_set_string(c, a[0], a[1], a[2], a[3]);
+        return rc ? fail(rc, "set") : 0;
+    }
+    if (strcmp(cmd, "delete") == 0) {
+        rc = setcache_delete(c, a[0], a[1], a[2]);
+        return rc ? fail(rc, "delete") : 0;
+    }
+    if (strcmp(cmd, "list") == 0) {
+        rc = setcache_foreach(c, a[0], a[1], print_kv, NULL);
+        return rc ? fail(rc, "list") : 0;
+    }
+    if (strcmp(cmd, "init") == 0) {
+        printf("schema \"%s\" is ready (channel \"%s\")\n", in->o.schema, in->o.channel);
+        return 0;
+    }
+    print_stats(c);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static invocation in; /* static: zeroed, and off the stack */
+    int code = parse_options(argc, argv, &in);
+    if (code != 0) {
+        return code;
+    }
+    if (strcmp(in.cmd, "schema") == 0 && in.nargs == 0) {
+        return print_schema(&in);
+    }
+    if (strcmp(in.cmd, "watch") == 0) {
+        if (in.nargs > 3) {
             return usage();
         }
-        o.pool_size = 1;
-        return watch(&o, nargs, a);
+        in.o.pool_size = 1;
+        return watch(&in.o, in.nargs, in.args);
     }
-    if (want < 0 || nargs != want) {
+    int want = arity(in.cmd);
+    if (want < 0 && strcmp(in.cmd, "schema") != 0) {
+        fprintf(stderr, "setcache: unknown command '%s'\n", in.cmd);
         return usage();
     }
-    o.create_schema = strcmp(cmd, "init") == 0;
-    o.pool_size = 1;
+    if (in.nargs != want) {
+        return usage();
+    }
+    in.o.create_schema = strcmp(in.cmd, "init") == 0;
+    in.o.pool_size = 1;
     setcache *c = NULL;
-    int rc = setcache_open(&c, &o);
+    int rc = setcache_open(&c, &in.o);
     if (rc != SETCACHE_OK) {
         return fail(rc, "open");
     }
-    for (int d = 0; d < ndefs && rc == SETCACHE_OK; d++) {
-        rc = setcache_define(c, defs[d].type, defs[d].key, defs[d].kind, defs[d].dflt);
-        if (rc != SETCACHE_OK) {
-            rc = fail(rc, "define");
-            setcache_close(c);
-            return rc;
-        }
+    for (int d = 0; d < in.ndefs && rc == SETCACHE_OK; d++) {
+        rc = setcache_define(c, in.defs[d].type, in.defs[d].key, in.defs[d].kind, in.defs[d].dflt);
     }
-    int code = 0;
-    if (strcmp(cmd, "get") == 0) {
-        char *v = setcache_dup_string(c, a[0], a[1], a[2], &rc);
-        if (v) {
-            printf("%s\n", v);
-            free(v);
-        } else {
-            code = fail(rc, "get");
-        }
-    } else if (strcmp(cmd, "set") == 0) {
-        rc = setcache_set_string(c, a[0], a[1], a[2], a[3]);
-        code = rc ? fail(rc, "set") : 0;
-    } else if (strcmp(cmd, "delete") == 0) {
-        rc = setcache_delete(c, a[0], a[1], a[2]);
-        code = rc ? fail(rc, "delete") : 0;
-    } else if (strcmp(cmd, "list") == 0) {
-        rc = setcache_foreach(c, a[0], a[1], print_kv, NULL);
-        code = rc ? fail(rc, "list") : 0;
-    } else if (strcmp(cmd, "init") == 0) {
-        printf("schema \"%s\" is ready (channel \"%s\")\n", o.schema, o.channel);
-    } else if (strcmp(cmd, "stats") == 0) {
-        setcache_stats st;
-        setcache_get_stats(c, &st);
-        printf("state\t%s\nversion\t%s\npool_size\t%u\npool_in_use\t%u\ndb_queries\t%llu\n"
-               "entities\t%llu\nentries\t%llu\n",
-               setcache_state_name((int)st.state), setcache_version(), st.pool_size, st.pool_in_use,
-               (unsigned long long)st.db_queries, (unsigned long long)st.entities,
-               (unsigned long long)st.entries);
-    }
-    for (int d = 0; d < ndefs; d++) {
-        free(defs[d].type);
+    code = rc == SETCACHE_OK ? run_command(c, &in) : fail(rc, "define");
+    for (int d = 0; d < in.ndefs; d++) {
+        free(in.defs[d].type);
     }
     setcache_close(c);
     fflush(stdout);

@@ -135,9 +135,8 @@ bool setcache__is_subscribed(setcache *c, const char *type, const char *id, cons
     return hit;
 }
 
-static sc_event *event_new(setcache_change_kind kind, const char *t, const char *i,
-                           const char *k, const char *v, const char *old, int64_t version,
-                           bool local)
+static sc_event *event_new(setcache_change_kind kind, const char *t, const char *i, const char *k,
+                           const char *v, const char *old, int64_t version, bool local)
 {
     const char *parts[5] = {t, i, k, v, old};
     size_t len[5], total = 0;
@@ -212,8 +211,8 @@ void setcache__emit(setcache *c, setcache_change_kind kind, const char *type, co
     if (!setcache__is_subscribed(c, type, id, key)) {
         return;
     }
-    sc_event *e = event_new(kind, type, id, key, kind == SETCACHE_CHANGE_DELETE ? NULL : value,
-                            old, version, local);
+    sc_event *e = event_new(kind, type, id, key, kind == SETCACHE_CHANGE_DELETE ? NULL : value, old,
+                            version, local);
     if (!e) {
         setcache__emit_resync(c); /* can't name the change: announce a gap */
         return;

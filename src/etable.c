@@ -74,7 +74,8 @@ int setcache__et_put(sc_etable *t, sc_entry *e, sc_entry **replaced)
         uint32_t mask = t->cap - 1;
         for (uint32_t i = e->hash & mask; t->slot[i]; i = (i + 1) & mask) {
             sc_entry *o = t->slot[i];
-            if (o->hash == e->hash && o->klen == e->klen && memcmp(o->data, e->data, e->klen) == 0) {
+            if (o->hash == e->hash && o->klen == e->klen &&
+                memcmp(o->data, e->data, e->klen) == 0) {
                 t->slot[i] = e;
                 *replaced = o;
                 return SETCACHE_OK;

@@ -8,14 +8,14 @@
 #define _GNU_SOURCE
 #include "internal.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
-#include <errno.h>
-#include <sys/eventfd.h>
 
 /* ---- options, version ---- */
 
@@ -131,8 +131,7 @@ int setcache_open(setcache **out, const setcache_options *o)
         return setcache__fail(SETCACHE_ERR_ARG, "channel must match [a-z_][a-z0-9_]{0,62}");
     }
     if (o->pool_size < 1 || o->pool_size > 1024) {
-        return setcache__fail(SETCACHE_ERR_ARG, "pool_size must be 1..1024, not %d",
-                              o->pool_size);
+        return setcache__fail(SETCACHE_ERR_ARG, "pool_size must be 1..1024, not %d", o->pool_size);
     }
     if (o->acquire_timeout_ms < 0) {
         return setcache__fail(SETCACHE_ERR_ARG, "acquire_timeout_ms must be >= 0");
@@ -234,8 +233,9 @@ void setcache_close(setcache *c)
     }
     if (setcache__on_dispatch_thread(c)) {
         /* joining the dispatch thread from itself would deadlock */
-        setcache__log(c, SETCACHE_LOG_ERROR, "setcache_close called from a change callback: "
-                                             "refused, the handle stays open");
+        setcache__log(c, SETCACHE_LOG_ERROR,
+                      "setcache_close called from a change callback: "
+                      "refused, the handle stays open");
         setcache__fail(SETCACHE_ERR_ARG, "setcache_close may not be called from a change "
                                          "callback; the handle stays open");
         return;
@@ -257,8 +257,8 @@ void setcache_close(setcache *c)
 
 /* ---- subscriptions ---- */
 
-int setcache_subscribe(setcache *c, const char *entity_type, const char *entity_id,
-                       const char *key, setcache_change_fn fn, void *arg, uint64_t *id)
+int setcache_subscribe(setcache *c, const char *entity_type, const char *entity_id, const char *key,
+                       setcache_change_fn fn, void *arg, uint64_t *id)
 {
     if (c && entity_type && entity_id && c->nmaps) {
         /* a mapped type's changes carry the server's spelling of the id */

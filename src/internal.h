@@ -23,14 +23,15 @@
 #define SETCACHE_INTERNAL_H
 
 #define SETCACHE_BUILDING 1
-#include <libpq-fe.h>
+#include <libpq-fe.h> /* first: setcache.h declares setcache_with_conn after it */
+
 #include "setcache.h"
 
 #include <locale.h>
-#include <stdlib.h>
-#include <string.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/types.h>
 
 #include "hash.h"
@@ -60,11 +61,7 @@ void setcache__clear_error(void);
 const char *setcache__sqlstate(void);
 
 /* ---- value.c ---- */
-enum {
-    SC_PARSED_INT = 1,
-    SC_PARSED_DOUBLE = 2,
-    SC_PARSED_BOOL = 4
-};
+enum { SC_PARSED_INT = 1, SC_PARSED_DOUBLE = 2, SC_PARSED_BOOL = 4 };
 typedef struct sc_parsed {
     int64_t i;
     double d;
@@ -165,10 +162,10 @@ typedef struct sc_pending {
 typedef struct sc_entity {
     UT_hash_handle hh; /* in shard->table, key = ekey */
     sc_etable entries;
-    sc_pending *pending;     /* changes seen while SC_LOADING */
+    sc_pending *pending; /* changes seen while SC_LOADING */
     uint32_t npending, cappending;
-    uint64_t stamp;          /* clock value of the last change seen; guards fills */
-    size_t bytes;            /* key + value bytes of entries */
+    uint64_t stamp; /* clock value of the last change seen; guards fills */
+    size_t bytes;   /* key + value bytes of entries */
     uint32_t nentries;
     uint8_t state;           /* SC_EMPTY / SC_LOADING / SC_LOADED */
     atomic_uchar referenced; /* CLOCK bit for eviction */
@@ -179,9 +176,9 @@ typedef struct sc_entity {
 /*
  * A read-mostly lock with no shared write on the read path: each thread
  * takes only its own slot's mutex (its own pair of cache lines: x86 cores
- * prefetch lines in adjacent pairs), a writer takes every slot in order. Readers on different cores never touch the same line, so
- * cached reads scale with threads; writers (changes, loads) pay SC_RSLOTS
- * uncontended lock operations.
+ * prefetch lines in adjacent pairs), a writer takes every slot in order. Readers on different cores
+ * never touch the same line, so cached reads scale with threads; writers (changes, loads) pay
+ * SC_RSLOTS uncontended lock operations.
  */
 #define SC_RSLOTS 16
 #define SC_LINE 128 /* the handle is allocated with this alignment */
@@ -209,8 +206,8 @@ void setcache__br_wrunlock(sc_brlock *l);
 
 typedef struct sc_shard {
     sc_brlock lock;
-    sc_entity *table;       /* guarded by lock */
-    uint64_t unknown_stamp; /* last change to an entity not in table; guarded by lock */
+    sc_entity *table;                  /* guarded by lock */
+    uint64_t unknown_stamp;            /* last change to an entity not in table; guarded by lock */
     uint64_t nloaded, nentries, bytes; /* guarded by lock */
 } __attribute__((aligned(SC_LINE))) sc_shard;
 
@@ -239,7 +236,8 @@ typedef struct sc_read {
 
 /* Answer a read from a value and its parsed forms (inline: the last step
  * of every cached read). */
-static inline int setcache__fill_from_value(const char *value, size_t vlen, const sc_parsed *p, sc_read *r)
+static inline int setcache__fill_from_value(const char *value, size_t vlen, const sc_parsed *p,
+                                            sc_read *r)
 {
     switch (r->want) {
     case SC_WANT_STRING:
@@ -389,20 +387,20 @@ bool setcache__is_writing(setcache *c, int be_pid);
 bool setcache__is_own_backend(setcache *c, int be_pid); /* a pooled connection's */
 PGconn *setcache__connect(setcache *c, const char *conninfo, const char *role);
 void setcache__finish_inherited(PGconn *conn);
-PGresult *setcache__exec(setcache *c, PGconn *conn, const char *sql, int n,
-                         const char *const *vals, bool is_write, int *rc);
+PGresult *setcache__exec(setcache *c, PGconn *conn, const char *sql, int n, const char *const *vals,
+                         bool is_write, int *rc);
 
 /* ---- schema.c ---- */
 typedef struct sc_sql {
-    char *table;      /* "schema"."settings" */
-    char *load;       /* one entity */
-    char *load_type;  /* every entity of a type */
-    char *upsert;     /* single upsert RETURNING version, stored value */
+    char *table;     /* "schema"."settings" */
+    char *load;      /* one entity */
+    char *load_type; /* every entity of a type */
+    char *upsert;    /* single upsert RETURNING version, stored value */
     char *upsert_json;
-    char *del;        /* single delete RETURNING version */
-    char *many;       /* set_many in one statement: (is_set, key, version, value) */
-    char *exists;     /* does the table exist */
-    char *load_many;  /* every row of a list of entities */
+    char *del;       /* single delete RETURNING version */
+    char *many;      /* set_many in one statement: (is_set, key, version, value) */
+    char *exists;    /* does the table exist */
+    char *load_many; /* every row of a list of entities */
 } sc_sql;
 int setcache__sql_build(sc_sql *s, const char *schema);
 void setcache__sql_free(sc_sql *s);
@@ -418,14 +416,14 @@ enum { SC_NUM_INTEGER, SC_NUM_NUMERIC, SC_NUM_FLOAT8, SC_NUM_FLOAT4 };
 typedef struct sc_tmap {
     char *type;
     size_t tlen;
-    char *table;          /* as given, for messages */
-    int id_kind;          /* setcache_id_kind */
-    bool typed;           /* the typed profile (str/num/json columns) */
-    bool value_is_json;   /* the single value column is json or jsonb */
-    int num_kind;         /* SC_NUM_*: the typed profile's number column */
-    bool writable;        /* a unique constraint on (entity, key) exists */
-    char *fix;            /* the DDL that would make it writable */
-    sc_sql sql;           /* load, load_type, load_many, del, upsert (text layout) */
+    char *table;        /* as given, for messages */
+    int id_kind;        /* setcache_id_kind */
+    bool typed;         /* the typed profile (str/num/json columns) */
+    bool value_is_json; /* the single value column is json or jsonb */
+    int num_kind;       /* SC_NUM_*: the typed profile's number column */
+    bool writable;      /* a unique constraint on (entity, key) exists */
+    char *fix;          /* the DDL that would make it writable */
+    sc_sql sql;         /* load, load_type, load_many, del, upsert (text layout) */
     char *up_str, *up_num, *up_json, *up_jsonstr; /* typed profile upserts */
     char *entity_col, *key_col, *value_col, *str_col, *num_col, *json_col;
 } sc_tmap;
@@ -459,8 +457,8 @@ void setcache__listen_forget(setcache *c);
 int setcache__listen_state(setcache *c);
 void setcache__listen_destroy(setcache *c, bool own_process);
 void setcache__listener_stop(setcache *c);
-int setcache__parse_payload(const char *payload, char *buf, size_t cap, char *op,
-                            int64_t *version, sc_ident *id);
+int setcache__parse_payload(const char *payload, char *buf, size_t cap, char *op, int64_t *version,
+                            sc_ident *id);
 
 /* ---- dispatch.c ---- */
 typedef struct sc_event {
@@ -549,9 +547,22 @@ void setcache__log(setcache *c, int level, const char *fmt, ...)
 void setcache__count(setcache *c, int which, uint64_t n);
 uint64_t setcache__counter(setcache *c, int which);
 enum {
-    SC_ST_MISSES, SC_ST_LOADS, SC_ST_QUERIES, SC_ST_WRITES, SC_ST_NOTIFICATIONS,
-    SC_ST_INVALIDATIONS, SC_ST_RESYNCS, SC_ST_RECONNECTS, SC_ST_EVICTIONS, SC_ST_POOL_WAITS,
-    SC_ST_POOL_TIMEOUTS, SC_ST_MALFORMED, SC_ST_REFRESHES, SC_ST_EVENTS, SC_ST_HEARTBEATS, SC_ST_HINTS,
+    SC_ST_MISSES,
+    SC_ST_LOADS,
+    SC_ST_QUERIES,
+    SC_ST_WRITES,
+    SC_ST_NOTIFICATIONS,
+    SC_ST_INVALIDATIONS,
+    SC_ST_RESYNCS,
+    SC_ST_RECONNECTS,
+    SC_ST_EVICTIONS,
+    SC_ST_POOL_WAITS,
+    SC_ST_POOL_TIMEOUTS,
+    SC_ST_MALFORMED,
+    SC_ST_REFRESHES,
+    SC_ST_EVENTS,
+    SC_ST_HEARTBEATS,
+    SC_ST_HINTS,
     SC_ST_COUNT
 };
 
@@ -603,7 +614,7 @@ typedef struct sc_defs { /* defs.c */
 typedef struct sc_listen { /* listen.c */
     pthread_t thread;
     bool started;
-    PGconn *conn; /* touched only by the listener thread (and close in a child) */
+    PGconn *conn;        /* touched only by the listener thread (and close in a child) */
     char *hb_sql_prefix; /* NOTIFY "channel", E' ... built at listener start */
     atomic_int state;
     pthread_mutex_t state_mu; /* with state_cv: open waits for the first LISTEN */
@@ -630,12 +641,12 @@ typedef struct sc_dispatch { /* dispatch.c */
 } sc_dispatch;
 
 typedef struct sc_refresh { /* refresh.c */
-    pthread_mutex_t mu; /* with cv: hints from the listener */
+    pthread_mutex_t mu;     /* with cv: hints from the listener */
     pthread_cond_t cv;
-    struct sc_hint *head, *tail;         /* guarded by mu */
-    size_t len;                          /* guarded by mu */
-    bool overflow, truncate, stop;       /* guarded by mu */
-    uint64_t resync_gen;                 /* guarded by mu */
+    struct sc_hint *head, *tail;   /* guarded by mu */
+    size_t len;                    /* guarded by mu */
+    bool overflow, truncate, stop; /* guarded by mu */
+    uint64_t resync_gen;           /* guarded by mu */
     atomic_uint_fast64_t reconciled_gen;
     pthread_t thread;
     bool started;
@@ -656,9 +667,9 @@ struct setcache {
     void (*on_state)(void *arg, int state, const char *reason);
     void *state_arg;
     pid_t pid;
-    int wake_fd;      /* eventfd the listener polls: close and the refresher ring it */
-    sc_sql sql;       /* schema.c */
-    sc_tmap *maps;    /* tables.c */
+    int wake_fd;   /* eventfd the listener polls: close and the refresher ring it */
+    sc_sql sql;    /* schema.c */
+    sc_tmap *maps; /* tables.c */
     size_t nmaps;
 
     atomic_int closing;

@@ -42,8 +42,8 @@ static void set_state(setcache *c, int st, const char *why)
     pthread_mutex_unlock(&c->listen.state_mu);
     if (old != st) {
         setcache__log(c, st == SETCACHE_STATE_VALID ? SETCACHE_LOG_INFO : SETCACHE_LOG_WARN,
-                      "listener %s -> %s%s%s", setcache_state_name(old), setcache_state_name(st), why ? ": " : "",
-                      why ? why : "");
+                      "listener %s -> %s%s%s", setcache_state_name(old), setcache_state_name(st),
+                      why ? ": " : "", why ? why : "");
         if (c->on_state) {
             c->on_state(c->state_arg, st, why ? why : "");
         }
@@ -79,8 +79,8 @@ static void nap(setcache *c, int ms)
  * into it. Returns 0 and fills *op, *version, *id (key NULL for 'T'), or -1
  * for anything malformed: payloads are public and may be forged.
  */
-int setcache__parse_payload(const char *payload, char *buf, size_t cap, char *op,
-                            int64_t *version, sc_ident *id)
+int setcache__parse_payload(const char *payload, char *buf, size_t cap, char *op, int64_t *version,
+                            sc_ident *id)
 {
     size_t len = strnlen(payload, cap);
     if (len >= cap || len > SC_PAYLOAD_MAX) {
@@ -121,8 +121,8 @@ int setcache__parse_payload(const char *payload, char *buf, size_t cap, char *op
 typedef struct listener {
     PGconn *conn;
     int backend_pid;
-    int64_t hb_seq;      /* last heartbeat sent */
-    int64_t hb_waiting;  /* heartbeat not yet back, 0 = none */
+    int64_t hb_seq;     /* last heartbeat sent */
+    int64_t hb_waiting; /* heartbeat not yet back, 0 = none */
     double hb_sent_ms, hb_next_ms;
     const char *hb_sql_prefix; /* NOTIFY "channel", E' (owned by the handle) */
 } listener;

@@ -13,7 +13,6 @@
 #include <string.h>
 #include <time.h>
 
-
 #ifdef SETCACHE_TEST_HOOKS
 sc_hooks setcache__hooks;
 #endif
@@ -40,8 +39,8 @@ static int load_query(void *arg, PGconn *conn)
     setcache *c = j->c;
     const char *vals[2] = {j->id->type, j->id->id};
     int rc;
-    PGresult *r = setcache__exec(c, conn, setcache__sql_for(c, j->id->type, j->id->tlen)->load,
-                                 2, vals, false, &rc);
+    PGresult *r = setcache__exec(c, conn, setcache__sql_for(c, j->id->type, j->id->tlen)->load, 2,
+                                 vals, false, &rc);
     if (!r) {
         return rc;
     }
@@ -182,8 +181,8 @@ static int preload_query(void *arg, PGconn *conn)
     setcache *c = j->c;
     const char *vals[1] = {j->type};
     setcache__count(c, SC_ST_QUERIES, 1);
-    if (!PQsendQueryParams(conn, setcache__sql_for(c, j->type, strlen(j->type))->load_type, 1,
-                           NULL, vals, NULL, NULL, 0)) {
+    if (!PQsendQueryParams(conn, setcache__sql_for(c, j->type, strlen(j->type))->load_type, 1, NULL,
+                           vals, NULL, NULL, 0)) {
         return setcache__fail_pg(SETCACHE_ERR_DB, "preload", conn, NULL);
     }
     PQsetSingleRowMode(conn);

@@ -155,7 +155,8 @@ PGconn *setcache__connect(setcache *c, const char *conninfo, const char *role)
         setcache__fail(SETCACHE_ERR_NOMEM, "out of memory connecting");
         return NULL;
     }
-    int timeout_ms = listener ? 10000 : (c->acquire_timeout_ms > 2000 ? c->acquire_timeout_ms : 2000);
+    int timeout_ms =
+        listener ? 10000 : (c->acquire_timeout_ms > 2000 ? c->acquire_timeout_ms : 2000);
     double deadline = setcache__mono_ms() + timeout_ms;
     PostgresPollingStatusType st = PGRES_POLLING_WRITING;
     while (PQstatus(conn) != CONNECTION_BAD && st != PGRES_POLLING_OK &&
@@ -390,8 +391,8 @@ int setcache_with_conn(setcache *c, int (*fn)(void *arg, PGconn *conn), void *ar
  * (the statement, and with autocommit its COMMIT, may have been applied) and
  * SETCACHE_ERR_DB otherwise. Returns the result (caller PQclear()s) or NULL.
  */
-PGresult *setcache__exec(setcache *c, PGconn *conn, const char *sql, int n,
-                         const char *const *vals, bool is_write, int *rc)
+PGresult *setcache__exec(setcache *c, PGconn *conn, const char *sql, int n, const char *const *vals,
+                         bool is_write, int *rc)
 {
     PGresult *r = PQexecParams(conn, sql, n, NULL, vals, NULL, NULL, 0);
     setcache__count(c, SC_ST_QUERIES, 1);

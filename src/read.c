@@ -44,9 +44,8 @@ static int read_id(setcache *c, sc_ident *id, sc_read *r)
             return rc;
         }
     }
-    return setcache__fail(SETCACHE_ERR_DB,
-                          "entity %s/%s changed too often to be loaded; try again", id->type,
-                          id->id);
+    return setcache__fail(SETCACHE_ERR_DB, "entity %s/%s changed too often to be loaded; try again",
+                          id->type, id->id);
 }
 
 static int read_key(setcache *c, const char *type, const char *eid, const char *key, sc_read *r)
@@ -81,8 +80,8 @@ char *setcache_dup_string(setcache *c, const char *entity_type, const char *enti
     return x == SETCACHE_OK ? r.dup : NULL;
 }
 
-int setcache_get_int(setcache *c, const char *entity_type, const char *entity_id,
-                     const char *key, int64_t *out)
+int setcache_get_int(setcache *c, const char *entity_type, const char *entity_id, const char *key,
+                     int64_t *out)
 {
     if (!out) {
         return setcache__fail(SETCACHE_ERR_ARG, "out is NULL");
@@ -109,8 +108,8 @@ int setcache_get_double(setcache *c, const char *entity_type, const char *entity
     return rc;
 }
 
-int setcache_get_bool(setcache *c, const char *entity_type, const char *entity_id,
-                      const char *key, bool *out)
+int setcache_get_bool(setcache *c, const char *entity_type, const char *entity_id, const char *key,
+                      bool *out)
 {
     if (!out) {
         return setcache__fail(SETCACHE_ERR_ARG, "out is NULL");
@@ -144,8 +143,8 @@ static int snapshot_entity(setcache *c, sc_ident *id, sc_pair **out, size_t *n)
             return rc;
         }
     }
-    return setcache__fail(SETCACHE_ERR_DB, "entity %s/%s changed too often to be loaded",
-                          id->type, id->id);
+    return setcache__fail(SETCACHE_ERR_DB, "entity %s/%s changed too often to be loaded", id->type,
+                          id->id);
 }
 
 static int cmp_pair(const void *a, const void *b)

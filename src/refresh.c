@@ -150,7 +150,7 @@ static int read_batch(void *arg, PGconn *conn)
     }
     const char *vals[2] = {at, ai};
     r = setcache__exec(c, conn, setcache__sql_for(c, b->g[0]->id.type, b->g[0]->id.tlen)->load_many,
-                      2, vals, false, &rc);
+                       2, vals, false, &rc);
     if (!r) {
         goto out;
     }
@@ -170,8 +170,8 @@ static int read_batch(void *arg, PGconn *conn)
         if (!setcache__parse_int(PQgetvalue(r, i, 4), &v)) {
             continue;
         }
-        rc = setcache__rows_add(&g->rows, key, PQgetvalue(r, i, 3), (size_t)PQgetlength(r, i, 3),
-                                v);
+        rc =
+            setcache__rows_add(&g->rows, key, PQgetvalue(r, i, 3), (size_t)PQgetlength(r, i, 3), v);
     }
 out:
     PQclear(r);
@@ -309,8 +309,7 @@ static void emit_for_hint(setcache *c, group *g, sc_hint *h)
     int st = setcache__current(c, &kid, &value, &version);
     bool local = setcache__is_own_backend(c, h->be_pid);
     if (st == SC_CUR_VALUE) {
-        setcache__emit(c, SETCACHE_CHANGE_SET, h->type, h->id, h->key, value, NULL, version,
-                       local);
+        setcache__emit(c, SETCACHE_CHANGE_SET, h->type, h->id, h->key, value, NULL, version, local);
     } else if (st == SC_CUR_ABSENT) {
         setcache__emit(c, SETCACHE_CHANGE_DELETE, h->type, h->id, h->key, NULL, NULL,
                        version > h->version ? version : h->version, local);

@@ -50,22 +50,26 @@ int setcache__sql_build(sc_sql *s, const char *schema)
     }
     const char *t = s->table;
     s->load = setcache__aprintf("SELECT key, value, version FROM %s WHERE entity_type = $1 AND "
-                      "entity_id = $2",
-                      t);
-    s->load_type = setcache__aprintf("SELECT entity_id, key, value, version FROM %s WHERE entity_type = "
-                           "$1 ORDER BY entity_id",
-                           t);
-    s->upsert = setcache__aprintf("INSERT INTO %s (entity_type, entity_id, key, value) VALUES ($1, $2, $3, "
-                        "$4) ON CONFLICT (entity_type, entity_id, key) DO UPDATE SET value = "
-                        "EXCLUDED.value RETURNING version, value",
-                        t);
-    s->upsert_json = setcache__aprintf("INSERT INTO %s (entity_type, entity_id, key, value) VALUES ($1, $2, "
-                             "$3, ($4::json)::text) ON CONFLICT (entity_type, entity_id, key) DO "
-                             "UPDATE SET value = EXCLUDED.value RETURNING version, value",
-                             t);
-    s->del = setcache__aprintf("DELETE FROM %s WHERE entity_type = $1 AND entity_id = $2 AND key = $3 "
-                     "RETURNING version",
-                     t);
+                                "entity_id = $2",
+                                t);
+    s->load_type =
+        setcache__aprintf("SELECT entity_id, key, value, version FROM %s WHERE entity_type = "
+                          "$1 ORDER BY entity_id",
+                          t);
+    s->upsert =
+        setcache__aprintf("INSERT INTO %s (entity_type, entity_id, key, value) VALUES ($1, $2, $3, "
+                          "$4) ON CONFLICT (entity_type, entity_id, key) DO UPDATE SET value = "
+                          "EXCLUDED.value RETURNING version, value",
+                          t);
+    s->upsert_json =
+        setcache__aprintf("INSERT INTO %s (entity_type, entity_id, key, value) VALUES ($1, $2, "
+                          "$3, ($4::json)::text) ON CONFLICT (entity_type, entity_id, key) DO "
+                          "UPDATE SET value = EXCLUDED.value RETURNING version, value",
+                          t);
+    s->del =
+        setcache__aprintf("DELETE FROM %s WHERE entity_type = $1 AND entity_id = $2 AND key = $3 "
+                          "RETURNING version",
+                          t);
     s->many = setcache__aprintf(
         "WITH d AS (DELETE FROM %s WHERE entity_type = $1 AND entity_id = $2 AND key = "
         "ANY ($3::text[]) RETURNING key, version), "
@@ -78,10 +82,11 @@ int setcache__sql_build(sc_sql *s, const char *schema)
         "FROM u",
         t, t);
     s->exists = setcache__aprintf("SELECT to_regclass($1) IS NOT NULL");
-    s->load_many = setcache__aprintf("SELECT s.entity_type, s.entity_id, s.key, s.value, s.version FROM %s s "
-                           "JOIN unnest($1::text[], $2::text[]) AS x(t, i) ON s.entity_type = "
-                           "x.t AND s.entity_id = x.i",
-                           t);
+    s->load_many =
+        setcache__aprintf("SELECT s.entity_type, s.entity_id, s.key, s.value, s.version FROM %s s "
+                          "JOIN unnest($1::text[], $2::text[]) AS x(t, i) ON s.entity_type = "
+                          "x.t AND s.entity_id = x.i",
+                          t);
     if (!s->load || !s->load_type || !s->upsert || !s->upsert_json || !s->del || !s->many ||
         !s->exists || !s->load_many) {
         setcache__sql_free(s);
@@ -184,8 +189,8 @@ char *setcache__ddl(const char *schema, const char *channel)
         S, S, S, S, S, S, S, S, S, C, C, S, C, S, S, S, S, S, S, S, S, S, S, C);
 }
 
-static int exec_simple(setcache *c, PGconn *conn, const char *sql, int n,
-                       const char *const *vals, PGresult **keep)
+static int exec_simple(setcache *c, PGconn *conn, const char *sql, int n, const char *const *vals,
+                       PGresult **keep)
 {
     int rc = SETCACHE_OK;
     PGresult *r = setcache__exec(c, conn, sql, n, vals, false, &rc);
@@ -243,12 +248,12 @@ int setcache__ensure_schema(setcache *c, PGconn *conn)
         goto out;
     }
     const char *fv[1] = {fn};
-    if ((rc = exec_simple(c, conn, "SELECT obj_description(to_regprocedure($1), 'pg_proc')", 1,
-                          fv, &r)) != SETCACHE_OK) {
+    if ((rc = exec_simple(c, conn, "SELECT obj_description(to_regprocedure($1), 'pg_proc')", 1, fv,
+                          &r)) != SETCACHE_OK) {
         goto out;
     }
-    bool current = PQntuples(r) == 1 && !PQgetisnull(r, 0, 0) &&
-                   strcmp(PQgetvalue(r, 0, 0), want) == 0;
+    bool current =
+        PQntuples(r) == 1 && !PQgetisnull(r, 0, 0) && strcmp(PQgetvalue(r, 0, 0), want) == 0;
     PQclear(r);
     r = NULL;
     if (!current) {

@@ -66,9 +66,9 @@ int setcache__map_check(const setcache_table_map *m, size_t i)
     bool one = m->value_column != NULL;
     bool typed = m->str_column || m->num_column || m->json_column;
     if (one == typed || (one && !setcache__valid_sql_name(m->value_column)) ||
-        (typed && (!setcache__valid_sql_name(m->str_column) ||
-                   !setcache__valid_sql_name(m->num_column) ||
-                   !setcache__valid_sql_name(m->json_column)))) {
+        (typed &&
+         (!setcache__valid_sql_name(m->str_column) || !setcache__valid_sql_name(m->num_column) ||
+          !setcache__valid_sql_name(m->json_column)))) {
         return setcache__fail(SETCACHE_ERR_ARG,
                               "tables[%zu]: give either value_column or all of str_column, "
                               "num_column and json_column, as valid names",
@@ -97,13 +97,15 @@ static char *num_expr(const sc_tmap *m)
     case SC_NUM_INTEGER:
         return setcache__aprintf("\"%s\"::text", N);
     case SC_NUM_NUMERIC:
-        return setcache__aprintf("CASE WHEN \"%s\" = trunc(\"%s\") THEN trunc(\"%s\")::text ELSE \"%s\"::text "
-                       "END",
-                       N, N, N, N);
+        return setcache__aprintf(
+            "CASE WHEN \"%s\" = trunc(\"%s\") THEN trunc(\"%s\")::text ELSE \"%s\"::text "
+            "END",
+            N, N, N, N);
     default:
-        return setcache__aprintf("CASE WHEN \"%s\" = trunc(\"%s\") AND abs(\"%s\") < 9223372036854775808 "
-                       "THEN \"%s\"::bigint::text ELSE \"%s\"::text END",
-                       N, N, N, N, N);
+        return setcache__aprintf(
+            "CASE WHEN \"%s\" = trunc(\"%s\") AND abs(\"%s\") < 9223372036854775808 "
+            "THEN \"%s\"::bigint::text ELSE \"%s\"::text END",
+            N, N, N, N, N);
     }
 }
 
@@ -114,21 +116,25 @@ static char *decode_expr(const sc_tmap *m)
 {
     if (m->typed) {
         char *num = num_expr(m);
-        char *out = num ? setcache__aprintf(
-            "CASE WHEN \"%s\" IS NOT NULL AND \"%s\"::text NOT IN ('{}', 'null') THEN "
-            "CASE WHEN json_typeof(\"%s\"::json) = 'string' THEN \"%s\"::json #>> '{}' ELSE "
-            "\"%s\"::text END "
-            "WHEN \"%s\" IS NOT NULL THEN %s "
-            "WHEN \"%s\" IS NOT NULL AND \"%s\" <> 'None' THEN \"%s\"::text END",
-            m->json_col, m->json_col, m->json_col, m->json_col, m->json_col, m->num_col, num,
-            m->str_col, m->str_col, m->str_col) : NULL;
+        char *out =
+            num ? setcache__aprintf(
+                      "CASE WHEN \"%s\" IS NOT NULL AND \"%s\"::text NOT IN ('{}', 'null') THEN "
+                      "CASE WHEN json_typeof(\"%s\"::json) = 'string' THEN \"%s\"::json #>> '{}' "
+                      "ELSE "
+                      "\"%s\"::text END "
+                      "WHEN \"%s\" IS NOT NULL THEN %s "
+                      "WHEN \"%s\" IS NOT NULL AND \"%s\" <> 'None' THEN \"%s\"::text END",
+                      m->json_col, m->json_col, m->json_col, m->json_col, m->json_col, m->num_col,
+                      num, m->str_col, m->str_col, m->str_col)
+                : NULL;
         free(num);
         return out;
     }
     if (m->value_is_json) {
-        return setcache__aprintf("CASE WHEN json_typeof(\"%s\"::json) = 'string' THEN \"%s\"::json #>> '{}' "
-                       "ELSE \"%s\"::text END",
-                       m->value_col, m->value_col, m->value_col);
+        return setcache__aprintf(
+            "CASE WHEN json_typeof(\"%s\"::json) = 'string' THEN \"%s\"::json #>> '{}' "
+            "ELSE \"%s\"::text END",
+            m->value_col, m->value_col, m->value_col);
     }
     return setcache__aprintf("\"%s\"::text", m->value_col);
 }
@@ -136,12 +142,12 @@ static char *decode_expr(const sc_tmap *m)
 /* Upserts return the row's version and its decoded value ($1 and $2, the entity
  * type and id, are referenced so that every statement takes the same
  * parameters, also for a global table with no entity column). */
-#define TYPED_UPSERT                                                                           \
-    "INSERT INTO %s (%s, \"%s\", \"%s\", \"%s\") VALUES (%s, %s, %s, %s) ON CONFLICT (%s) DO "         \
-    "UPDATE SET \"%s\" = EXCLUDED.\"%s\", \"%s\" = EXCLUDED.\"%s\", \"%s\" = EXCLUDED.\"%s\" "        \
+#define TYPED_UPSERT                                                                               \
+    "INSERT INTO %s (%s, \"%s\", \"%s\", \"%s\") VALUES (%s, %s, %s, %s) ON CONFLICT (%s) DO "     \
+    "UPDATE SET \"%s\" = EXCLUDED.\"%s\", \"%s\" = EXCLUDED.\"%s\", \"%s\" = EXCLUDED.\"%s\" "     \
     "RETURNING setcache_version, %s, $1::text, $2::text"
-#define TEXT_UPSERT                                                                            \
-    "INSERT INTO %s (%s, \"%s\") VALUES (%s, %s) ON CONFLICT (%s) DO UPDATE SET \"%s\" = "        \
+#define TEXT_UPSERT                                                                                \
+    "INSERT INTO %s (%s, \"%s\") VALUES (%s, %s) ON CONFLICT (%s) DO UPDATE SET \"%s\" = "         \
     "EXCLUDED.\"%s\" RETURNING setcache_version, %s, $1::text"
 
 /* Build every statement of one mapped table. The parameters are those of
@@ -156,7 +162,8 @@ static int build_sql(sc_tmap *m, const char *qt)
     const char *ty = id_sqltype(m->id_kind);
     bool none = m->id_kind == SETCACHE_ID_NONE;
     char *idexpr = none ? strdup("'global'") : setcache__aprintf("\"%s\"::text", m->entity_col);
-    char *match = none ? strdup("$2::text = 'global'") : setcache__aprintf("\"%s\" = $2::%s", m->entity_col, ty);
+    char *match = none ? strdup("$2::text = 'global'")
+                       : setcache__aprintf("\"%s\" = $2::%s", m->entity_col, ty);
     char *many = none ? strdup("'global' = ANY ($2::text[])")
                       : setcache__aprintf("\"%s\" = ANY ($2::%s[])", m->entity_col, ty);
     if (!idexpr || !match || !many) {
@@ -168,41 +175,48 @@ static int build_sql(sc_tmap *m, const char *qt)
     }
     const char *K = m->key_col;
     m->sql.table = strdup(qt);
-    m->sql.load = setcache__aprintf("SELECT k, v, ver FROM (SELECT \"%s\"::text AS k, %s AS v, "
+    m->sql.load =
+        setcache__aprintf("SELECT k, v, ver FROM (SELECT \"%s\"::text AS k, %s AS v, "
                           "setcache_version AS ver FROM %s WHERE %s AND $1::text IS NOT NULL) x "
                           "WHERE v IS NOT NULL",
                           K, dec, qt, match);
-    m->sql.load_type = setcache__aprintf("SELECT id, k, v, ver FROM (SELECT %s AS id, \"%s\"::text AS k, %s "
-                               "AS v, setcache_version AS ver FROM %s WHERE $1::text IS NOT "
-                               "NULL) x WHERE v IS NOT NULL ORDER BY id",
-                               idexpr, K, dec, qt);
-    m->sql.load_many = setcache__aprintf("SELECT '%s'::text, id, k, v, ver FROM (SELECT %s AS id, \"%s\"::text "
-                               "AS k, %s AS v, setcache_version AS ver FROM %s WHERE %s AND "
-                               "$1::text[] IS NOT NULL) x WHERE v IS NOT NULL",
-                               m->type, idexpr, K, dec, qt, many);
-    m->sql.del = setcache__aprintf("DELETE FROM %s WHERE %s AND \"%s\" = $3 AND $1::text IS NOT NULL "
-                         "RETURNING setcache_version",
-                         qt, match, K);
-    char *cols = none ? setcache__aprintf("\"%s\"", K) : setcache__aprintf("\"%s\", \"%s\"", m->entity_col, K);
+    m->sql.load_type =
+        setcache__aprintf("SELECT id, k, v, ver FROM (SELECT %s AS id, \"%s\"::text AS k, %s "
+                          "AS v, setcache_version AS ver FROM %s WHERE $1::text IS NOT "
+                          "NULL) x WHERE v IS NOT NULL ORDER BY id",
+                          idexpr, K, dec, qt);
+    m->sql.load_many =
+        setcache__aprintf("SELECT '%s'::text, id, k, v, ver FROM (SELECT %s AS id, \"%s\"::text "
+                          "AS k, %s AS v, setcache_version AS ver FROM %s WHERE %s AND "
+                          "$1::text[] IS NOT NULL) x WHERE v IS NOT NULL",
+                          m->type, idexpr, K, dec, qt, many);
+    m->sql.del =
+        setcache__aprintf("DELETE FROM %s WHERE %s AND \"%s\" = $3 AND $1::text IS NOT NULL "
+                          "RETURNING setcache_version",
+                          qt, match, K);
+    char *cols = none ? setcache__aprintf("\"%s\"", K)
+                      : setcache__aprintf("\"%s\", \"%s\"", m->entity_col, K);
     char *vals = none ? strdup("$3") : setcache__aprintf("$2::%s, $3", ty);
     if (m->typed) {
         const char *S = m->str_col, *N = m->num_col, *J = m->json_col;
         /* numbers go in as numeric, so the column's own assignment cast is
          * the only rounding (exact for integer and numeric columns) */
-        m->up_str = setcache__aprintf(TYPED_UPSERT, qt, cols, S, N, J, vals, "$4", "NULL", "NULL", cols, S, S, N, N,
-                            J, J, dec);
-        m->up_num = setcache__aprintf(TYPED_UPSERT, qt, cols, S, N, J, vals, "NULL", "$4::numeric", "NULL", cols, S,
-                            S, N, N, J, J, dec);
-        m->up_json = setcache__aprintf(TYPED_UPSERT, qt, cols, S, N, J, vals, "NULL", "NULL", "$4::json", cols, S, S,
-                             N, N, J, J, dec);
-        m->up_jsonstr = setcache__aprintf(TYPED_UPSERT, qt, cols, S, N, J, vals, "NULL", "NULL", "to_json($4::text)",
-                                cols, S, S, N, N, J, J, dec);
+        m->up_str = setcache__aprintf(TYPED_UPSERT, qt, cols, S, N, J, vals, "$4", "NULL", "NULL",
+                                      cols, S, S, N, N, J, J, dec);
+        m->up_num = setcache__aprintf(TYPED_UPSERT, qt, cols, S, N, J, vals, "NULL", "$4::numeric",
+                                      "NULL", cols, S, S, N, N, J, J, dec);
+        m->up_json = setcache__aprintf(TYPED_UPSERT, qt, cols, S, N, J, vals, "NULL", "NULL",
+                                       "$4::json", cols, S, S, N, N, J, J, dec);
+        m->up_jsonstr = setcache__aprintf(TYPED_UPSERT, qt, cols, S, N, J, vals, "NULL", "NULL",
+                                          "to_json($4::text)", cols, S, S, N, N, J, J, dec);
     } else {
         const char *V = m->value_col;
-        m->up_str = setcache__aprintf(TEXT_UPSERT, qt, cols, V, vals, m->value_is_json ? "to_json($4::text)" : "$4",
-                            cols, V, V, dec);
-        m->up_json = setcache__aprintf(TEXT_UPSERT, qt, cols, V, vals, m->value_is_json ? "$4::json" : "($4::json)::text",
-                             cols, V, V, dec);
+        m->up_str =
+            setcache__aprintf(TEXT_UPSERT, qt, cols, V, vals,
+                              m->value_is_json ? "to_json($4::text)" : "$4", cols, V, V, dec);
+        m->up_json =
+            setcache__aprintf(TEXT_UPSERT, qt, cols, V, vals,
+                              m->value_is_json ? "$4::json" : "($4::json)::text", cols, V, V, dec);
     }
     free(cols);
     free(vals);
@@ -476,14 +490,15 @@ int setcache__maps_prepare(setcache *c, PGconn *conn)
         }
         int rc;
         const char *v1[1] = {qt};
-        PGresult *r = setcache__exec(c, conn, "SELECT to_regclass($1) IS NOT NULL", 1, v1, false, &rc);
+        PGresult *r =
+            setcache__exec(c, conn, "SELECT to_regclass($1) IS NOT NULL", 1, v1, false, &rc);
         bool exists = r && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
         PQclear(r);
         if (rc != SETCACHE_OK || !exists) {
             free(qt);
             return rc != SETCACHE_OK ? rc
-                                     : setcache__fail(SETCACHE_ERR_DB, "mapped table %s does not exist",
-                                                      m->table);
+                                     : setcache__fail(SETCACHE_ERR_DB,
+                                                      "mapped table %s does not exist", m->table);
         }
         char *ty = column_type(c, conn, qt, m, m->typed ? m->num_col : m->value_col, &rc);
         if (!ty) {
@@ -525,18 +540,20 @@ int setcache__maps_prepare(setcache *c, PGconn *conn)
         char *cols = m->entity_col ? setcache__aprintf("{%s,%s}", m->entity_col, m->key_col)
                                    : setcache__aprintf("{%s}", m->key_col);
         const char *v3[2] = {qt, cols};
-        r = setcache__exec(c, conn,
-                           "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = "
-                           "$1::regclass AND i.indisunique AND i.indpred IS NULL AND "
-                           "(SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_attribute "
-                           "a WHERE a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)) = "
-                           "(SELECT array_agg(x ORDER BY x) FROM unnest($2::text[]) x))",
-                           2, v3, false, &rc);
+        r = setcache__exec(
+            c, conn,
+            "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = "
+            "$1::regclass AND i.indisunique AND i.indpred IS NULL AND "
+            "(SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_attribute "
+            "a WHERE a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)) = "
+            "(SELECT array_agg(x ORDER BY x) FROM unnest($2::text[]) x))",
+            2, v3, false, &rc);
         m->writable = r && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
         PQclear(r);
-        m->fix = setcache__aprintf("ALTER TABLE %s ADD CONSTRAINT %s_setcache_key UNIQUE (%s%s%s)", qt,
-                         strchr(m->table, '.') + 1, m->entity_col ? m->entity_col : "",
-                         m->entity_col ? ", " : "", m->key_col);
+        m->fix =
+            setcache__aprintf("ALTER TABLE %s ADD CONSTRAINT %s_setcache_key UNIQUE (%s%s%s)", qt,
+                              strchr(m->table, '.') + 1, m->entity_col ? m->entity_col : "",
+                              m->entity_col ? ", " : "", m->key_col);
         free(cols);
         if (rc != SETCACHE_OK || build_sql(m, qt) != 0 || !m->fix) {
             free(qt);
@@ -565,38 +582,46 @@ char *setcache__maps_ddl(const char *schema, const char *channel, const setcache
         char *newid = m[i].entity_column ? setcache__aprintf("NEW.\"%s\"::text", m[i].entity_column)
                                          : strdup("'global'");
         char *chk = m[i].entity_column
-                        ? setcache__aprintf("(OLD.\"%s\", OLD.\"%s\") IS DISTINCT FROM (NEW.\"%s\", NEW.\"%s\")",
-                                  m[i].entity_column, K, m[i].entity_column, K)
+                        ? setcache__aprintf(
+                              "(OLD.\"%s\", OLD.\"%s\") IS DISTINCT FROM (NEW.\"%s\", NEW.\"%s\")",
+                              m[i].entity_column, K, m[i].entity_column, K)
                         : setcache__aprintf("OLD.\"%s\" IS DISTINCT FROM NEW.\"%s\"", K, K);
-        char *part = (qt && oldid && newid && chk) ? setcache__aprintf(
-            "\n-- entity type %s served from %s\n"
-            "ALTER TABLE %s ADD COLUMN IF NOT EXISTS setcache_version bigint NOT NULL\n"
-            "    DEFAULT nextval('\"%s\".settings_version_seq');\n"
-            "CREATE OR REPLACE FUNCTION \"%s\".map_stamp() RETURNS trigger LANGUAGE plpgsql AS $fn$\n"
-            "BEGIN\n    NEW.setcache_version := nextval('\"%s\".settings_version_seq');\n"
-            "    RETURN NEW;\nEND\n$fn$;\n"
-            "CREATE OR REPLACE FUNCTION \"%s\".\"notify_%s\"() RETURNS trigger LANGUAGE plpgsql AS $fn$\n"
-            "BEGIN\n"
-            "    IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND %s) THEN\n"
-            "        PERFORM pg_notify('%s', concat_ws(E'\\x1f', '1', 'D', OLD.setcache_version,\n"
-            "                          '%s', %s, OLD.\"%s\"));\n"
-            "    END IF;\n"
-            "    IF TG_OP <> 'DELETE' THEN\n"
-            "        PERFORM pg_notify('%s', concat_ws(E'\\x1f', '1', left(TG_OP, 1),\n"
-            "                          NEW.setcache_version, '%s', %s, NEW.\"%s\"));\n"
-            "    END IF;\n"
-            "    RETURN NULL;\nEND\n$fn$;\n"
-            "DROP TRIGGER IF EXISTS setcache_stamp ON %s;\n"
-            "CREATE TRIGGER setcache_stamp BEFORE INSERT OR UPDATE ON %s\n"
-            "    FOR EACH ROW EXECUTE FUNCTION \"%s\".map_stamp();\n"
-            "DROP TRIGGER IF EXISTS setcache_notify ON %s;\n"
-            "CREATE TRIGGER setcache_notify AFTER INSERT OR UPDATE OR DELETE ON %s\n"
-            "    FOR EACH ROW EXECUTE FUNCTION \"%s\".\"notify_%s\"();\n"
-            "DROP TRIGGER IF EXISTS setcache_notify_truncate ON %s;\n"
-            "CREATE TRIGGER setcache_notify_truncate AFTER TRUNCATE ON %s\n"
-            "    FOR EACH STATEMENT EXECUTE FUNCTION \"%s\".settings_notify_truncate();\n",
-            T, m[i].table, qt, schema, schema, schema, schema, T, chk, channel, T, oldid, K, channel,
-            T, newid, K, qt, qt, schema, qt, qt, schema, T, qt, qt, schema) : NULL;
+        char *part =
+            (qt && oldid && newid && chk)
+                ? setcache__aprintf(
+                      "\n-- entity type %s served from %s\n"
+                      "ALTER TABLE %s ADD COLUMN IF NOT EXISTS setcache_version bigint NOT NULL\n"
+                      "    DEFAULT nextval('\"%s\".settings_version_seq');\n"
+                      "CREATE OR REPLACE FUNCTION \"%s\".map_stamp() RETURNS trigger LANGUAGE "
+                      "plpgsql AS $fn$\n"
+                      "BEGIN\n    NEW.setcache_version := nextval('\"%s\".settings_version_seq');\n"
+                      "    RETURN NEW;\nEND\n$fn$;\n"
+                      "CREATE OR REPLACE FUNCTION \"%s\".\"notify_%s\"() RETURNS trigger LANGUAGE "
+                      "plpgsql AS $fn$\n"
+                      "BEGIN\n"
+                      "    IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND %s) THEN\n"
+                      "        PERFORM pg_notify('%s', concat_ws(E'\\x1f', '1', 'D', "
+                      "OLD.setcache_version,\n"
+                      "                          '%s', %s, OLD.\"%s\"));\n"
+                      "    END IF;\n"
+                      "    IF TG_OP <> 'DELETE' THEN\n"
+                      "        PERFORM pg_notify('%s', concat_ws(E'\\x1f', '1', left(TG_OP, 1),\n"
+                      "                          NEW.setcache_version, '%s', %s, NEW.\"%s\"));\n"
+                      "    END IF;\n"
+                      "    RETURN NULL;\nEND\n$fn$;\n"
+                      "DROP TRIGGER IF EXISTS setcache_stamp ON %s;\n"
+                      "CREATE TRIGGER setcache_stamp BEFORE INSERT OR UPDATE ON %s\n"
+                      "    FOR EACH ROW EXECUTE FUNCTION \"%s\".map_stamp();\n"
+                      "DROP TRIGGER IF EXISTS setcache_notify ON %s;\n"
+                      "CREATE TRIGGER setcache_notify AFTER INSERT OR UPDATE OR DELETE ON %s\n"
+                      "    FOR EACH ROW EXECUTE FUNCTION \"%s\".\"notify_%s\"();\n"
+                      "DROP TRIGGER IF EXISTS setcache_notify_truncate ON %s;\n"
+                      "CREATE TRIGGER setcache_notify_truncate AFTER TRUNCATE ON %s\n"
+                      "    FOR EACH STATEMENT EXECUTE FUNCTION "
+                      "\"%s\".settings_notify_truncate();\n",
+                      T, m[i].table, qt, schema, schema, schema, schema, T, chk, channel, T, oldid,
+                      K, channel, T, newid, K, qt, qt, schema, qt, qt, schema, T, qt, qt, schema)
+                : NULL;
         char *joined = part ? setcache__aprintf("%s%s", out, part) : NULL;
         free(out);
         out = joined;
@@ -647,10 +672,11 @@ const sc_sql *setcache__sql_for(setcache *c, const char *type, size_t tlen)
 /* The signature a mapped table's notify function carries once set up. */
 static char *signature(const char *channel, const setcache_table_map *m)
 {
-    return setcache__aprintf("setcache map 1 channel %s table %s entity %s key %s value %s %s %s %s", channel,
-                   m->table, m->entity_column ? m->entity_column : "-", m->key_column,
-                   m->value_column ? m->value_column : "-", m->str_column ? m->str_column : "-",
-                   m->num_column ? m->num_column : "-", m->json_column ? m->json_column : "-");
+    return setcache__aprintf(
+        "setcache map 1 channel %s table %s entity %s key %s value %s %s %s %s", channel, m->table,
+        m->entity_column ? m->entity_column : "-", m->key_column,
+        m->value_column ? m->value_column : "-", m->str_column ? m->str_column : "-",
+        m->num_column ? m->num_column : "-", m->json_column ? m->json_column : "-");
 }
 
 /* With create_schema: version and notify each mapped table unless it is set

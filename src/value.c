@@ -140,8 +140,7 @@ int setcache__check_identity(const char *t, const char *id, const char *key, siz
     }
     *tlen = strlen(t);
     if (!setcache__valid_type_name(t, *tlen)) {
-        return setcache__fail(SETCACHE_ERR_ARG,
-                              "entity_type must be 1-63 bytes of [a-z0-9_]");
+        return setcache__fail(SETCACHE_ERR_ARG, "entity_type must be 1-63 bytes of [a-z0-9_]");
     }
     if (id) {
         if ((rc = describe_bad("entity_id", id, SETCACHE_MAX_ID_LEN)) != 0) {

@@ -27,8 +27,7 @@ static int check_value(setcache *c, sc_ident *id, const char *value, bool *json,
     }
     size_t vlen = strnlen(value, c->max_value_len + 1);
     if (vlen > c->max_value_len) {
-        return setcache__fail(SETCACHE_ERR_ARG, "value is longer than %zu bytes",
-                              c->max_value_len);
+        return setcache__fail(SETCACHE_ERR_ARG, "value is longer than %zu bytes", c->max_value_len);
     }
     if (!setcache__valid_utf8(value, vlen)) {
         return setcache__fail(SETCACHE_ERR_ARG, "value is not valid UTF-8");
@@ -49,8 +48,8 @@ static int check_value(setcache *c, sc_ident *id, const char *value, bool *json,
             break;
         case SETCACHE_DOUBLE:
             if (!setcache__parse_double(value, &dv)) {
-                return setcache__fail(SETCACHE_ERR_TYPE, "%s/%s is defined as double",
-                                      id->type, id->key);
+                return setcache__fail(SETCACHE_ERR_TYPE, "%s/%s is defined as double", id->type,
+                                      id->key);
             }
             break;
         case SETCACHE_BOOL:
@@ -72,8 +71,8 @@ static int check_value(setcache *c, sc_ident *id, const char *value, bool *json,
 /* Put a write's outcome in the cache, then tell subscribers, or (when the
  * outcome is unknown) let the refresher read the truth and tell them what
  * it finds. */
-static void apply_local(setcache *c, sc_ident *id, const char *value, int64_t version,
-                        bool deleted, bool uncertain)
+static void apply_local(setcache *c, sc_ident *id, const char *value, int64_t version, bool deleted,
+                        bool uncertain)
 {
     bool subs = setcache__has_subscribers(c);
     char *old = NULL;
@@ -236,14 +235,14 @@ int setcache_set_string(setcache *c, const char *entity_type, const char *entity
     return do_write(c, entity_type, entity_id, key, value, false, false);
 }
 
-int setcache_set_json(setcache *c, const char *entity_type, const char *entity_id,
-                      const char *key, const char *json)
+int setcache_set_json(setcache *c, const char *entity_type, const char *entity_id, const char *key,
+                      const char *json)
 {
     return do_write(c, entity_type, entity_id, key, json, true, false);
 }
 
-int setcache_set_int(setcache *c, const char *entity_type, const char *entity_id,
-                     const char *key, int64_t value)
+int setcache_set_int(setcache *c, const char *entity_type, const char *entity_id, const char *key,
+                     int64_t value)
 {
     char buf[32];
     snprintf(buf, sizeof buf, "%" PRId64, value);
@@ -261,14 +260,13 @@ int setcache_set_double(setcache *c, const char *entity_type, const char *entity
     return do_write(c, entity_type, entity_id, key, buf, false, false);
 }
 
-int setcache_set_bool(setcache *c, const char *entity_type, const char *entity_id,
-                      const char *key, bool value)
+int setcache_set_bool(setcache *c, const char *entity_type, const char *entity_id, const char *key,
+                      bool value)
 {
     return do_write(c, entity_type, entity_id, key, value ? "true" : "false", false, false);
 }
 
-int setcache_delete(setcache *c, const char *entity_type, const char *entity_id,
-                    const char *key)
+int setcache_delete(setcache *c, const char *entity_type, const char *entity_id, const char *key)
 {
     return do_write(c, entity_type, entity_id, key, NULL, false, true);
 }
@@ -371,8 +369,8 @@ static int set_many_mapped(setcache *c, sc_ident *id, const setcache_kv *kv, siz
                 rc = setcache__fail(SETCACHE_ERR_ARG, "key '%s' appears twice", kv[i].key);
             }
         }
-        if (rc == SETCACHE_OK && (rc = setcache__ident(&ids[i], id->type, id->id, kv[i].key)) ==
-                                     SETCACHE_OK) {
+        if (rc == SETCACHE_OK &&
+            (rc = setcache__ident(&ids[i], id->type, id->id, kv[i].key)) == SETCACHE_OK) {
             rc = setcache__ident_validate(&ids[i]);
         }
         bool json = false;
@@ -383,8 +381,8 @@ static int set_many_mapped(setcache *c, sc_ident *id, const setcache_kv *kv, siz
         if (rc == SETCACHE_OK && kv[i].value) {
             rc = map_writable(c, &ids[i], kv[i].value, deftype);
         }
-        jobs[i] = (write_job){c, &ids[i], kv[i].value, json || deftype == SETCACHE_JSON, deftype,
-                              0, NULL, false, -1};
+        jobs[i] = (write_job){
+            c, &ids[i], kv[i].value, json || deftype == SETCACHE_JSON, deftype, 0, NULL, false, -1};
     }
     mm_job m = {c, n, jobs, -1};
     if (rc == SETCACHE_OK) {
@@ -392,9 +390,8 @@ static int set_many_mapped(setcache *c, sc_ident *id, const setcache_kv *kv, siz
     }
     if (rc == SETCACHE_OK || rc == SETCACHE_ERR_UNCERTAIN) {
         for (size_t i = 0; i < n; i++) {
-            apply_local(c, &ids[i], jobs[i].stored, jobs[i].version,
-                                  jobs[i].stored == NULL,
-                                  rc == SETCACHE_ERR_UNCERTAIN || jobs[i].unknown);
+            apply_local(c, &ids[i], jobs[i].stored, jobs[i].version, jobs[i].stored == NULL,
+                        rc == SETCACHE_ERR_UNCERTAIN || jobs[i].unknown);
         }
         if (rc == SETCACHE_OK) {
             setcache__count(c, SC_ST_WRITES, 1);

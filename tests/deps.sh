@@ -1,6 +1,8 @@
 #!/bin/sh
 # Install what the build, the tests and the demo need, or say exactly how.
-# Used by `make check`, `make demo`, `make bench` and .ci/run.
+# Used by `make check`, `make demo`, `make bench` and .ci/run; with
+# BUILD_ONLY=1 (plain `make`) it only checks what compiling needs and prints
+# the apt-get line.
 missing=""
 have_cmd() { command -v "$1" >/dev/null 2>&1; }
 pgbin() {
@@ -14,6 +16,13 @@ have_cmd make || missing="$missing make"
 have_cmd pkg-config || missing="$missing pkg-config"
 { [ -f /usr/include/postgresql/libpq-fe.h ] || pkg-config --exists libpq 2>/dev/null; } || missing="$missing libpq-dev"
 [ -f /usr/include/uthash.h ] || missing="$missing uthash-dev"
+if [ -n "${BUILD_ONLY:-}" ]; then
+    # `make`: what compiling needs, never installed from here
+    [ -z "$missing" ] && exit 0
+    echo "setcache: cannot build, missing:$missing" >&2
+    echo "    sudo apt-get install -y$missing" >&2
+    exit 1
+fi
 b=$(pgbin)
 { [ -n "$b" ] && [ -x "$b/initdb" ] && [ -x "$b/pg_ctl" ]; } || missing="$missing postgresql"
 have_cmd psql || missing="$missing postgresql-client"

@@ -27,8 +27,8 @@ int main(void)
     bool paper;
     double threshold;
     if (setcache_get_bool(c, "account", "42", "paper_account", &paper) == SETCACHE_OK &&
-        setcache_get_double(c, "account", "42", "minimum_equity_threshold_percent",
-                            &threshold) == SETCACHE_OK) {
+        setcache_get_double(c, "account", "42", "minimum_equity_threshold_percent", &threshold) ==
+            SETCACHE_OK) {
         printf("paper=%d threshold=%g\n", paper, threshold);
     }
     setcache_close(c);

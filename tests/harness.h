@@ -18,12 +18,12 @@
 typedef void (*t_fn)(void);
 void t_register(const char *name, t_fn fn, int timeout_s);
 
-#define TEST_T(name, timeout_s)                                                                \
-    static void name(void);                                                                    \
-    __attribute__((constructor)) static void reg_##name(void)                                  \
-    {                                                                                          \
-        t_register(#name, name, timeout_s);                                                    \
-    }                                                                                          \
+#define TEST_T(name, timeout_s)                                                                    \
+    static void name(void);                                                                        \
+    __attribute__((constructor)) static void reg_##name(void)                                      \
+    {                                                                                              \
+        t_register(#name, name, timeout_s);                                                        \
+    }                                                                                              \
     static void name(void)
 #define TEST(name) TEST_T(name, 30)
 
@@ -31,37 +31,36 @@ void t_fail(const char *file, int line, const char *fmt, ...)
     __attribute__((noreturn, format(printf, 3, 4)));
 void t_skip(const char *why) __attribute__((noreturn));
 
-#define CHECK(cond)                                                                            \
-    do {                                                                                       \
-        if (!(cond)) {                                                                         \
-            t_fail(__FILE__, __LINE__, "CHECK(%s) failed (errmsg: %s)", #cond,                 \
-                   setcache_errmsg());                                                         \
-        }                                                                                      \
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            t_fail(__FILE__, __LINE__, "CHECK(%s) failed (errmsg: %s)", #cond, setcache_errmsg()); \
+        }                                                                                          \
     } while (0)
-#define CHECK_RC(expr, want)                                                                   \
-    do {                                                                                       \
-        int rc_ = (expr);                                                                      \
-        if (rc_ != (want)) {                                                                   \
-            t_fail(__FILE__, __LINE__, "%s returned %d (%s), wanted %d (%s); errmsg: %s",      \
-                   #expr, rc_, setcache_strerror(rc_), (int)(want), setcache_strerror(want),    \
-                   setcache_errmsg());                                                         \
-        }                                                                                      \
+#define CHECK_RC(expr, want)                                                                       \
+    do {                                                                                           \
+        int rc_ = (expr);                                                                          \
+        if (rc_ != (want)) {                                                                       \
+            t_fail(__FILE__, __LINE__, "%s returned %d (%s), wanted %d (%s); errmsg: %s", #expr,   \
+                   rc_, setcache_strerror(rc_), (int)(want), setcache_strerror(want),              \
+                   setcache_errmsg());                                                             \
+        }                                                                                          \
     } while (0)
 #define CHECK_OK(expr) CHECK_RC(expr, SETCACHE_OK)
-#define CHECK_STR(a, b)                                                                        \
-    do {                                                                                       \
-        const char *a_ = (a), *b_ = (b);                                                       \
-        if (!a_ || !b_ || strcmp(a_, b_) != 0) {                                               \
-            t_fail(__FILE__, __LINE__, "%s = \"%.200s\", wanted \"%.200s\"", #a,               \
-                   a_ ? a_ : "(null)", b_ ? b_ : "(null)");                                    \
-        }                                                                                      \
+#define CHECK_STR(a, b)                                                                            \
+    do {                                                                                           \
+        const char *a_ = (a), *b_ = (b);                                                           \
+        if (!a_ || !b_ || strcmp(a_, b_) != 0) {                                                   \
+            t_fail(__FILE__, __LINE__, "%s = \"%.200s\", wanted \"%.200s\"", #a,                   \
+                   a_ ? a_ : "(null)", b_ ? b_ : "(null)");                                        \
+        }                                                                                          \
     } while (0)
-#define CHECK_INT(a, b)                                                                        \
-    do {                                                                                       \
-        long long a_ = (long long)(a), b_ = (long long)(b);                                    \
-        if (a_ != b_) {                                                                        \
-            t_fail(__FILE__, __LINE__, "%s = %lld, wanted %lld", #a, a_, b_);                  \
-        }                                                                                      \
+#define CHECK_INT(a, b)                                                                            \
+    do {                                                                                           \
+        long long a_ = (long long)(a), b_ = (long long)(b);                                        \
+        if (a_ != b_) {                                                                            \
+            t_fail(__FILE__, __LINE__, "%s = %lld, wanted %lld", #a, a_, b_);                      \
+        }                                                                                          \
     } while (0)
 
 /* Run fn before a failing test exits (e.g. to resume a stopped process). */

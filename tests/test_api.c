@@ -31,9 +31,9 @@ TEST(version_matches_header)
 
 TEST(strerror_names_every_code)
 {
-    int codes[] = {SETCACHE_OK,          SETCACHE_NOT_FOUND,   SETCACHE_ERR_ARG,
-                   SETCACHE_ERR_TYPE,    SETCACHE_ERR_SPACE,   SETCACHE_ERR_DB,
-                   SETCACHE_ERR_TIMEOUT, SETCACHE_ERR_NOMEM,   SETCACHE_ERR_CLOSED,
+    int codes[] = {SETCACHE_OK,           SETCACHE_NOT_FOUND, SETCACHE_ERR_ARG,
+                   SETCACHE_ERR_TYPE,     SETCACHE_ERR_SPACE, SETCACHE_ERR_DB,
+                   SETCACHE_ERR_TIMEOUT,  SETCACHE_ERR_NOMEM, SETCACHE_ERR_CLOSED,
                    SETCACHE_ERR_UNCERTAIN};
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
         CHECK(strncmp(setcache_strerror(codes[i]), "SETCACHE_", 9) == 0);
@@ -50,8 +50,10 @@ TEST(open_rejects_bad_options_and_sets_out_null)
     setcache_options o;
     setcache *c = (setcache *)0x1;
     CHECK_RC(setcache_open(NULL, NULL), SETCACHE_ERR_ARG);
-    const char *bad_names[] = {"", "Upper", "has space", "9starts_digit", "quo\"te",
-                               "a234567890123456789012345678901234567890123456789012345678901234"};
+    const char *bad_names[] = {
+        "",          "Upper",
+        "has space", "9starts_digit",
+        "quo\"te",   "a234567890123456789012345678901234567890123456789012345678901234"};
     for (size_t i = 0; i < sizeof bad_names / sizeof bad_names[0]; i++) {
         t_options(&o);
         o.schema = bad_names[i];
@@ -128,8 +130,9 @@ TEST(bad_input_returns_arg_and_changes_nothing)
     memset(s256, 'b', 256);
     s256[256] = 0;
     const char *bad_types[] = {NULL, "", t64, "Account", "acc-ount", "acc ount", "ключ"};
-    const char *bad_texts[] = {NULL, "", s256, "new\nline", "tab\there", "del\x7f", "\xff",
-                               "\xc0\x80", "\xe2\x82", "\xed\xa0\x80", "esc\x1b"};
+    const char *bad_texts[] = {NULL,      "",     s256,       "new\nline", "tab\there",
+                               "del\x7f", "\xff", "\xc0\x80", "\xe2\x82",  "\xed\xa0\x80",
+                               "esc\x1b"};
     char buf[64];
     size_t len;
     int64_t iv;
@@ -190,8 +193,7 @@ TEST(bad_input_returns_arg_and_changes_nothing)
     CHECK_INT(rows(), rows0);
     CHECK_OK(setcache_get_string(c, "account", "1", "k", buf, sizeof buf, &len));
     CHECK_STR(buf, "orig");
-    CHECK_STR(t_sql_value("SELECT value FROM \"%s\".settings WHERE key = 'k'", t_schema()),
-              "orig");
+    CHECK_STR(t_sql_value("SELECT value FROM \"%s\".settings WHERE key = 'k'", t_schema()), "orig");
     setcache_close(c);
 }
 
@@ -207,12 +209,10 @@ TEST(get_string_small_buffer_reports_length_and_leaves_buffer)
     CHECK_INT(len, 10);
     CHECK_STR(buf, "XXXXXXX");
     len = 0;
-    CHECK_RC(setcache_get_string(c, "account", "1", "api_key", NULL, 0, &len),
-             SETCACHE_ERR_SPACE);
+    CHECK_RC(setcache_get_string(c, "account", "1", "api_key", NULL, 0, &len), SETCACHE_ERR_SPACE);
     CHECK_INT(len, 10);
     char big[11];
-    CHECK_RC(setcache_get_string(c, "account", "1", "api_key", big, 10, &len),
-             SETCACHE_ERR_SPACE);
+    CHECK_RC(setcache_get_string(c, "account", "1", "api_key", big, 10, &len), SETCACHE_ERR_SPACE);
     CHECK_OK(setcache_get_string(c, "account", "1", "api_key", big, 11, &len));
     CHECK_STR(big, "0123456789");
     CHECK_OK(setcache_get_string(c, "account", "1", "api_key", big, 11, NULL));
@@ -322,13 +322,20 @@ TEST(typed_reads_parse_once_and_reject_mismatch)
         int bool_ok;
         bool b;
     } cases[] = {
-        {"42", 1, 42, 1, 42, 0, false},       {"-7", 1, -7, 1, -7, 0, false},
-        {"1", 1, 1, 1, 1, 1, true},           {"0", 1, 0, 1, 0, 1, false},
-        {" 42", 0, 0, 0, 0, 0, false},        {"42abc", 0, 0, 0, 0, 0, false},
-        {"4.5", 0, 0, 1, 4.5, 0, false},      {"1e3", 0, 0, 1, 1000, 0, false},
-        {"YES", 0, 0, 0, 0, 1, true},         {"off", 0, 0, 0, 0, 1, false},
-        {"T", 0, 0, 0, 0, 1, true},           {"nan", 0, 0, 0, 0, 0, false},
-        {"0x10", 0, 0, 0, 0, 0, false},       {"99999999999999999999", 0, 0, 1, 1e20, 0, false},
+        {"42", 1, 42, 1, 42, 0, false},
+        {"-7", 1, -7, 1, -7, 0, false},
+        {"1", 1, 1, 1, 1, 1, true},
+        {"0", 1, 0, 1, 0, 1, false},
+        {" 42", 0, 0, 0, 0, 0, false},
+        {"42abc", 0, 0, 0, 0, 0, false},
+        {"4.5", 0, 0, 1, 4.5, 0, false},
+        {"1e3", 0, 0, 1, 1000, 0, false},
+        {"YES", 0, 0, 0, 0, 1, true},
+        {"off", 0, 0, 0, 0, 1, false},
+        {"T", 0, 0, 0, 0, 1, true},
+        {"nan", 0, 0, 0, 0, 0, false},
+        {"0x10", 0, 0, 0, 0, 0, false},
+        {"99999999999999999999", 0, 0, 1, 1e20, 0, false},
         {"9223372036854775807", 1, 9223372036854775807LL, 1, 9223372036854775807.0, 0, false},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

@@ -190,27 +190,51 @@ TEST_T(hostile_payloads_are_counted_and_cost_no_wrong_value, 120)
             malformed++;
             break;
         case 1:
-            snprintf(p, sizeof p, "2\x1fU\x1f" "1\x1f" "expert\x1f" "1\x1fk1"); /* unknown format */
+            snprintf(p, sizeof p,
+                     "2\x1fU\x1f"
+                     "1\x1f"
+                     "expert\x1f"
+                     "1\x1fk1"); /* unknown format */
             malformed++;
             break;
         case 2:
-            snprintf(p, sizeof p, "1\x1fX\x1f" "1\x1f" "expert\x1f" "1\x1fk1"); /* unknown op */
+            snprintf(p, sizeof p,
+                     "1\x1fX\x1f"
+                     "1\x1f"
+                     "expert\x1f"
+                     "1\x1fk1"); /* unknown op */
             malformed++;
             break;
         case 3:
-            snprintf(p, sizeof p, "1\x1fU\x1fnot-a-number\x1f" "expert\x1f" "1\x1fk1");
+            snprintf(p, sizeof p,
+                     "1\x1fU\x1fnot-a-number\x1f"
+                     "expert\x1f"
+                     "1\x1fk1");
             malformed++;
             break;
         case 4:
-            snprintf(p, sizeof p, "1\x1fU\x1f" "5\x1f" "Expert\x1f" "1\x1fk1"); /* bad type */
+            snprintf(p, sizeof p,
+                     "1\x1fU\x1f"
+                     "5\x1f"
+                     "Expert\x1f"
+                     "1\x1fk1"); /* bad type */
             malformed++;
             break;
         case 5:
-            snprintf(p, sizeof p, "1\x1fU\x1f" "5\x1f" "expert\x1f" "1"); /* too few fields */
+            snprintf(p, sizeof p,
+                     "1\x1fU\x1f"
+                     "5\x1f"
+                     "expert\x1f"
+                     "1"); /* too few fields */
             malformed++;
             break;
         case 6:
-            snprintf(p, sizeof p, "1\x1fU\x1f" "5\x1f" "expert\x1f" "1\x1fk1\x1f" "extra\x1fmore");
+            snprintf(p, sizeof p,
+                     "1\x1fU\x1f"
+                     "5\x1f"
+                     "expert\x1f"
+                     "1\x1fk1\x1f"
+                     "extra\x1fmore");
             malformed++;
             break;
         case 7:
@@ -221,15 +245,25 @@ TEST_T(hostile_payloads_are_counted_and_cost_no_wrong_value, 120)
             snprintf(p, sizeof p, "1\x1fH\x1f%d", i); /* forged heartbeat: not ours */
             break;
         case 9:
-            snprintf(p, sizeof p, "1\x1fU\x1f-5\x1f" "expert\x1f" "1\x1fk1"); /* negative */
+            snprintf(p, sizeof p,
+                     "1\x1fU\x1f-5\x1f"
+                     "expert\x1f"
+                     "1\x1fk1"); /* negative */
             malformed++;
             break;
         case 10: /* well formed, forged: a huge version for a cached entity */
-            snprintf(p, sizeof p, "1\x1fU\x1f" "9223372036854775807\x1f" "expert\x1f%d\x1fk1",
+            snprintf(p, sizeof p,
+                     "1\x1fU\x1f"
+                     "9223372036854775807\x1f"
+                     "expert\x1f%d\x1fk1",
                      1 + i % 5);
             break;
         default: /* forged delete of a row that exists */
-            snprintf(p, sizeof p, "1\x1f" "D\x1f" "9223372036854775807\x1f" "expert\x1f%d\x1fk1",
+            snprintf(p, sizeof p,
+                     "1\x1f"
+                     "D\x1f"
+                     "9223372036854775807\x1f"
+                     "expert\x1f%d\x1fk1",
                      1 + i % 5);
             break;
         }
@@ -335,8 +369,8 @@ TEST_T(reconcile_after_reconnect_is_batched_and_never_blocks_readers, 120)
     pthread_join(th, NULL);
     long long queries = load_many_calls() - q0;
     setcache_stats s1 = stats(c);
-    fprintf(stderr, "    reconcile of 10000 entities: %lld queries; %ld reads meanwhile\n",
-            queries, h.reads);
+    fprintf(stderr, "    reconcile of 10000 entities: %lld queries; %ld reads meanwhile\n", queries,
+            h.reads);
     CHECK(queries >= 1 && queries <= 20);
     CHECK_INT(h.errors, 0);
     CHECK_INT(s1.loads, s0.loads); /* no reader went to the database */
@@ -816,7 +850,7 @@ TEST(close_within_1s_mid_connect_and_mid_backoff_and_state_stays_honest)
     o.listen_conninfo = li; /* a server that never answers */
     o.acquire_timeout_ms = 300;
     setcache *c = t_open_with(&o);
-    CHECK_INT(stats(c).state, SETCACHE_STATE_CONNECTING); /* never VALID unproven */
+    CHECK_INT(stats(c).state, SETCACHE_STATE_CONNECTING);       /* never VALID unproven */
     CHECK_OK(setcache_set_string(c, "account", "1", "k", "v")); /* the pool works */
     double t0 = t_now_ms();
     setcache_close(c);

@@ -4,8 +4,8 @@
 
 #include <pthread.h>
 #include <sched.h>
-#include <stdatomic.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -259,8 +259,8 @@ TEST_T(million_reads_from_8_threads_cause_zero_server_statements, 60)
           t_schema());
     CHECK_OK(setcache_load(c, "account", "1"));
     long long srv0 = t_server_statements();
-    long long xact0 = atoll(t_sql_value(
-        "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"));
+    long long xact0 = atoll(
+        t_sql_value("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"));
     setcache_stats s0 = stats(c);
     pthread_t th[8];
     struct reader_arg args[8];
@@ -616,8 +616,8 @@ TEST(plain_sql_update_delete_truncate_reach_the_cache)
         }
     }
     /* informative only: speed is judged by bench/latency.c */
-    fprintf(stderr, "    plain-SQL UPDATE visible after: median %.2f ms, max %.2f ms\n",
-            delays[10], delays[19]);
+    fprintf(stderr, "    plain-SQL UPDATE visible after: median %.2f ms, max %.2f ms\n", delays[10],
+            delays[19]);
     t_sql("DELETE FROM \"%s\".settings WHERE entity_id = '8' AND key = 'key_4'", t_schema());
     CHECK(t_wait_value(c, "expert", "8", "key_4", NULL, 5000) >= 0);
     t_sql("INSERT INTO \"%s\".settings (entity_type, entity_id, key, value) VALUES ('expert', "

@@ -1,13 +1,13 @@
 /* Tests of change subscriptions (G7-G9) and `setcache watch`. */
 #include "harness.h"
 
+#include <fcntl.h>
 #include <pthread.h>
-#include <stdarg.h>
+#include <sched.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <sys/wait.h>
-#include <fcntl.h>
-#include <sched.h>
 #include <unistd.h>
 
 #define MAXEV 4096
@@ -136,16 +136,14 @@ TEST(subscribe_filters_by_type_id_and_key)
     CHECK_OK(setcache_subscribe(c, "expert", "3", NULL, record, ent, &ids[2]));
     CHECK_OK(setcache_subscribe(c, "expert", "3", "enable_buy", record, one, &ids[3]));
     CHECK_OK(setcache_subscribe(c, NULL, NULL, "enable_buy", record, anykey, &ids[4]));
-    CHECK_RC(setcache_subscribe(c, "Bad-Type", NULL, NULL, record, all, &ids[0]),
-             SETCACHE_ERR_ARG);
-    CHECK_RC(setcache_subscribe(c, NULL, "bad\nid", NULL, record, all, &ids[0]),
-             SETCACHE_ERR_ARG);
+    CHECK_RC(setcache_subscribe(c, "Bad-Type", NULL, NULL, record, all, &ids[0]), SETCACHE_ERR_ARG);
+    CHECK_RC(setcache_subscribe(c, NULL, "bad\nid", NULL, record, all, &ids[0]), SETCACHE_ERR_ARG);
     CHECK_RC(setcache_subscribe(c, NULL, NULL, NULL, NULL, all, &ids[0]), SETCACHE_ERR_ARG);
     CHECK_OK(setcache_set_string(c, "expert", "3", "enable_buy", "true"));  /* all five */
     CHECK_OK(setcache_set_string(c, "expert", "3", "enable_sell", "true")); /* all, type, ent */
     CHECK_OK(setcache_set_string(c, "expert", "4", "enable_buy", "true"));  /* all, type, anykey */
-    CHECK_OK(setcache_set_string(c, "account", "3", "enable_buy", "x"));   /* all, anykey */
-    CHECK_OK(setcache_set_string(c, "account", "3", "other", "x"));        /* all */
+    CHECK_OK(setcache_set_string(c, "account", "3", "enable_buy", "x"));    /* all, anykey */
+    CHECK_OK(setcache_set_string(c, "account", "3", "other", "x"));         /* all */
     CHECK(wait_count(all, 5, 5000));
     t_sleep_ms(200);
     CHECK_INT(count(all), 5);
@@ -275,8 +273,7 @@ TEST_T(per_setting_order_and_uniqueness_under_4_writer_processes, 120)
         prev_val[k] = v;
         CHECK(!r->e[i].local);
     }
-    fprintf(stderr, "    %d events for 800 commits (later versions coalesce earlier ones)\n",
-            r->n);
+    fprintf(stderr, "    %d events for 800 commits (later versions coalesce earlier ones)\n", r->n);
     CHECK_OK(setcache_unsubscribe(c, id));
     setcache_close(c);
     free(r);

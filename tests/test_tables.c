@@ -48,10 +48,14 @@ static setcache *open_platform(void)
     snprintf(tab_exp, sizeof tab_exp, "%s.expertsetting", t_schema());
     snprintf(tab_app, sizeof tab_app, "%s.appsetting", t_schema());
     static setcache_table_map maps[3];
-    maps[0] = (setcache_table_map){.entity_type = "account", .table = tab_acc,
-                                   .entity_column = "account_id", .id_kind = SETCACHE_ID_INTEGER,
-                                   .key_column = "key", .str_column = "value_str",
-                                   .num_column = "value_float", .json_column = "value_json"};
+    maps[0] = (setcache_table_map){.entity_type = "account",
+                                   .table = tab_acc,
+                                   .entity_column = "account_id",
+                                   .id_kind = SETCACHE_ID_INTEGER,
+                                   .key_column = "key",
+                                   .str_column = "value_str",
+                                   .num_column = "value_float",
+                                   .json_column = "value_json"};
     maps[1] = maps[0];
     maps[1].entity_type = "expert";
     maps[1].table = tab_exp;
@@ -129,8 +133,8 @@ TEST(mapped_table_writes_use_the_column_of_the_definition)
     platform_ddl();
     setcache *c = open_platform();
     CHECK_OK(setcache_define(c, "account", "max_open_positions", SETCACHE_INT, "5"));
-    CHECK_OK(setcache_define(c, "account", "minimum_equity_threshold_percent", SETCACHE_DOUBLE,
-                             NULL));
+    CHECK_OK(
+        setcache_define(c, "account", "minimum_equity_threshold_percent", SETCACHE_DOUBLE, NULL));
     CHECK_OK(setcache_define(c, "account", "paper_account", SETCACHE_BOOL, "true"));
     CHECK_OK(setcache_define(c, "account", "symbols", SETCACHE_JSON, "[]"));
     CHECK_OK(setcache_set_int(c, "account", "2", "max_open_positions", 7));
@@ -156,10 +160,11 @@ TEST(mapped_table_writes_use_the_column_of_the_definition)
                           "'symbols'",
                           s),
               "[\"AAPL\"]");
-    CHECK_STR(t_sql_value("SELECT coalesce(value_str, '-') || coalesce(value_float::text, '-') FROM "
-                          "\"%s\".accountsetting WHERE key = 'api_key'",
-                          s),
-              "k-123-");
+    CHECK_STR(
+        t_sql_value("SELECT coalesce(value_str, '-') || coalesce(value_float::text, '-') FROM "
+                    "\"%s\".accountsetting WHERE key = 'api_key'",
+                    s),
+        "k-123-");
     setcache_close(c);
     /* a fresh handle reads each back through the encoding rules */
     c = open_platform();
@@ -269,8 +274,11 @@ TEST(second_shape_text_ids_and_one_jsonb_value_column)
           s);
     char tab[96];
     snprintf(tab, sizeof tab, "%s.user_prefs", s);
-    setcache_table_map m = {.entity_type = "user", .table = tab, .entity_column = "user_name",
-                            .id_kind = SETCACHE_ID_TEXT, .key_column = "name",
+    setcache_table_map m = {.entity_type = "user",
+                            .table = tab,
+                            .entity_column = "user_name",
+                            .id_kind = SETCACHE_ID_TEXT,
+                            .key_column = "name",
                             .value_column = "val"};
     setcache_options o;
     t_options(&o);
@@ -308,16 +316,33 @@ TEST(mapping_options_are_validated_and_missing_setup_is_explained)
     char tab[96];
     snprintf(tab, sizeof tab, "%s.nothing_here", t_schema());
     setcache_table_map bad[] = {
-        {.entity_type = "x", .table = "no_schema_dot", .entity_column = "id",
-         .key_column = "k", .value_column = "v"},
-        {.entity_type = "x", .table = "a.b;drop", .entity_column = "id", .key_column = "k",
+        {.entity_type = "x",
+         .table = "no_schema_dot",
+         .entity_column = "id",
+         .key_column = "k",
          .value_column = "v"},
-        {.entity_type = "x", .table = "a.b", .entity_column = NULL, .id_kind = SETCACHE_ID_TEXT,
-         .key_column = "k", .value_column = "v"},
+        {.entity_type = "x",
+         .table = "a.b;drop",
+         .entity_column = "id",
+         .key_column = "k",
+         .value_column = "v"},
+        {.entity_type = "x",
+         .table = "a.b",
+         .entity_column = NULL,
+         .id_kind = SETCACHE_ID_TEXT,
+         .key_column = "k",
+         .value_column = "v"},
         {.entity_type = "x", .table = "a.b", .entity_column = "id", .key_column = "k"},
-        {.entity_type = "x", .table = "a.b", .entity_column = "id", .key_column = "k",
-         .value_column = "v", .str_column = "s"},
-        {.entity_type = "Bad", .table = "a.b", .entity_column = "id", .key_column = "k",
+        {.entity_type = "x",
+         .table = "a.b",
+         .entity_column = "id",
+         .key_column = "k",
+         .value_column = "v",
+         .str_column = "s"},
+        {.entity_type = "Bad",
+         .table = "a.b",
+         .entity_column = "id",
+         .key_column = "k",
          .value_column = "v"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -329,8 +354,11 @@ TEST(mapping_options_are_validated_and_missing_setup_is_explained)
         CHECK_RC(setcache_open(&c, &o), SETCACHE_ERR_ARG);
         CHECK(c == NULL);
     }
-    setcache_table_map missing = {.entity_type = "x", .table = tab, .entity_column = "id",
-                                  .key_column = "k", .value_column = "v"};
+    setcache_table_map missing = {.entity_type = "x",
+                                  .table = tab,
+                                  .entity_column = "id",
+                                  .key_column = "k",
+                                  .value_column = "v"};
     setcache_options o;
     t_options(&o);
     o.tables = &missing;

@@ -26,8 +26,9 @@ static void agree_at(const char *file, int line, bool own, setcache *w, setcache
                own ? " at once" : " after 100 ms", brc, brc == SETCACHE_OK ? bb : "");
     }
 }
-#define AGREE(w, b, type, id, key, want) agree_at(__FILE__, __LINE__, true, w, b, type, id, key, want)
-#define AGREE_OUTSIDE(w, b, type, id, key, want)                                               \
+#define AGREE(w, b, type, id, key, want)                                                           \
+    agree_at(__FILE__, __LINE__, true, w, b, type, id, key, want)
+#define AGREE_OUTSIDE(w, b, type, id, key, want)                                                   \
     agree_at(__FILE__, __LINE__, false, w, b, type, id, key, want)
 
 /* A fresh handle (a load) reads the same as the running ones. */
@@ -50,8 +51,11 @@ static char tab1[128], tab2[128];
 static void map_of_shape(setcache_table_map *m, const char *table, const char *type, int kind,
                          const char *idcol)
 {
-    *m = (setcache_table_map){.entity_type = type, .table = table, .entity_column = idcol,
-                              .id_kind = kind, .key_column = "name"};
+    *m = (setcache_table_map){.entity_type = type,
+                              .table = table,
+                              .entity_column = idcol,
+                              .id_kind = kind,
+                              .key_column = "name"};
 }
 
 #define U1 "6f1c2a9e-3b4d-4e5f-8a7b-0c1d2e3f4a5b"
@@ -126,7 +130,8 @@ TEST(writer_and_bystander_read_the_stored_text_of_a_json_column)
 
 TEST(writer_and_bystander_read_the_normalised_text_of_a_jsonb_column)
 {
-    one_value_column("jsonb", "{\"b\": 1,   \"a\": [true, null]}", "{\"a\": [true, null], \"b\": 1}");
+    one_value_column("jsonb", "{\"b\": 1,   \"a\": [true, null]}",
+                     "{\"a\": [true, null], \"b\": 1}");
 }
 
 /* Shape: bigint ids, typed columns with other names, the number column of
@@ -261,7 +266,7 @@ TEST(numeric_column_reads_one_canonical_text_everywhere)
     CHECK_OK(setcache_set_int(w, "strategy", "12", "i", 9007199254740993)); /* exact here */
     AGREE(w, b, "strategy", "12", "i", "9007199254740993");
     CHECK_OK(setcache_set_double(w, "strategy", "12", "d", 0.1));
-    AGREE(w, b, "strategy", "12", "d", "0.1000"); /* the column's own scale */
+    AGREE(w, b, "strategy", "12", "d", "0.1000");                      /* the column's own scale */
     CHECK_OK(setcache_set_double(w, "strategy", "12", "d", 0.123456)); /* rounded by the column */
     AGREE(w, b, "strategy", "12", "d", "0.1235");
     t_sql("UPDATE \"%s\".strategy_cfg SET n_val = 14.00 WHERE sid = 12 AND name = 'd'", t_schema());
@@ -381,18 +386,17 @@ TEST(integer_and_uuid_ids_have_one_spelling_and_others_are_refused)
     CHECK_STR(buf, "zero");
     CHECK_OK(setcache_get_string(c, "acct", "-3", "k", buf, sizeof buf, NULL));
     CHECK_STR(buf, "minus");
-    const char *bad_int[] = {"012", "+12", "-0", "00", " 12", "12 ", "1e1", "0x1",
-                             "9223372036854775808", "-012"};
+    const char *bad_int[] = {
+        "012", "+12", "-0", "00", " 12", "12 ", "1e1", "0x1", "9223372036854775808", "-012"};
     for (size_t i = 0; i < sizeof bad_int / sizeof bad_int[0]; i++) {
         refused_everywhere(c, "acct", bad_int[i]);
     }
     CHECK(strstr(setcache_errmsg(), "leading zeros") != NULL);
     CHECK_OK(setcache_get_string(c, "dev", U1, "k", buf, sizeof buf, NULL));
     CHECK_STR(buf, "dev");
-    const char *bad_uuid[] = {"6F1C2A9E-3B4D-4E5F-8A7B-0C1D2E3F4A5B",
-                              "6f1c2a9e3b4d4e5f8a7b0c1d2e3f4a5b",
-                              "{6f1c2a9e-3b4d-4e5f-8a7b-0c1d2e3f4a5b}",
-                              "6f1c2a9e-3b4d-4e5f-8a7b-0c1d2e3f4a5"};
+    const char *bad_uuid[] = {
+        "6F1C2A9E-3B4D-4E5F-8A7B-0C1D2E3F4A5B", "6f1c2a9e3b4d4e5f8a7b0c1d2e3f4a5b",
+        "{6f1c2a9e-3b4d-4e5f-8a7b-0c1d2e3f4a5b}", "6f1c2a9e-3b4d-4e5f-8a7b-0c1d2e3f4a5"};
     for (size_t i = 0; i < sizeof bad_uuid / sizeof bad_uuid[0]; i++) {
         refused_everywhere(c, "dev", bad_uuid[i]);
     }
@@ -441,9 +445,13 @@ TEST(deleting_either_of_two_duplicate_rows_heals_the_key_in_running_processes)
     t_sql("INSERT INTO \"%s\".site (k, value_str) VALUES ('model', 'newer')", s);
     char tab[128];
     snprintf(tab, sizeof tab, "%s.site", s);
-    setcache_table_map m = {.entity_type = "site", .table = tab, .id_kind = SETCACHE_ID_NONE,
-                            .key_column = "k", .str_column = "value_str",
-                            .num_column = "value_num", .json_column = "value_json"};
+    setcache_table_map m = {.entity_type = "site",
+                            .table = tab,
+                            .id_kind = SETCACHE_ID_NONE,
+                            .key_column = "k",
+                            .str_column = "value_str",
+                            .num_column = "value_num",
+                            .json_column = "value_json"};
     setcache_options o;
     t_options(&o);
     o.tables = &m;
@@ -496,11 +504,21 @@ TEST(text_ids_a_real_column_and_a_writable_global_table_read_one_truth)
     char t1[128], t2[128];
     snprintf(t1, sizeof t1, "%s.desk_cfg", s);
     snprintf(t2, sizeof t2, "%s.global_cfg", s);
-    setcache_table_map m[2] = {
-        {.entity_type = "desk", .table = t1, .entity_column = "desk", .id_kind = SETCACHE_ID_TEXT,
-         .key_column = "opt", .str_column = "str", .num_column = "num", .json_column = "js"},
-        {.entity_type = "glob", .table = t2, .id_kind = SETCACHE_ID_NONE, .key_column = "opt",
-         .str_column = "str", .num_column = "num", .json_column = "js"}};
+    setcache_table_map m[2] = {{.entity_type = "desk",
+                                .table = t1,
+                                .entity_column = "desk",
+                                .id_kind = SETCACHE_ID_TEXT,
+                                .key_column = "opt",
+                                .str_column = "str",
+                                .num_column = "num",
+                                .json_column = "js"},
+                               {.entity_type = "glob",
+                                .table = t2,
+                                .id_kind = SETCACHE_ID_NONE,
+                                .key_column = "opt",
+                                .str_column = "str",
+                                .num_column = "num",
+                                .json_column = "js"}};
     setcache_options o;
     t_options(&o);
     o.tables = m;
@@ -515,7 +533,7 @@ TEST(text_ids_a_real_column_and_a_writable_global_table_read_one_truth)
         CHECK_RC(setcache_get_string(w, ty, id, "lim", buf, sizeof buf, NULL), SETCACHE_NOT_FOUND);
         CHECK_RC(setcache_get_string(b, ty, id, "lim", buf, sizeof buf, NULL), SETCACHE_NOT_FOUND);
         CHECK_OK(setcache_set_double(w, ty, id, "lim", 0.1));
-        AGREE(w, b, ty, id, "lim", "0.1"); /* real's own shortest text */
+        AGREE(w, b, ty, id, "lim", "0.1");                    /* real's own shortest text */
         CHECK_OK(setcache_set_int(w, ty, id, "n", 16777216)); /* 2^24 */
         AGREE(w, b, ty, id, "n", "16777216");
         int64_t iv = 0;

@@ -38,8 +38,7 @@ TEST(exported_symbols_are_only_setcache)
     /* exactly the functions the header exports */
     CHECK_INT(run(out, sizeof out, "grep -c '^SETCACHE_API' include/setcache.h"), 0);
     CHECK_INT(n, atoi(out));
-    CHECK_INT(run(out, sizeof out, "readelf -d %s/libsetcache.so | grep SONAME", t_build_dir()),
-              0);
+    CHECK_INT(run(out, sizeof out, "readelf -d %s/libsetcache.so | grep SONAME", t_build_dir()), 0);
     CHECK(strstr(out, "libsetcache.so.0") != NULL);
 }
 
@@ -59,18 +58,16 @@ TEST(tool_get_set_delete_list_schema_and_exit_codes)
     CHECK_INT(run(out, sizeof out, "%s get account 1 missing 2>/dev/null", base), 1);
     CHECK_INT(run(out, sizeof out, "%s get Account 1 x 2>&1", base), 2);
     CHECK(strstr(out, "entity_type") != NULL);
-    CHECK_INT(run(out, sizeof out,
-                  "%s --define account.paper_account=bool:true list account 1", base),
-              0);
+    CHECK_INT(
+        run(out, sizeof out, "%s --define account.paper_account=bool:true list account 1", base),
+        0);
     CHECK_STR(out, "api_key=k|\"y\npaper_account=true\t(default)\n");
-    CHECK_INT(run(out, sizeof out, "%s --define account.n=int set account 1 n abc 2>&1", base),
-              2);
+    CHECK_INT(run(out, sizeof out, "%s --define account.n=int set account 1 n abc 2>&1", base), 2);
     CHECK_INT(run(out, sizeof out, "%s delete account 1 api_key", base), 0);
     CHECK_INT(run(out, sizeof out, "%s get account 1 api_key 2>/dev/null", base), 1);
     CHECK_INT(run(out, sizeof out, "%s stats", base), 0);
     CHECK(strstr(out, "state\tVALID") != NULL);
-    CHECK_INT(run(out, sizeof out, "%s/setcache --schema myschema --channel mychan schema", b),
-              0);
+    CHECK_INT(run(out, sizeof out, "%s/setcache --schema myschema --channel mychan schema", b), 0);
     CHECK(strstr(out, "CREATE TABLE IF NOT EXISTS \"myschema\".settings") != NULL);
     CHECK(strstr(out, "pg_notify('mychan'") != NULL);
     CHECK_INT(run(out, sizeof out, "%s/setcache --schema 'x;drop' schema 2>&1", b), 2);
