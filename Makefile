@@ -54,8 +54,10 @@ PC := $(B)/setcache.pc
 
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BIN := $(B)/tests/setcache-tests
+UNIT_SRCS := $(wildcard tests/unit/unit_*.c)
+UNIT_BIN := $(B)/tests/setcache-unit
 
-.PHONY: all check demo bench bench-series install uninstall format lint clean deps fuzz
+.PHONY: all unit check demo bench bench-series install uninstall format lint clean deps fuzz
 all: $(STATIC) $(B)/libsetcache.so $(TOOL) $(PC) $(B)/example $(B)/example_subscribe
 
 # plain `make` on a machine without the headers: the exact apt-get line
@@ -108,11 +110,21 @@ $(TEST_BIN): $(TEST_SRCS) tests/harness.c tests/harness.h $(HDRS) $(TEST_STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Isrc -D_GNU_SOURCE -DSETCACHE_TEST_HOOKS -o $@ tests/harness.c $(TEST_SRCS) $(TEST_STATIC) $(ALL_LDFLAGS) $(PQ_LIBS)
 
+# the fast tier: no database, no server (hash and entry tables, values,
+# identities, payloads, definitions, the API's argument checks)
+$(UNIT_BIN): $(UNIT_SRCS) tests/harness.c tests/harness.h $(HDRS) $(TEST_STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itests -Isrc -D_GNU_SOURCE -DSETCACHE_TEST_HOOKS -o $@ tests/harness.c $(UNIT_SRCS) $(TEST_STATIC) $(ALL_LDFLAGS) $(PQ_LIBS)
+
 deps:
 	@sh tests/deps.sh
 
+unit: $(UNIT_BIN)
+	@env -u SETCACHE_TEST_CONNINFO $(TEST_PREFIX) $(UNIT_BIN) $(T)
+
 check: deps
-	@$(MAKE) --no-print-directory all $(TEST_BIN)
+	@$(MAKE) --no-print-directory all $(TEST_BIN) $(UNIT_BIN)
+	@env -u SETCACHE_TEST_CONNINFO $(TEST_PREFIX) $(UNIT_BIN) $(T)
 	@SETCACHE_BUILD=$(B) TEST_PREFIX="$(TEST_PREFIX)" sh tests/run.sh $(TEST_BIN) $(T)
 
 demo: deps

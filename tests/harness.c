@@ -240,9 +240,10 @@ void t_sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
+/* Only where a database was given (the unit tier runs without one). */
 static void drop_schema(void)
 {
-    if (schema[0]) {
+    if (schema[0] && getenv("SETCACHE_TEST_CONNINFO")) {
         PGconn *a = PQconnectdb(t_conninfo());
         if (PQstatus(a) == CONNECTION_OK) {
             char sql[160];
@@ -337,4 +338,31 @@ int main(int argc, char **argv)
         return 1;
     }
     return failed ? 1 : 0;
+}
+
+void t_insert_rows(const char *type, const char *id, int nkeys)
+{
+    t_sql("INSERT INTO \"%s\".settings (entity_type, entity_id, key, value) "
+          "SELECT '%s', '%s', 'key_' || g, 'value_' || g FROM generate_series(1, %d) g",
+          t_schema(), type, id, nkeys);
+}
+
+setcache_stats t_stats(setcache *c)
+{
+    setcache_stats s;
+    setcache_get_stats(c, &s);
+    return s;
+}
+
+int t_sessions_of(pid_t pid)
+{
+    return atoi(t_sql_value("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE "
+                            "'setcache:%d:%%'",
+                            (int)pid));
+}
+
+int t_backend_pid(void *arg, PGconn *conn)
+{
+    *(int *)arg = PQbackendPID(conn);
+    return 0;
 }

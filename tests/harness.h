@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 
 #include "setcache.h"
 
@@ -94,6 +95,13 @@ double t_wait_value(setcache *c, const char *type, const char *id, const char *k
 /* SETCACHE_TEST_TIMEOUT_SCALE (1 unless running under valgrind or the like). */
 double t_scale(void);
 void t_sleep_ms(int ms);
+/* nkeys rows key_1..key_N = value_1..value_N of one entity, by plain SQL. */
+void t_insert_rows(const char *type, const char *id, int nkeys);
+setcache_stats t_stats(setcache *c);
+/* Server sessions of process pid's handles (their application_name). */
+int t_sessions_of(pid_t pid);
+/* For setcache_with_conn: *(int *)arg = the connection's backend pid. */
+int t_backend_pid(void *arg, PGconn *conn);
 /* Path of the built tool and library directory. */
 const char *t_build_dir(void);
 

@@ -1,0 +1,183 @@
+/* The connection pool and the handle's life: timeouts, scoped borrows,
+ * broken connections, concurrent schema creation, fork, close. */
+#include "harness.h"
+#include "internal.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int hold_conn(void *arg, PGconn *conn)
+{
+    (void)conn;
+    t_sleep_ms(*(int *)arg);
+    return 7;
+}
+
+static void *holder(void *p)
+{
+    static int ms = 1500;
+    return (void *)(intptr_t)setcache_with_conn(p, hold_conn, &ms);
+}
+
+TEST(acquire_timeout_gives_clear_error_not_hang)
+{
+    setcache_options o;
+    t_options(&o);
+    o.pool_size = 1;
+    o.acquire_timeout_ms = 300;
+    setcache *c = t_open_with(&o);
+    pthread_t th;
+    pthread_create(&th, NULL, holder, c);
+    t_sleep_ms(100);
+    CHECK_INT(t_stats(c).pool_in_use, 1);
+    double t0 = t_now_ms();
+    CHECK_RC(setcache_set_string(c, "account", "1", "k", "v"), SETCACHE_ERR_TIMEOUT);
+    double waited = t_now_ms() - t0;
+    CHECK(waited >= 250 && waited < 1400);
+    CHECK(strstr(setcache_errmsg(), "300 ms") != NULL);
+    CHECK(strstr(setcache_errmsg(), "pool_size 1") != NULL);
+    CHECK_RC(setcache_load(c, "account", "1"), SETCACHE_ERR_TIMEOUT);
+    void *res;
+    pthread_join(th, &res);
+    CHECK_INT((intptr_t)res, 7);
+    setcache_stats s = t_stats(c);
+    CHECK_INT(s.pool_timeouts, 2);
+    CHECK(s.pool_waits >= 2);
+    CHECK_INT(s.pool_in_use, 0);
+    CHECK_OK(setcache_set_string(c, "account", "1", "k", "v"));
+    setcache_close(c);
+}
+
+static int leave_open_txn(void *arg, PGconn *conn)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "BEGIN; INSERT INTO \"%s\".settings (entity_type, entity_id, key, value) VALUES "
+             "('account', '1', 'uncommitted', 'x')",
+             (const char *)arg);
+    PGresult *r = PQexec(conn, sql);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    return ok ? 11 : -100;
+}
+
+static int leave_failed_txn(void *arg, PGconn *conn)
+{
+    (void)arg;
+    PQclear(PQexec(conn, "BEGIN; SELECT 1/0"));
+    return PQtransactionStatus(conn) == PQTRANS_INERROR ? 12 : -100;
+}
+
+static int check_idle(void *arg, PGconn *conn)
+{
+    (void)arg;
+    return PQtransactionStatus(conn) == PQTRANS_IDLE ? 13 : -100;
+}
+
+TEST(with_conn_returns_connection_whatever_fn_does)
+{
+    setcache_options o;
+    t_options(&o);
+    o.pool_size = 1;
+    setcache *c = t_open_with(&o);
+    CHECK_INT(setcache_with_conn(c, leave_open_txn, (void *)t_schema()), 11);
+    CHECK_INT(t_stats(c).pool_in_use, 0);
+    CHECK_INT(setcache_with_conn(c, check_idle, NULL), 13);
+    CHECK_STR(t_sql_value("SELECT count(*) FROM \"%s\".settings", t_schema()), "0");
+    CHECK_INT(setcache_with_conn(c, leave_failed_txn, NULL), 12);
+    CHECK_INT(setcache_with_conn(c, check_idle, NULL), 13);
+    CHECK_INT(t_stats(c).pool_in_use, 0);
+    setcache_close(c);
+}
+
+TEST(broken_pool_connection_is_replaced)
+{
+    setcache_options o;
+    t_options(&o);
+    o.pool_size = 1;
+    setcache *c = t_open_with(&o);
+    int pid1 = 0, pid2 = 0;
+    CHECK_OK(setcache_with_conn(c, t_backend_pid, &pid1));
+    t_sql("SELECT pg_terminate_backend(%d)", pid1);
+    t_sleep_ms(200);
+    CHECK_OK(setcache_set_string(c, "account", "1", "k", "after-kill"));
+    CHECK_OK(setcache_with_conn(c, t_backend_pid, &pid2));
+    CHECK(pid2 != pid1 && pid2 > 0);
+    char buf[32];
+    CHECK_OK(setcache_get_string(c, "account", "1", "k", buf, sizeof buf, NULL));
+    CHECK_STR(buf, "after-kill");
+    setcache_close(c);
+}
+
+TEST(create_schema_concurrent_opens_are_safe)
+{
+    pid_t kids[6];
+    for (int i = 0; i < 6; i++) {
+        kids[i] = fork();
+        if (kids[i] == 0) {
+            setcache_options o;
+            t_options(&o);
+            setcache *c = NULL;
+            int rc = setcache_open(&c, &o);
+            if (rc == SETCACHE_OK) {
+                rc = setcache_set_int(c, "account", "1", "k", i);
+                setcache_close(c);
+            }
+            _exit(rc == SETCACHE_OK ? 0 : 1);
+        }
+    }
+    for (int i = 0; i < 6; i++) {
+        int st;
+        waitpid(kids[i], &st, 0);
+        CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+    CHECK_STR(t_sql_value("SELECT count(*) FROM pg_trigger WHERE tgrelid = '\"%s\".settings'::"
+                          "regclass AND NOT tgisinternal",
+                          t_schema()),
+              "3");
+}
+
+TEST(fork_child_close_leaves_parent_sessions)
+{
+    setcache *c = t_open();
+    CHECK_OK(setcache_set_string(c, "account", "1", "k", "parent"));
+    int pid1 = 0, pid2 = 0;
+    CHECK_OK(setcache_with_conn(c, t_backend_pid, &pid1));
+    /* let the library's threads go idle: what a thread holds on its stack at
+     * fork() time can't be freed in the child (it matters to leak checkers) */
+    t_sleep_ms(300);
+    pid_t kid = fork();
+    if (kid == 0) {
+        setcache_close(c);
+        _exit(0);
+    }
+    int st;
+    waitpid(kid, &st, 0);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    t_sleep_ms(100);
+    CHECK_OK(setcache_with_conn(c, t_backend_pid, &pid2));
+    CHECK_INT(pid2, pid1);
+    CHECK_OK(setcache_set_string(c, "account", "1", "k", "still"));
+    CHECK_INT(t_stats(c).state, SETCACHE_STATE_VALID);
+    setcache_close(c);
+}
+
+TEST(close_is_prompt_and_later_sessions_are_gone)
+{
+    setcache *c = t_open();
+    CHECK_OK(setcache_set_string(c, "account", "1", "k", "v"));
+    CHECK(t_sessions_of(getpid()) >= 2);
+    double t0 = t_now_ms();
+    setcache_close(c);
+    CHECK(t_now_ms() - t0 < 1000);
+    t0 = t_now_ms();
+    while (t_sessions_of(getpid()) > 0 && t_now_ms() - t0 < 3000) {
+        t_sleep_ms(10);
+    }
+    CHECK_INT(t_sessions_of(getpid()), 0);
+    setcache_close(NULL);
+}
