@@ -271,14 +271,19 @@ void setcache__emit_resync(setcache *c)
     pthread_mutex_unlock(&c->dispatch.mu);
 }
 
+static void sub_free(sc_sub *s)
+{
+    free(s->type);
+    free(s->eid);
+    free(s->key);
+    free(s);
+}
+
 static void release_locked(setcache *c, sc_sub *s)
 {
     if (--s->refs == 0 && !s->active) {
         (void)c;
-        free(s->type);
-        free(s->eid);
-        free(s->key);
-        free(s);
+        sub_free(s);
     }
 }
 
@@ -417,10 +422,7 @@ void setcache__dispatch_destroy(setcache *c, bool own_process)
     HASH_ITER(hh, c->dispatch.subs_by_id, sb, sbt)
     {
         HASH_DEL(c->dispatch.subs_by_id, sb);
-        free(sb->type);
-        free(sb->eid);
-        free(sb->key);
-        free(sb);
+        sub_free(sb);
     }
     if (own_process) {
         pthread_mutex_destroy(&c->dispatch.subs_mu);
@@ -444,31 +446,27 @@ static char *dup_filter(const char *s, bool *oom)
     return d;
 }
 
-int setcache__subscribe(setcache *c, const char *entity_type, const char *entity_id,
-                        const char *key, setcache_change_fn fn, void *arg, uint64_t *id)
+/* Filters name a valid type, id and key, or NULL for any. */
+static int check_filters(const char *entity_type, const char *entity_id, const char *key)
 {
-    if (!c || !fn || !id) {
-        return setcache__fail(SETCACHE_ERR_ARG, "%s is NULL", !c ? "handle" : !fn ? "fn" : "id");
-    }
     size_t tl, il, kl;
+    int rc = SETCACHE_OK;
     if (entity_type) {
-        int rc = setcache__check_identity(entity_type, NULL, NULL, &tl, &il, &kl);
-        if (rc != SETCACHE_OK) {
-            return rc;
-        }
+        rc = setcache__check_identity(entity_type, NULL, NULL, &tl, &il, &kl);
     }
-    if (entity_id || key) {
-        int rc = setcache__check_identity("x", entity_id, key, &tl, &il, &kl);
-        if (rc != SETCACHE_OK) {
-            return rc;
-        }
+    if (rc == SETCACHE_OK && (entity_id || key)) {
+        rc = setcache__check_identity("x", entity_id, key, &tl, &il, &kl);
     }
-    if (atomic_load(&c->closing)) {
-        return setcache__fail(SETCACHE_ERR_CLOSED, "handle is closing");
-    }
+    return rc;
+}
+
+/* A new subscription with copies of its filters; NULL when out of memory. */
+static sc_sub *sub_new(const char *entity_type, const char *entity_id, const char *key,
+                       setcache_change_fn fn, void *arg)
+{
     sc_sub *s = calloc(1, sizeof *s);
     if (!s) {
-        return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+        return NULL;
     }
     bool oom = false;
     s->type = dup_filter(entity_type, &oom);
@@ -477,51 +475,73 @@ int setcache__subscribe(setcache *c, const char *entity_type, const char *entity
     s->fn = fn;
     s->arg = arg;
     s->active = true;
-    char pk[SC_PATTERN_MAX];
-    size_t pl = pattern(pk, sub_mask(s), s->type, s->eid, s->key);
-    int rc = oom ? setcache__fail(SETCACHE_ERR_NOMEM, "out of memory") : SETCACHE_OK;
-    pthread_mutex_lock(&c->dispatch.subs_mu);
-    sc_subidx *ix = NULL;
-    if (rc == SETCACHE_OK) {
-        HASH_FIND(hh, c->dispatch.subidx, pk, pl, ix);
+    if (oom) {
+        sub_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+/* The filter index entry for pattern pk (made if new), with room for one
+ * more subscription; NULL when out of memory. */
+static sc_subidx *index_slot_locked(setcache *c, const char *pk, size_t pl)
+{
+    sc_subidx *ix;
+    HASH_FIND(hh, c->dispatch.subidx, pk, pl, ix);
+    if (!ix) {
+        ix = calloc(1, sizeof *ix + pl);
         if (!ix) {
-            ix = calloc(1, sizeof *ix + pl);
-            if (ix) {
-                memcpy(ix->pattern, pk, pl);
-                ix->plen = (uint16_t)pl;
-                HASH_ADD_KEYPTR(hh, c->dispatch.subidx, ix->pattern, ix->plen, ix);
-                if (!ix->hh.tbl) {
-                    free(ix);
-                    ix = NULL;
-                }
-            }
+            return NULL;
         }
-        if (ix && ix->n == ix->cap) {
-            setcache__grow(&ix->subs, &ix->cap, 4, sizeof *ix->subs); /* full if it fails */
-        }
-        if (!ix || ix->n == ix->cap) {
-            rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+        memcpy(ix->pattern, pk, pl);
+        ix->plen = (uint16_t)pl;
+        HASH_ADD_KEYPTR(hh, c->dispatch.subidx, ix->pattern, ix->plen, ix);
+        if (!ix->hh.tbl) {
+            free(ix);
+            return NULL;
         }
     }
-    if (rc == SETCACHE_OK && ix && ix->subs && ix->n < ix->cap) {
+    if (ix->n == ix->cap) {
+        setcache__grow(&ix->subs, &ix->cap, 4, sizeof *ix->subs); /* full if it fails */
+    }
+    return ix->subs && ix->n < ix->cap ? ix : NULL;
+}
+
+int setcache__subscribe(setcache *c, const char *entity_type, const char *entity_id,
+                        const char *key, setcache_change_fn fn, void *arg, uint64_t *id)
+{
+    if (!c || !fn || !id) {
+        return setcache__fail(SETCACHE_ERR_ARG, "%s is NULL", !c ? "handle" : !fn ? "fn" : "id");
+    }
+    int rc = check_filters(entity_type, entity_id, key);
+    if (rc != SETCACHE_OK) {
+        return rc;
+    }
+    if (atomic_load(&c->closing)) {
+        return setcache__fail(SETCACHE_ERR_CLOSED, "handle is closing");
+    }
+    sc_sub *s = sub_new(entity_type, entity_id, key, fn, arg);
+    if (!s) {
+        return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+    }
+    char pk[SC_PATTERN_MAX];
+    size_t pl = pattern(pk, sub_mask(s), s->type, s->eid, s->key);
+    pthread_mutex_lock(&c->dispatch.subs_mu);
+    sc_subidx *ix = index_slot_locked(c, pk, pl);
+    if (ix) {
         s->id = ++c->dispatch.next_sub_id;
         HASH_ADD(hh, c->dispatch.subs_by_id, id, sizeof s->id, s);
-        if (!s->hh.tbl) {
-            rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
-        } else {
-            ix->subs[ix->n++] = s;
-            atomic_fetch_add_explicit(&c->dispatch.nsubs, 1, memory_order_release);
-            *id = s->id;
-        }
-    } else if (rc == SETCACHE_OK) {
+    }
+    if (ix && s->hh.tbl) {
+        ix->subs[ix->n++] = s;
+        atomic_fetch_add_explicit(&c->dispatch.nsubs, 1, memory_order_release);
+        *id = s->id;
+    } else {
         rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
     }
     pthread_mutex_unlock(&c->dispatch.subs_mu);
     if (rc != SETCACHE_OK) {
-        free(s->type);
-        free(s->eid);
-        free(s->key);
-        free(s);
+        sub_free(s);
     }
     return rc;
 }

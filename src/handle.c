@@ -110,20 +110,36 @@ static void unwind(setcache *c, int stage)
     }
 }
 
-int setcache_open(setcache **out, const setcache_options *o)
+/* The handle's immutable copy of the options (strings are duplicated; a
+ * failed copy is a NULL the caller checks). */
+static void copy_options(setcache *c, const setcache_options *o, const char *schema,
+                         const char *channel)
 {
-    setcache__hash_seed_once();
-    if (!out) {
-        return setcache__fail(SETCACHE_ERR_ARG, "out is NULL");
-    }
-    *out = NULL;
-    setcache_options defaults;
-    setcache_options_init(&defaults);
-    if (!o) {
-        o = &defaults;
-    }
-    const char *schema = o->schema ? o->schema : defaults.schema;
-    const char *channel = o->channel ? o->channel : defaults.channel;
+    c->pid = getpid();
+    c->wake_fd = -1;
+    c->conninfo = dup_or_null(o->conninfo);
+    c->listen_conninfo = dup_or_null(o->listen_conninfo);
+    c->schema = strdup(schema);
+    c->channel = strdup(channel);
+    c->pool_size = o->pool_size;
+    c->acquire_timeout_ms = o->acquire_timeout_ms;
+    c->max_entities = o->max_entities;
+    c->max_value_len = o->max_value_len ? o->max_value_len : SETCACHE_MAX_VALUE_LEN;
+    c->create_schema = o->create_schema;
+    c->log = o->log;
+    c->log_arg = o->log_arg;
+    c->heartbeat_ms = o->heartbeat_ms;
+    c->heartbeat_deadline_ms = o->heartbeat_deadline_ms;
+    c->reconnect_initial_ms = o->reconnect_initial_ms;
+    c->reconnect_max_ms = o->reconnect_max_ms;
+    c->dq_max = o->dispatch_queue_max;
+    c->on_state = o->on_state;
+    c->state_arg = o->state_arg;
+}
+
+/* Every option in range (schema and channel after defaulting). */
+static int check_options(const setcache_options *o, const char *schema, const char *channel)
+{
     if (!setcache__valid_sql_name(schema)) {
         return setcache__fail(SETCACHE_ERR_ARG, "schema must match [a-z_][a-z0-9_]{0,62}");
     }
@@ -151,6 +167,27 @@ int setcache_open(setcache **out, const setcache_options *o)
         return setcache__fail(SETCACHE_ERR_ARG, "max_value_len must be at most %zu",
                               SETCACHE_MAX_VALUE_LEN);
     }
+    return SETCACHE_OK;
+}
+
+int setcache_open(setcache **out, const setcache_options *o)
+{
+    setcache__hash_seed_once();
+    if (!out) {
+        return setcache__fail(SETCACHE_ERR_ARG, "out is NULL");
+    }
+    *out = NULL;
+    setcache_options defaults;
+    setcache_options_init(&defaults);
+    if (!o) {
+        o = &defaults;
+    }
+    const char *schema = o->schema ? o->schema : defaults.schema;
+    const char *channel = o->channel ? o->channel : defaults.channel;
+    int rc = check_options(o, schema, channel);
+    if (rc != SETCACHE_OK) {
+        return rc;
+    }
 
     /* aligned as its lock slots are declared, so that no two share a line */
     void *mem = NULL;
@@ -158,27 +195,7 @@ int setcache_open(setcache **out, const setcache_options *o)
         return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
     }
     setcache *c = memset(mem, 0, sizeof(setcache));
-    c->pid = getpid();
-    c->wake_fd = -1;
-    c->conninfo = dup_or_null(o->conninfo);
-    c->listen_conninfo = dup_or_null(o->listen_conninfo);
-    c->schema = strdup(schema);
-    c->channel = strdup(channel);
-    c->pool_size = o->pool_size;
-    c->acquire_timeout_ms = o->acquire_timeout_ms;
-    c->max_entities = o->max_entities;
-    c->max_value_len = o->max_value_len ? o->max_value_len : SETCACHE_MAX_VALUE_LEN;
-    c->create_schema = o->create_schema;
-    c->log = o->log;
-    c->log_arg = o->log_arg;
-    c->heartbeat_ms = o->heartbeat_ms;
-    c->heartbeat_deadline_ms = o->heartbeat_deadline_ms;
-    c->reconnect_initial_ms = o->reconnect_initial_ms;
-    c->reconnect_max_ms = o->reconnect_max_ms;
-    c->dq_max = o->dispatch_queue_max;
-    c->on_state = o->on_state;
-    c->state_arg = o->state_arg;
-    int rc;
+    copy_options(c, o, schema, channel);
     if ((o->conninfo && *o->conninfo && !c->conninfo) ||
         (o->listen_conninfo && *o->listen_conninfo && !c->listen_conninfo) || !c->schema ||
         !c->channel) {

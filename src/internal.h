@@ -406,6 +406,9 @@ int setcache__sql_build(sc_sql *s, const char *schema);
 void setcache__sql_free(sc_sql *s);
 char *setcache__ddl(const char *schema, const char *channel);
 int setcache__ensure_schema(setcache *c, PGconn *conn);
+int setcache__table_exists(setcache *c, PGconn *conn, const char *table, bool *exists);
+int setcache__apply_ddl_once(setcache *c, PGconn *conn, const char *fn, const char *signature,
+                             const char *ddl, const char *what);
 char *setcache__quote_ident(const char *s);
 char *setcache__text_array(const char *const *items, size_t n);
 

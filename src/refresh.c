@@ -317,10 +317,12 @@ static void emit_for_hint(setcache *c, group *g, sc_hint *h)
     free(value);
 }
 
-static void process_hints(setcache *c, sc_hint *list)
+/* Step 1 of a round: group the hints by entity (a hint that can't be a row
+ * of its table is counted as malformed and dropped). */
+static group *group_hints(setcache *c, sc_hint *list, size_t *ngroups)
 {
     group *groups = NULL;
-    size_t ngroups = 0;
+    *ngroups = 0;
     for (sc_hint *h = list, *next; h; h = next) {
         next = h->next;
         sc_ident id;
@@ -343,7 +345,7 @@ static void process_hints(setcache *c, sc_hint *list)
                     free(g);
                     g = NULL;
                 } else {
-                    ngroups++;
+                    (*ngroups)++;
                 }
             }
         }
@@ -358,89 +360,94 @@ static void process_hints(setcache *c, sc_hint *list)
         }
         g->hints[g->n++] = h;
     }
+    return groups;
+}
 
-    group **todo = calloc(ngroups ? ngroups : 1, sizeof *todo);
-    size_t ntodo = 0;
-    group *g, *tmp;
-    HASH_ITER(hh, groups, g, tmp)
-    {
-        for (size_t j = 0; j < g->n && !g->subscribed; j++) {
-            g->subscribed = setcache__is_subscribed(c, g->id.type, g->id.id, g->hints[j]->key);
+/* Step 2: decide what one entity's hints need (g->act); true when it is to
+ * be read (a refresh, or a fetch whose load this round owns). Without
+ * can_read (out of memory) nothing is read: the entity is dropped instead. */
+static bool classify_group(setcache *c, group *g, bool can_read)
+{
+    for (size_t j = 0; j < g->n && !g->subscribed; j++) {
+        g->subscribed = setcache__is_subscribed(c, g->id.type, g->id.id, g->hints[j]->key);
+    }
+    sc_hintref refs[64];
+    sc_hintref *rv = g->n <= 64 ? refs : malloc(g->n * sizeof *rv);
+    if (!rv) {
+        setcache__invalidate(c, &g->id);
+        g->act = SC_ACT_SKIP;
+        return false;
+    }
+    for (size_t j = 0; j < g->n; j++) {
+        rv[j].key = g->hints[j]->key;
+        rv[j].version = g->hints[j]->version;
+        rv[j].op = g->hints[j]->op;
+    }
+    g->act = setcache__classify(c, &g->id, rv, g->n, g->subscribed, &g->stamp);
+    setcache__count(c, SC_ST_HINTS, g->n);
+    if (rv != refs) {
+        free(rv);
+    }
+    if (g->act == SC_ACT_FETCH) {
+        uint64_t epoch;
+        if (setcache__begin_load(c, &g->id, &g->stamp, &epoch) != SC_BEGIN_OWN) {
+            g->act = SC_ACT_LATER; /* loaded or loading by a reader: look again next round */
+            return false;
         }
-        sc_hintref refs[64];
-        sc_hintref *rv = g->n <= 64 ? refs : malloc(g->n * sizeof *rv);
-        if (!rv) {
+        if (!can_read) {
+            bool inst;
+            setcache__finish_load(c, &g->id, NULL, g->stamp, &inst);
+            g->act = SC_ACT_SKIP;
+            return false;
+        }
+        return true;
+    }
+    if (g->act == SC_ACT_REFRESH) {
+        if (!can_read) {
             setcache__invalidate(c, &g->id);
             g->act = SC_ACT_SKIP;
-            continue;
+            return false;
         }
-        for (size_t j = 0; j < g->n; j++) {
-            rv[j].key = g->hints[j]->key;
-            rv[j].version = g->hints[j]->version;
-            rv[j].op = g->hints[j]->op;
-        }
-        g->act = setcache__classify(c, &g->id, rv, g->n, g->subscribed, &g->stamp);
-        setcache__count(c, SC_ST_HINTS, g->n);
-        if (rv != refs) {
-            free(rv);
-        }
-        if (g->act == SC_ACT_FETCH) {
-            uint64_t epoch;
-            int st = setcache__begin_load(c, &g->id, &g->stamp, &epoch);
-            if (st == SC_BEGIN_OWN) {
-                if (todo) {
-                    todo[ntodo++] = g;
-                } else {
-                    bool inst;
-                    setcache__finish_load(c, &g->id, NULL, g->stamp, &inst);
-                    g->act = SC_ACT_SKIP;
-                }
-            } else {
-                g->act = SC_ACT_LATER; /* loaded or loading by a reader: look again next round */
-            }
-        } else if (g->act == SC_ACT_REFRESH) {
-            if (todo) {
-                todo[ntodo++] = g;
-            } else {
-                setcache__invalidate(c, &g->id);
-                g->act = SC_ACT_SKIP;
-            }
-        }
+        return true;
     }
+    return false;
+}
 
-    int rc = todo ? read_groups(c, todo, ntodo) : SETCACHE_ERR_NOMEM;
-    for (size_t j = 0; j < ntodo; j++) {
-        group *x = todo[j];
-        if (x->act == SC_ACT_FETCH) {
-            bool inst = false;
-            setcache__finish_load(c, &x->id, rc == SETCACHE_OK ? &x->rows : NULL, x->stamp, &inst);
-            if (inst) {
-                setcache__count(c, SC_ST_LOADS, 1);
-            } else {
-                x->act = SC_ACT_LATER;
-            }
+/* Step 3: install what was read for one entity (rc: how the reading went). */
+static void install_group(setcache *c, group *x, int rc)
+{
+    if (x->act == SC_ACT_FETCH) {
+        bool inst = false;
+        setcache__finish_load(c, &x->id, rc == SETCACHE_OK ? &x->rows : NULL, x->stamp, &inst);
+        if (inst) {
+            setcache__count(c, SC_ST_LOADS, 1);
         } else {
-            sc_change *ch = NULL;
-            size_t nch = 0;
-            bool incomplete = false;
-            if (rc == SETCACHE_OK &&
-                setcache__refresh_install(c, &x->id, &x->rows, x->stamp,
-                                          setcache__has_subscribers(c), &ch, &nch, &incomplete)) {
-                emit_changes(c, &x->id, ch, nch, incomplete);
-                setcache__changes_free(ch, nch);
-            } else if (rc != SETCACHE_OK) {
-                setcache__invalidate(c, &x->id); /* readers load it again */
-            } else {
-                x->act = SC_ACT_LATER; /* a local write raced: read again next round */
-            }
+            x->act = SC_ACT_LATER;
         }
-        setcache__et_free(&x->rows);
+    } else {
+        sc_change *ch = NULL;
+        size_t nch = 0;
+        bool incomplete = false;
+        if (rc == SETCACHE_OK &&
+            setcache__refresh_install(c, &x->id, &x->rows, x->stamp, setcache__has_subscribers(c),
+                                      &ch, &nch, &incomplete)) {
+            emit_changes(c, &x->id, ch, nch, incomplete);
+            setcache__changes_free(ch, nch);
+        } else if (rc != SETCACHE_OK) {
+            setcache__invalidate(c, &x->id); /* readers load it again */
+        } else {
+            x->act = SC_ACT_LATER; /* a local write raced: read again next round */
+        }
     }
-    if (rc != SETCACHE_OK && ntodo) {
-        setcache__log(c, SETCACHE_LOG_WARN, "refresh failed: %s", setcache_errmsg());
-    }
-    free(todo);
+    setcache__et_free(&x->rows);
+}
 
+/* Step 4: tell subscribers, or queue the hints again for the next round
+ * (a bounded number of times, then drop the entity and announce a RESYNC);
+ * free the groups. */
+static void finish_groups(setcache *c, group *groups)
+{
+    group *g, *tmp;
     HASH_ITER(hh, groups, g, tmp)
     {
         for (size_t j = 0; j < g->n; j++) {
@@ -461,6 +468,33 @@ static void process_hints(setcache *c, sc_hint *list)
         free(g->hints);
         free(g);
     }
+}
+
+/* One round of hints: group, classify, read what changed in batches,
+ * install, tell subscribers. */
+static void process_hints(setcache *c, sc_hint *list)
+{
+    size_t ngroups;
+    group *groups = group_hints(c, list, &ngroups);
+    group **todo = calloc(ngroups ? ngroups : 1, sizeof *todo);
+    size_t ntodo = 0;
+    group *g, *tmp;
+    HASH_ITER(hh, groups, g, tmp)
+    {
+        bool read = classify_group(c, g, todo != NULL);
+        if (read && todo) {
+            todo[ntodo++] = g;
+        }
+    }
+    int rc = todo ? read_groups(c, todo, ntodo) : SETCACHE_ERR_NOMEM;
+    for (size_t j = 0; j < ntodo; j++) {
+        install_group(c, todo[j], rc);
+    }
+    if (rc != SETCACHE_OK && ntodo) {
+        setcache__log(c, SETCACHE_LOG_WARN, "refresh failed: %s", setcache_errmsg());
+    }
+    free(todo);
+    finish_groups(c, groups);
 }
 
 static void *refresh_main(void *arg)

@@ -81,14 +81,13 @@ int setcache__sql_build(sc_sql *s, const char *schema)
         "SELECT false, key, version, NULL::text FROM d UNION ALL SELECT true, key, version, value "
         "FROM u",
         t, t);
-    s->exists = setcache__aprintf("SELECT to_regclass($1) IS NOT NULL");
     s->load_many =
         setcache__aprintf("SELECT s.entity_type, s.entity_id, s.key, s.value, s.version FROM %s s "
                           "JOIN unnest($1::text[], $2::text[]) AS x(t, i) ON s.entity_type = "
                           "x.t AND s.entity_id = x.i",
                           t);
     if (!s->load || !s->load_type || !s->upsert || !s->upsert_json || !s->del || !s->many ||
-        !s->exists || !s->load_many) {
+        !s->load_many) {
         setcache__sql_free(s);
         return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
     }
@@ -104,7 +103,6 @@ void setcache__sql_free(sc_sql *s)
     free(s->upsert_json);
     free(s->del);
     free(s->many);
-    free(s->exists);
     free(s->load_many);
     memset(s, 0, sizeof *s);
 }
@@ -202,86 +200,89 @@ static int exec_simple(setcache *c, PGconn *conn, const char *sql, int n, const 
     return rc;
 }
 
-/*
- * Make sure the schema exists. With create_schema, apply the DDL under a
- * transaction-scoped advisory lock unless the installed revision and channel
- * already match (so concurrent opens neither fail nor lock the table). Without
- * it, fail with a message that says what to do.
- */
-int setcache__ensure_schema(setcache *c, PGconn *conn)
+/* Does the table (a quoted, qualified name) exist? */
+int setcache__table_exists(setcache *c, PGconn *conn, const char *table, bool *exists)
 {
-    int rc;
     PGresult *r = NULL;
-    if (!c->create_schema) {
-        const char *v[1] = {c->sql.table};
-        if ((rc = exec_simple(c, conn, c->sql.exists, 1, v, &r)) != SETCACHE_OK) {
-            return rc;
-        }
-        bool ok = PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
-        PQclear(r);
-        if (!ok) {
-            return setcache__fail(SETCACHE_ERR_DB,
-                                  "table %s does not exist: open with create_schema, or apply "
-                                  "the output of `setcache schema`",
-                                  c->sql.table);
-        }
-        return SETCACHE_OK;
-    }
+    const char *v[1] = {table};
+    int rc = exec_simple(c, conn, "SELECT to_regclass($1) IS NOT NULL", 1, v, &r);
+    *exists = rc == SETCACHE_OK && PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    PQclear(r);
+    return rc;
+}
 
-    char *ddl = NULL, *fn = NULL, *want = NULL, *lockkey = NULL;
-    if ((rc = exec_simple(c, conn, "BEGIN", 0, NULL, NULL)) != SETCACHE_OK) {
+/*
+ * Apply ddl once, idempotently and safely under concurrent opens: in one
+ * transaction under an advisory lock on the schema, unless the function fn
+ * ("schema"."name"()) already carries the comment signature (the DDL sets
+ * it), so opens that find it current neither fail nor lock a table. what
+ * names the step in an error.
+ */
+int setcache__apply_ddl_once(setcache *c, PGconn *conn, const char *fn, const char *signature,
+                             const char *ddl, const char *what)
+{
+    PGresult *r = NULL;
+    int rc = exec_simple(c, conn, "BEGIN", 0, NULL, NULL);
+    if (rc != SETCACHE_OK) {
         return rc;
     }
-    lockkey = malloc(strlen(c->schema) + 16);
-    fn = malloc(strlen(c->schema) + 32);
-    want = malloc(strlen(c->channel) + 64);
-    if (!lockkey || !fn || !want) {
-        rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
-        goto out;
-    }
-    sprintf(lockkey, "setcache:%s", c->schema);
-    sprintf(fn, "\"%s\".settings_notify()", c->schema);
-    sprintf(want, "setcache schema " SC_SCHEMA_REVISION " channel %s", c->channel);
-    const char *lv[1] = {lockkey};
-    if ((rc = exec_simple(c, conn, "SELECT pg_advisory_xact_lock(hashtext($1))", 1, lv, NULL)) !=
-        SETCACHE_OK) {
-        goto out;
-    }
+    const char *lv[1] = {c->schema};
+    rc = exec_simple(c, conn, "SELECT pg_advisory_xact_lock(hashtext('setcache:' || $1))", 1, lv,
+                     NULL);
     const char *fv[1] = {fn};
-    if ((rc = exec_simple(c, conn, "SELECT obj_description(to_regprocedure($1), 'pg_proc')", 1, fv,
-                          &r)) != SETCACHE_OK) {
-        goto out;
+    if (rc == SETCACHE_OK) {
+        rc = exec_simple(c, conn, "SELECT obj_description(to_regprocedure($1), 'pg_proc')", 1, fv,
+                         &r);
     }
-    bool current =
-        PQntuples(r) == 1 && !PQgetisnull(r, 0, 0) && strcmp(PQgetvalue(r, 0, 0), want) == 0;
+    bool current = rc == SETCACHE_OK && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0) &&
+                   strcmp(PQgetvalue(r, 0, 0), signature) == 0;
     PQclear(r);
-    r = NULL;
-    if (!current) {
-        ddl = setcache__ddl(c->schema, c->channel);
-        if (!ddl) {
-            rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
-            goto out;
-        }
+    if (rc == SETCACHE_OK && !current) {
         /* Multi-statement text without parameters: every name in it was
-         * validated and quoted by setcache__ddl. */
+         * validated and quoted by its builder. */
         PGresult *dr = PQexec(conn, ddl);
         setcache__count(c, SC_ST_QUERIES, 1);
         if (PQresultStatus(dr) != PGRES_COMMAND_OK) {
-            rc = setcache__fail_pg(SETCACHE_ERR_DB, "creating the schema", conn, dr);
-            PQclear(dr);
-            goto out;
+            rc = setcache__fail_pg(SETCACHE_ERR_DB, what, conn, dr);
         }
         PQclear(dr);
     }
-    rc = exec_simple(c, conn, "COMMIT", 0, NULL, NULL);
-out:
+    if (rc == SETCACHE_OK) {
+        rc = exec_simple(c, conn, "COMMIT", 0, NULL, NULL);
+    }
     if (rc != SETCACHE_OK && PQtransactionStatus(conn) != PQTRANS_IDLE) {
         PQclear(PQexec(conn, "ROLLBACK"));
     }
-    free(ddl);
+    return rc;
+}
+
+/*
+ * Make sure the schema exists. With create_schema, apply the DDL once (see
+ * setcache__apply_ddl_once) unless the installed revision and channel
+ * already match. Without it, fail with a message that says what to do.
+ */
+int setcache__ensure_schema(setcache *c, PGconn *conn)
+{
+    if (!c->create_schema) {
+        bool exists;
+        int rc = setcache__table_exists(c, conn, c->sql.table, &exists);
+        if (rc == SETCACHE_OK && !exists) {
+            rc = setcache__fail(SETCACHE_ERR_DB,
+                                "table %s does not exist: open with create_schema, or apply the "
+                                "output of `setcache schema`",
+                                c->sql.table);
+        }
+        return rc;
+    }
+    char *fn = setcache__aprintf("\"%s\".settings_notify()", c->schema);
+    char *want = setcache__aprintf("setcache schema " SC_SCHEMA_REVISION " channel %s", c->channel);
+    char *ddl = setcache__ddl(c->schema, c->channel);
+    int rc = fn && want && ddl
+                 ? setcache__apply_ddl_once(c, conn, fn, want, ddl, "creating the schema")
+                 : setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
     free(fn);
     free(want);
-    free(lockkey);
+    free(ddl);
     return rc;
 }
 

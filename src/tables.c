@@ -488,18 +488,15 @@ int setcache__maps_prepare(setcache *c, PGconn *conn)
         if (!qt) {
             return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
         }
-        int rc;
-        const char *v1[1] = {qt};
-        PGresult *r =
-            setcache__exec(c, conn, "SELECT to_regclass($1) IS NOT NULL", 1, v1, false, &rc);
-        bool exists = r && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
-        PQclear(r);
+        bool exists;
+        int rc = setcache__table_exists(c, conn, qt, &exists);
         if (rc != SETCACHE_OK || !exists) {
             free(qt);
             return rc != SETCACHE_OK ? rc
                                      : setcache__fail(SETCACHE_ERR_DB,
                                                       "mapped table %s does not exist", m->table);
         }
+        PGresult *r;
         char *ty = column_type(c, conn, qt, m, m->typed ? m->num_col : m->value_col, &rc);
         if (!ty) {
             free(qt);
@@ -687,46 +684,15 @@ int setcache__maps_apply(setcache *c, PGconn *conn, const setcache_table_map *m,
         char *sig = signature(c->channel, &m[i]);
         char *fn = setcache__aprintf("\"%s\".\"notify_%s\"()", c->schema, m[i].entity_type);
         char *ddl = setcache__maps_ddl(c->schema, c->channel, &m[i], 1);
-        char *comment = NULL;
-        int rc = SETCACHE_OK;
-        PGresult *r = NULL;
-        if (!sig || !fn || !ddl) {
-            rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
-            goto next;
-        }
-        PQclear(setcache__exec(c, conn, "BEGIN", 0, NULL, false, &rc));
-        if (rc != SETCACHE_OK) {
-            goto next;
-        }
-        const char *lk[1] = {c->schema};
-        PQclear(setcache__exec(c, conn, "SELECT pg_advisory_xact_lock(hashtext('setcache:' || $1))",
-                               1, lk, false, &rc));
-        const char *fv[1] = {fn};
-        r = rc == SETCACHE_OK ? setcache__exec(c, conn,
-                                               "SELECT obj_description(to_regprocedure($1), "
-                                               "'pg_proc')",
-                                               1, fv, false, &rc)
-                              : NULL;
-        bool current = r && !PQgetisnull(r, 0, 0) && strcmp(PQgetvalue(r, 0, 0), sig) == 0;
-        PQclear(r);
-        if (rc == SETCACHE_OK && !current) {
-            comment = setcache__aprintf("%sCOMMENT ON FUNCTION %s IS '%s';\n", ddl, fn, sig);
-            PGresult *d = comment ? PQexec(conn, comment) : NULL;
-            if (PQresultStatus(d) != PGRES_COMMAND_OK) {
-                rc = setcache__fail_pg(SETCACHE_ERR_DB, "setting up a mapped table", conn, d);
-            }
-            PQclear(d);
-        }
-        if (rc == SETCACHE_OK) {
-            PQclear(setcache__exec(c, conn, "COMMIT", 0, NULL, false, &rc));
-        } else if (PQtransactionStatus(conn) != PQTRANS_IDLE) {
-            PQclear(PQexec(conn, "ROLLBACK"));
-        }
-    next:
+        char *all = sig && fn && ddl
+                        ? setcache__aprintf("%sCOMMENT ON FUNCTION %s IS '%s';\n", ddl, fn, sig)
+                        : NULL;
+        int rc = all ? setcache__apply_ddl_once(c, conn, fn, sig, all, "setting up a mapped table")
+                     : setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
         free(sig);
         free(fn);
         free(ddl);
-        free(comment);
+        free(all);
         if (rc != SETCACHE_OK) {
             return rc;
         }

@@ -292,11 +292,57 @@ static char *bool_array(const bool *items, size_t n)
     return out;
 }
 
-static int cmp_kv(const void *a, const void *b)
+/* One key of a set_many, checked: its identity and how it is written. */
+typedef struct many_item {
+    sc_ident id;
+    const char *value; /* NULL = delete */
+    bool json;
+    int deftype; /* the key's defined type, -1 if undefined */
+} many_item;
+
+static int cmp_item(const void *a, const void *b)
 {
-    const setcache_kv *x = *(const setcache_kv *const *)a;
-    const setcache_kv *y = *(const setcache_kv *const *)b;
-    return strcmp(x->key, y->key);
+    return strcmp(((const many_item *)a)->id.key, ((const many_item *)b)->id.key);
+}
+
+/*
+ * Step 1 of set_many: check every key and value (and, for a mapped table,
+ * that the table takes it), then that no key appears twice. items[] comes
+ * back sorted by key. Nothing is sent.
+ */
+static int check_items(setcache *c, const sc_ident *ent, const setcache_kv *kv, size_t n,
+                       bool mapped, many_item *items)
+{
+    for (size_t i = 0; i < n; i++) {
+        many_item *it = &items[i];
+        if (!kv[i].key) {
+            return setcache__fail(SETCACHE_ERR_ARG, "kv[%zu].key is NULL", i);
+        }
+        int rc = setcache__ident(&it->id, ent->type, ent->id, kv[i].key);
+        if (rc == SETCACHE_OK) {
+            rc = setcache__ident_validate(&it->id);
+        }
+        it->value = kv[i].value;
+        it->json = false;
+        it->deftype = -1;
+        if (rc == SETCACHE_OK && it->value) {
+            rc = check_value(c, &it->id, it->value, &it->json, &it->deftype);
+        }
+        if (rc == SETCACHE_OK && it->value && mapped) {
+            rc = map_writable(c, &it->id, it->value, it->deftype);
+        }
+        if (rc != SETCACHE_OK) {
+            return rc;
+        }
+        it->json |= it->deftype == SETCACHE_JSON;
+    }
+    qsort(items, n, sizeof *items, cmp_item);
+    for (size_t i = 1; i < n; i++) {
+        if (strcmp(items[i - 1].id.key, items[i].id.key) == 0) {
+            return setcache__fail(SETCACHE_ERR_ARG, "key '%s' appears twice", items[i].id.key);
+        }
+    }
+    return SETCACHE_OK;
 }
 
 typedef struct many_job {
@@ -346,51 +392,22 @@ static int write_many_mapped(void *arg, PGconn *conn)
     return rc; /* a transaction left open is rolled back by the pool */
 }
 
-static int set_many_mapped(setcache *c, sc_ident *id, const setcache_kv *kv, size_t n)
+/* set_many on a mapped table, its items checked: one transaction. */
+static int set_many_mapped(setcache *c, many_item *items, size_t n)
 {
-    int rc = map_writable(c, id, NULL, -1);
-    if (rc != SETCACHE_OK) {
-        return rc;
-    }
-    sc_ident *ids = calloc(n, sizeof *ids);
     write_job *jobs = calloc(n, sizeof *jobs);
-    if (!ids || !jobs) {
-        free(ids);
-        free(jobs);
+    if (!jobs) {
         return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
     }
-    for (size_t i = 0; i < n && rc == SETCACHE_OK; i++) {
-        if (!kv[i].key) {
-            rc = setcache__fail(SETCACHE_ERR_ARG, "kv[%zu].key is NULL", i);
-            break;
-        }
-        for (size_t k = 0; k < i && rc == SETCACHE_OK; k++) {
-            if (strcmp(kv[k].key, kv[i].key) == 0) {
-                rc = setcache__fail(SETCACHE_ERR_ARG, "key '%s' appears twice", kv[i].key);
-            }
-        }
-        if (rc == SETCACHE_OK &&
-            (rc = setcache__ident(&ids[i], id->type, id->id, kv[i].key)) == SETCACHE_OK) {
-            rc = setcache__ident_validate(&ids[i]);
-        }
-        bool json = false;
-        int deftype = -1;
-        if (rc == SETCACHE_OK && kv[i].value) {
-            rc = check_value(c, &ids[i], kv[i].value, &json, &deftype);
-        }
-        if (rc == SETCACHE_OK && kv[i].value) {
-            rc = map_writable(c, &ids[i], kv[i].value, deftype);
-        }
+    for (size_t i = 0; i < n; i++) {
         jobs[i] = (write_job){
-            c, &ids[i], kv[i].value, json || deftype == SETCACHE_JSON, deftype, 0, NULL, false, -1};
+            c, &items[i].id, items[i].value, items[i].json, items[i].deftype, 0, NULL, false, -1};
     }
     mm_job m = {c, n, jobs, -1};
-    if (rc == SETCACHE_OK) {
-        rc = setcache__with_pool(c, write_many_mapped, &m);
-    }
+    int rc = setcache__with_pool(c, write_many_mapped, &m);
     if (rc == SETCACHE_OK || rc == SETCACHE_ERR_UNCERTAIN) {
         for (size_t i = 0; i < n; i++) {
-            apply_local(c, &ids[i], jobs[i].stored, jobs[i].version, jobs[i].stored == NULL,
+            apply_local(c, &items[i].id, jobs[i].stored, jobs[i].version, jobs[i].stored == NULL,
                         rc == SETCACHE_ERR_UNCERTAIN || jobs[i].unknown);
         }
         if (rc == SETCACHE_OK) {
@@ -401,8 +418,117 @@ static int set_many_mapped(setcache *c, sc_ident *id, const setcache_kv *kv, siz
     for (size_t i = 0; i < n; i++) {
         free(jobs[i].stored);
     }
-    free(ids);
     free(jobs);
+    return rc;
+}
+
+/* The built-in table's set_many statement's array parameters. */
+typedef struct many_arrays {
+    char *del, *keys, *vals, *json;
+} many_arrays;
+
+static void arrays_free(many_arrays *a)
+{
+    free(a->del);
+    free(a->keys);
+    free(a->vals);
+    free(a->json);
+}
+
+static int build_arrays(const many_item *items, size_t n, many_arrays *a, bool *any_json)
+{
+    const char **dkeys = malloc(n * sizeof *dkeys);
+    const char **skeys = malloc(n * sizeof *skeys);
+    const char **svals = malloc(n * sizeof *svals);
+    bool *sjson = malloc(n * sizeof *sjson);
+    size_t nd = 0, ns = 0;
+    *any_json = false;
+    if (dkeys && skeys && svals && sjson) {
+        for (size_t i = 0; i < n; i++) {
+            if (items[i].value) {
+                skeys[ns] = items[i].id.key;
+                svals[ns] = items[i].value;
+                sjson[ns++] = items[i].json;
+                *any_json |= items[i].json;
+            } else {
+                dkeys[nd++] = items[i].id.key;
+            }
+        }
+        a->del = setcache__text_array(dkeys, nd);
+        a->keys = setcache__text_array(skeys, ns);
+        a->vals = setcache__text_array(svals, ns);
+        a->json = bool_array(sjson, ns);
+    }
+    free(dkeys);
+    free(skeys);
+    free(svals);
+    free(sjson);
+    if (!a->del || !a->keys || !a->vals || !a->json) {
+        return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+    }
+    return SETCACHE_OK;
+}
+
+/* Apply every returned row by its version; a deleted key with no row
+ * returned had nothing to delete. */
+static void apply_many(setcache *c, many_item *items, size_t n, PGresult *res)
+{
+    bool *seen = calloc(n, sizeof *seen);
+    int rows = PQntuples(res);
+    for (int r = 0; r < rows; r++) {
+        many_item probe;
+        probe.id.key = PQgetvalue(res, r, 1);
+        many_item *hit = bsearch(&probe, items, n, sizeof *items, cmp_item);
+        int64_t version;
+        if (!hit || !setcache__parse_int(PQgetvalue(res, r, 2), &version)) {
+            continue;
+        }
+        const char *stored = PQgetisnull(res, r, 3) ? NULL : PQgetvalue(res, r, 3);
+        apply_local(c, &hit->id, stored, version, stored == NULL, false);
+        if (seen) {
+            seen[hit - items] = true;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!items[i].value && (!seen || !seen[i])) {
+            apply_local(c, &items[i].id, NULL, 0, true, false);
+        }
+    }
+    free(seen);
+}
+
+/* set_many on the built-in table, its items checked: one statement. */
+static int set_many_builtin(setcache *c, many_item *items, size_t n)
+{
+    many_arrays a = {0};
+    many_job j;
+    memset(&j, 0, sizeof j);
+    j.token = -1;
+    int rc = build_arrays(items, n, &a, &j.any_json);
+    if (rc == SETCACHE_OK && atomic_load(&c->closing)) {
+        rc = setcache__fail(SETCACHE_ERR_CLOSED, "handle is closing");
+    }
+    if (rc == SETCACHE_OK) {
+        j.c = c;
+        j.vals[0] = items[0].id.type;
+        j.vals[1] = items[0].id.id;
+        j.vals[2] = a.del;
+        j.vals[3] = a.keys;
+        j.vals[4] = a.vals;
+        j.vals[5] = a.json;
+        rc = setcache__with_pool(c, write_many, &j);
+    }
+    if (rc == SETCACHE_ERR_UNCERTAIN) {
+        for (size_t i = 0; i < n; i++) {
+            apply_local(c, &items[i].id, NULL, 0, false, true);
+        }
+    } else if (rc == SETCACHE_OK) {
+        apply_many(c, items, n, j.res);
+        setcache__count(c, SC_ST_WRITES, 1);
+    }
+    setcache__writing_end(c, j.token);
+    PQclear(j.res);
+    arrays_free(&a);
     return rc;
 }
 
@@ -420,131 +546,21 @@ int setcache_set_many(setcache *c, const char *entity_type, const char *entity_i
     if (rc == SETCACHE_OK) {
         rc = setcache__ident_validate(&id);
     }
-    if (rc != SETCACHE_OK) {
+    if (rc != SETCACHE_OK || n == 0) {
         return rc;
     }
-    if (n == 0) {
-        return SETCACHE_OK;
+    bool mapped = c->nmaps && setcache__map_of(c, id.type, id.tlen);
+    if (mapped && (rc = map_writable(c, &id, NULL, -1)) != SETCACHE_OK) {
+        return rc;
     }
-    if (c->nmaps && setcache__map_of(c, id.type, id.tlen)) {
-        return set_many_mapped(c, &id, kv, n);
+    many_item *items = calloc(n, sizeof *items);
+    if (!items) {
+        return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
     }
-    const setcache_kv **sorted = malloc(n * sizeof *sorted);
-    const char **dkeys = malloc(n * sizeof *dkeys);
-    const char **skeys = malloc(n * sizeof *skeys);
-    const char **svals = malloc(n * sizeof *svals);
-    bool *sjson = malloc(n * sizeof *sjson);
-    char *a_del = NULL, *a_keys = NULL, *a_vals = NULL, *a_json = NULL;
-    size_t nd = 0, ns = 0;
-    many_job j;
-    memset(&j, 0, sizeof j);
-    j.token = -1;
-    if (!sorted || !dkeys || !skeys || !svals || !sjson) {
-        rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
-        goto out;
+    rc = check_items(c, &id, kv, n, mapped, items);
+    if (rc == SETCACHE_OK) {
+        rc = mapped ? set_many_mapped(c, items, n) : set_many_builtin(c, items, n);
     }
-    for (size_t i = 0; i < n; i++) {
-        sc_ident kid;
-        if ((rc = setcache__ident(&kid, entity_type, entity_id, kv[i].key)) != SETCACHE_OK ||
-            !kv[i].key || (rc = setcache__ident_validate(&kid)) != SETCACHE_OK) {
-            if (rc == SETCACHE_OK) {
-                rc = setcache__fail(SETCACHE_ERR_ARG, "kv[%zu].key is NULL", i);
-            }
-            goto out;
-        }
-        sorted[i] = &kv[i];
-        if (kv[i].value) {
-            bool json = false;
-            int deftype = -1;
-            if ((rc = check_value(c, &kid, kv[i].value, &json, &deftype)) != SETCACHE_OK) {
-                goto out;
-            }
-            skeys[ns] = kv[i].key;
-            svals[ns] = kv[i].value;
-            sjson[ns++] = json;
-            j.any_json |= json;
-        } else {
-            dkeys[nd++] = kv[i].key;
-        }
-    }
-    qsort(sorted, n, sizeof *sorted, cmp_kv);
-    for (size_t i = 1; i < n; i++) {
-        if (strcmp(sorted[i - 1]->key, sorted[i]->key) == 0) {
-            rc = setcache__fail(SETCACHE_ERR_ARG, "key '%s' appears twice", sorted[i]->key);
-            goto out;
-        }
-    }
-    a_del = setcache__text_array(dkeys, nd);
-    a_keys = setcache__text_array(skeys, ns);
-    a_vals = setcache__text_array(svals, ns);
-    a_json = bool_array(sjson, ns);
-    if (!a_del || !a_keys || !a_vals || !a_json) {
-        rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
-        goto out;
-    }
-    if (atomic_load(&c->closing)) {
-        rc = setcache__fail(SETCACHE_ERR_CLOSED, "handle is closing");
-        goto out;
-    }
-    j.c = c;
-    j.vals[0] = entity_type;
-    j.vals[1] = entity_id;
-    j.vals[2] = a_del;
-    j.vals[3] = a_keys;
-    j.vals[4] = a_vals;
-    j.vals[5] = a_json;
-    rc = setcache__with_pool(c, write_many, &j);
-    if (rc == SETCACHE_ERR_UNCERTAIN) {
-        for (size_t i = 0; i < n; i++) {
-            sc_ident kid;
-            setcache__ident(&kid, entity_type, entity_id, kv[i].key);
-            apply_local(c, &kid, NULL, 0, false, true);
-        }
-        goto out;
-    }
-    if (rc != SETCACHE_OK) {
-        goto out;
-    }
-    /* Apply every returned row by its version; deleted keys with no row
-     * returned had nothing to delete. */
-    bool *seen = calloc(n, sizeof *seen);
-    int rows = PQntuples(j.res);
-    for (int r = 0; r < rows; r++) {
-        setcache_kv probe = {PQgetvalue(j.res, r, 1), NULL};
-        const setcache_kv *pp = &probe;
-        const setcache_kv **hit = bsearch(&pp, sorted, n, sizeof *sorted, cmp_kv);
-        int64_t version;
-        if (!hit || !setcache__parse_int(PQgetvalue(j.res, r, 2), &version)) {
-            continue;
-        }
-        sc_ident kid;
-        setcache__ident(&kid, entity_type, entity_id, (*hit)->key);
-        const char *stored = PQgetisnull(j.res, r, 3) ? NULL : PQgetvalue(j.res, r, 3);
-        apply_local(c, &kid, stored, version, stored == NULL, false);
-        if (seen) {
-            seen[hit - sorted] = true;
-        }
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (!sorted[i]->value && (!seen || !seen[i])) {
-            sc_ident kid;
-            setcache__ident(&kid, entity_type, entity_id, sorted[i]->key);
-            apply_local(c, &kid, NULL, 0, true, false);
-        }
-    }
-    free(seen);
-    setcache__count(c, SC_ST_WRITES, 1);
-out:
-    setcache__writing_end(c, j.token);
-    PQclear(j.res);
-    free(a_del);
-    free(a_keys);
-    free(a_vals);
-    free(a_json);
-    free(sorted);
-    free(dkeys);
-    free(skeys);
-    free(svals);
-    free(sjson);
+    free(items);
     return rc;
 }
