@@ -4,19 +4,20 @@
  * Every non-static internal symbol starts with setcache__ and has hidden
  * visibility (the build uses -fvisibility=hidden and a version script).
  *
- * Sections are named after the file that defines what they declare; the
- * layers (which file may call which) are in src/README.md.
+ * One section per file, "=== in file.c ===", in layer order (lowest
+ * first): a section declares what its file defines. The layers (which file
+ * may call which) are in src/README.md and checked by make lint.
  *
  * Locks. Every lock kind, and the only nesting allowed (a lock is never
  * taken while one listed after it is held; all others are taken alone):
- *   1. shard->lock      (cache.c; one shard at a time, never two)
- *   2. c->defs_lock     (defs.c; taken alone in practice)
- *   3. c->pool.mu       (pool.c; with pool.cv, never across a network call)
- *   4. c->load_mu       (load.c; with load_cv, waiting for a load in flight)
- *   5. c->state_mu      (listen.c; with state_cv, taken alone)
- *   6. c->subs_mu       (dispatch.c; with subs_cv; never with dq_mu)
- *   7. c->dq_mu         (dispatch.c; with dq_cv: the event queue)
- *   8. c->rq_mu         (refresh.c; with rq_cv: the hint queue, taken alone)
+ *   1. shard->lock            (cache.c; one shard at a time, never two)
+ *   2. c->defs.lock           (defs.c; taken alone in practice)
+ *   3. c->pool.mu             (pool.c; with pool.cv, never across a network call)
+ *   4. c->cache.load_mu       (cache.c; with load_cv: waiting for a load in flight)
+ *   5. c->listen.state_mu     (listen.c; with state_cv, taken alone)
+ *   6. c->dispatch.subs_mu    (dispatch.c; with subs_cv; never with dispatch.mu)
+ *   7. c->dispatch.mu         (dispatch.c; with dispatch.cv: the event queue)
+ *   8. c->refresh.mu          (refresh.c; with refresh.cv: the hint queue, taken alone)
  * No user code (callbacks, log) runs while any of them is held.
  */
 #ifndef SETCACHE_INTERNAL_H
@@ -44,8 +45,9 @@
 #define SC_NSHARDS 64
 #define SC_NSTRIPES 32
 #define SC_EKEY_MAX (SETCACHE_MAX_TYPE_LEN + 1 + SETCACHE_MAX_ID_LEN + 1)
+#define SC_LINE 128 /* the handle is allocated with this alignment */
 
-/* ---- util.c ---- */
+/* === in util.c === */
 void setcache__cond_init(pthread_cond_t *cv); /* waits on CLOCK_MONOTONIC deadlines */
 double setcache__mono_ms(void);
 struct timespec setcache__deadline(int ms); /* CLOCK_MONOTONIC now + ms */
@@ -54,125 +56,7 @@ char *setcache__aprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2
 bool setcache__grow(void *arrp, size_t *cap, size_t first, size_t elem);
 size_t setcache__trim_len(const char *s, size_t n); /* without trailing newlines, spaces */
 
-/* ---- error.c ---- */
-int setcache__fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-int setcache__fail_pg(int code, const char *what, const PGconn *conn, const PGresult *res);
-void setcache__clear_error(void);
-const char *setcache__sqlstate(void);
-
-/* ---- value.c ---- */
-enum { SC_PARSED_INT = 1, SC_PARSED_DOUBLE = 2, SC_PARSED_BOOL = 4 };
-typedef struct sc_parsed {
-    int64_t i;
-    double d;
-    uint8_t ok; /* SC_PARSED_* bits */
-    bool b;
-} sc_parsed;
-
-bool setcache__valid_type_name(const char *s, size_t len);
-bool setcache__valid_text_ident(const char *s, size_t len); /* UTF-8, no control chars */
-bool setcache__valid_utf8(const char *s, size_t len);
-bool setcache__valid_sql_name(const char *s);
-int setcache__check_identity(const char *t, const char *id, const char *key, size_t *tlen,
-                             size_t *ilen, size_t *klen);
-bool setcache__parse_int(const char *s, int64_t *out);
-bool setcache__parse_double(const char *s, double *out);
-bool setcache__parse_bool(const char *s, bool *out);
-void setcache__parse_all(const char *s, sc_parsed *p);
-int setcache__format_double(double v, char *buf, size_t cap);
-const char *setcache__type_name(setcache_type t);
-
-/* ---- cache.c ---- */
-/* One cached setting (or tombstone). Packed: the value follows the key in
- * data, and its typed forms share one word. 26 bytes before the key. */
-enum {
-    SC_E_TOMB = 1,   /* deleted: carries the version of the deleted row */
-    SC_E_INT = 2,    /* num.i holds the value as an integer */
-    SC_E_DOUBLE = 4, /* parses as a double: num.i (if SC_E_INT) or num.d */
-    SC_E_BOOL = 8,   /* parses as a boolean, SC_E_TRUE its value */
-    SC_E_TRUE = 16,
-    SC_E_DUP = 32 /* the key appears more than once in a mapped table */
-};
-typedef struct sc_entry {
-    int64_t version;
-    union {
-        int64_t i;
-        double d;
-    } num;
-    uint32_t hash; /* of the key: its slot in an sc_etable */
-    uint32_t vlen;
-    uint8_t klen;
-    uint8_t flags; /* SC_E_* */
-    char data[];   /* key NUL value NUL */
-} sc_entry;
-#define SC_TOMB(e) (((e)->flags & SC_E_TOMB) != 0)
-#define SC_VAL(e) ((e)->data + (e)->klen + 1)
-
-/*
- * An entity's entries, by key: open addressing with linear probing over an
- * array of entry pointers, a power of two long and at most 3/4 full (one
- * pointer a slot instead of a per-entry chain handle). Entries are replaced,
- * never removed one at a time (a delete leaves a tombstone), so there are no
- * deleted-slot markers. All-zero is an empty table.
- */
-typedef struct sc_etable {
-    sc_entry **slot;
-    uint32_t cap; /* 0 or a power of two */
-    uint32_t count;
-} sc_etable;
-
-/* The entry for key (klen bytes, hash its setcache__hash), or NULL. Inline:
- * it is the inner step of every cached read. */
-static inline sc_entry *setcache__et_find(const sc_etable *t, const char *key, size_t klen,
-                                          unsigned hash)
-{
-    if (t->cap == 0) {
-        return NULL;
-    }
-    uint32_t mask = t->cap - 1;
-    for (uint32_t i = hash & mask;; i = (i + 1) & mask) {
-        sc_entry *e = t->slot[i];
-        if (!e) {
-            return NULL; /* never full: an empty slot ends every probe */
-        }
-        if (e->hash == hash && e->klen == klen && memcmp(e->data, key, klen) == 0) {
-            return e;
-        }
-    }
-}
-
-/* etable.c */
-sc_entry *setcache__et_find_str(const sc_etable *t, const char *key);
-int setcache__et_reserve(sc_etable *t, size_t n);
-int setcache__et_put(sc_etable *t, sc_entry *e, sc_entry **replaced);
-void setcache__et_free(sc_etable *t);
-void setcache__et_take(sc_etable *dst, sc_etable *src);
-
-enum { SC_EMPTY = 0, SC_LOADING = 1, SC_LOADED = 2 };
-
-/* A change seen while an entity was loading: the load installs only if its
- * rows already reflect every one of these. */
-typedef struct sc_pending {
-    int64_t version;
-    char *key;
-    char op; /* 'U' (set) or 'D' (delete) */
-} sc_pending;
-#define SC_MAX_PENDING 1024 /* beyond it the load is not installed and runs again */
-
-typedef struct sc_entity {
-    UT_hash_handle hh; /* in shard->table, key = ekey */
-    sc_etable entries;
-    sc_pending *pending; /* changes seen while SC_LOADING */
-    uint32_t npending, cappending;
-    uint64_t stamp; /* clock value of the last change seen; guards fills */
-    size_t bytes;   /* key + value bytes of entries */
-    uint32_t nentries;
-    uint8_t state;           /* SC_EMPTY / SC_LOADING / SC_LOADED */
-    atomic_uchar referenced; /* CLOCK bit for eviction */
-    uint16_t ekeylen;
-    char ekey[]; /* type NUL id NUL */
-} sc_entity;
-
+/* === in brlock.c === */
 /*
  * A read-mostly lock with no shared write on the read path: each thread
  * takes only its own slot's mutex (its own pair of cache lines: x86 cores
@@ -181,7 +65,6 @@ typedef struct sc_entity {
  * SC_RSLOTS uncontended lock operations.
  */
 #define SC_RSLOTS 16
-#define SC_LINE 128 /* the handle is allocated with this alignment */
 typedef struct sc_rslot {
     pthread_mutex_t mu;
     atomic_uint_fast64_t hits; /* written only by the slot's holder: no lock prefix */
@@ -204,22 +87,65 @@ void setcache__br_rdunlock(sc_brlock *l);
 void setcache__br_wrlock(sc_brlock *l);
 void setcache__br_wrunlock(sc_brlock *l);
 
-typedef struct sc_shard {
-    sc_brlock lock;
-    sc_entity *table;                  /* guarded by lock */
-    uint64_t unknown_stamp;            /* last change to an entity not in table; guarded by lock */
-    uint64_t nloaded, nentries, bytes; /* guarded by lock */
-} __attribute__((aligned(SC_LINE))) sc_shard;
+/* === in hash.c (the function itself is inline in hash.h) === */
+/* setcache__hash_seed and setcache__hash_seed_once: see hash.h */
 
-/* An identity prepared once per call: lengths, entity key, hashes. */
-typedef struct sc_ident {
-    const char *type, *id, *key;
-    size_t tlen, ilen, klen;
-    unsigned ehash, khash;
-    uint16_t ekeylen;
-    bool validated;
-    char ekey[SC_EKEY_MAX];
-} sc_ident;
+/* === in error.c === */
+int setcache__fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int setcache__fail_pg(int code, const char *what, const PGconn *conn, const PGresult *res);
+void setcache__clear_error(void);
+const char *setcache__sqlstate(void);
+
+/* === in stats.c === */
+void setcache__log(setcache *c, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void setcache__count(setcache *c, int which, uint64_t n);
+uint64_t setcache__counter(setcache *c, int which);
+enum {
+    SC_ST_MISSES,
+    SC_ST_LOADS,
+    SC_ST_QUERIES,
+    SC_ST_WRITES,
+    SC_ST_NOTIFICATIONS,
+    SC_ST_INVALIDATIONS,
+    SC_ST_RESYNCS,
+    SC_ST_RECONNECTS,
+    SC_ST_EVICTIONS,
+    SC_ST_POOL_WAITS,
+    SC_ST_POOL_TIMEOUTS,
+    SC_ST_MALFORMED,
+    SC_ST_REFRESHES,
+    SC_ST_EVENTS,
+    SC_ST_HEARTBEATS,
+    SC_ST_HINTS,
+    SC_ST_COUNT
+};
+
+typedef struct sc_stripe {
+    atomic_uint_fast64_t n[SC_ST_COUNT];
+} __attribute__((aligned(SC_LINE))) sc_stripe;
+
+/* === in value.c === */
+enum { SC_PARSED_INT = 1, SC_PARSED_DOUBLE = 2, SC_PARSED_BOOL = 4 };
+typedef struct sc_parsed {
+    int64_t i;
+    double d;
+    uint8_t ok; /* SC_PARSED_* bits */
+    bool b;
+} sc_parsed;
+
+bool setcache__valid_type_name(const char *s, size_t len);
+bool setcache__valid_text_ident(const char *s, size_t len); /* UTF-8, no control chars */
+bool setcache__valid_utf8(const char *s, size_t len);
+bool setcache__valid_sql_name(const char *s);
+int setcache__check_identity(const char *t, const char *id, const char *key, size_t *tlen,
+                             size_t *ilen, size_t *klen);
+bool setcache__parse_int(const char *s, int64_t *out);
+bool setcache__parse_double(const char *s, double *out);
+bool setcache__parse_bool(const char *s, bool *out);
+void setcache__parse_all(const char *s, sc_parsed *p);
+int setcache__format_double(double v, char *buf, size_t cap);
+const char *setcache__type_name(setcache_type t);
 
 /* What a read wants and where it goes. */
 enum { SC_WANT_STRING, SC_WANT_DUP, SC_WANT_INT, SC_WANT_DOUBLE, SC_WANT_BOOL };
@@ -280,6 +206,98 @@ static inline int setcache__fill_from_value(const char *value, size_t vlen, cons
     }
 }
 
+/* === in ident.c === */
+/* An identity prepared once per call: lengths, entity key, hashes. */
+typedef struct sc_ident {
+    const char *type, *id, *key;
+    size_t tlen, ilen, klen;
+    unsigned ehash, khash;
+    uint16_t ekeylen;
+    bool validated;
+    char ekey[SC_EKEY_MAX];
+} sc_ident;
+
+int setcache__ident(sc_ident *id, const char *type, const char *eid, const char *key);
+int setcache__ident_validate(sc_ident *id);
+int setcache__ident_key(setcache *c, sc_ident *id, const char *type, const char *eid,
+                        const char *key);
+
+/* === in etable.c === */
+/* One cached setting (or tombstone). Packed: the value follows the key in
+ * data, and its typed forms share one word. 26 bytes before the key. */
+enum {
+    SC_E_TOMB = 1,   /* deleted: carries the version of the deleted row */
+    SC_E_INT = 2,    /* num.i holds the value as an integer */
+    SC_E_DOUBLE = 4, /* parses as a double: num.i (if SC_E_INT) or num.d */
+    SC_E_BOOL = 8,   /* parses as a boolean, SC_E_TRUE its value */
+    SC_E_TRUE = 16,
+    SC_E_DUP = 32 /* the key appears more than once in a mapped table */
+};
+typedef struct sc_entry {
+    int64_t version;
+    union {
+        int64_t i;
+        double d;
+    } num;
+    uint32_t hash; /* of the key: its slot in an sc_etable */
+    uint32_t vlen;
+    uint8_t klen;
+    uint8_t flags; /* SC_E_* */
+    char data[];   /* key NUL value NUL */
+} sc_entry;
+#define SC_TOMB(e) (((e)->flags & SC_E_TOMB) != 0)
+#define SC_VAL(e) ((e)->data + (e)->klen + 1)
+
+/*
+ * An entity's entries, by key: open addressing with linear probing over an
+ * array of entry pointers, a power of two long and at most 3/4 full (one
+ * pointer a slot instead of a per-entry chain handle). Entries are replaced,
+ * never removed one at a time (a delete leaves a tombstone), so there are no
+ * deleted-slot markers. All-zero is an empty table.
+ */
+typedef struct sc_etable {
+    sc_entry **slot;
+    uint32_t cap; /* 0 or a power of two */
+    uint32_t count;
+} sc_etable;
+
+/* The entry for key (klen bytes, hash its setcache__hash), or NULL. Inline:
+ * it is the inner step of every cached read. */
+static inline sc_entry *setcache__et_find(const sc_etable *t, const char *key, size_t klen,
+                                          unsigned hash)
+{
+    if (t->cap == 0) {
+        return NULL;
+    }
+    uint32_t mask = t->cap - 1;
+    for (uint32_t i = hash & mask;; i = (i + 1) & mask) {
+        sc_entry *e = t->slot[i];
+        if (!e) {
+            return NULL; /* never full: an empty slot ends every probe */
+        }
+        if (e->hash == hash && e->klen == klen && memcmp(e->data, key, klen) == 0) {
+            return e;
+        }
+    }
+}
+
+sc_entry *setcache__et_find_str(const sc_etable *t, const char *key);
+int setcache__et_reserve(sc_etable *t, size_t n);
+int setcache__et_put(sc_etable *t, sc_entry *e, sc_entry **replaced);
+void setcache__et_free(sc_etable *t);
+void setcache__et_take(sc_etable *dst, sc_etable *src);
+
+sc_entry *setcache__entry_new(const char *key, size_t klen, const char *value, size_t vlen,
+                              int64_t version, bool tomb);
+
+typedef struct sc_pair {
+    char *key;
+    char *value;
+    bool is_default;
+} sc_pair;
+
+int setcache__et_pairs(const sc_etable *t, sc_pair **out, size_t *n);
+
 /* Answer a read from an entry: its typed forms come from the flags. */
 static inline int setcache__fill_entry(const sc_entry *e, sc_read *r)
 {
@@ -305,58 +323,7 @@ static inline int setcache__fill_entry(const sc_entry *e, sc_read *r)
     return setcache__fill_from_value(SC_VAL(e), e->vlen, &p, r);
 }
 
-typedef struct sc_def {
-    UT_hash_handle hh; /* key = type NUL key */
-    setcache_type type;
-    bool has_default;
-    sc_parsed p;
-    char *dflt;
-    uint16_t dklen;
-    char dkey[];
-} sc_def;
-
-int setcache__ident(sc_ident *id, const char *type, const char *eid, const char *key);
-int setcache__ident_validate(sc_ident *id);
-int setcache__ident_key(setcache *c, sc_ident *id, const char *type, const char *eid,
-                        const char *key);
-/* What a lookup in the cache found (setcache__lookup). */
-enum { SC_LOOKUP_ANSWERED, SC_LOOKUP_NO_VALUE, SC_LOOKUP_NOT_LOADED };
-int setcache__lookup(setcache *c, sc_ident *id, sc_read *r, bool count_hit, int *rc);
-#define SC_READ_ROUNDS 50 /* a read gives up after this many loads lost to changes */
-int setcache__ensure_loaded(setcache *c, sc_ident *id, sc_etable *answer);
-int setcache__load_for_read(setcache *c, sc_ident *id, sc_read *r, bool *answered);
-/* setcache__begin_load's outcomes (or a negative error code) */
-enum { SC_BEGIN_LOADED, SC_BEGIN_WAIT, SC_BEGIN_OWN };
-#define SC_LOAD_ROUNDS 3 /* loads lost to changes before a read answers from the rows */
-int setcache__begin_load(setcache *c, sc_ident *id, uint64_t *stamp, uint64_t *epoch);
-void setcache__finish_load(setcache *c, sc_ident *id, sc_etable *entries, uint64_t stamp,
-                           bool *installed);
-
-typedef struct sc_pair {
-    char *key;
-    char *value;
-    bool is_default;
-} sc_pair;
-bool setcache__copy_loaded(setcache *c, sc_ident *id, sc_pair **out, size_t *n, int *rc);
-int setcache__et_pairs(const sc_etable *t, sc_pair **out, size_t *n); /* etable.c */
-sc_entry *setcache__entry_new(const char *key, size_t klen, const char *value, size_t vlen,
-                              int64_t version, bool tomb);
-uint64_t setcache__tick(setcache *c);
-void setcache__invalidate_all(setcache *c);
-void setcache__fence(setcache *c);
-bool setcache__apply_local(setcache *c, sc_ident *id, const char *value, int64_t version,
-                           bool deleted, bool uncertain, bool want_old, char **old);
-void setcache__cache_init(setcache *c);
-uint64_t setcache__preload_begin(setcache *c);
-void setcache__preload_end(setcache *c);
-void setcache__cache_wake(setcache *c);
-void setcache__cache_destroy(setcache *c, bool own_process);
-void setcache__wait_load(setcache *c, uint64_t epoch);
-int setcache__install_preloaded(setcache *c, sc_ident *id, sc_etable *entries, uint64_t since);
-void setcache__evict_if_needed(setcache *c, const sc_ident *keep);
-void setcache__cache_stats(setcache *c, setcache_stats *st);
-
-/* ---- pool.c ---- */
+/* === in pool.c === */
 typedef struct sc_slot {
     PGconn *conn;
     bool busy;
@@ -390,7 +357,7 @@ void setcache__finish_inherited(PGconn *conn);
 PGresult *setcache__exec(setcache *c, PGconn *conn, const char *sql, int n, const char *const *vals,
                          bool is_write, int *rc);
 
-/* ---- schema.c ---- */
+/* === in schema.c === */
 typedef struct sc_sql {
     char *table;     /* "schema"."settings" */
     char *load;      /* one entity */
@@ -399,7 +366,6 @@ typedef struct sc_sql {
     char *upsert_json;
     char *del;       /* single delete RETURNING version */
     char *many;      /* set_many in one statement: (is_set, key, version, value) */
-    char *exists;    /* does the table exist */
     char *load_many; /* every row of a list of entities */
 } sc_sql;
 int setcache__sql_build(sc_sql *s, const char *schema);
@@ -412,39 +378,17 @@ int setcache__apply_ddl_once(setcache *c, PGconn *conn, const char *fn, const ch
 char *setcache__quote_ident(const char *s);
 char *setcache__text_array(const char *const *items, size_t n);
 
-/* ---- tables.c: entity types served from existing tables ---- */
-/* What the typed profile's number column is, which decides how its values
- * are rendered and which integers it can hold exactly. */
-enum { SC_NUM_INTEGER, SC_NUM_NUMERIC, SC_NUM_FLOAT8, SC_NUM_FLOAT4 };
-typedef struct sc_tmap {
-    char *type;
-    size_t tlen;
-    char *table;        /* as given, for messages */
-    int id_kind;        /* setcache_id_kind */
-    bool typed;         /* the typed profile (str/num/json columns) */
-    bool value_is_json; /* the single value column is json or jsonb */
-    int num_kind;       /* SC_NUM_*: the typed profile's number column */
-    bool writable;      /* a unique constraint on (entity, key) exists */
-    char *fix;          /* the DDL that would make it writable */
-    sc_sql sql;         /* load, load_type, load_many, del, upsert (text layout) */
-    char *up_str, *up_num, *up_json, *up_jsonstr; /* typed profile upserts */
-    char *entity_col, *key_col, *value_col, *str_col, *num_col, *json_col;
-} sc_tmap;
-int setcache__maps_init(setcache *c, const setcache_table_map *m, size_t n);
-int setcache__map_check(const setcache_table_map *m, size_t i);
-void setcache__maps_free(setcache *c);
-sc_tmap *setcache__map_of(setcache *c, const char *type, size_t tlen);
-int setcache__maps_prepare(setcache *c, PGconn *conn);
-int setcache__map_check_id(const sc_tmap *m, const char *id);
-int setcache__map_check_number(const sc_tmap *m, const char *value, int deftype);
-char *setcache__maps_ddl(const char *schema, const char *channel, const setcache_table_map *m,
-                         size_t n);
-const sc_sql *setcache__sql_for(setcache *c, const char *type, size_t tlen);
-int setcache__maps_apply(setcache *c, PGconn *conn, const setcache_table_map *m, size_t n);
-int setcache__rows_add(sc_etable *rows, const char *key, const char *value, size_t vlen,
-                       int64_t version);
+/* === in defs.c === */
+typedef struct sc_def {
+    UT_hash_handle hh; /* key = type NUL key */
+    setcache_type type;
+    bool has_default;
+    sc_parsed p;
+    char *dflt;
+    uint16_t dklen;
+    char dkey[];
+} sc_def;
 
-/* ---- defs.c ---- */
 void setcache__defs_init(setcache *c);
 void setcache__defs_destroy(setcache *c, bool own_process);
 bool setcache__def_type(setcache *c, const char *type, size_t tlen, const char *key, size_t klen,
@@ -453,17 +397,7 @@ int setcache__read_default(setcache *c, sc_ident *id, sc_read *r);
 int setcache__defs_add_defaults(setcache *c, const char *entity_type, sc_pair **pairs, size_t *n,
                                 size_t *cap);
 
-/* ---- listen.c ---- */
-void setcache__listen_init(setcache *c);
-int setcache__listener_start(setcache *c);
-void setcache__listen_forget(setcache *c);
-int setcache__listen_state(setcache *c);
-void setcache__listen_destroy(setcache *c, bool own_process);
-void setcache__listener_stop(setcache *c);
-int setcache__parse_payload(const char *payload, char *buf, size_t cap, char *op, int64_t *version,
-                            sc_ident *id);
-
-/* ---- dispatch.c ---- */
+/* === in dispatch.c === */
 typedef struct sc_event {
     struct sc_event *next;
     setcache_change ch; /* strings point into data */
@@ -510,7 +444,99 @@ void setcache__emit(setcache *c, setcache_change_kind kind, const char *type, co
 void setcache__emit_resync(setcache *c);
 bool setcache__on_dispatch_thread(setcache *c);
 
-/* ---- refresh.c / cache.c: background refresh ---- */
+/* === in tables.c === */
+/* What the typed profile's number column is, which decides how its values
+ * are rendered and which integers it can hold exactly. */
+enum { SC_NUM_INTEGER, SC_NUM_NUMERIC, SC_NUM_FLOAT8, SC_NUM_FLOAT4 };
+typedef struct sc_tmap {
+    char *type;
+    size_t tlen;
+    char *table;        /* as given, for messages */
+    int id_kind;        /* setcache_id_kind */
+    bool typed;         /* the typed profile (str/num/json columns) */
+    bool value_is_json; /* the single value column is json or jsonb */
+    int num_kind;       /* SC_NUM_*: the typed profile's number column */
+    bool writable;      /* a unique constraint on (entity, key) exists */
+    char *fix;          /* the DDL that would make it writable */
+    sc_sql sql;         /* load, load_type, load_many, del, upsert (text layout) */
+    char *up_str, *up_num, *up_json, *up_jsonstr; /* typed profile upserts */
+    char *entity_col, *key_col, *value_col, *str_col, *num_col, *json_col;
+} sc_tmap;
+int setcache__maps_init(setcache *c, const setcache_table_map *m, size_t n);
+int setcache__map_check(const setcache_table_map *m, size_t i);
+void setcache__maps_free(setcache *c);
+sc_tmap *setcache__map_of(setcache *c, const char *type, size_t tlen);
+int setcache__maps_prepare(setcache *c, PGconn *conn);
+int setcache__map_check_id(const sc_tmap *m, const char *id);
+int setcache__map_check_number(const sc_tmap *m, const char *value, int deftype);
+char *setcache__maps_ddl(const char *schema, const char *channel, const setcache_table_map *m,
+                         size_t n);
+const sc_sql *setcache__sql_for(setcache *c, const char *type, size_t tlen);
+int setcache__maps_apply(setcache *c, PGconn *conn, const setcache_table_map *m, size_t n);
+int setcache__rows_add(sc_etable *rows, const char *key, const char *value, size_t vlen,
+                       int64_t version);
+
+/* === in cache.c === */
+enum { SC_EMPTY = 0, SC_LOADING = 1, SC_LOADED = 2 };
+
+/* A change seen while an entity was loading: the load installs only if its
+ * rows already reflect every one of these. */
+typedef struct sc_pending {
+    int64_t version;
+    char *key;
+    char op; /* 'U' (set) or 'D' (delete) */
+} sc_pending;
+#define SC_MAX_PENDING 1024 /* beyond it the load is not installed and runs again */
+
+typedef struct sc_entity {
+    UT_hash_handle hh; /* in shard->table, key = ekey */
+    sc_etable entries;
+    sc_pending *pending; /* changes seen while SC_LOADING */
+    uint32_t npending, cappending;
+    uint64_t stamp; /* clock value of the last change seen; guards fills */
+    size_t bytes;   /* key + value bytes of entries */
+    uint32_t nentries;
+    uint8_t state;           /* SC_EMPTY / SC_LOADING / SC_LOADED */
+    atomic_uchar referenced; /* CLOCK bit for eviction */
+    uint16_t ekeylen;
+    char ekey[]; /* type NUL id NUL */
+} sc_entity;
+
+typedef struct sc_shard {
+    sc_brlock lock;
+    sc_entity *table;                  /* guarded by lock */
+    uint64_t unknown_stamp;            /* last change to an entity not in table; guarded by lock */
+    uint64_t nloaded, nentries, bytes; /* guarded by lock */
+} __attribute__((aligned(SC_LINE))) sc_shard;
+
+/* What a lookup in the cache found (setcache__lookup). */
+enum { SC_LOOKUP_ANSWERED, SC_LOOKUP_NO_VALUE, SC_LOOKUP_NOT_LOADED };
+int setcache__lookup(setcache *c, sc_ident *id, sc_read *r, bool count_hit, int *rc);
+#define SC_READ_ROUNDS 50 /* a read gives up after this many loads lost to changes */
+
+/* setcache__begin_load's outcomes (or a negative error code) */
+enum { SC_BEGIN_LOADED, SC_BEGIN_WAIT, SC_BEGIN_OWN };
+#define SC_LOAD_ROUNDS 3 /* loads lost to changes before a read answers from the rows */
+int setcache__begin_load(setcache *c, sc_ident *id, uint64_t *stamp, uint64_t *epoch);
+void setcache__finish_load(setcache *c, sc_ident *id, sc_etable *entries, uint64_t stamp,
+                           bool *installed);
+
+bool setcache__copy_loaded(setcache *c, sc_ident *id, sc_pair **out, size_t *n, int *rc);
+uint64_t setcache__tick(setcache *c);
+void setcache__invalidate_all(setcache *c);
+void setcache__fence(setcache *c);
+bool setcache__apply_local(setcache *c, sc_ident *id, const char *value, int64_t version,
+                           bool deleted, bool uncertain, bool want_old, char **old);
+void setcache__cache_init(setcache *c);
+uint64_t setcache__preload_begin(setcache *c);
+void setcache__preload_end(setcache *c);
+void setcache__cache_wake(setcache *c);
+void setcache__cache_destroy(setcache *c, bool own_process);
+void setcache__wait_load(setcache *c, uint64_t epoch);
+int setcache__install_preloaded(setcache *c, sc_ident *id, sc_etable *entries, uint64_t since);
+void setcache__evict_if_needed(setcache *c, const sc_ident *keep);
+void setcache__cache_stats(setcache *c, setcache_stats *st);
+
 typedef struct sc_hintref {
     const char *key;
     int64_t version;
@@ -536,6 +562,11 @@ void setcache__invalidate(setcache *c, sc_ident *id);
 int setcache__current(setcache *c, sc_ident *id, char **value, int64_t *version);
 int setcache__loaded_entities(setcache *c, char ***out, size_t *n);
 
+/* === in load.c === */
+int setcache__ensure_loaded(setcache *c, sc_ident *id, sc_etable *answer);
+int setcache__load_for_read(setcache *c, sc_ident *id, sc_read *r, bool *answered);
+
+/* === in refresh.c === */
 void setcache__hint(setcache *c, char op, int64_t version, int be_pid, const sc_ident *id);
 void setcache__request_resync(setcache *c, uint64_t gen);
 void setcache__refresh_init(setcache *c);
@@ -544,34 +575,15 @@ int setcache__refresh_start(setcache *c);
 void setcache__refresh_stop(setcache *c);
 void setcache__refresh_destroy(setcache *c, bool own_process);
 
-/* ---- stats.c ---- */
-void setcache__log(setcache *c, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-void setcache__count(setcache *c, int which, uint64_t n);
-uint64_t setcache__counter(setcache *c, int which);
-enum {
-    SC_ST_MISSES,
-    SC_ST_LOADS,
-    SC_ST_QUERIES,
-    SC_ST_WRITES,
-    SC_ST_NOTIFICATIONS,
-    SC_ST_INVALIDATIONS,
-    SC_ST_RESYNCS,
-    SC_ST_RECONNECTS,
-    SC_ST_EVICTIONS,
-    SC_ST_POOL_WAITS,
-    SC_ST_POOL_TIMEOUTS,
-    SC_ST_MALFORMED,
-    SC_ST_REFRESHES,
-    SC_ST_EVENTS,
-    SC_ST_HEARTBEATS,
-    SC_ST_HINTS,
-    SC_ST_COUNT
-};
-
-typedef struct sc_stripe {
-    atomic_uint_fast64_t n[SC_ST_COUNT];
-} __attribute__((aligned(SC_LINE))) sc_stripe;
+/* === in listen.c === */
+void setcache__listen_init(setcache *c);
+int setcache__listener_start(setcache *c);
+void setcache__listen_forget(setcache *c);
+int setcache__listen_state(setcache *c);
+void setcache__listen_destroy(setcache *c, bool own_process);
+void setcache__listener_stop(setcache *c);
+int setcache__parse_payload(const char *payload, char *buf, size_t cap, char *op, int64_t *version,
+                            sc_ident *id);
 
 /* Fault-injection hooks, compiled only into the test build
  * (-DSETCACHE_TEST_HOOKS); SC_HOOK(name, args) is nothing otherwise. */
