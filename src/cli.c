@@ -26,6 +26,7 @@
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "tool.h"
 
@@ -120,6 +121,8 @@ static int exit_code(int rc)
     }
 }
 
+static void put_escaped(FILE *f, const char *s);
+
 /* Say what failed: the code's name, then the message unless the name
  * already says it. */
 static int fail(int rc, const char *what)
@@ -127,16 +130,61 @@ static int fail(int rc, const char *what)
     const char *name = setcache_strerror(rc), *msg = setcache_errmsg();
     fprintf(stderr, "setcache: %s: %s", what, name);
     if (*msg && !strstr(name, msg)) {
-        fprintf(stderr, ": %s", msg);
+        fputs(": ", stderr);
+        put_escaped(stderr, msg);
     }
     fprintf(stderr, "\n");
     return exit_code(rc);
 }
 
+/* The length of a character a terminal would act on instead of showing
+ * (C0, DEL, C1 U+0080-U+009F, bidirectional formatting U+202A-U+202E and
+ * U+2066-U+2069), or 0. */
+static size_t active_len(const unsigned char *p)
+{
+    if (*p < 0x20 || *p == 0x7F) {
+        return 1;
+    }
+    if (p[0] == 0xC2 && p[1] >= 0x80 && p[1] <= 0x9F) {
+        return 2;
+    }
+    if (p[0] == 0xE2 && ((p[1] == 0x80 && p[2] >= 0xAA && p[2] <= 0xAE) ||
+                         (p[1] == 0x81 && p[2] >= 0xA6 && p[2] <= 0xA9))) {
+        return 3;
+    }
+    return 0;
+}
+
+/* Text for a person: every such character (and the backslash) written as
+ * an escape (\n, \t, \x1b, \u202e, \\), everything else as it is. */
+static void put_escaped(FILE *f, const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        size_t n = active_len(p);
+        if (*p == '\\') {
+            fputs("\\\\", f);
+        } else if (n == 1 && (*p == '\n' || *p == '\t')) {
+            fputs(*p == '\n' ? "\\n" : "\\t", f);
+        } else if (n == 1) {
+            fprintf(f, "\\x%02x", *p);
+        } else if (n == 2) {
+            fprintf(f, "\\u%04x", ((p[0] & 0x1Fu) << 6) | (p[1] & 0x3Fu));
+        } else if (n == 3) {
+            fprintf(f, "\\u%04x", ((p[0] & 0x0Fu) << 12) | ((p[1] & 0x3Fu) << 6) | (p[2] & 0x3Fu));
+        } else {
+            fputc(*p, f);
+        }
+        p += n ? n : 1;
+    }
+}
+
 static int print_kv(void *arg, const char *key, const char *value, bool is_default)
 {
     (void)arg;
-    printf("%s=%s%s\n", key, value, is_default ? "\t(default)" : "");
+    put_escaped(stdout, key); /* one setting a line, whatever the value holds */
+    fputc('=', stdout);
+    put_escaped(stdout, value);
+    fputs(is_default ? "\t(default)\n" : "\n", stdout);
     return 0;
 }
 
@@ -166,12 +214,20 @@ static void json_str(FILE *f, const char *s)
         case '\t':
             fputs("\\t", f);
             break;
-        default:
-            if (*p < 0x20) {
+        default: {
+            size_t n = active_len(p);
+            if (n == 1) {
                 fprintf(f, "\\u%04x", *p);
+            } else if (n == 2) {
+                fprintf(f, "\\u%04x", ((p[0] & 0x1Fu) << 6) | (p[1] & 0x3Fu));
+                p++;
+            } else if (n == 3) {
+                fprintf(f, "\\u%04x", ((p[0] & 0x0Fu) << 12) | ((p[1] & 0x3Fu) << 6) | (p[2] & 0x3Fu));
+                p += 2;
             } else {
                 fputc(*p, f);
             }
+        }
         }
     }
     fputc('"', f);
@@ -392,7 +448,12 @@ static int run_command(setcache *c, const invocation *in)
         if (!v) {
             return fail(rc, "get");
         }
-        printf("%s\n", v);
+        if (isatty(STDOUT_FILENO)) {
+            put_escaped(stdout, v); /* a person reads it: nothing the terminal would act on */
+            fputc('\n', stdout);
+        } else {
+            printf("%s\n", v); /* a program reads it: the value byte for byte */
+        }
         free(v);
         return 0;
     }

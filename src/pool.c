@@ -110,7 +110,8 @@ static void on_notice(void *arg, const char *msg)
 {
     setcache *c = arg;
     size_t n = setcache__trim_len(msg, strlen(msg));
-    setcache__log(c, SETCACHE_LOG_DEBUG, "server: %.*s", (int)n, msg);
+    bool warn = strncmp(msg, "WARNING:", 8) == 0; /* e.g. rows the schema upgrade reports */
+    setcache__log(c, warn ? SETCACHE_LOG_WARN : SETCACHE_LOG_DEBUG, "server: %.*s", (int)n, msg);
 }
 
 /*

@@ -13,7 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SC_SCHEMA_REVISION "1"
+#define SC_SCHEMA_REVISION "2" /* 2: identifiers that cannot deceive */
+/* A regular expression for the characters identifiers may not hold beyond
+ * C0 controls and DEL (the table's first checks): C1 controls and the
+ * bidirectional formatting characters. */
+#define SC_DECEPTIVE "[\\u0080-\\u009f\\u202a-\\u202e\\u2066-\\u2069]"
 
 /* Double-quote an identifier, doubling embedded quotes. malloc'd. */
 char *setcache__quote_ident(const char *s)
@@ -135,6 +139,29 @@ char *setcache__ddl(const char *schema, const char *channel)
         ");\n"
         "ALTER SEQUENCE \"%s\".settings_version_seq OWNED BY \"%s\".settings.version;\n"
         "\n"
+        "-- Identifiers with C1 controls or bidirectional formatting characters could\n"
+        "-- deceive whoever reads them in a terminal: refused from now on. Rows from\n"
+        "-- before this rule are counted and reported, never changed.\n"
+        "DO $do$\n"
+        "DECLARE bad bigint;\n"
+        "BEGIN\n"
+        "    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid =\n"
+        "                   '\"%s\".settings'::regclass AND conname = 'settings_identifiers_visible') THEN\n"
+        "        ALTER TABLE \"%s\".settings ADD CONSTRAINT settings_identifiers_visible\n"
+        "            CHECK (entity_id !~ '" SC_DECEPTIVE "' AND key !~ '" SC_DECEPTIVE "') NOT VALID;\n"
+        "    END IF;\n"
+        "    SELECT count(*) INTO bad FROM \"%s\".settings\n"
+        "     WHERE entity_id ~ '" SC_DECEPTIVE "' OR key ~ '" SC_DECEPTIVE "';\n"
+        "    IF bad = 0 THEN\n"
+        "        ALTER TABLE \"%s\".settings VALIDATE CONSTRAINT settings_identifiers_visible;\n"
+        "    ELSE\n"
+        "        RAISE WARNING '%% rows of \"%s\".settings have an entity_id or key with a control or "
+        "bidirectional formatting character; setcache cannot address them: rename or delete them', "
+        "bad;\n"
+        "    END IF;\n"
+        "END\n"
+        "$do$;\n"
+        "\n"
         "-- Every INSERT and UPDATE gets a new version; writers give only the four\n"
         "-- columns entity_type, entity_id, key, value.\n"
         "CREATE OR REPLACE FUNCTION \"%s\".settings_stamp() RETURNS trigger\n"
@@ -184,7 +211,7 @@ char *setcache__ddl(const char *schema, const char *channel)
         "    FOR EACH STATEMENT EXECUTE FUNCTION \"%s\".settings_notify_truncate();\n"
         "COMMENT ON FUNCTION \"%s\".settings_notify() IS 'setcache schema " SC_SCHEMA_REVISION
         " channel %s';\n",
-        S, S, S, S, S, S, S, S, S, C, C, S, C, S, S, S, S, S, S, S, S, S, S, C);
+        S, S, S, S, S, S, S, S, S, S, S, S, S, S, C, C, S, C, S, S, S, S, S, S, S, S, S, S, C);
 }
 
 static int exec_simple(setcache *c, PGconn *conn, const char *sql, int n, const char *const *vals,

@@ -89,6 +89,21 @@ bool setcache__valid_utf8(const char *s, size_t len)
     return true;
 }
 
+/* Is the character at p (valid UTF-8) one a terminal or a text renderer
+ * would act on instead of showing: a C1 control (U+0080-U+009F) or a
+ * bidirectional formatting character (U+202A-U+202E, U+2066-U+2069)? */
+static bool deceptive_at(const unsigned char *p, size_t left)
+{
+    if (p[0] == 0xC2 && left >= 2) {
+        return p[1] >= 0x80 && p[1] <= 0x9F;
+    }
+    if (p[0] == 0xE2 && left >= 3) {
+        return (p[1] == 0x80 && p[2] >= 0xAA && p[2] <= 0xAE) ||
+               (p[1] == 0x81 && p[2] >= 0xA6 && p[2] <= 0xA9);
+    }
+    return false;
+}
+
 bool setcache__valid_text_ident(const char *s, size_t len)
 {
     if (len == 0 || len > SETCACHE_MAX_ID_LEN) {
@@ -100,7 +115,16 @@ bool setcache__valid_text_ident(const char *s, size_t len)
             return false;
         }
     }
-    return setcache__valid_utf8(s, len);
+    if (!setcache__valid_utf8(s, len)) {
+        return false;
+    }
+    const unsigned char *p = (const unsigned char *)s;
+    for (size_t i = 0; i < len; i++) {
+        if (deceptive_at(p + i, len - i)) {
+            return false;
+        }
+    }
+    return true;
 }
 
 /* Schema and channel names: [a-z_][a-z0-9_]{0,62}; they are quoted anyway. */
@@ -148,8 +172,9 @@ int setcache__check_identity(const char *t, const char *id, const char *key, siz
         }
         *ilen = strlen(id);
         if (!setcache__valid_text_ident(id, *ilen)) {
-            return setcache__fail(SETCACHE_ERR_ARG, "entity_id must be valid UTF-8 without "
-                                                    "control characters");
+            return setcache__fail(SETCACHE_ERR_ARG,
+                                  "entity_id must be valid UTF-8 without control or "
+                                  "bidirectional formatting characters");
         }
     }
     if (key) {
@@ -158,8 +183,8 @@ int setcache__check_identity(const char *t, const char *id, const char *key, siz
         }
         *klen = strlen(key);
         if (!setcache__valid_text_ident(key, *klen)) {
-            return setcache__fail(SETCACHE_ERR_ARG,
-                                  "key must be valid UTF-8 without control characters");
+            return setcache__fail(SETCACHE_ERR_ARG, "key must be valid UTF-8 without control or "
+                                                    "bidirectional formatting characters");
         }
     }
     return SETCACHE_OK;

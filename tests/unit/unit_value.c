@@ -102,3 +102,29 @@ TEST(identities_refuse_control_characters_and_bad_utf8)
     CHECK(!setcache__valid_sql_name("2setcache"));
     CHECK(!setcache__valid_sql_name("Set"));
 }
+
+/* Identifiers can't hold what a terminal or a renderer would act on: C1
+ * controls and bidirectional formatting characters, besides C0 and DEL. */
+TEST(identities_refuse_c1_controls_and_bidirectional_formatting)
+{
+    size_t t, i, k;
+    const char *bad[] = {"a\xc2\x85"
+                         "b", /* NEL */
+                         "\xc2\x9b"
+                         "31m", /* CSI */
+                         "\xc2\x80", "\xc2\x9f",
+                         "file\xe2\x80\xae"
+                         "txt.exe", /* RIGHT-TO-LEFT OVERRIDE */
+                         "\xe2\x80\xaa", "\xe2\x81\xa6", "\xe2\x81\xa9"};
+    for (size_t n = 0; n < sizeof bad / sizeof bad[0]; n++) {
+        CHECK_RC(setcache__check_identity("expert", bad[n], "k", &t, &i, &k), SETCACHE_ERR_ARG);
+        CHECK_RC(setcache__check_identity("expert", "3", bad[n], &t, &i, &k), SETCACHE_ERR_ARG);
+        CHECK(strstr(setcache_errmsg(), "bidirectional") != NULL);
+    }
+    /* their neighbours are ordinary text */
+    const char *good[] = {"\xc2\xa0", "\xc2\xbf", "\xe2\x80\xa9", "\xe2\x80\xaf", "\xe2\x81\xa5",
+                          "\xe2\x81\xaa", "caf\xc3\xa9"};
+    for (size_t n = 0; n < sizeof good / sizeof good[0]; n++) {
+        CHECK_OK(setcache__check_identity("expert", good[n], good[n], &t, &i, &k));
+    }
+}
