@@ -94,7 +94,8 @@ static int usage(void)
         "  delete TYPE ID KEY       delete a stored value\n"
         "  list TYPE ID             every setting, defaults marked\n"
         "  init                     create the table, sequence and triggers\n"
-        "  schema                   print that DDL\n"
+        "  schema [--reader-role R] [--writer-role W]\n"
+        "                           print that DDL (and those roles' GRANTs)\n"
         "  stats                    print counters and listener state\n"
         "  watch [TYPE [ID [KEY]]]  one JSON line per change until SIGINT/SIGTERM\n"
         "connection: --conninfo, else SETCACHE_CONNINFO, else libpq's PG* variables\n");
@@ -222,7 +223,8 @@ static void json_str(FILE *f, const char *s)
                 fprintf(f, "\\u%04x", ((p[0] & 0x1Fu) << 6) | (p[1] & 0x3Fu));
                 p++;
             } else if (n == 3) {
-                fprintf(f, "\\u%04x", ((p[0] & 0x0Fu) << 12) | ((p[1] & 0x3Fu) << 6) | (p[2] & 0x3Fu));
+                fprintf(f, "\\u%04x",
+                        ((p[0] & 0x0Fu) << 12) | ((p[1] & 0x3Fu) << 6) | (p[2] & 0x3Fu));
                 p += 2;
             } else {
                 fputc(*p, f);
@@ -413,10 +415,21 @@ static int arity(const char *cmd)
     return -1;
 }
 
+/* schema [--reader-role R] [--writer-role W] */
 static int print_schema(const invocation *in)
 {
+    const char *reader = NULL, *writer = NULL;
+    for (int k = 0; k < in->nargs; k += 2) {
+        const char *opt = in->args[k];
+        if (k + 1 >= in->nargs ||
+            (strcmp(opt, "--reader-role") != 0 && strcmp(opt, "--writer-role") != 0)) {
+            return usage();
+        }
+        *(strcmp(opt, "--reader-role") == 0 ? &reader : &writer) = in->args[k + 1];
+    }
     char *ddl = NULL;
-    int rc = setcache__tool_schema(in->o.schema, in->o.channel, in->o.tables, in->o.ntables, &ddl);
+    int rc = setcache__tool_schema(in->o.schema, in->o.channel, in->o.tables, in->o.ntables, reader,
+                                   writer, &ddl);
     if (rc != SETCACHE_OK) {
         fprintf(stderr, "setcache: %s\n", setcache_errmsg());
         return rc == SETCACHE_ERR_ARG ? 2 : 4;
@@ -484,7 +497,7 @@ int main(int argc, char **argv)
     if (code != 0) {
         return code;
     }
-    if (strcmp(in.cmd, "schema") == 0 && in.nargs == 0) {
+    if (strcmp(in.cmd, "schema") == 0) {
         return print_schema(&in);
     }
     if (strcmp(in.cmd, "watch") == 0) {

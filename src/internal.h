@@ -371,6 +371,7 @@ typedef struct sc_sql {
 int setcache__sql_build(sc_sql *s, const char *schema);
 void setcache__sql_free(sc_sql *s);
 char *setcache__ddl(const char *schema, const char *channel);
+char *setcache__grants_ddl(const char *schema, const char *role, bool writer);
 int setcache__ensure_schema(setcache *c, PGconn *conn);
 int setcache__table_exists(setcache *c, PGconn *conn, const char *table, bool *exists);
 int setcache__apply_ddl_once(setcache *c, PGconn *conn, const char *fn, const char *signature,

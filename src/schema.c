@@ -146,16 +146,19 @@ char *setcache__ddl(const char *schema, const char *channel)
         "DECLARE bad bigint;\n"
         "BEGIN\n"
         "    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid =\n"
-        "                   '\"%s\".settings'::regclass AND conname = 'settings_identifiers_visible') THEN\n"
+        "                   '\"%s\".settings'::regclass AND conname = "
+        "'settings_identifiers_visible') THEN\n"
         "        ALTER TABLE \"%s\".settings ADD CONSTRAINT settings_identifiers_visible\n"
-        "            CHECK (entity_id !~ '" SC_DECEPTIVE "' AND key !~ '" SC_DECEPTIVE "') NOT VALID;\n"
+        "            CHECK (entity_id !~ '" SC_DECEPTIVE "' AND key !~ '" SC_DECEPTIVE
+        "') NOT VALID;\n"
         "    END IF;\n"
         "    SELECT count(*) INTO bad FROM \"%s\".settings\n"
         "     WHERE entity_id ~ '" SC_DECEPTIVE "' OR key ~ '" SC_DECEPTIVE "';\n"
         "    IF bad = 0 THEN\n"
         "        ALTER TABLE \"%s\".settings VALIDATE CONSTRAINT settings_identifiers_visible;\n"
         "    ELSE\n"
-        "        RAISE WARNING '%% rows of \"%s\".settings have an entity_id or key with a control or "
+        "        RAISE WARNING '%% rows of \"%s\".settings have an entity_id or key with a control "
+        "or "
         "bidirectional formatting character; setcache cannot address them: rename or delete them', "
         "bad;\n"
         "    END IF;\n"
@@ -212,6 +215,29 @@ char *setcache__ddl(const char *schema, const char *channel)
         "COMMENT ON FUNCTION \"%s\".settings_notify() IS 'setcache schema " SC_SCHEMA_REVISION
         " channel %s';\n",
         S, S, S, S, S, S, S, S, S, S, S, S, S, S, C, C, S, C, S, S, S, S, S, S, S, S, S, S, C);
+}
+
+/*
+ * The GRANTs of the least-privilege roles on schema's objects: a reader may
+ * use the schema and SELECT the settings (LISTEN needs no privilege); a
+ * writer may also INSERT, UPDATE and DELETE them, and take versions from the
+ * sequence (the stamp trigger runs as the writer; USAGE allows nextval, not
+ * setval). Neither owns anything, so neither can alter the table, its
+ * triggers or the sequence, and the trigger overwrites any version a writer
+ * gives. role is a quoted identifier. malloc'd.
+ */
+char *setcache__grants_ddl(const char *schema, const char *role, bool writer)
+{
+    const char *S = schema;
+    if (!writer) {
+        return setcache__aprintf("GRANT USAGE ON SCHEMA \"%s\" TO %s;\n"
+                                 "GRANT SELECT ON \"%s\".settings TO %s;\n",
+                                 S, role, S, role);
+    }
+    return setcache__aprintf("GRANT USAGE ON SCHEMA \"%s\" TO %s;\n"
+                             "GRANT SELECT, INSERT, UPDATE, DELETE ON \"%s\".settings TO %s;\n"
+                             "GRANT USAGE ON SEQUENCE \"%s\".settings_version_seq TO %s;\n",
+                             S, role, S, role, S, role);
 }
 
 static int exec_simple(setcache *c, PGconn *conn, const char *sql, int n, const char *const *vals,

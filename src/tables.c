@@ -700,10 +700,68 @@ int setcache__maps_apply(setcache *c, PGconn *conn, const setcache_table_map *m,
     return SETCACHE_OK;
 }
 
+/* A mapped table's GRANTs (see setcache__grants_ddl): the reader SELECTs
+ * it, the writer also changes it (its versions come from the built-in
+ * table's sequence, granted with the built-in table). */
+static char *map_grants(const setcache_table_map *m, const char *role, bool writer)
+{
+    char *qt = quote_table(m->table);
+    const char *dot = strchr(m->table, '.');
+    char *out =
+        qt ? setcache__aprintf("GRANT USAGE ON SCHEMA \"%.*s\" TO %s;\n"
+                               "GRANT %s ON %s TO %s;\n",
+                               (int)(dot - m->table), m->table, role,
+                               writer ? "SELECT, INSERT, UPDATE, DELETE" : "SELECT", qt, role)
+           : NULL;
+    free(qt);
+    return out;
+}
+
+/* A role name fit to quote: 1-63 bytes, no control characters. */
+static int check_role(const char *what, const char *role)
+{
+    size_t n = strlen(role);
+    bool ok = n >= 1 && n <= 63;
+    for (size_t i = 0; ok && i < n; i++) {
+        ok = (unsigned char)role[i] >= 0x20 && role[i] != 0x7F;
+    }
+    return ok ? SETCACHE_OK
+              : setcache__fail(SETCACHE_ERR_ARG,
+                               "%s must be a role name of 1-63 bytes without control characters",
+                               what);
+}
+
+/* The GRANTs for one role on the built-in table and every mapped table. */
+static char *grants_for(const char *schema, const setcache_table_map *m, size_t n, const char *role,
+                        bool writer)
+{
+    char *q = setcache__quote_ident(role);
+    char *out = q ? setcache__grants_ddl(schema, q, writer) : NULL;
+    for (size_t i = 0; out && i < n; i++) {
+        char *g = map_grants(&m[i], q, writer);
+        char *joined = g ? setcache__aprintf("%s%s", out, g) : NULL;
+        free(out);
+        free(g);
+        out = joined;
+    }
+    free(q);
+    return out;
+}
+
 int setcache__tool_schema(const char *schema, const char *channel, const setcache_table_map *m,
-                          size_t n, char **out)
+                          size_t n, const char *reader, const char *writer, char **out)
 {
     *out = NULL;
+    int rc = SETCACHE_OK;
+    if (reader) {
+        rc = check_role("--reader-role", reader);
+    }
+    if (rc == SETCACHE_OK && writer) {
+        rc = check_role("--writer-role", writer);
+    }
+    if (rc != SETCACHE_OK) {
+        return rc;
+    }
     char *ddl = setcache__ddl(schema, channel);
     if (!ddl) {
         return setcache__fail(SETCACHE_ERR_ARG,
@@ -718,8 +776,15 @@ int setcache__tool_schema(const char *schema, const char *channel, const setcach
         }
     }
     char *maps = setcache__maps_ddl(schema, channel, m, n);
-    *out = maps ? setcache__aprintf("%s%s", ddl, maps) : NULL;
+    char *rg = reader ? grants_for(schema, m, n, reader, false) : strdup("");
+    char *wg = writer ? grants_for(schema, m, n, writer, true) : strdup("");
+    bool roles = reader || writer;
+    *out = maps && rg && wg ? setcache__aprintf("%s%s%s%s%s", ddl, maps,
+                                                roles ? "\n-- least-privilege roles\n" : "", rg, wg)
+                            : NULL;
     free(ddl);
     free(maps);
+    free(rg);
+    free(wg);
     return *out ? SETCACHE_OK : setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
 }

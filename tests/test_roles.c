@@ -1,0 +1,189 @@
+/* Least privilege with real roles: what `setcache schema --reader-role
+ * --writer-role` grants is enough to read and follow (reader) or also write
+ * (writer), and nothing more. */
+#include "harness.h"
+
+#include <stdarg.h>
+
+static char reader[64], writer[64], nobody[64];
+
+static void drop_roles(void)
+{
+    const char *roles[3] = {reader, writer, nobody};
+    for (int i = 0; i < 3; i++) {
+        if (roles[i][0]) {
+            t_sql_try("DROP OWNED BY %s", roles[i]);
+            t_sql_try("DROP ROLE IF EXISTS %s", roles[i]);
+        }
+    }
+}
+
+/* Three roles, and the schema with the readers' and writers' GRANTs applied
+ * by psql from the tool's output, as a DBA would. */
+static void set_up_roles(void)
+{
+    const char *s = t_schema();
+    snprintf(reader, sizeof reader, "%.40s_r", s);
+    snprintf(writer, sizeof writer, "%.40s_w", s);
+    snprintf(nobody, sizeof nobody, "%.40s_n", s);
+    t_on_fail(drop_roles);
+    t_sql("CREATE ROLE %s LOGIN", reader);
+    t_sql("CREATE ROLE %s LOGIN", writer);
+    t_sql("CREATE ROLE %s LOGIN", nobody);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "%s/setcache --schema %s --channel %s schema --reader-role %s --writer-role %s | "
+             "psql -q -v ON_ERROR_STOP=1 '%s' >/dev/null 2>&1",
+             t_build_dir(), s, s, reader, writer, t_conninfo());
+    CHECK(system(cmd) == 0);
+}
+
+static setcache *open_as(const char *role, int *rc)
+{
+    char ci[1024];
+    snprintf(ci, sizeof ci, "%s user=%s", t_conninfo(), role);
+    setcache_options o;
+    t_options(&o);
+    o.conninfo = ci;
+    o.create_schema = false;
+    setcache *c = NULL;
+    *rc = setcache_open(&c, &o);
+    return c;
+}
+
+TEST(a_reader_reads_and_follows_changes_but_cannot_write)
+{
+    set_up_roles();
+    const char *s = t_schema();
+    t_sql("INSERT INTO \"%s\".settings (entity_type, entity_id, key, value) VALUES ('account', "
+          "'1', 'k', 'v1')",
+          s);
+    int rc;
+    setcache *r = open_as(reader, &rc);
+    CHECK_OK(rc);
+    char buf[32];
+    CHECK_OK(setcache_get_string(r, "account", "1", "k", buf, sizeof buf, NULL));
+    CHECK_STR(buf, "v1");
+    t_sql("UPDATE \"%s\".settings SET value = 'v2' WHERE key = 'k'", s);
+    CHECK(t_wait_value(r, "account", "1", "k", "v2", 5000) >= 0);
+    CHECK_RC(setcache_set_string(r, "account", "1", "k", "mine"), SETCACHE_ERR_DB);
+    CHECK(strstr(setcache_errmsg(), "permission denied") != NULL);
+    CHECK(strstr(setcache_errmsg(), "settings") != NULL);
+    CHECK_RC(setcache_delete(r, "account", "1", "k"), SETCACHE_ERR_DB);
+    CHECK_OK(setcache_get_string(r, "account", "1", "k", buf, sizeof buf, NULL));
+    CHECK_STR(buf, "v2"); /* the cache is unchanged */
+    CHECK_STR(t_sql_value("SELECT value FROM \"%s\".settings WHERE key = 'k'", s), "v2");
+    setcache_close(r);
+    drop_roles();
+}
+
+TEST(a_writer_writes_but_cannot_forge_versions_or_touch_the_schema)
+{
+    set_up_roles();
+    const char *s = t_schema();
+    int rc;
+    setcache *w = open_as(writer, &rc);
+    CHECK_OK(rc);
+    CHECK_OK(setcache_set_string(w, "account", "1", "k", "w1"));
+    char buf[32];
+    CHECK_OK(setcache_get_string(w, "account", "1", "k", buf, sizeof buf, NULL));
+    CHECK_STR(buf, "w1");
+    setcache_close(w);
+    /* the writer's own SQL: the trigger gives every row its version */
+    char ci[1024];
+    snprintf(ci, sizeof ci, "%s user=%s", t_conninfo(), writer);
+    PGconn *pc = PQconnectdb(ci);
+    CHECK(PQstatus(pc) == CONNECTION_OK);
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO \"%s\".settings (entity_type, entity_id, key, value, version) VALUES "
+             "('account', '1', 'forged', 'x', 9000000000) RETURNING version",
+             s);
+    PGresult *res = PQexec(pc, sql);
+    CHECK(PQresultStatus(res) == PGRES_TUPLES_OK);
+    CHECK(strcmp(PQgetvalue(res, 0, 0), "9000000000") != 0);
+    PQclear(res);
+    const char *refused[] = {"ALTER TABLE %s DISABLE TRIGGER settings_stamp",
+                             "DROP TRIGGER settings_notify ON %s",
+                             "ALTER TABLE %s ADD COLUMN x int", "TRUNCATE %s",
+                             "SELECT setval('%s_version_seq', 9000000000)"};
+    char table[128];
+    snprintf(table, sizeof table, "\"%s\".settings", s);
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        const char *at = strstr(refused[i], "%s");
+        snprintf(sql, sizeof sql, "%.*s%s%s", (int)(at - refused[i]), refused[i], table, at + 2);
+        res = PQexec(pc, sql);
+        if (PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK) {
+            t_fail(__FILE__, __LINE__, "the writer could: %s", sql);
+        }
+        CHECK(strcmp(PQresultErrorField(res, PG_DIAG_SQLSTATE), "42501") == 0 ||
+              strcmp(PQresultErrorField(res, PG_DIAG_SQLSTATE), "42P01") == 0);
+        PQclear(res);
+    }
+    PQfinish(pc);
+    drop_roles();
+}
+
+TEST(a_role_with_no_privileges_fails_at_open_with_a_clear_message)
+{
+    set_up_roles();
+    int rc;
+    setcache *c = open_as(nobody, &rc);
+    CHECK(c == NULL);
+    CHECK_INT(rc, SETCACHE_ERR_DB);
+    CHECK(strstr(setcache_errmsg(), "permission denied") != NULL);
+    CHECK(strstr(setcache_errmsg(), t_schema()) != NULL);
+    drop_roles();
+}
+
+TEST(mapped_tables_get_the_same_grants)
+{
+    const char *s = t_schema();
+    t_sql("CREATE SCHEMA IF NOT EXISTS \"%s\"", s);
+    t_sql("CREATE TABLE \"%s\".prefs (uid bigint NOT NULL, name text NOT NULL, v text, UNIQUE "
+          "(uid, name))",
+          s);
+    snprintf(reader, sizeof reader, "%.40s_r", s);
+    snprintf(writer, sizeof writer, "%.40s_w", s);
+    t_on_fail(drop_roles);
+    t_sql("CREATE ROLE %s LOGIN", reader);
+    t_sql("CREATE ROLE %s LOGIN", writer);
+    char tab[128], cmd[2048];
+    snprintf(tab, sizeof tab, "%s.prefs", s);
+    snprintf(cmd, sizeof cmd,
+             "%s/setcache --schema %s --channel %s --map pref=%s,uid,integer,name,v schema "
+             "--reader-role %s --writer-role %s | psql -q -v ON_ERROR_STOP=1 '%s' >/dev/null 2>&1",
+             t_build_dir(), s, s, tab, reader, writer, t_conninfo());
+    CHECK(system(cmd) == 0);
+    setcache_table_map m = {.entity_type = "pref",
+                            .table = tab,
+                            .entity_column = "uid",
+                            .id_kind = SETCACHE_ID_INTEGER,
+                            .key_column = "name",
+                            .value_column = "v"};
+    const char *roles[2] = {writer, reader};
+    setcache *c[2];
+    for (int i = 0; i < 2; i++) {
+        char ci[1024];
+        snprintf(ci, sizeof ci, "%s user=%s", t_conninfo(), roles[i]);
+        setcache_options o;
+        t_options(&o);
+        o.conninfo = ci;
+        o.create_schema = false;
+        o.tables = &m;
+        o.ntables = 1;
+        CHECK_OK(setcache_open(&c[i], &o));
+    }
+    char buf[32];
+    CHECK_RC(setcache_get_string(c[1], "pref", "7", "theme", buf, sizeof buf, NULL),
+             SETCACHE_NOT_FOUND);
+    CHECK_OK(setcache_set_string(c[0], "pref", "7", "theme", "dark"));
+    CHECK(t_wait_value(c[1], "pref", "7", "theme", "dark", 5000) >= 0);
+    CHECK_RC(setcache_set_string(c[1], "pref", "7", "theme", "light"), SETCACHE_ERR_DB);
+    CHECK(strstr(setcache_errmsg(), "permission denied") != NULL);
+    CHECK_OK(setcache_get_string(c[1], "pref", "7", "theme", buf, sizeof buf, NULL));
+    CHECK_STR(buf, "dark");
+    setcache_close(c[0]);
+    setcache_close(c[1]);
+    drop_roles();
+}
