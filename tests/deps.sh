@@ -28,6 +28,7 @@ b=$(pgbin)
 have_cmd psql || missing="$missing postgresql-client"
 ls /usr/share/postgresql/*/extension/pg_stat_statements.control >/dev/null 2>&1 || missing="$missing postgresql-contrib"
 have_cmd nm || missing="$missing binutils"
+have_cmd openssl || missing="$missing openssl" # the TLS tests make their own CA
 if [ -n "${LINT:-}" ]; then
     have_cmd cppcheck || missing="$missing cppcheck"
     have_cmd clang-tidy || missing="$missing clang-tidy"
