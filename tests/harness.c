@@ -278,8 +278,46 @@ static bool selected(const char *name, int argc, char **argv)
     return false;
 }
 
+/* Child mode: a test that must run its child in a fresh program (under
+ * ThreadSanitizer, which can't start threads after a multi-threaded fork)
+ * re-executes this binary with SETCACHE_TEST_CHILD naming the function and
+ * SETCACHE_TEST_SCHEMA its schema; the function runs alone, in-process. */
+static struct {
+    const char *name;
+    t_fn fn;
+} children[8];
+static int nchildren;
+
+void t_register_child(const char *name, t_fn fn)
+{
+    if (nchildren < 8) {
+        children[nchildren].name = name;
+        children[nchildren].fn = fn;
+        nchildren++;
+    }
+}
+
+static void run_child_mode(const char *name)
+{
+    const char *s = getenv("SETCACHE_TEST_SCHEMA");
+    snprintf(schema, sizeof schema, "%s", s ? s : "");
+    cur_name = name;
+    for (int i = 0; i < nchildren; i++) {
+        if (strcmp(children[i].name, name) == 0) {
+            children[i].fn();
+            fflush(NULL);
+            _exit(0);
+        }
+    }
+    fprintf(stderr, "no child function %s\n", name);
+    _exit(2);
+}
+
 int main(int argc, char **argv)
 {
+    if (getenv("SETCACHE_TEST_CHILD")) {
+        run_child_mode(getenv("SETCACHE_TEST_CHILD"));
+    }
     int passed = 0, failed = 0, skipped = 0;
     double scale = 1;
     const char *s = getenv("SETCACHE_TEST_TIMEOUT_SCALE");

@@ -28,6 +28,16 @@ void t_register(const char *name, t_fn fn, int timeout_s);
     static void name(void)
 #define TEST(name) TEST_T(name, 30)
 
+/* A function a test runs as a child program (see harness.c, child mode). */
+void t_register_child(const char *name, t_fn fn);
+#define CHILD(name)                                                                                \
+    static void name(void);                                                                        \
+    __attribute__((constructor)) static void regc_##name(void)                                     \
+    {                                                                                              \
+        t_register_child(#name, name);                                                             \
+    }                                                                                              \
+    static void name(void)
+
 void t_fail(const char *file, int line, const char *fmt, ...)
     __attribute__((noreturn, format(printf, 3, 4)));
 void t_skip(const char *why) __attribute__((noreturn));

@@ -181,3 +181,80 @@ TEST(close_is_prompt_and_later_sessions_are_gone)
     CHECK_INT(t_sessions_of(getpid()), 0);
     setcache_close(NULL);
 }
+
+/* The child's part: its own handle reads the parent's value, writes one,
+ * says so on fd up, waits on fd down for the parent's next change and reads
+ * it through its own listener. Exit 0 when every step worked. */
+static void fork_child_body(int up, int down)
+{
+    char b = 0, buf[32];
+    setcache *own = t_open();
+    int ok = setcache_get_string(own, "account", "1", "from_parent", buf, sizeof buf, NULL) ==
+                 SETCACHE_OK &&
+             strcmp(buf, "p1") == 0;
+    ok = ok && setcache_set_string(own, "account", "1", "from_child", "c1") == SETCACHE_OK;
+    ok = ok && write(up, "r", 1) == 1 && read(down, &b, 1) == 1; /* the parent changed it */
+    ok = ok && t_wait_value(own, "account", "1", "from_parent", "p2", 5000) >= 0;
+    setcache_close(own);
+    _exit(ok ? 0 : 1);
+}
+
+/* The same body in a fresh program (child mode), fds from the environment. */
+CHILD(fork_child_program)
+{
+    fork_child_body(atoi(getenv("SETCACHE_TEST_UP")), atoi(getenv("SETCACHE_TEST_DOWN")));
+}
+
+/* A forked child opens and uses a handle of its own while the parent's
+ * keeps working; closing the child's inherited copy touches none of the
+ * parent's sessions. Under ThreadSanitizer (no threads after a
+ * multi-threaded fork) the child re-executes this binary first. */
+TEST(fork_child_opens_its_own_handle_while_the_parent_keeps_working)
+{
+    setcache *c = t_open();
+    CHECK_OK(setcache_set_string(c, "account", "1", "from_parent", "p1"));
+    int pid1 = 0, pid2 = 0;
+    CHECK_OK(setcache_with_conn(c, t_backend_pid, &pid1));
+    int mine = t_sessions_of(getpid());
+    t_admin_close(); /* the child must not share the admin connection */
+    t_sleep_ms(300);
+    int up[2], down[2];
+    CHECK(pipe(up) == 0 && pipe(down) == 0);
+    pid_t kid = fork();
+    if (kid == 0) {
+        setcache_close(c); /* the inherited copy: the parent's sessions stay */
+#if defined(__SANITIZE_THREAD__)
+        char fd[16];
+        snprintf(fd, sizeof fd, "%d", up[1]);
+        setenv("SETCACHE_TEST_UP", fd, 1);
+        snprintf(fd, sizeof fd, "%d", down[0]);
+        setenv("SETCACHE_TEST_DOWN", fd, 1);
+        setenv("SETCACHE_TEST_SCHEMA", t_schema(), 1);
+        setenv("SETCACHE_TEST_CHILD", "fork_child_program", 1);
+        execl("/proc/self/exe", "setcache-tests", (char *)NULL);
+        _exit(3);
+#else
+        fork_child_body(up[1], down[0]);
+#endif
+    }
+    char b = 0;
+    CHECK(read(up[0], &b, 1) == 1);
+    CHECK(t_sessions_of(kid) >= 2); /* the child's own pool and listener */
+    CHECK(t_wait_value(c, "account", "1", "from_child", "c1", 5000) >= 0);
+    CHECK_OK(setcache_set_string(c, "account", "1", "from_parent", "p2"));
+    CHECK(write(down[1], "g", 1) == 1);
+    int st;
+    waitpid(kid, &st, 0);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    double t0 = t_now_ms();
+    while (t_sessions_of(kid) > 0 && t_now_ms() - t0 < 3000) {
+        t_sleep_ms(10);
+    }
+    CHECK_INT(t_sessions_of(kid), 0);
+    CHECK_INT(t_sessions_of(getpid()), mine);
+    CHECK_OK(setcache_with_conn(c, t_backend_pid, &pid2));
+    CHECK_INT(pid2, pid1);
+    CHECK_OK(setcache_set_string(c, "account", "1", "from_parent", "p3"));
+    CHECK_INT(t_stats(c).state, SETCACHE_STATE_VALID);
+    setcache_close(c);
+}
