@@ -533,10 +533,19 @@ TEST(reconnect_announces_resync_then_the_changes_found)
     CHECK_OK(setcache_subscribe(c, "account", NULL, NULL, record, r, &id));
     setcache_stats s0;
     setcache_get_stats(c, &s0);
-    /* stop the listener from hearing, then change things in the gap */
-    t_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = "
-          "'setcache:%d:listen'",
-          (int)getpid());
+    /* stop the listener from hearing, then change things in the gap: only
+     * once its backend is gone (pg_terminate_backend returns before that,
+     * and a backend still alive would hear the change before the gap) */
+    int lpid = atoi(t_sql_value("SELECT pid FROM pg_stat_activity WHERE application_name = "
+                                "'setcache:%d:listen'",
+                                (int)getpid()));
+    CHECK(lpid > 0);
+    t_sql("SELECT pg_terminate_backend(%d)", lpid);
+    double t0 = t_now_ms();
+    while (atoi(t_sql_value("SELECT count(*) FROM pg_stat_activity WHERE pid = %d", lpid)) > 0 &&
+           t_now_ms() - t0 < 5000) {
+        t_sleep_ms(2);
+    }
     t_sql("UPDATE \"%s\".settings SET value = 'v1' WHERE key = 'k'", t_schema());
     t_sql("DELETE FROM \"%s\".settings WHERE key = 'gone'", t_schema());
     CHECK(wait_count(r, 3, 10000));
