@@ -24,10 +24,11 @@ TEST(library_and_table_refuse_c1_and_bidirectional_identifiers)
     CHECK(t_sql_try("INSERT INTO \"%s\".settings (entity_type, entity_id, key, value) VALUES "
                     "('account', '1', 'caf' || U&'\\00E9', 'x')",
                     s));
-    CHECK_STR(t_sql_value("SELECT convalidated FROM pg_constraint WHERE conname = "
-                          "'settings_identifiers_visible' AND conrelid = '\"%s\".settings'::regclass",
-                          s),
-              "t");
+    CHECK_STR(
+        t_sql_value("SELECT convalidated FROM pg_constraint WHERE conname = "
+                    "'settings_identifiers_visible' AND conrelid = '\"%s\".settings'::regclass",
+                    s),
+        "t");
     setcache_close(c);
 }
 
@@ -70,10 +71,11 @@ TEST(rows_from_before_the_rule_are_reported_at_upgrade_never_dropped)
         t_fail(__FILE__, __LINE__, "no warning; the log said: %s", w.text);
     }
     CHECK_STR(t_sql_value("SELECT count(*) FROM \"%s\".settings", s), "2"); /* nothing dropped */
-    CHECK_STR(t_sql_value("SELECT convalidated FROM pg_constraint WHERE conname = "
-                          "'settings_identifiers_visible' AND conrelid = '\"%s\".settings'::regclass",
-                          s),
-              "f"); /* in force for new rows, not yet for the old one */
+    CHECK_STR(
+        t_sql_value("SELECT convalidated FROM pg_constraint WHERE conname = "
+                    "'settings_identifiers_visible' AND conrelid = '\"%s\".settings'::regclass",
+                    s),
+        "f"); /* in force for new rows, not yet for the old one */
     CHECK(!t_sql_try("INSERT INTO \"%s\".settings (entity_type, entity_id, key, value) VALUES "
                      "('account', '2', 'a' || U&'\\2066', 'x')",
                      s));
@@ -109,7 +111,7 @@ TEST(the_tool_escapes_what_a_terminal_would_act_on)
     CHECK_INT(run_cmd(out, sizeof out, cmd), 0);
     CHECK(strncmp(out, hostile, strlen(hostile)) == 0 && out[strlen(hostile)] == '\n');
     /* a terminal gets the escapes (script gives the tool a pseudo-terminal) */
-    snprintf(cmd, sizeof cmd, "script -qec \"%s get account 1 note\" /dev/null", base);
+    snprintf(cmd, sizeof cmd, "script -qec \"%s get account 1 note\" /dev/null </dev/null", base);
     CHECK_INT(run_cmd(out, sizeof out, cmd), 0);
     CHECK(strstr(out, "a\\x1b[2Jb\\u202ec\\u0085d\\\\e\\nf") != NULL);
     CHECK(strchr(out, 0x1b) == NULL);
