@@ -35,6 +35,22 @@
 #include <string.h>
 #include <sys/types.h>
 
+#ifdef SETCACHE_TEST_HOOKS
+/* The test build counts every allocation the library makes and can fail
+ * the k-th one (setcache__t_fail_alloc, util.c): the out-of-memory sweep. */
+void *setcache__t_malloc(size_t n);
+void *setcache__t_calloc(size_t n, size_t size);
+void *setcache__t_realloc(void *p, size_t n);
+char *setcache__t_strdup(const char *s);
+int setcache__t_posix_memalign(void **p, size_t align, size_t n);
+#undef strdup
+#define malloc(n) setcache__t_malloc(n)
+#define calloc(n, size) setcache__t_calloc(n, size)
+#define realloc(p, n) setcache__t_realloc(p, n)
+#define strdup(s) setcache__t_strdup(s)
+#define posix_memalign(p, a, n) setcache__t_posix_memalign(p, a, n)
+#endif
+
 #include "hash.h"
 #define HASH_NONFATAL_OOM 1
 /* most entities hold tens of settings: start small, uthash grows as needed */
@@ -607,6 +623,9 @@ typedef struct sc_hooks {
 } sc_hooks;
 #ifdef SETCACHE_TEST_HOOKS
 extern sc_hooks setcache__hooks;
+void setcache__t_fail_alloc(long k);  /* util.c: the k-th allocation from now fails */
+bool setcache__t_alloc_failed(void);  /* it has happened */
+size_t setcache__t_alloc_sites(void); /* distinct call sites failed so far */
 #endif
 
 /* ---- the handle: immutable options, then each module's own state ---- */

@@ -192,7 +192,7 @@ static int cmp_group_type(const void *a, const void *b)
  * one table) per query. */
 static int read_groups(setcache *c, group **g, size_t n)
 {
-    if (c->nmaps) {
+    if (c->nmaps && n > 1) {
         qsort(g, n, sizeof *g, cmp_group_type);
     }
     for (size_t off = 0; off < n;) {
@@ -249,6 +249,7 @@ static void reconcile_all(setcache *c)
     if (setcache__loaded_entities(c, &ekeys, &n) != SETCACHE_OK) {
         setcache__invalidate_all(c);
     }
+    size_t nkeys = n;
     group *gs = calloc(n ? n : 1, sizeof *gs);
     group **gp = calloc(n ? n : 1, sizeof *gp);
     size_t m = 0;
@@ -288,7 +289,7 @@ static void reconcile_all(setcache *c)
         setcache__log(c, SETCACHE_LOG_WARN, "reconcile failed (%s); cached entities dropped",
                       setcache_errmsg());
     }
-    for (size_t j = 0; j < n; j++) {
+    for (size_t j = 0; j < nkeys; j++) {
         free(ekeys[j]);
     }
     free(ekeys);
@@ -353,7 +354,14 @@ static group *group_hints(setcache *c, sc_hint *list, size_t *ngroups)
             setcache__grow(&g->hints, &g->cap, 4, sizeof *g->hints); /* full if it fails */
         }
         if (!g || g->n == g->cap) {
-            /* out of memory: this change can't be followed; say so */
+            /* out of memory: this change can't be followed; say so. A group
+             * without hints goes too: its identity points into h. */
+            if (g && g->n == 0) {
+                HASH_DEL(groups, g);
+                free(g->hints);
+                free(g);
+                (*ngroups)--;
+            }
             free(h);
             setcache__emit_resync(c);
             continue;
@@ -371,7 +379,7 @@ static bool classify_group(setcache *c, group *g, bool can_read)
     for (size_t j = 0; j < g->n && !g->subscribed; j++) {
         g->subscribed = setcache__is_subscribed(c, g->id.type, g->id.id, g->hints[j]->key);
     }
-    sc_hintref refs[64];
+    sc_hintref refs[64] = {{0}};
     sc_hintref *rv = g->n <= 64 ? refs : malloc(g->n * sizeof *rv);
     if (!rv) {
         setcache__invalidate(c, &g->id);

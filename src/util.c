@@ -36,6 +36,13 @@ struct timespec setcache__deadline(int ms)
 
 char *setcache__aprintf(const char *fmt, ...)
 {
+#ifdef SETCACHE_TEST_HOOKS
+    void *probe = setcache__t_malloc(1); /* vasprintf's allocation, counted */
+    if (!probe) {
+        return NULL;
+    }
+    free(probe);
+#endif
     va_list ap;
     va_start(ap, fmt);
     char *out = NULL;
@@ -77,3 +84,72 @@ void setcache__cond_init(pthread_cond_t *cv)
     pthread_cond_init(cv, &ca);
     pthread_condattr_destroy(&ca);
 }
+
+#ifdef SETCACHE_TEST_HOOKS
+/* The allocation hooks of the test build. setcache__t_fail_alloc(k) makes
+ * the k-th allocation from now fail (once); the distinct call sites that
+ * were failed are kept, so that a sweep can say how many it reached. */
+static atomic_long countdown;
+static atomic_size_t nsites;
+static void *sites[4096];
+
+static bool fail_now(void *site)
+{
+    if (atomic_load_explicit(&countdown, memory_order_relaxed) <= 0 ||
+        atomic_fetch_sub(&countdown, 1) != 1) {
+        return false;
+    }
+    size_t n = atomic_load(&nsites);
+    for (size_t i = 0; i < n && i < 4096; i++) {
+        if (sites[i] == site) {
+            return true;
+        }
+    }
+    size_t slot = atomic_fetch_add(&nsites, 1);
+    if (slot < 4096) {
+        sites[slot] = site;
+    }
+    return true;
+}
+
+void setcache__t_fail_alloc(long k)
+{
+    atomic_store(&countdown, k);
+}
+
+bool setcache__t_alloc_failed(void)
+{
+    return atomic_load(&countdown) <= 0;
+}
+
+size_t setcache__t_alloc_sites(void)
+{
+    size_t n = atomic_load(&nsites);
+    return n < 4096 ? n : 4096;
+}
+
+void *setcache__t_malloc(size_t n)
+{
+    return fail_now(__builtin_return_address(0)) ? NULL : (malloc)(n);
+}
+
+void *setcache__t_calloc(size_t n, size_t size)
+{
+    return fail_now(__builtin_return_address(0)) ? NULL : (calloc)(n, size);
+}
+
+void *setcache__t_realloc(void *p, size_t n)
+{
+    return fail_now(__builtin_return_address(0)) ? NULL : (realloc)(p, n);
+}
+
+char *setcache__t_strdup(const char *s)
+{
+    return fail_now(__builtin_return_address(0)) ? NULL : (strdup)(s);
+}
+
+int setcache__t_posix_memalign(void **p, size_t align, size_t n)
+{
+    return fail_now(__builtin_return_address(0)) ? 12 /* ENOMEM */ : (posix_memalign)(p, align, n);
+}
+#endif
