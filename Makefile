@@ -57,7 +57,7 @@ TEST_BIN := $(B)/tests/setcache-tests
 UNIT_SRCS := $(wildcard tests/unit/unit_*.c)
 UNIT_BIN := $(B)/tests/setcache-unit
 
-.PHONY: all unit check demo bench bench-series install uninstall format lint clean deps fuzz
+.PHONY: all unit check soak demo bench bench-series install uninstall format lint clean deps fuzz
 all: $(STATIC) $(B)/libsetcache.so $(TOOL) $(PC) $(B)/example $(B)/example_subscribe
 
 # plain `make` on a machine without the headers: the exact apt-get line
@@ -126,6 +126,16 @@ check: deps
 	@$(MAKE) --no-print-directory all $(TEST_BIN) $(UNIT_BIN)
 	@env -u SETCACHE_TEST_CONNINFO $(TEST_PREFIX) $(UNIT_BIN) $(T)
 	@SETCACHE_BUILD=$(B) TEST_PREFIX="$(TEST_PREFIX)" sh tests/run.sh $(TEST_BIN) $(T)
+
+# everything at once for SOAK_SECONDS (default 600) on a private PostgreSQL
+SOAK_SECONDS ?= 600
+$(B)/tests/soak: tests/soak.c $(STATIC) include/setcache.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ tests/soak.c $(STATIC) $(ALL_LDFLAGS) $(PQ_LIBS)
+
+soak: deps
+	@$(MAKE) --no-print-directory all $(B)/tests/soak
+	@SOAK_SECONDS=$(SOAK_SECONDS) sh tests/withpg.sh $(B)/tests/soak
 
 demo: deps
 	@$(MAKE) --no-print-directory all $(B)/bench/demo
