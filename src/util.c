@@ -91,7 +91,7 @@ void setcache__cond_init(pthread_cond_t *cv)
  * were failed are kept, so that a sweep can say how many it reached. */
 static atomic_long countdown;
 static atomic_size_t nsites;
-static void *sites[4096];
+static atomic_uintptr_t sites[4096]; /* threads fail allocations concurrently */
 
 static bool fail_now(void *site)
 {
@@ -101,13 +101,13 @@ static bool fail_now(void *site)
     }
     size_t n = atomic_load(&nsites);
     for (size_t i = 0; i < n && i < 4096; i++) {
-        if (sites[i] == site) {
+        if (atomic_load_explicit(&sites[i], memory_order_relaxed) == (uintptr_t)site) {
             return true;
         }
     }
     size_t slot = atomic_fetch_add(&nsites, 1);
     if (slot < 4096) {
-        sites[slot] = site;
+        atomic_store_explicit(&sites[slot], (uintptr_t)site, memory_order_relaxed);
     }
     return true;
 }
