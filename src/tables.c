@@ -344,18 +344,19 @@ static bool canonical_uuid(const char *id, bool *upper)
     if (strlen(id) != 36) {
         return false;
     }
+    bool up = false;
     for (size_t i = 0; i < 36; i++) {
         char ch = id[i];
-        bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-        if (dash ? ch != '-' : !((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'))) {
-            *upper |= !dash && ch >= 'A' && ch <= 'F';
-            if (dash || !(ch >= 'A' && ch <= 'F')) {
-                *upper = false;
-                return false;
-            }
+        bool ok = i == 8 || i == 13 || i == 18 || i == 23
+                      ? ch == '-'
+                      : (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f');
+        up |= !ok && ch >= 'A' && ch <= 'F';
+        if (!ok && !(ch >= 'A' && ch <= 'F' && i != 8 && i != 13 && i != 18 && i != 23)) {
+            return false; /* not a uuid at all */
         }
     }
-    return !*upper;
+    *upper = up; /* a uuid, but in upper case */
+    return !up;
 }
 
 /*
@@ -507,17 +508,16 @@ int setcache__maps_prepare(setcache *c, PGconn *conn)
         } else {
             m->value_is_json = strcmp(ty, "json") == 0 || strcmp(ty, "jsonb") == 0;
         }
-        bool bad_num = m->typed && m->num_kind < 0;
-        if (bad_num) {
-            setcache__fail(SETCACHE_ERR_DB,
-                           "%s.%s is %s; the number column of the typed profile must be smallint, "
-                           "integer, bigint, numeric, real or double precision",
-                           m->table, m->num_col, ty);
+        if (m->typed && m->num_kind < 0) {
+            rc = setcache__fail(SETCACHE_ERR_DB,
+                                "%s.%s is %s; the number column of the typed profile must be "
+                                "smallint, integer, bigint, numeric, real or double precision",
+                                m->table, m->num_col, ty);
         }
         free(ty);
-        if (bad_num) {
+        if (rc != SETCACHE_OK) {
             free(qt);
-            return SETCACHE_ERR_DB;
+            return rc;
         }
         const char *v4[1] = {qt};
         r = setcache__exec(c, conn,

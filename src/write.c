@@ -311,7 +311,7 @@ static int cmp_item(const void *a, const void *b)
  * back sorted by key. Nothing is sent.
  */
 static int check_items(setcache *c, const sc_ident *ent, const setcache_kv *kv, size_t n,
-                       bool mapped, many_item *items)
+                       const sc_tmap *map, many_item *items)
 {
     for (size_t i = 0; i < n; i++) {
         many_item *it = &items[i];
@@ -328,8 +328,9 @@ static int check_items(setcache *c, const sc_ident *ent, const setcache_kv *kv, 
         if (rc == SETCACHE_OK && it->value) {
             rc = check_value(c, &it->id, it->value, &it->json, &it->deftype);
         }
-        if (rc == SETCACHE_OK && it->value && mapped) {
-            rc = map_writable(c, &it->id, it->value, it->deftype);
+        if (rc == SETCACHE_OK && it->value && map) {
+            /* the table and the id were checked once, for the entity */
+            rc = setcache__map_check_number(map, it->value, it->deftype);
         }
         if (rc != SETCACHE_OK) {
             return rc;
@@ -549,17 +550,17 @@ int setcache_set_many(setcache *c, const char *entity_type, const char *entity_i
     if (rc != SETCACHE_OK || n == 0) {
         return rc;
     }
-    bool mapped = c->nmaps && setcache__map_of(c, id.type, id.tlen);
-    if (mapped && (rc = map_writable(c, &id, NULL, -1)) != SETCACHE_OK) {
+    const sc_tmap *map = c->nmaps ? setcache__map_of(c, id.type, id.tlen) : NULL;
+    if (map && (rc = map_writable(c, &id, NULL, -1)) != SETCACHE_OK) {
         return rc;
     }
     many_item *items = calloc(n, sizeof *items);
     if (!items) {
         return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
     }
-    rc = check_items(c, &id, kv, n, mapped, items);
+    rc = check_items(c, &id, kv, n, map, items);
     if (rc == SETCACHE_OK) {
-        rc = mapped ? set_many_mapped(c, items, n) : set_many_builtin(c, items, n);
+        rc = map ? set_many_mapped(c, items, n) : set_many_builtin(c, items, n);
     }
     free(items);
     return rc;
