@@ -55,7 +55,15 @@ TEST(tool_get_set_delete_list_schema_and_exit_codes)
     CHECK_INT(run(out, sizeof out, "%s set account 1 api_key 'k|\"y' 2>&1", base), 0);
     CHECK_INT(run(out, sizeof out, "%s get account 1 api_key", base), 0);
     CHECK_STR(out, "k|\"y\n");
-    CHECK_INT(run(out, sizeof out, "%s get account 1 missing 2>/dev/null", base), 1);
+    CHECK_INT(run(out, sizeof out, "%s get account 1 missing 2>&1", base), 1);
+    /* the reason once, not repeated after the code's name */
+    CHECK_STR(out, "setcache: get: SETCACHE_NOT_FOUND: no stored value and no default\n");
+    CHECK_INT(run(out, sizeof out, "%s frobnicate 2>&1", base), 2);
+    const char *unknown_cmd = "setcache: unknown command 'frobnicate'\nusage:";
+    CHECK(strncmp(out, unknown_cmd, strlen(unknown_cmd)) == 0);
+    CHECK_INT(run(out, sizeof out, "%s --frob x get a 1 k 2>&1", base), 2);
+    const char *unknown_opt = "setcache: unknown option '--frob'\nusage:";
+    CHECK(strncmp(out, unknown_opt, strlen(unknown_opt)) == 0);
     CHECK_INT(run(out, sizeof out, "%s get Account 1 x 2>&1", base), 2);
     CHECK(strstr(out, "entity_type") != NULL);
     CHECK_INT(
