@@ -39,7 +39,7 @@ endif
 
 LIB_SRCS := src/util.c src/error.c src/hash.c src/stats.c src/brlock.c src/value.c src/ident.c src/schema.c src/pool.c src/defs.c \
             src/etable.c src/cache.c src/load.c src/write.c src/listen.c src/refresh.c src/dispatch.c \
-            src/tables.c src/read.c src/handle.c
+            src/tables.c src/read.c src/handle.c src/cell.c src/ref.c src/snap.c
 LIB_OBJS := $(patsubst src/%.c,$(B)/obj/%.o,$(LIB_SRCS))
 HDRS := include/setcache.h src/internal.h src/hash.h src/tool.h
 

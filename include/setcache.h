@@ -43,9 +43,17 @@
  *   G10 honest state      never VALID unless the listener is proven alive; a
  *                         silent listener turns INTERRUPTED within
  *                         heartbeat_ms + heartbeat_deadline_ms + 250 ms.
- * Not promised: atomicity across keys for readers (a reader may see a new
- * `a` with an old `b` from one setcache_set_many), nor every intermediate
- * version.
+ *   G11 whole            a snapshot of an entity (setcache_snapshot_open)
+ *       transactions     never shows part of one transaction's changes to
+ *                        that entity: one setcache_set_many, or a plain SQL
+ *                        transaction that changes several of its keys, is
+ *                        in it wholly or not at all. Every install of the
+ *                        library (a write's outcome, a load, a re-read after
+ *                        a change, a reconcile) puts one transaction's
+ *                        changes to an entity in place at once.
+ * Not promised: atomicity across keys for separate plain reads (reading `a`
+ * then `b` may give a new `a` and an old `b`: read them from one snapshot),
+ * across entities, nor every intermediate version.
  *
  * Threads: a setcache handle may be used from any number of threads at once.
  * Errors: functions that can fail return int: SETCACHE_OK (0), the positive
@@ -97,7 +105,9 @@ enum { SETCACHE_LOG_ERROR, SETCACHE_LOG_WARN, SETCACHE_LOG_INFO, SETCACHE_LOG_DE
 #define SETCACHE_MAX_KEY_LEN 255
 #define SETCACHE_MAX_VALUE_LEN ((size_t)1024 * 1024)
 
-typedef struct setcache setcache; /* opaque, thread-safe */
+typedef struct setcache setcache;                   /* opaque, thread-safe */
+typedef struct setcache_ref setcache_ref;           /* a bound setting: setcache_ref_open */
+typedef struct setcache_snapshot setcache_snapshot; /* a whole entity: setcache_snapshot_open */
 
 /*
  * Serve one entity type from a table the application already has, instead
@@ -341,6 +351,110 @@ SETCACHE_API int setcache_foreach(setcache *c, const char *entity_type, const ch
                                   int (*fn)(void *arg, const char *key, const char *value,
                                             bool is_default),
                                   void *arg);
+
+/* ---- Bound references: the hot path ------------------------------------
+ *
+ * A ref names one setting once; each read through it is a few loads from a
+ * cell the cache keeps up to date, with no hashing, no lock and no write to
+ * shared memory (the cache publishes every change to the cell with a
+ * sequence counter; a reader that overlaps a change tries again on the
+ * locked path). A ref follows every change a plain read does (its own
+ * writes, other processes, plain SQL, refresh, reconcile after a reconnect,
+ * delete, eviction, TRUNCATE): G2, G4 and G5 hold for it. Values of up to 63
+ * bytes are held in the cell; a longer value, a key with no stored value (its
+ * default), a value of another type (SETCACHE_ERR_TYPE), a buffer too small,
+ * and an entity not loaded (evicted, or dropped after an uncertain write) are
+ * answered by the plain read path, at a plain read's cost.
+ * Hits: each read through a ref counts in setcache_stats.hits; the fast path
+ * adds it to a counter only the reading thread writes (one per thread and
+ * handle), summed by setcache_get_stats.
+ * Eviction: a ref's reads mark its entity recently used as plain reads do
+ * (the cell's own flag, set only when an eviction sweep has cleared it).
+ */
+
+/*
+ * Bind (entity_type, entity_id, key): the same checks as a read, loading the
+ * entity if it is not cached. A key with no stored value and no default can
+ * be bound (reads give SETCACHE_NOT_FOUND until it is set).
+ * Returns SETCACHE_OK with *out set, SETCACHE_ERR_ARG (NULL or invalid
+ * argument), SETCACHE_ERR_DB / SETCACHE_ERR_TIMEOUT (the load failed),
+ * SETCACHE_ERR_NOMEM or SETCACHE_ERR_CLOSED; *out is NULL on failure.
+ * Ownership: the caller closes *out with setcache_ref_close before
+ * setcache_close; setcache_close closes refs still open (and logs a warning
+ * with their count), after which their pointers are invalid.
+ * Threads: any; a ref may be read from several threads at once (for the
+ * hottest loops give each thread its own: the reads share nothing then).
+ * Memory: about 600 bytes a ref. Since: 0.1.0.
+ */
+SETCACHE_API int setcache_ref_open(setcache *c, const char *entity_type, const char *entity_id,
+                                   const char *key, setcache_ref **out);
+
+/*
+ * Reads through a ref, with the codes and meaning of the plain reads: the
+ * stored value, else the key's default, else SETCACHE_NOT_FOUND;
+ * SETCACHE_ERR_TYPE, SETCACHE_ERR_SPACE (get_string: *len is the length
+ * needed), SETCACHE_ERR_ARG (NULL r or out), or the codes of a load when the
+ * entity had to be loaded again. out is unchanged on failure. Since: 0.1.0.
+ */
+SETCACHE_API int setcache_ref_get_int(setcache_ref *r, int64_t *out);
+SETCACHE_API int setcache_ref_get_double(setcache_ref *r, double *out);
+SETCACHE_API int setcache_ref_get_bool(setcache_ref *r, bool *out);
+SETCACHE_API int setcache_ref_get_string(setcache_ref *r, char *buf, size_t cap, size_t *len);
+
+/*
+ * Release a ref; NULL is ignored. No read through it may be running or
+ * start. Threads: any. Since: 0.1.0.
+ */
+SETCACHE_API void setcache_ref_close(setcache_ref *r);
+
+/* ---- Entity snapshots: a consistent view of a whole entity -------------
+ *
+ * A snapshot holds an entity's stored values as they were at one moment,
+ * unchanged by later writes (G11). Opening one shares the cache's table of
+ * the entity (one reference count; no value is copied); a change to the
+ * entity while a snapshot shares it copies the table's slots, not the values
+ * (copy-on-write). Defaults are the definitions' at the time of each read.
+ */
+
+/*
+ * Take a snapshot of an entity, loading it if it is not cached.
+ * Returns SETCACHE_OK with *out set, SETCACHE_ERR_ARG, SETCACHE_ERR_DB /
+ * SETCACHE_ERR_TIMEOUT (the load failed), SETCACHE_ERR_NOMEM or
+ * SETCACHE_ERR_CLOSED; *out is NULL on failure.
+ * Ownership: the caller closes *out with setcache_snapshot_close before
+ * setcache_close (which closes snapshots still open, as for refs).
+ * Threads: any; a snapshot may be read from several threads at once.
+ * Memory: about 100 bytes a snapshot, plus the entity's table of slots
+ * while it differs from the cache's. Since: 0.1.0.
+ */
+SETCACHE_API int setcache_snapshot_open(setcache *c, const char *entity_type, const char *entity_id,
+                                        setcache_snapshot **out);
+
+/*
+ * Reads from a snapshot, with the codes and meaning of the plain reads (the
+ * stored value, else the key's default, else SETCACHE_NOT_FOUND; ...;
+ * SETCACHE_ERR_ARG for a NULL or invalid key). Never touch the database.
+ * Since: 0.1.0.
+ */
+SETCACHE_API int setcache_snapshot_get_int(setcache_snapshot *s, const char *key, int64_t *out);
+SETCACHE_API int setcache_snapshot_get_double(setcache_snapshot *s, const char *key, double *out);
+SETCACHE_API int setcache_snapshot_get_bool(setcache_snapshot *s, const char *key, bool *out);
+SETCACHE_API int setcache_snapshot_get_string(setcache_snapshot *s, const char *key, char *buf,
+                                              size_t cap, size_t *len);
+
+/*
+ * Call fn for every setting in the snapshot in key order: stored values,
+ * then (merged in order) defaults of defined keys with no stored value,
+ * is_default true; as setcache_foreach, fn returns non-zero to stop and
+ * that value is returned. Since: 0.1.0.
+ */
+SETCACHE_API int setcache_snapshot_foreach(setcache_snapshot *s,
+                                           int (*fn)(void *arg, const char *key, const char *value,
+                                                     bool is_default),
+                                           void *arg);
+
+/* Release a snapshot; NULL is ignored. Threads: any. Since: 0.1.0. */
+SETCACHE_API void setcache_snapshot_close(setcache_snapshot *s);
 
 /* ---- Writes: through to the database -----------------------------------
  *

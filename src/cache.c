@@ -59,6 +59,76 @@ static sc_entity *find_locked(sc_shard *sh, const sc_ident *id)
     return e;
 }
 
+static const sc_etable no_entries;
+
+/* The entity's entries: empty unless it is loaded. */
+static inline const sc_etable *tab(const sc_entity *e)
+{
+    return e->view ? &e->view->t : &no_entries;
+}
+
+static bool cell_is(const sc_cell *cl, const char *key, size_t klen, unsigned khash)
+{
+    return cl->khash == khash && cl->klen == klen && memcmp(cl->key, key, klen) == 0;
+}
+
+/* Publish the entity's value for key (every key when key is NULL) to the
+ * cells attached to it. */
+static void cells_update_locked(sc_entity *e, const char *key, size_t klen, unsigned khash)
+{
+    bool loaded = e->state == SC_LOADED;
+    for (sc_cell *cl = e->cells; cl; cl = cl->next) {
+        if (!key || cell_is(cl, key, klen, khash)) {
+            setcache__cell_store(
+                cl, loaded ? setcache__et_find(tab(e), cl->key, cl->klen, cl->khash) : NULL,
+                loaded);
+        }
+    }
+}
+
+/* The entity goes: its cells answer nothing until attached again. */
+static void cells_detach_locked(sc_entity *e)
+{
+    for (sc_cell *cl = e->cells, *n; cl; cl = n) {
+        n = cl->next;
+        setcache__cell_store(cl, NULL, false);
+        cl->ent = NULL;
+        cl->next = cl->prev = NULL;
+        atomic_store_explicit(&cl->attached, false, memory_order_relaxed);
+    }
+    e->cells = NULL;
+}
+
+/* Was any attached cell read since the last sweep? Clears the marks. */
+static bool cells_used_locked(sc_entity *e)
+{
+    bool used = false;
+    for (sc_cell *cl = e->cells; cl; cl = cl->next) {
+        if (atomic_load_explicit(&cl->used, memory_order_relaxed)) {
+            atomic_store_explicit(&cl->used, 0, memory_order_relaxed);
+            used = true;
+        }
+    }
+    return used;
+}
+
+/* Make a loaded entity's view its own to change: while a snapshot shares
+ * it, change a copy of the slots (the entries are shared). false: no
+ * memory. */
+static bool own_view_locked(sc_entity *e)
+{
+    if (atomic_load_explicit(&e->view->refs, memory_order_acquire) == 1) {
+        return true; /* no snapshot holds it, and none can take it now */
+    }
+    sc_eview *n = setcache__view_clone(e->view);
+    if (!n) {
+        return false;
+    }
+    setcache__view_unref(e->view);
+    e->view = n;
+    return true;
+}
+
 /* Drop an entity's entries; it must be loaded again before it answers. */
 static void unload_locked(setcache *c, sc_shard *sh, sc_entity *e)
 {
@@ -68,20 +138,26 @@ static void unload_locked(setcache *c, sc_shard *sh, sc_entity *e)
         sh->bytes -= e->bytes;
         setcache__count(c, SC_ST_INVALIDATIONS, 1);
     }
-    setcache__et_free(&e->entries);
+    setcache__view_unref(e->view);
+    e->view = NULL;
     e->nentries = 0;
     e->bytes = 0;
     e->state = SC_EMPTY;
+    cells_update_locked(e, NULL, 0, 0);
 }
 
-/* Install entries (taken: *entries is left empty) into an entity that holds
- * none. */
-static void set_entries_locked(sc_shard *sh, sc_entity *e, sc_etable *entries)
+/* Install entries (taken: *entries is left empty) into an entity that is
+ * not loaded (or whose counts the caller has taken off the shard's), in the
+ * new view *nv (taken: *nv is left NULL). */
+static void set_entries_locked(sc_shard *sh, sc_entity *e, sc_etable *entries, sc_eview **nv)
 {
     uint32_t n;
     size_t bytes;
     count_entries(entries, &n, &bytes);
-    setcache__et_take(&e->entries, entries);
+    setcache__et_take(&(*nv)->t, entries);
+    setcache__view_unref(e->view);
+    e->view = *nv;
+    *nv = NULL;
     e->nentries = n;
     e->bytes = bytes;
     e->state = SC_LOADED;
@@ -89,6 +165,7 @@ static void set_entries_locked(sc_shard *sh, sc_entity *e, sc_etable *entries)
     sh->nloaded++;
     sh->nentries += n;
     sh->bytes += bytes;
+    cells_update_locked(e, NULL, 0, 0);
 }
 
 static sc_entity *create_locked(setcache *c, sc_shard *sh, const sc_ident *id)
@@ -205,7 +282,7 @@ int setcache__lookup(setcache *c, sc_ident *id, sc_read *r, bool count, int *rc)
     if (c->max_entities && !atomic_load_explicit(&e->referenced, memory_order_relaxed)) {
         atomic_store_explicit(&e->referenced, 1, memory_order_relaxed);
     }
-    const sc_entry *en = setcache__et_find(&e->entries, id->key, id->klen, id->khash);
+    const sc_entry *en = setcache__et_find(&e->view->t, id->key, id->klen, id->khash);
     if (count) {
         count_hit(sh, slot);
     }
@@ -299,11 +376,12 @@ void setcache__finish_load(setcache *c, sc_ident *id, sc_etable *entries, uint64
 {
     sc_shard *sh = shard_of(c, id->ehash);
     *installed = false;
+    sc_eview *nv = entries ? setcache__view_new() : NULL;
     setcache__br_wrlock(&sh->lock);
     sc_entity *e = find_locked(sh, id); /* a loading entity is never evicted */
     if (e) {
-        if (entries && e->stamp == stamp && pending_reflected(e, entries)) {
-            set_entries_locked(sh, e, entries);
+        if (nv && e->stamp == stamp && pending_reflected(e, entries)) {
+            set_entries_locked(sh, e, entries, &nv);
             *installed = true;
         } else {
             e->state = SC_EMPTY;
@@ -312,6 +390,7 @@ void setcache__finish_load(setcache *c, sc_ident *id, sc_etable *entries, uint64
         pending_clear(e);
     }
     setcache__br_wrunlock(&sh->lock);
+    setcache__view_unref(nv);
     atomic_fetch_add(&c->cache.load_epoch, 1);
     pthread_mutex_lock(&c->cache.load_mu);
     pthread_cond_broadcast(&c->cache.load_cv);
@@ -328,11 +407,15 @@ int setcache__install_preloaded(setcache *c, sc_ident *id, sc_etable *entries, u
 {
     sc_shard *sh = shard_of(c, id->ehash);
     int rc = 0;
+    sc_eview *nv = setcache__view_new();
+    if (!nv) {
+        return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+    }
     setcache__br_wrlock(&sh->lock);
     sc_entity *e = find_locked(sh, id);
     if (e) {
         if (e->state == SC_EMPTY && e->stamp <= since) {
-            set_entries_locked(sh, e, entries);
+            set_entries_locked(sh, e, entries, &nv);
             rc = 1;
         }
     } else if (sh->unknown_stamp <= since) {
@@ -340,11 +423,12 @@ int setcache__install_preloaded(setcache *c, sc_ident *id, sc_etable *entries, u
         if (!e) {
             rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
         } else {
-            set_entries_locked(sh, e, entries);
+            set_entries_locked(sh, e, entries, &nv);
             rc = 1;
         }
     }
     setcache__br_wrunlock(&sh->lock);
+    setcache__view_unref(nv);
     if (rc == 1) {
         setcache__evict_if_needed(c, id);
     }
@@ -391,12 +475,12 @@ void setcache__invalidate_all(setcache *c)
     stamp_all(c, true);
 }
 
-/* Put nw in place of the entry with its key, if any. */
+/* Put nw in place of the entry with its key, if any (nw taken). */
 static bool put_entry_locked(sc_shard *sh, sc_entity *e, sc_entry *nw)
 {
     sc_entry *old;
-    if (setcache__et_put(&e->entries, nw, &old) != SETCACHE_OK) {
-        free(nw);
+    if (!own_view_locked(e) || setcache__et_put(&e->view->t, nw, &old) != SETCACHE_OK) {
+        setcache__entry_unref(nw);
         return false;
     }
     if (old && !SC_TOMB(old)) {
@@ -405,66 +489,55 @@ static bool put_entry_locked(sc_shard *sh, sc_entity *e, sc_entry *nw)
         sh->nentries--;
         sh->bytes -= old->klen + old->vlen;
     }
-    free(old);
+    setcache__entry_unref(old);
     if (!SC_TOMB(nw)) {
         e->nentries++;
         e->bytes += nw->klen + nw->vlen;
         sh->nentries++;
         sh->bytes += nw->klen + nw->vlen;
     }
+    cells_update_locked(e, nw->data, nw->klen, nw->hash);
     return true;
 }
 
-/*
- * A write through this handle committed (or may have). value NULL with
- * deleted = a delete; version is the row version the statement returned
- * (0 = the delete found no row); uncertain = the outcome is unknown (the
- * entity is dropped). Returns whether subscribers are to be told (a change
- * newer than what was cached); with want_old, *old is the value it
- * replaced (malloc'd, or NULL).
- */
-bool setcache__apply_local(setcache *c, sc_ident *id, const char *value, int64_t version,
-                           bool deleted, bool uncertain, bool want_old, char **old)
+/* One write's outcome (sc_local) applied to an entity the caller holds the
+ * shard's write lock of. */
+static void apply_one_locked(setcache *c, sc_shard *sh, sc_local *l, bool want_old)
 {
-    sc_shard *sh = shard_of(c, id->ehash);
-    sc_entry *nw = NULL;
-    *old = NULL;
-    bool emit = !uncertain && (!deleted || version > 0);
-    if (!uncertain && (!deleted || version > 0)) {
-        nw = setcache__entry_new(id->key, id->klen, value, value ? strlen(value) : 0, version,
-                                 deleted);
-    }
-    setcache__br_wrlock(&sh->lock);
+    sc_ident *id = l->id;
+    sc_entry *nw = l->nw;
+    l->nw = NULL;
+    l->emit = !l->uncertain && (!l->deleted || l->version > 0);
     sc_entity *e = find_locked(sh, id);
     if (!e) {
         note_unknown_locked(c, sh, id);
         goto out;
     }
-    if (e->state == SC_LOADING && !uncertain) {
-        if (deleted && version == 0) {
+    if (e->state == SC_LOADING && !l->uncertain) {
+        if (l->deleted && l->version == 0) {
             goto out; /* nothing changed in the table */
         }
-        note_pending_locked(c, e, deleted ? 'D' : 'U', version, id);
+        note_pending_locked(c, e, l->deleted ? 'D' : 'U', l->version, id);
         goto out;
     }
     e->stamp = setcache__tick(c);
     if (e->state != SC_LOADED) {
         goto out;
     }
-    if (uncertain) {
+    if (l->uncertain) {
         unload_locked(c, sh, e);
         goto out;
     }
-    const sc_entry *en = setcache__et_find(&e->entries, id->key, id->klen, id->khash);
+    const sc_entry *en = setcache__et_find(tab(e), id->key, id->klen, id->khash);
     if (want_old && en && !SC_TOMB(en)) {
-        *old = strdup(SC_VAL(en));
+        l->old = strdup(SC_VAL(en));
     }
-    if (!deleted) {
-        if (en && !SC_TOMB(en) && en->version >= version) {
-            emit = false; /* a newer version is cached already */
+    if (!l->deleted) {
+        if (en && !SC_TOMB(en) && en->version >= l->version) {
+            l->emit = false; /* a newer version is cached already */
             goto out;
         }
-        if ((en && SC_TOMB(en) && en->version >= version) || !nw) {
+        if ((en && SC_TOMB(en) && en->version >= l->version) || !nw) {
             unload_locked(c, sh, e); /* can't tell which is newer, or no memory */
             goto out;
         }
@@ -472,9 +545,9 @@ bool setcache__apply_local(setcache *c, sc_ident *id, const char *value, int64_t
             unload_locked(c, sh, e);
         }
         nw = NULL;
-    } else if (version > 0) {
-        if (en && !SC_TOMB(en) && en->version > version) {
-            emit = false; /* re-inserted since */
+    } else if (l->version > 0) {
+        if (en && !SC_TOMB(en) && en->version > l->version) {
+            l->emit = false; /* re-inserted since */
             goto out;
         }
         if (!nw) {
@@ -489,9 +562,39 @@ bool setcache__apply_local(setcache *c, sc_ident *id, const char *value, int64_t
         unload_locked(c, sh, e); /* the cache held a row the table no longer has */
     }
 out:
+    setcache__entry_unref(nw);
+}
+
+/*
+ * Writes through this handle to one entity committed (or may have), in one
+ * transaction: v[0..n) are its outcomes, applied under one hold of the
+ * shard's lock, so that no reader or snapshot sees some of them without the
+ * others. Each: value NULL with deleted = a delete; version the row version
+ * the statement returned (0 = the delete found no row); uncertain = the
+ * outcome is unknown (the entity is dropped). Sets each one's emit (a change
+ * newer than what was cached: subscribers are to be told) and, with
+ * want_old, old (the value it replaced, malloc'd, or NULL).
+ */
+void setcache__apply_local(setcache *c, sc_local *v, size_t n, bool want_old)
+{
+    if (n == 0) {
+        return;
+    }
+    for (size_t j = 0; j < n; j++) {
+        sc_local *l = &v[j];
+        l->old = NULL;
+        l->nw = NULL;
+        if (!l->uncertain && (!l->deleted || l->version > 0)) {
+            l->nw = setcache__entry_new(l->id->key, l->id->klen, l->value,
+                                        l->value ? strlen(l->value) : 0, l->version, l->deleted);
+        }
+    }
+    sc_shard *sh = shard_of(c, v[0].id->ehash); /* one entity: one shard */
+    setcache__br_wrlock(&sh->lock);
+    for (size_t j = 0; j < n; j++) {
+        apply_one_locked(c, sh, &v[j], want_old);
+    }
     setcache__br_wrunlock(&sh->lock);
-    free(nw);
-    return emit;
 }
 
 /* ---- eviction ---- */
@@ -519,7 +622,8 @@ void setcache__evict_if_needed(setcache *c, const sc_ident *keep)
                                            memcmp(e->ekey, keep->ekey, keep->ekeylen) == 0)) {
                 continue; /* loading, or just installed for a reader */
             }
-            if (atomic_load_explicit(&e->referenced, memory_order_relaxed)) {
+            bool used = cells_used_locked(e); /* read through a bound reference */
+            if (atomic_load_explicit(&e->referenced, memory_order_relaxed) || used) {
                 atomic_store_explicit(&e->referenced, 0, memory_order_relaxed);
                 continue;
             }
@@ -532,7 +636,8 @@ void setcache__evict_if_needed(setcache *c, const sc_ident *keep)
             if (e->stamp > sh->unknown_stamp) {
                 sh->unknown_stamp = e->stamp;
             }
-            setcache__et_free(&e->entries);
+            cells_detach_locked(e);
+            setcache__view_unref(e->view);
             pending_clear(e);
             HASH_DEL(sh->table, e); /* NOLINT(clang-analyzer-core.NullDereference): uthash */
             free(e);
@@ -571,7 +676,8 @@ void setcache__cache_destroy(setcache *c, bool own_process)
         sc_entity *e, *tmp;
         HASH_ITER(hh, sh->table, e, tmp)
         {
-            setcache__et_free(&e->entries);
+            cells_detach_locked(e);
+            setcache__view_unref(e->view);
             pending_clear(e);
             HASH_DEL(sh->table, e); /* NOLINT(clang-analyzer-core.NullDereference): uthash */
             free(e);
@@ -594,7 +700,7 @@ bool setcache__copy_loaded(setcache *c, sc_ident *id, sc_pair **out, size_t *n, 
     sc_entity *e = find_locked(sh, id);
     bool loaded = e && e->state == SC_LOADED;
     if (loaded) {
-        *rc = setcache__et_pairs(&e->entries, out, n);
+        *rc = setcache__et_pairs(tab(e), out, n);
     }
     setcache__br_rdunlock(&sh->lock);
     return loaded;
@@ -625,7 +731,7 @@ int setcache__classify(setcache *c, sc_ident *id, const sc_hintref *h, size_t n,
         }
     } else if (e && e->state == SC_LOADED) {
         for (size_t j = 0; j < n && act == SC_ACT_SKIP; j++) {
-            const sc_entry *en = setcache__et_find_str(&e->entries, h[j].key);
+            const sc_entry *en = setcache__et_find_str(tab(e), h[j].key);
             bool skip;
             if (en && (en->flags & SC_E_DUP)) {
                 skip = false; /* not one row at one version: any change re-reads it */
@@ -712,10 +818,15 @@ bool setcache__refresh_install(setcache *c, sc_ident *id, sc_etable *rows, uint6
     *changes = NULL;
     *nchanges = 0;
     *incomplete = false;
+    sc_eview *nv = setcache__view_new();
+    if (!nv) {
+        return false; /* read again next round */
+    }
     setcache__br_wrlock(&sh->lock);
     sc_entity *e = find_locked(sh, id);
     if (!e || e->state != SC_LOADED || e->stamp != stamp) {
         setcache__br_wrunlock(&sh->lock);
+        setcache__view_unref(nv);
         return false;
     }
     if (want) {
@@ -724,7 +835,7 @@ bool setcache__refresh_install(setcache *c, sc_ident *id, sc_etable *rows, uint6
             if (!n) {
                 continue;
             }
-            const sc_entry *o = setcache__et_find(&e->entries, n->data, n->klen, n->hash);
+            const sc_entry *o = setcache__et_find(tab(e), n->data, n->klen, n->hash);
             if (!o || SC_TOMB(o) || o->version != n->version || strcmp(SC_VAL(o), SC_VAL(n)) != 0) {
                 if (add_change(changes, nchanges, &cap, SETCACHE_CHANGE_SET, n->data, SC_VAL(n),
                                o && !SC_TOMB(o) ? SC_VAL(o) : NULL, n->version) != 0) {
@@ -732,8 +843,8 @@ bool setcache__refresh_install(setcache *c, sc_ident *id, sc_etable *rows, uint6
                 }
             }
         }
-        for (uint32_t i = 0; i < e->entries.cap; i++) {
-            const sc_entry *o = e->entries.slot[i];
+        for (uint32_t i = 0; i < tab(e)->cap; i++) {
+            const sc_entry *o = tab(e)->slot[i];
             if (!o || SC_TOMB(o)) {
                 continue;
             }
@@ -747,8 +858,7 @@ bool setcache__refresh_install(setcache *c, sc_ident *id, sc_etable *rows, uint6
     sh->nentries -= e->nentries;
     sh->bytes -= e->bytes;
     sh->nloaded--;
-    setcache__et_free(&e->entries);
-    set_entries_locked(sh, e, rows);
+    set_entries_locked(sh, e, rows, &nv);
     setcache__br_wrunlock(&sh->lock);
     setcache__count(c, SC_ST_REFRESHES, 1);
     return true;
@@ -781,7 +891,7 @@ int setcache__current(setcache *c, sc_ident *id, char **value, int64_t *version)
     setcache__br_rdlock(&sh->lock);
     sc_entity *e = find_locked(sh, id);
     if (e && e->state == SC_LOADED) {
-        const sc_entry *en = setcache__et_find(&e->entries, id->key, id->klen, id->khash);
+        const sc_entry *en = setcache__et_find(tab(e), id->key, id->klen, id->khash);
         if (en && !SC_TOMB(en)) {
             *value = strdup(SC_VAL(en));
             *version = en->version;
@@ -827,4 +937,69 @@ int setcache__loaded_entities(setcache *c, char ***out, size_t *n)
     *out = v;
     *n = cnt;
     return rc;
+}
+
+/* ---- snapshots and bound references (snap.c, ref.c) ---- */
+
+/* Share a loaded entity's view (one more reference, released with
+ * setcache__view_unref); false if it is not loaded. */
+bool setcache__view_share(setcache *c, sc_ident *id, sc_eview **out)
+{
+    sc_shard *sh = shard_of(c, id->ehash);
+    setcache__br_rdlock(&sh->lock);
+    sc_entity *e = find_locked(sh, id);
+    bool loaded = e && e->state == SC_LOADED;
+    if (loaded) {
+        /* under the read lock: a writer, holding the write lock, sees it */
+        atomic_fetch_add_explicit(&e->view->refs, 1, memory_order_relaxed);
+        if (c->max_entities && !atomic_load_explicit(&e->referenced, memory_order_relaxed)) {
+            atomic_store_explicit(&e->referenced, 1, memory_order_relaxed);
+        }
+        *out = e->view;
+    }
+    setcache__br_rdunlock(&sh->lock);
+    return loaded;
+}
+
+/* Attach a cell (its key set) to its entity, if the entity is in the table,
+ * and publish its value; a cell attached already is left as it is. */
+void setcache__cell_attach(setcache *c, const sc_ident *id, sc_cell *cl)
+{
+    sc_shard *sh = shard_of(c, id->ehash);
+    setcache__br_wrlock(&sh->lock);
+    sc_entity *e = cl->ent ? NULL : find_locked(sh, id);
+    if (e) {
+        cl->prev = NULL;
+        cl->next = e->cells;
+        if (e->cells) {
+            e->cells->prev = cl;
+        }
+        e->cells = cl;
+        cl->ent = e;
+        atomic_store_explicit(&cl->attached, true, memory_order_relaxed);
+        cells_update_locked(e, cl->key, cl->klen, cl->khash);
+    }
+    setcache__br_wrunlock(&sh->lock);
+}
+
+/* Detach a cell from its entity (if attached): nothing writes it after. */
+void setcache__cell_detach(setcache *c, const sc_ident *id, sc_cell *cl)
+{
+    sc_shard *sh = shard_of(c, id->ehash);
+    setcache__br_wrlock(&sh->lock);
+    sc_entity *e = cl->ent;
+    if (e) {
+        if (cl->prev) {
+            cl->prev->next = cl->next;
+        } else {
+            e->cells = cl->next;
+        }
+        if (cl->next) {
+            cl->next->prev = cl->prev;
+        }
+        cl->ent = NULL;
+        cl->next = cl->prev = NULL;
+        atomic_store_explicit(&cl->attached, false, memory_order_relaxed);
+    }
+    setcache__br_wrunlock(&sh->lock);
 }

@@ -93,11 +93,22 @@ int setcache__et_put(sc_etable *t, sc_entry *e, sc_entry **replaced)
     return SETCACHE_OK;
 }
 
-/* Free every entry and the slots; the table is empty again. */
+/* Drop one reference to an entry; the last frees it. An entry held once is
+ * held by one table only, which no other thread can copy now: it is freed
+ * without an atomic read-modify-write. */
+void setcache__entry_unref(sc_entry *e)
+{
+    if (e && (atomic_load_explicit(&e->refs, memory_order_acquire) == 1 ||
+              atomic_fetch_sub_explicit(&e->refs, 1, memory_order_acq_rel) == 1)) {
+        free(e);
+    }
+}
+
+/* Release every entry and the slots; the table is empty again. */
 void setcache__et_free(sc_etable *t)
 {
     for (uint32_t i = 0; i < t->cap; i++) {
-        free(t->slot[i]);
+        setcache__entry_unref(t->slot[i]);
     }
     free(t->slot);
     memset(t, 0, sizeof *t);
@@ -123,6 +134,7 @@ sc_entry *setcache__entry_new(const char *key, size_t klen, const char *value, s
         return NULL;
     }
     memset(e, 0, offsetof(sc_entry, data));
+    atomic_init(&e->refs, 1);
     e->hash = setcache__hash(key, klen);
     memcpy(e->data, key, klen);
     e->data[klen] = '\0';
@@ -153,6 +165,51 @@ sc_entry *setcache__entry_new(const char *key, size_t klen, const char *value, s
         e->flags |= SC_E_BOOL | (p.b ? SC_E_TRUE : 0);
     }
     return e;
+}
+
+/* ---- views ---- */
+
+sc_eview *setcache__view_new(void)
+{
+    sc_eview *v = calloc(1, sizeof *v);
+    if (v) {
+        atomic_init(&v->refs, 1);
+    }
+    return v;
+}
+
+/* A new view (one reference) with the same entries, each held once more. */
+sc_eview *setcache__view_clone(const sc_eview *v)
+{
+    sc_eview *n = setcache__view_new();
+    if (!n) {
+        return NULL;
+    }
+    if (v->t.cap) {
+        n->t.slot = malloc(v->t.cap * sizeof *n->t.slot);
+        if (!n->t.slot) {
+            free(n);
+            return NULL;
+        }
+        memcpy(n->t.slot, v->t.slot, v->t.cap * sizeof *n->t.slot);
+        n->t.cap = v->t.cap;
+        n->t.count = v->t.count;
+        for (uint32_t i = 0; i < n->t.cap; i++) {
+            if (n->t.slot[i]) {
+                atomic_fetch_add_explicit(&n->t.slot[i]->refs, 1, memory_order_relaxed);
+            }
+        }
+    }
+    return n;
+}
+
+/* Drop one reference to a view; the last releases its entries. */
+void setcache__view_unref(sc_eview *v)
+{
+    if (v && atomic_fetch_sub_explicit(&v->refs, 1, memory_order_acq_rel) == 1) {
+        setcache__et_free(&v->t);
+        free(v);
+    }
 }
 
 /* Copy every stored (not deleted) setting of a table into a new array. */

@@ -95,7 +95,10 @@ static void unwind(setcache *c, int stage)
         setcache__dispatch_destroy(c, own);
         setcache__listen_destroy(c, own);
         setcache__defs_destroy(c, own);
-        setcache__cache_destroy(c, own);
+        setcache__cache_destroy(c, own); /* detaches every ref's cell */
+        setcache__refs_destroy(c, own);
+        setcache__snaps_destroy(c, own);
+        setcache__stats_destroy(c, own);
         if (c->wake_fd >= 0) {
             close(c->wake_fd);
         }
@@ -202,7 +205,10 @@ int setcache_open(setcache **out, const setcache_options *o)
         unwind(c, ST_ALLOCATED);
         return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
     }
+    setcache__stats_init(c);
     setcache__cache_init(c);
+    setcache__refs_init(c);
+    setcache__snaps_init(c);
     setcache__defs_init(c);
     setcache__listen_init(c);
     setcache__dispatch_init(c);
@@ -296,7 +302,9 @@ void setcache_get_stats(setcache *c, setcache_stats *out)
         return;
     }
     memset(out, 0, sizeof *out);
-    /* hits are counted in the read slots: setcache__cache_stats adds them */
+    /* hits are counted in the read slots (setcache__cache_stats adds them)
+     * and, for lock-free reads, in per-thread counters */
+    out->hits = setcache__fast_hits(c);
     out->misses = setcache__counter(c, SC_ST_MISSES);
     out->loads = setcache__counter(c, SC_ST_LOADS);
     out->db_queries = setcache__counter(c, SC_ST_QUERIES);

@@ -117,6 +117,24 @@ void setcache__log(setcache *c, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void setcache__count(setcache *c, int which, uint64_t n);
 uint64_t setcache__counter(setcache *c, int which);
+
+/* Hits of lock-free reads: one counter per thread and handle (stats.c). */
+typedef struct sc_tcount {
+    atomic_uint_fast64_t n; /* written by its owner only */
+    pthread_t owner;
+    struct sc_tcount *next; /* in c->fast.counts, under c->fast.mu */
+} __attribute__((aligned(SC_LINE))) sc_tcount;
+typedef struct sc_fast {
+    pthread_mutex_t mu;
+    sc_tcount *counts; /* guarded by mu */
+    uint64_t gen;      /* this handle's number, unique in the process; immutable */
+} sc_fast;
+extern _Thread_local uint64_t setcache__tl_gen __attribute__((visibility("hidden")));
+extern _Thread_local sc_tcount *setcache__tl_count __attribute__((visibility("hidden")));
+sc_tcount *setcache__fast_slot(setcache *c);
+uint64_t setcache__fast_hits(setcache *c);
+void setcache__stats_init(setcache *c);
+void setcache__stats_destroy(setcache *c, bool own_process);
 enum {
     SC_ST_MISSES,
     SC_ST_LOADS,
@@ -240,7 +258,8 @@ int setcache__ident_key(setcache *c, sc_ident *id, const char *type, const char 
 
 /* === in etable.c === */
 /* One cached setting (or tombstone). Packed: the value follows the key in
- * data, and its typed forms share one word. 26 bytes before the key. */
+ * data, and its typed forms share one word. 32 bytes before the key.
+ * Immutable once made; shared by every view that holds it (refs). */
 enum {
     SC_E_TOMB = 1,   /* deleted: carries the version of the deleted row */
     SC_E_INT = 2,    /* num.i holds the value as an integer */
@@ -258,8 +277,9 @@ typedef struct sc_entry {
     uint32_t hash; /* of the key: its slot in an sc_etable */
     uint32_t vlen;
     uint8_t klen;
-    uint8_t flags; /* SC_E_* */
-    char data[];   /* key NUL value NUL */
+    uint8_t flags;    /* SC_E_* */
+    atomic_uint refs; /* the tables (views) holding it: shared by copy-on-write */
+    char data[];      /* key NUL value NUL */
 } sc_entry;
 #define SC_TOMB(e) (((e)->flags & SC_E_TOMB) != 0)
 #define SC_VAL(e) ((e)->data + (e)->klen + 1)
@@ -305,6 +325,22 @@ void setcache__et_take(sc_etable *dst, sc_etable *src);
 
 sc_entry *setcache__entry_new(const char *key, size_t klen, const char *value, size_t vlen,
                               int64_t version, bool tomb);
+void setcache__entry_unref(sc_entry *e);
+
+/*
+ * A view: an entity's table of entries with a reference count. The cache
+ * holds one per loaded entity and changes it in place while it holds the only
+ * reference; a snapshot takes a reference, after which the cache copies the
+ * slots (sharing the entries) before its next change, and the snapshot keeps
+ * reading the old view with no lock (copy-on-write).
+ */
+typedef struct sc_eview {
+    atomic_uint refs;
+    sc_etable t;
+} sc_eview;
+sc_eview *setcache__view_new(void); /* empty, one reference; NULL: no memory */
+sc_eview *setcache__view_clone(const sc_eview *v);
+void setcache__view_unref(sc_eview *v);
 
 typedef struct sc_pair {
     char *key;
@@ -337,6 +373,106 @@ static inline int setcache__fill_entry(const sc_entry *e, sc_read *r)
     }
     p.b = (e->flags & SC_E_TRUE) != 0;
     return setcache__fill_from_value(SC_VAL(e), e->vlen, &p, r);
+}
+
+/* === in cell.c === */
+/*
+ * A bound reference's cell: what the cache holds for one setting, published
+ * with a sequence lock so that any thread reads it with plain loads, no lock
+ * and no write (see cell.c). The links below the published fields are the
+ * cache's, guarded by the shard's lock.
+ */
+#define SC_CELL_WORDS 8
+#define SC_CELL_BYTES (SC_CELL_WORDS * 8) /* a value shorter than this is held inline */
+enum {
+    SC_CELL_VALID = 1, /* the entity is loaded: the cell answers */
+    SC_CELL_VALUE = 2, /* a stored value (else the key's default answers) */
+    SC_CELL_INT = 4,   /* typed forms, as SC_E_* */
+    SC_CELL_DOUBLE = 8,
+    SC_CELL_BOOL = 16,
+    SC_CELL_TRUE = 32,
+    SC_CELL_INLINE = 64 /* the value is in w (len bytes and a NUL) */
+};
+typedef struct sc_cell {
+    atomic_uint seq;   /* odd while a writer changes the fields below */
+    atomic_uint state; /* SC_CELL_* */
+    atomic_uint len;
+    atomic_uchar used;    /* set by a reader when clear; an eviction sweep clears it */
+    atomic_bool attached; /* ent is set: written under the shard's lock */
+    _Atomic int64_t i;
+    _Atomic uint64_t d; /* the double's bits */
+    _Atomic uint64_t w[SC_CELL_WORDS];
+    /* cache.c's, under the shard's lock */
+    struct sc_cell *next, *prev;
+    void *ent; /* the sc_entity it is attached to, or NULL */
+    const char *key;
+    size_t klen;
+    unsigned khash;
+} sc_cell;
+
+void setcache__cell_store(sc_cell *cl, const sc_entry *en, bool valid);
+
+/* Answer r from the cell if it can, with no lock and no write but the
+ * cell's own used bit once per eviction sweep: true with *rc set, or false
+ * (the locked path answers: not loaded, no stored value, a value too long
+ * for the cell or of another type, a buffer too small, or a writer busy). */
+static inline bool setcache__cell_read(sc_cell *cl, sc_read *r, int *rc)
+{
+    unsigned s = atomic_load_explicit(&cl->seq, memory_order_acquire);
+    unsigned st = atomic_load_explicit(&cl->state, memory_order_acquire);
+    switch (r->want) {
+    case SC_WANT_INT:
+        if (!(st & SC_CELL_INT)) {
+            return false;
+        }
+        r->i = atomic_load_explicit(&cl->i, memory_order_acquire);
+        break;
+    case SC_WANT_DOUBLE: {
+        if (!(st & SC_CELL_DOUBLE)) {
+            return false;
+        }
+        uint64_t bits = atomic_load_explicit(&cl->d, memory_order_acquire);
+        memcpy(&r->d, &bits, sizeof bits);
+        break;
+    }
+    case SC_WANT_BOOL:
+        if (!(st & SC_CELL_BOOL)) {
+            return false;
+        }
+        r->b = (st & SC_CELL_TRUE) != 0;
+        break;
+    case SC_WANT_STRING: {
+        if (!(st & SC_CELL_INLINE)) {
+            return false;
+        }
+        size_t len = atomic_load_explicit(&cl->len, memory_order_acquire);
+        if (len >= SC_CELL_BYTES || !r->buf || r->cap <= len) {
+            return false;
+        }
+        uint64_t w[SC_CELL_WORDS];
+        size_t nw = len / 8 + 1;
+        for (size_t k = 0; k < nw; k++) {
+            w[k] = atomic_load_explicit(&cl->w[k], memory_order_acquire);
+        }
+        if (atomic_load_explicit(&cl->seq, memory_order_relaxed) != s || (s & 1)) {
+            return false;
+        }
+        memcpy(r->buf, w, len + 1);
+        r->len = len;
+        goto done;
+    }
+    default:
+        return false;
+    }
+    if (atomic_load_explicit(&cl->seq, memory_order_relaxed) != s || (s & 1)) {
+        return false;
+    }
+done:
+    if (!atomic_load_explicit(&cl->used, memory_order_relaxed)) {
+        atomic_store_explicit(&cl->used, 1, memory_order_relaxed);
+    }
+    *rc = SETCACHE_OK;
+    return true;
 }
 
 /* === in pool.c === */
@@ -506,8 +642,9 @@ typedef struct sc_pending {
 #define SC_MAX_PENDING 1024 /* beyond it the load is not installed and runs again */
 
 typedef struct sc_entity {
-    UT_hash_handle hh; /* in shard->table, key = ekey */
-    sc_etable entries;
+    UT_hash_handle hh;   /* in shard->table, key = ekey */
+    sc_eview *view;      /* the entries while SC_LOADED, else NULL */
+    sc_cell *cells;      /* bound references' cells attached to it */
     sc_pending *pending; /* changes seen while SC_LOADING */
     uint32_t npending, cappending;
     uint64_t stamp; /* clock value of the last change seen; guards fills */
@@ -542,8 +679,20 @@ bool setcache__copy_loaded(setcache *c, sc_ident *id, sc_pair **out, size_t *n, 
 uint64_t setcache__tick(setcache *c);
 void setcache__invalidate_all(setcache *c);
 void setcache__fence(setcache *c);
-bool setcache__apply_local(setcache *c, sc_ident *id, const char *value, int64_t version,
-                           bool deleted, bool uncertain, bool want_old, char **old);
+/* One write's outcome, for setcache__apply_local. */
+typedef struct sc_local {
+    sc_ident *id;
+    const char *value; /* the stored value; NULL for a delete */
+    int64_t version;
+    bool deleted, uncertain;
+    bool emit;    /* out: a change newer than what was cached */
+    char *old;    /* out, with want_old: the value it replaced (malloc'd) or NULL */
+    sc_entry *nw; /* cache.c's */
+} sc_local;
+void setcache__apply_local(setcache *c, sc_local *v, size_t n, bool want_old);
+bool setcache__view_share(setcache *c, sc_ident *id, sc_eview **out);
+void setcache__cell_attach(setcache *c, const sc_ident *id, sc_cell *cl);
+void setcache__cell_detach(setcache *c, const sc_ident *id, sc_cell *cl);
 void setcache__cache_init(setcache *c);
 uint64_t setcache__preload_begin(setcache *c);
 void setcache__preload_end(setcache *c);
@@ -582,6 +731,7 @@ int setcache__loaded_entities(setcache *c, char ***out, size_t *n);
 /* === in load.c === */
 int setcache__ensure_loaded(setcache *c, sc_ident *id, sc_etable *answer);
 int setcache__load_for_read(setcache *c, sc_ident *id, sc_read *r, bool *answered);
+int setcache__read_id(setcache *c, sc_ident *id, sc_read *r);
 
 /* === in refresh.c === */
 void setcache__hint(setcache *c, char op, int64_t version, int be_pid, const sc_ident *id);
@@ -591,6 +741,14 @@ uint64_t setcache__reconciled_gen(setcache *c);
 int setcache__refresh_start(setcache *c);
 void setcache__refresh_stop(setcache *c);
 void setcache__refresh_destroy(setcache *c, bool own_process);
+
+/* === in ref.c === */
+void setcache__refs_init(setcache *c);
+void setcache__refs_destroy(setcache *c, bool own_process);
+
+/* === in snap.c === */
+void setcache__snaps_init(setcache *c);
+void setcache__snaps_destroy(setcache *c, bool own_process);
 
 /* === in listen.c === */
 void setcache__listen_init(setcache *c);
@@ -675,6 +833,18 @@ typedef struct sc_dispatch { /* dispatch.c */
     bool resync_pending;   /* a RESYNC that could not be allocated; guarded by mu */
 } sc_dispatch;
 
+typedef struct sc_refs { /* ref.c */
+    pthread_mutex_t mu;
+    struct setcache_ref *list; /* open refs; guarded by mu */
+    size_t n;                  /* guarded by mu */
+} sc_refs;
+
+typedef struct sc_snaps { /* snap.c */
+    pthread_mutex_t mu;
+    struct setcache_snapshot *list; /* open snapshots; guarded by mu */
+    size_t n;                       /* guarded by mu */
+} sc_snaps;
+
 typedef struct sc_refresh { /* refresh.c */
     pthread_mutex_t mu;     /* with cv: hints from the listener */
     pthread_cond_t cv;
@@ -717,6 +887,20 @@ struct setcache {
     sc_dispatch dispatch;
     sc_refresh refresh;
     sc_stripe stripes[SC_NSTRIPES]; /* stats.c */
+    sc_fast fast;                   /* stats.c */
+    sc_refs refs;
+    sc_snaps snaps;
 };
+
+/* Count one hit of a lock-free read in this thread's own counter (stats.c):
+ * a load and a store to a line no other thread writes. */
+static inline void setcache__count_fast_hit(setcache *c)
+{
+    sc_tcount *t = setcache__tl_gen == c->fast.gen ? setcache__tl_count : setcache__fast_slot(c);
+    if (t) {
+        atomic_store_explicit(&t->n, atomic_load_explicit(&t->n, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+    }
+}
 
 #endif /* SETCACHE_INTERNAL_H */

@@ -13,41 +13,6 @@
 
 /* ---- reads ---- */
 
-/*
- * Answer a read: from the cache when the entity is loaded, else after
- * loading it once (concurrent readers share the load), else from the rows
- * of a load that could not be installed; a key with no stored value answers
- * from its default.
- */
-static int read_id(setcache *c, sc_ident *id, sc_read *r)
-{
-    bool missed = false;
-    for (int round = 0; round < SC_READ_ROUNDS; round++) {
-        int rc = SETCACHE_OK;
-        int found = setcache__lookup(c, id, r, !missed, &rc);
-        if (found == SC_LOOKUP_ANSWERED) {
-            return rc;
-        }
-        if (found == SC_LOOKUP_NO_VALUE) {
-            return setcache__read_default(c, id, r);
-        }
-        if (atomic_load_explicit(&c->closing, memory_order_relaxed)) {
-            return setcache__fail(SETCACHE_ERR_CLOSED, "handle is closing");
-        }
-        if (!missed) {
-            missed = true;
-            setcache__count(c, SC_ST_MISSES, 1);
-        }
-        bool answered = false;
-        rc = setcache__load_for_read(c, id, r, &answered);
-        if (rc != SETCACHE_OK || answered) {
-            return rc;
-        }
-    }
-    return setcache__fail(SETCACHE_ERR_DB, "entity %s/%s changed too often to be loaded; try again",
-                          id->type, id->id);
-}
-
 static int read_key(setcache *c, const char *type, const char *eid, const char *key, sc_read *r)
 {
     sc_ident id;
@@ -55,7 +20,7 @@ static int read_key(setcache *c, const char *type, const char *eid, const char *
     if (rc != SETCACHE_OK) {
         return rc;
     }
-    return read_id(c, &id, r);
+    return setcache__read_id(c, &id, r);
 }
 
 int setcache_get_string(setcache *c, const char *entity_type, const char *entity_id,

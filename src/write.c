@@ -68,23 +68,32 @@ static int check_value(setcache *c, sc_ident *id, const char *value, bool *json,
     return SETCACHE_OK;
 }
 
-/* Put a write's outcome in the cache, then tell subscribers, or (when the
- * outcome is unknown) let the refresher read the truth and tell them what
- * it finds. */
+/* Put the outcomes of one transaction's writes to one entity in the cache
+ * at once, then tell subscribers, or (when an outcome is unknown) let the
+ * refresher read the truth and tell them what it finds. */
+static void apply_locals(setcache *c, sc_local *v, size_t n)
+{
+    bool subs = setcache__has_subscribers(c);
+    setcache__apply_local(c, v, n, subs);
+    for (size_t j = 0; j < n; j++) {
+        sc_local *l = &v[j];
+        if (subs && l->emit) {
+            setcache__emit(c, l->deleted ? SETCACHE_CHANGE_DELETE : SETCACHE_CHANGE_SET,
+                           l->id->type, l->id->id, l->id->key, l->value, l->old, l->version, true);
+        }
+        if (l->uncertain && l->id->key) {
+            setcache__hint(c, 'U', 0, 0, l->id);
+        }
+        free(l->old);
+    }
+}
+
 static void apply_local(setcache *c, sc_ident *id, const char *value, int64_t version, bool deleted,
                         bool uncertain)
 {
-    bool subs = setcache__has_subscribers(c);
-    char *old = NULL;
-    bool emit = setcache__apply_local(c, id, value, version, deleted, uncertain, subs, &old);
-    if (subs && emit) {
-        setcache__emit(c, deleted ? SETCACHE_CHANGE_DELETE : SETCACHE_CHANGE_SET, id->type, id->id,
-                       id->key, value, old, version, true);
-    }
-    if (uncertain && id->key) {
-        setcache__hint(c, 'U', 0, 0, id);
-    }
-    free(old);
+    sc_local l = {
+        .id = id, .value = value, .version = version, .deleted = deleted, .uncertain = uncertain};
+    apply_locals(c, &l, 1);
 }
 
 static bool is_json_error(void)
@@ -406,16 +415,26 @@ static int set_many_mapped(setcache *c, many_item *items, size_t n)
     }
     mm_job m = {c, n, jobs, -1};
     int rc = setcache__with_pool(c, write_many_mapped, &m);
-    if (rc == SETCACHE_OK || rc == SETCACHE_ERR_UNCERTAIN) {
-        for (size_t i = 0; i < n; i++) {
-            apply_local(c, &items[i].id, jobs[i].stored, jobs[i].version, jobs[i].stored == NULL,
-                        rc == SETCACHE_ERR_UNCERTAIN || jobs[i].unknown);
+    sc_local *v = NULL;
+    if ((rc == SETCACHE_OK || rc == SETCACHE_ERR_UNCERTAIN) && !(v = calloc(n, sizeof *v))) {
+        for (size_t i = 0; i < n; i++) { /* no memory to apply them: read them again */
+            apply_local(c, &items[i].id, NULL, 0, false, true);
         }
+    } else if (rc == SETCACHE_OK || rc == SETCACHE_ERR_UNCERTAIN) {
+        for (size_t i = 0; i < n; i++) {
+            v[i] = (sc_local){.id = &items[i].id,
+                              .value = jobs[i].stored,
+                              .version = jobs[i].version,
+                              .deleted = jobs[i].stored == NULL,
+                              .uncertain = rc == SETCACHE_ERR_UNCERTAIN || jobs[i].unknown};
+        }
+        apply_locals(c, v, n);
         if (rc == SETCACHE_OK) {
             setcache__count(c, SC_ST_WRITES, 1);
         }
     }
     setcache__writing_end(c, m.token);
+    free(v);
     for (size_t i = 0; i < n; i++) {
         free(jobs[i].stored);
     }
@@ -470,11 +489,17 @@ static int build_arrays(const many_item *items, size_t n, many_arrays *a, bool *
     return SETCACHE_OK;
 }
 
-/* Apply every returned row by its version; a deleted key with no row
- * returned had nothing to delete. */
+/* Apply every returned row by its version, all at once; a deleted key with
+ * no row returned had nothing to delete. */
 static void apply_many(setcache *c, many_item *items, size_t n, PGresult *res)
 {
-    bool *seen = calloc(n, sizeof *seen);
+    sc_local *v = calloc(n, sizeof *v);
+    if (!v) {
+        for (size_t i = 0; i < n; i++) { /* no memory to apply them: read them again */
+            apply_local(c, &items[i].id, NULL, 0, false, true);
+        }
+        return;
+    }
     int rows = PQntuples(res);
     for (int r = 0; r < rows; r++) {
         many_item probe;
@@ -485,17 +510,19 @@ static void apply_many(setcache *c, many_item *items, size_t n, PGresult *res)
             continue;
         }
         const char *stored = PQgetisnull(res, r, 3) ? NULL : PQgetvalue(res, r, 3);
-        apply_local(c, &hit->id, stored, version, stored == NULL, false);
-        if (seen) {
-            seen[hit - items] = true;
-        }
+        v[hit - items] = (sc_local){
+            .id = &hit->id, .value = stored, .version = version, .deleted = stored == NULL};
     }
+    size_t m = 0;
     for (size_t i = 0; i < n; i++) {
-        if (!items[i].value && (!seen || !seen[i])) {
-            apply_local(c, &items[i].id, NULL, 0, true, false);
+        if (v[i].id) {
+            v[m++] = v[i];
+        } else if (!items[i].value) { /* a delete that found no row */
+            v[m++] = (sc_local){.id = &items[i].id, .deleted = true};
         }
     }
-    free(seen);
+    apply_locals(c, v, m);
+    free(v);
 }
 
 /* set_many on the built-in table, its items checked: one statement. */

@@ -1,0 +1,452 @@
+/*
+ * refs.c - bound references and entity snapshots against the floor and the
+ * plain reads, in one run.
+ *
+ *   floor        a bare uthash lookup and copy of the same three strings, no
+ *                lock (common.h), as in reads.c
+ *   plain        setcache_get_int / setcache_get_string on warm entities
+ *   ref          setcache_ref_get_int / setcache_ref_get_string through refs
+ *                opened once (shared by the threads)
+ *   snapshot     setcache_snapshot_open + N reads + close, against N plain
+ *                reads of the same keys, for entities of 10 and 100 keys
+ *   memory       per ref and per snapshot (malloc's own count)
+ *   writes       set_int round trips with and without refs and snapshots
+ *                alive (a thread opening snapshots of the written entity)
+ *
+ * Keys follow the motivating workload (Zipf over an entity's keys, uniform
+ * over entities); the typed runs walk the integer-valued settings, the string
+ * runs the settings of up to 32 bytes. Each figure is the median of 5
+ * interleaved runs. Needs SETCACHE_TEST_CONNINFO.
+ */
+#include <libpq-fe.h>
+#include "setcache.h"
+#include "workload.h"
+
+#include "internal.h"
+#include "common.h"
+
+#include <malloc.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SCHEMA "setcache_bench_refs"
+#define NSEQ (1 << 20)
+#define REPS 5
+
+static bench_target *targets;
+static int ntargets;
+static int *seq_int, *seq_str; /* walks over integer / short string settings */
+static setcache_ref **refs;    /* one per target, NULL where not opened */
+static bench_floor_e *floor_tab;
+static setcache *c;
+static FILE *tsv;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void die(const char *what, const char *msg)
+{
+    fprintf(stderr, "bench: %s: %s\n", what, msg);
+    exit(1);
+}
+
+typedef enum { K_FLOOR_INT, K_PLAIN_INT, K_REF_INT, K_FLOOR_STR, K_PLAIN_STR, K_REF_STR } kind;
+static const char *const kind_name[6] = {"floor: bare uthash lookup + copy (int walk)",
+                                         "setcache_get_int (cached)",
+                                         "setcache_ref_get_int",
+                                         "floor: bare uthash lookup + copy (str walk)",
+                                         "setcache_get_string (cached, <= 32 B)",
+                                         "setcache_ref_get_string (<= 32 B)"};
+
+typedef struct worker {
+    kind k;
+    long n;
+    int start;
+    atomic_int *go;
+    double secs;
+    long errors;
+    volatile uint64_t sink;
+} __attribute__((aligned(128))) worker;
+
+static void *read_worker(void *p)
+{
+    worker *w = p;
+    char buf[256];
+    int64_t v;
+    long errors = 0;
+    uint64_t sink = 0;
+    const int *sq = w->k <= K_REF_INT ? seq_int : seq_str;
+    while (!atomic_load(w->go)) {
+    }
+    double t0 = now_s();
+    for (long i = 0; i < w->n; i++) {
+        int ti = sq[(w->start + i) & (NSEQ - 1)];
+        const bench_target *t = &targets[ti];
+        switch (w->k) {
+        case K_FLOOR_INT:
+        case K_FLOOR_STR:
+            errors += !bench_floor_read(floor_tab, t, buf, sizeof buf);
+            sink += (unsigned char)buf[0];
+            break;
+        case K_PLAIN_INT:
+            errors += setcache_get_int(c, t->type, t->id, t->key, &v) != SETCACHE_OK;
+            sink += (uint64_t)v;
+            break;
+        case K_REF_INT:
+            errors += setcache_ref_get_int(refs[ti], &v) != SETCACHE_OK;
+            sink += (uint64_t)v;
+            break;
+        case K_PLAIN_STR:
+            errors += setcache_get_string(c, t->type, t->id, t->key, buf, sizeof buf, NULL) !=
+                      SETCACHE_OK;
+            sink += (unsigned char)buf[0];
+            break;
+        case K_REF_STR:
+            errors += setcache_ref_get_string(refs[ti], buf, sizeof buf, NULL) != SETCACHE_OK;
+            sink += (unsigned char)buf[0];
+            break;
+        }
+    }
+    w->secs = now_s() - t0;
+    w->errors = errors;
+    w->sink = sink;
+    return NULL;
+}
+
+/* reads per second of n threads, each reading `each` times */
+static double run_reads(kind k, int n, long each)
+{
+    pthread_t th[16];
+    static worker w[16];
+    atomic_int go = 0;
+    for (int i = 0; i < n; i++) {
+        memset(&w[i], 0, sizeof w[i]);
+        w[i].k = k;
+        w[i].n = each;
+        w[i].start = i * 7919;
+        w[i].go = &go;
+        pthread_create(&th[i], NULL, read_worker, &w[i]);
+    }
+    atomic_store(&go, 1);
+    double rate = 0;
+    for (int i = 0; i < n; i++) {
+        pthread_join(th[i], NULL);
+        if (w[i].errors) {
+            die(kind_name[k], "read errors");
+        }
+        rate += (double)each / w[i].secs;
+    }
+    return rate;
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, bench_cmp_d);
+    return v[n / 2];
+}
+
+static void tsv_row(const char *section, const char *what, int threads, double value)
+{
+    if (tsv) {
+        fprintf(tsv, "%s\t%s\t%d\t%.3f\n", section, what, threads, value);
+    }
+}
+
+/* ---- snapshots ---- */
+
+static char snap_keys[100][64];
+
+/* ns per (open + nk reads + close) or per nk plain reads, median of REPS */
+static double snap_run(const char *id, int nk, bool snapshot)
+{
+    double r[REPS];
+    int rounds = 20000;
+    for (int rep = 0; rep < REPS; rep++) {
+        int64_t v, sink = 0;
+        double t0 = now_s();
+        for (int i = 0; i < rounds; i++) {
+            if (snapshot) {
+                setcache_snapshot *s;
+                if (setcache_snapshot_open(c, "expert", id, &s) != SETCACHE_OK) {
+                    die("snapshot", setcache_errmsg());
+                }
+                for (int k = 0; k < nk; k++) {
+                    if (setcache_snapshot_get_int(s, snap_keys[k], &v) != SETCACHE_OK) {
+                        die("snapshot read", setcache_errmsg());
+                    }
+                    sink += v;
+                }
+                setcache_snapshot_close(s);
+            } else {
+                for (int k = 0; k < nk; k++) {
+                    if (setcache_get_int(c, "expert", id, snap_keys[k], &v) != SETCACHE_OK) {
+                        die("plain read", setcache_errmsg());
+                    }
+                    sink += v;
+                }
+            }
+        }
+        r[rep] = (now_s() - t0) / rounds * 1e9;
+        if (sink == 42) {
+            printf(" ");
+        }
+    }
+    return median(r, REPS);
+}
+
+/* ---- writes ---- */
+
+typedef struct snapper {
+    atomic_int stop;
+    long n;
+} snapper;
+
+static void *snapshot_loop(void *arg)
+{
+    snapper *s = arg;
+    while (!atomic_load(&s->stop)) {
+        setcache_snapshot *sn;
+        if (setcache_snapshot_open(c, "expert", "w", &sn) == SETCACHE_OK) {
+            int64_t v;
+            setcache_snapshot_get_int(sn, "k1", &v);
+            setcache_snapshot_close(sn);
+            s->n++;
+        }
+        struct timespec ts = {0, 20000}; /* 50,000 snapshots a second at most */
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+/* median µs per set_int of 500 writes to entity "w" */
+static double write_run(bool alive)
+{
+    setcache_ref *wr[20] = {0};
+    snapper sn = {0};
+    pthread_t th;
+    if (alive) {
+        for (int k = 0; k < 20; k++) {
+            if (setcache_ref_open(c, "expert", "w", snap_keys[k], &wr[k]) != SETCACHE_OK) {
+                die("ref", setcache_errmsg());
+            }
+        }
+        pthread_create(&th, NULL, snapshot_loop, &sn);
+    }
+    int n = 500;
+    double t0 = now_s();
+    for (int i = 0; i < n; i++) {
+        if (setcache_set_int(c, "expert", "w", snap_keys[i % 100], i) != SETCACHE_OK) {
+            die("write", setcache_errmsg());
+        }
+    }
+    double us = (now_s() - t0) / n * 1e6;
+    if (alive) {
+        atomic_store(&sn.stop, 1);
+        pthread_join(th, NULL);
+        for (int k = 0; k < 20; k++) {
+            setcache_ref_close(wr[k]);
+        }
+    }
+    return us;
+}
+
+int main(void)
+{
+    const char *conninfo = bench_conninfo("bench");
+    const char *tp = getenv("SETCACHE_BENCH_TSV");
+    tsv = tp ? fopen(tp, "a") : NULL;
+    PGconn *mon = PQconnectdb(conninfo);
+    setcache_options o;
+    bench_fresh(mon, SCHEMA, conninfo, &o);
+    if (setcache_open(&c, &o) != SETCACHE_OK) {
+        die("open", setcache_errmsg());
+    }
+    if (wl_load(c) != SETCACHE_OK) {
+        die("workload", setcache_errmsg());
+    }
+    /* entities of 10 and 100 integer keys for the snapshots, and "w" */
+    for (int k = 0; k < 100; k++) {
+        snprintf(snap_keys[k], sizeof snap_keys[k], "k%d", k + 1);
+    }
+    {
+        setcache_kv kv[100];
+        char vals[100][16];
+        for (int k = 0; k < 100; k++) {
+            snprintf(vals[k], sizeof vals[k], "%d", k * 7);
+            kv[k].key = snap_keys[k];
+            kv[k].value = vals[k];
+        }
+        if (setcache_set_many(c, "expert", "s10", kv, 10) != SETCACHE_OK ||
+            setcache_set_many(c, "expert", "s100", kv, 100) != SETCACHE_OK ||
+            setcache_set_many(c, "expert", "w", kv, 100) != SETCACHE_OK) {
+            die("setup", setcache_errmsg());
+        }
+    }
+    targets = bench_targets(mon, SCHEMA, &ntargets);
+    int *seq = malloc(NSEQ * sizeof *seq);
+    bench_zipf_walk(targets, ntargets, seq, NSEQ);
+    seq_int = malloc(NSEQ * sizeof *seq_int);
+    seq_str = malloc(NSEQ * sizeof *seq_str);
+    bool *is_int = calloc((size_t)ntargets, 1), *is_str = calloc((size_t)ntargets, 1);
+    refs = calloc((size_t)ntargets, sizeof *refs);
+    int nint = 0, nstr = 0;
+    for (int i = 0; i < ntargets; i++) {
+        int64_t v;
+        char buf[64];
+        is_int[i] =
+            setcache_get_int(c, targets[i].type, targets[i].id, targets[i].key, &v) == SETCACHE_OK;
+        is_str[i] = setcache_get_string(c, targets[i].type, targets[i].id, targets[i].key, buf, 33,
+                                        NULL) == SETCACHE_OK;
+        nint += is_int[i];
+        nstr += is_str[i];
+        if ((is_int[i] || is_str[i]) &&
+            setcache_ref_open(c, targets[i].type, targets[i].id, targets[i].key, &refs[i]) !=
+                SETCACHE_OK) {
+            die("ref", setcache_errmsg());
+        }
+    }
+    int ni = 0, ns = 0;
+    for (int round = 0; round < 64 && (ni < NSEQ || ns < NSEQ); round++) {
+        for (int i = 0; i < NSEQ; i++) {
+            if (ni < NSEQ && is_int[seq[i]]) {
+                seq_int[ni++] = seq[i];
+            }
+            if (ns < NSEQ && is_str[seq[i]]) {
+                seq_str[ns++] = seq[i];
+            }
+        }
+    }
+    bench_floor_build(&floor_tab, c, targets, ntargets);
+
+    printf("## Bound references and snapshots\n\n");
+    bench_print_machine(mon, "defaults");
+    printf("%d settings (the motivating workload), %d integer-valued and %d of up to 32 bytes, "
+           "each with a ref; Zipf keys, uniform entities; median of %d interleaved runs\n\n",
+           ntargets, nint, nstr, REPS);
+    printf("| what | thr | reads/s | ns/read per thread |\n|---|---|---|---|\n");
+    int thr[3] = {1, 2, 16};
+    double med[3][6];
+    for (int ti = 0; ti < 3; ti++) {
+        int n = thr[ti];
+        long each = 2000000 / (n > 2 ? n / 2 : 1);
+        double runs[6][REPS];
+        for (int rep = 0; rep < REPS; rep++) {
+            for (int k = 0; k < 6; k++) {
+                runs[k][rep] = run_reads((kind)k, n, each);
+            }
+        }
+        for (int k = 0; k < 6; k++) {
+            med[ti][k] = median(runs[k], REPS);
+            double per = 1e9 / (med[ti][k] / (n < 2 ? 1 : (n > 2 ? 2 : n)));
+            printf("| %s | %d | %.0f | %.1f |\n", kind_name[k], n, med[ti][k], per);
+            tsv_row("refs", kind_name[k], n, med[ti][k]);
+        }
+    }
+    printf("\n(ns/read per thread: on this machine's cores; 16 threads share 2)\n\n");
+    printf("| ratio | value | target |\n|---|---|---|\n");
+    printf("| ref_get_int time / floor time, 1 thread | %.3fx | <= 0.25x |\n",
+           med[0][K_FLOOR_INT] / med[0][K_REF_INT]);
+    printf("| ref_get_string time / floor time, 1 thread | %.3fx | <= 0.5x |\n",
+           med[0][K_FLOOR_STR] / med[0][K_REF_STR]);
+    printf("| ref_get_int time / get_int time, 1 thread | %.3fx | |\n",
+           med[0][K_PLAIN_INT] / med[0][K_REF_INT]);
+    printf("| ref_get_int 2 threads / 1 thread | %.2fx | floor: %.2fx |\n",
+           med[1][K_REF_INT] / med[0][K_REF_INT], med[1][K_FLOOR_INT] / med[0][K_FLOOR_INT]);
+    printf("| ref_get_string 2 threads / 1 thread | %.2fx | floor: %.2fx |\n",
+           med[1][K_REF_STR] / med[0][K_REF_STR], med[1][K_FLOOR_STR] / med[0][K_FLOOR_STR]);
+    printf("| ref_get_int 16 threads / 2 threads | %.2fx | floor: %.2fx |\n",
+           med[2][K_REF_INT] / med[1][K_REF_INT], med[2][K_FLOOR_INT] / med[1][K_FLOOR_INT]);
+    tsv_row("ratio", "ref_int_over_floor_time_1t", 1, med[0][K_FLOOR_INT] / med[0][K_REF_INT]);
+    tsv_row("ratio", "ref_str_over_floor_time_1t", 1, med[0][K_FLOOR_STR] / med[0][K_REF_STR]);
+    tsv_row("ratio", "ref_int_scaling_2t", 2, med[1][K_REF_INT] / med[0][K_REF_INT]);
+    tsv_row("ratio", "floor_int_scaling_2t", 2, med[1][K_FLOOR_INT] / med[0][K_FLOOR_INT]);
+
+    /* snapshots */
+    printf("\n| snapshot of an entity of N integer keys | N | ns | target |\n|---|---|---|---|\n");
+    for (int x = 0; x < 2; x++) {
+        int nk = x ? 100 : 10;
+        const char *id = x ? "s100" : "s10";
+        double sn = snap_run(id, nk, true), pl = snap_run(id, nk, false);
+        printf("| open + %d reads + close | %d | %.0f | <= %d plain reads |\n", nk, nk, sn, nk);
+        printf("| %d plain reads | %d | %.0f | |\n", nk, nk, pl);
+        printf("| ratio | %d | %.2fx | <= 1x |\n", nk, sn / pl);
+        tsv_row("snapshot", x ? "open_100_reads_over_plain" : "open_10_reads_over_plain", nk,
+                sn / pl);
+    }
+
+    /* memory */
+    {
+        enum { NM = 10000 };
+        setcache_ref **mr = malloc(NM * sizeof *mr);
+        struct mallinfo2 m0 = mallinfo2();
+        for (int i = 0; i < NM; i++) {
+            if (setcache_ref_open(c, "expert", "s100", snap_keys[i % 100], &mr[i]) != SETCACHE_OK) {
+                die("ref", setcache_errmsg());
+            }
+        }
+        struct mallinfo2 m1 = mallinfo2();
+        for (int i = 0; i < NM; i++) {
+            setcache_ref_close(mr[i]);
+        }
+        setcache_snapshot **ms = malloc(NM * sizeof *ms);
+        struct mallinfo2 m2 = mallinfo2();
+        for (int i = 0; i < NM; i++) {
+            if (setcache_snapshot_open(c, "expert", "s100", &ms[i]) != SETCACHE_OK) {
+                die("snapshot", setcache_errmsg());
+            }
+        }
+        struct mallinfo2 m3 = mallinfo2();
+        /* one write while they share the table: the slots are copied once */
+        if (setcache_set_int(c, "expert", "s100", "k1", 0) != SETCACHE_OK) {
+            die("write", setcache_errmsg());
+        }
+        struct mallinfo2 m4 = mallinfo2();
+        for (int i = 0; i < NM; i++) {
+            setcache_snapshot_close(ms[i]);
+        }
+        free(mr);
+        free(ms);
+        double per_ref = (double)(m1.uordblks - m0.uordblks) / NM;
+        double per_snap = (double)(m3.uordblks - m2.uordblks) / NM;
+        long cow = (long)m4.uordblks - (long)m3.uordblks;
+        printf("\n| memory | bytes |\n|---|---|\n");
+        printf("| per ref | %.0f |\n| per snapshot (sharing the cache's table) | %.0f |\n", per_ref,
+               per_snap);
+        printf("| first write to a 100-key entity while snapshots share it (slots copied once) "
+               "| %ld |\n",
+               cow);
+        tsv_row("memory", "per_ref", 0, per_ref);
+        tsv_row("memory", "per_snapshot", 0, per_snap);
+    }
+
+    /* writes */
+    {
+        double wa[REPS], wb[REPS];
+        for (int rep = 0; rep < REPS; rep++) {
+            wa[rep] = write_run(false);
+            wb[rep] = write_run(true);
+        }
+        double a = median(wa, REPS), b = median(wb, REPS);
+        printf("\n| set_int to one entity (500 writes) | µs/write |\n|---|---|\n");
+        printf("| no refs or snapshots | %.1f |\n", a);
+        printf("| 20 refs bound to it, a thread opening snapshots of it | %.1f |\n", b);
+        printf("| ratio | %.2fx (target: unchanged within noise) |\n", b / a);
+        tsv_row("writes", "with_refs_snapshots_over_without", 0, b / a);
+    }
+    for (int i = 0; i < ntargets; i++) {
+        setcache_ref_close(refs[i]);
+    }
+    setcache_close(c);
+    PQclear(PQexec(mon, "DROP SCHEMA IF EXISTS " SCHEMA " CASCADE"));
+    PQfinish(mon);
+    if (tsv) {
+        fclose(tsv);
+    }
+    return 0;
+}
