@@ -165,6 +165,35 @@ static void *new_worker(void *arg)
     return NULL;
 }
 
+/* The tick loop: a strategy thread binds 5 settings of its expert once and
+ * reads all 5 on every tick (bound references: no hashing, no lock). */
+#define TICK_KEYS 5
+static long ticks;
+
+static void *tick_worker(void *arg)
+{
+    intptr_t me = (intptr_t)arg;
+    char id[16], buf[128];
+    snprintf(id, sizeof id, "%d", wl_ids[WL_ACCOUNTS + (int)me % (WL_EXPERTS - WL_ACCOUNTS)]);
+    setcache_ref *r[TICK_KEYS];
+    for (int k = 0; k < TICK_KEYS; k++) {
+        if (setcache_ref_open(cache, "expert", id, wl_expert_hot[3 + k], &r[k]) != SETCACHE_OK) {
+            die("setcache_ref_open", setcache_errmsg());
+        }
+    }
+    for (long t = 0; t < ticks; t++) {
+        for (int k = 0; k < TICK_KEYS; k++) {
+            if (setcache_ref_get_string(r[k], buf, sizeof buf, NULL) != SETCACHE_OK) {
+                die("setcache_ref_get_string", setcache_errmsg());
+            }
+        }
+    }
+    for (int k = 0; k < TICK_KEYS; k++) {
+        setcache_ref_close(r[k]);
+    }
+    return NULL;
+}
+
 static double run_threads(void *(*fn)(void *))
 {
     pthread_t th[THREADS];
@@ -296,8 +325,11 @@ int main(int argc, char **argv)
         printf("served in place from accountsetting, expertsetting and appsetting (--tables)\n");
     }
     printf("widget render: 3 accounts x %d transactions x %d settings reads = %d reads; %d "
-           "threads\n\n",
+           "threads\n",
            TXN_PER_ACCOUNT, READS_PER_TXN, READS_PER_RENDER, THREADS);
+    printf("tick loop: a strategy per thread reads %d settings of its expert every tick through "
+           "refs bound once; %d threads\n\n",
+           TICK_KEYS, THREADS);
 
     bool have_pss = server_statements(mon) >= 0;
     pthread_t mt;
@@ -325,6 +357,15 @@ int main(int argc, char **argv)
     long long st_new = server_statements(mon) - s0;
     setcache_get_stats(cache, &b);
     long long reads_new = (long long)renders_new * READS_PER_RENDER * THREADS;
+    /* the tick loop, same threads */
+    ticks = 400000;
+    setcache_stats ta, tb;
+    setcache_get_stats(cache, &ta);
+    long long s1 = server_statements(mon);
+    double ms_tick = run_threads(tick_worker);
+    long long st_tick = server_statements(mon) - s1;
+    setcache_get_stats(cache, &tb);
+    long long reads_tick = ticks * TICK_KEYS * THREADS;
     atomic_store(&mon_stop, 1);
     pthread_join(mt, NULL);
 
@@ -334,6 +375,9 @@ int main(int argc, char **argv)
     printf("%-34s %12lld %12lld %10d %14.0f\n", "setcache (memory after 1 load)", reads_new,
            have_pss ? st_new : (long long)(b.db_queries - a.db_queries), atomic_load(&peak_new),
            reads_new / (ms_new / 1e3));
+    printf("%-34s %12lld %12lld %10d %14.0f\n", "setcache tick loop (5 bound refs)", reads_tick,
+           have_pss ? st_tick : (long long)(tb.db_queries - ta.db_queries), atomic_load(&peak_new),
+           reads_tick / (ms_tick / 1e3));
     printf("(db stmts counted %s; sessions = peak server sessions of each, sampled every "
            "10 ms; setcache's include its listener)\n\n",
            have_pss ? "on the server by pg_stat_statements" : "by the clients");

@@ -6,7 +6,10 @@
  * caller acts on.
  *
  * Owns: c->cache.shards. Each shard is a uthash table of entities under one
- * read-mostly lock; each entity holds an sc_etable of its entries. Readers
+ * read-mostly lock; each loaded entity holds a view (an sc_etable of its
+ * entries with a reference count: snapshots share it, and a change copies
+ * the slots while one does) and the cells of the bound references attached
+ * to it, which every change to their key updates in place. Readers
  * take the shard's read lock only; installs, invalidations and evictions take
  * its write lock. One shard lock at a time, never with another library lock
  * held (see internal.h for the global order).

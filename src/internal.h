@@ -18,6 +18,11 @@
  *   6. c->dispatch.subs_mu    (dispatch.c; with subs_cv; never with dispatch.mu)
  *   7. c->dispatch.mu         (dispatch.c; with dispatch.cv: the event queue)
  *   8. c->refresh.mu          (refresh.c; with refresh.cv: the hint queue, taken alone)
+ *   9. c->refs.mu             (ref.c; the open refs, taken alone)
+ *  10. c->snaps.slot[i].mu    (snap.c; open snapshots by read slot, taken alone)
+ *  11. c->fast.mu             (stats.c; the per-thread hit counters, taken alone)
+ * Bound references read their cells with no lock (cell.c: a sequence lock
+ * written under the shard's lock).
  * No user code (callbacks, log) runs while any of them is held.
  */
 #ifndef SETCACHE_INTERNAL_H
@@ -839,10 +844,13 @@ typedef struct sc_refs { /* ref.c */
     size_t n;                  /* guarded by mu */
 } sc_refs;
 
-typedef struct sc_snaps { /* snap.c */
+typedef struct sc_snapslot { /* snap.c: open snapshots, striped by read slot */
     pthread_mutex_t mu;
-    struct setcache_snapshot *list; /* open snapshots; guarded by mu */
+    struct setcache_snapshot *list; /* guarded by mu */
     size_t n;                       /* guarded by mu */
+} __attribute__((aligned(SC_LINE))) sc_snapslot;
+typedef struct sc_snaps { /* snap.c */
+    sc_snapslot slot[SC_RSLOTS];
 } sc_snaps;
 
 typedef struct sc_refresh { /* refresh.c */

@@ -1,7 +1,7 @@
 /*
  * read.c - the public reads: typed getters, setcache_dup_string and
- * setcache_foreach, each a lookup in the cache, then (on a miss) one shared
- * load, then the key's default.
+ * setcache_foreach, each answered by setcache__read_id (load.c): a lookup in
+ * the cache, then (on a miss) one shared load, then the key's default.
  *
  * Owns: nothing. Takes no lock itself: the cache, the loader and the
  * definitions take theirs, one at a time.

@@ -14,9 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Allocated on a 64-byte boundary: a typed read touches one cache line
+ * (c and the cell's seq, state and typed forms). */
 struct setcache_ref {
-    sc_cell cell; /* first: what the fast path reads */
     setcache *c;
+    sc_cell cell;                     /* what the fast path reads */
     struct setcache_ref *next, *prev; /* in c->refs.list, under c->refs.mu */
     sc_ident id;                      /* its strings in data */
     char data[];                      /* type NUL id NUL key NUL */
@@ -40,10 +42,13 @@ int setcache_ref_open(setcache *c, const char *entity_type, const char *entity_i
     if (atomic_load(&c->closing)) {
         return setcache__fail(SETCACHE_ERR_CLOSED, "handle is closing");
     }
-    setcache_ref *r = calloc(1, sizeof *r + id.tlen + id.ilen + id.klen + 3);
+    size_t size = (sizeof(setcache_ref) + id.tlen + id.ilen + id.klen + 3 + 63) / 64 * 64;
+    void *mem = NULL;
+    setcache_ref *r = posix_memalign(&mem, 64, size) == 0 ? mem : NULL;
     if (!r) {
         return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
     }
+    memset(r, 0, size);
     char *t = r->data, *i = t + id.tlen + 1, *k = i + id.ilen + 1;
     memcpy(t, entity_type, id.tlen + 1);
     memcpy(i, entity_id, id.ilen + 1);

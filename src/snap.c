@@ -2,8 +2,9 @@
  * snap.c - entity snapshots: an entity's stored values as they were at one
  * moment, read with no lock (G11).
  *
- * Owns: c->snaps: the list of open snapshots (closed by setcache_close if
- * the caller did not), under c->snaps.mu (taken alone). A snapshot holds a
+ * Owns: c->snaps: the lists of open snapshots (closed by setcache_close if
+ * the caller did not), one per read slot so that threads opening snapshots
+ * don't share a lock; each under its own mutex (taken alone). A snapshot holds a
  * reference to the view the cache had when it was opened (cache.c copies
  * the slots before changing a view a snapshot shares), or, when the entity
  * could not be installed, a view of its own made from the rows of a load.
@@ -19,8 +20,9 @@
 struct setcache_snapshot {
     setcache *c;
     sc_eview *view;
-    struct setcache_snapshot *next, *prev; /* in c->snaps.list, under c->snaps.mu */
-    sc_ident id;                           /* the entity; its strings in data */
+    struct setcache_snapshot *next, *prev; /* in its slot's list, under its mutex */
+    int slot;                              /* c->snaps.slot[slot] */
+    const char *type, *eid;                /* the entity: in data */
     char data[];                           /* type NUL id NUL */
 };
 
@@ -66,11 +68,8 @@ int setcache_snapshot_open(setcache *c, const char *entity_type, const char *ent
     if (!c) {
         return setcache__fail(SETCACHE_ERR_ARG, "handle is NULL");
     }
-    sc_ident id;
+    sc_ident id; /* fully validated on the way to the database only */
     int rc = setcache__ident(&id, entity_type, entity_id, NULL);
-    if (rc == SETCACHE_OK) {
-        rc = setcache__ident_validate(&id);
-    }
     if (rc != SETCACHE_OK) {
         return rc;
     }
@@ -84,22 +83,24 @@ int setcache_snapshot_open(setcache *c, const char *entity_type, const char *ent
     char *t = s->data, *i = t + id.tlen + 1;
     memcpy(t, entity_type, id.tlen + 1);
     memcpy(i, entity_id, id.ilen + 1);
-    setcache__ident(&s->id, t, i, NULL);
-    s->id.validated = true;
+    s->type = t;
+    s->eid = i;
     s->c = c;
-    rc = take_view(c, &s->id, &s->view);
+    rc = take_view(c, &id, &s->view);
     if (rc != SETCACHE_OK) {
         free(s);
         return rc;
     }
-    pthread_mutex_lock(&c->snaps.mu);
-    s->next = c->snaps.list;
+    s->slot = setcache__rslot();
+    sc_snapslot *sl = &c->snaps.slot[s->slot];
+    pthread_mutex_lock(&sl->mu);
+    s->next = sl->list;
     if (s->next) {
         s->next->prev = s;
     }
-    c->snaps.list = s;
-    c->snaps.n++;
-    pthread_mutex_unlock(&c->snaps.mu);
+    sl->list = s;
+    sl->n++;
+    pthread_mutex_unlock(&sl->mu);
     *out = s;
     return SETCACHE_OK;
 }
@@ -121,7 +122,7 @@ static int snap_read(setcache_snapshot *s, const char *key, sc_read *r)
         }
     }
     sc_ident kid;
-    int rc = setcache__ident_key(s->c, &kid, s->id.type, s->id.id, key);
+    int rc = setcache__ident_key(s->c, &kid, s->type, s->eid, key);
     if (rc != SETCACHE_OK) {
         return rc;
     }
@@ -198,7 +199,7 @@ int setcache_snapshot_foreach(setcache_snapshot *s,
         return rc;
     }
     size_t cap = n;
-    rc = setcache__defs_add_defaults(s->c, s->id.type, &pairs, &n, &cap);
+    rc = setcache__defs_add_defaults(s->c, s->type, &pairs, &n, &cap);
     if (rc == SETCACHE_OK) {
         qsort(pairs, n, sizeof *pairs, cmp_pair);
         for (size_t i = 0; i < n; i++) {
@@ -222,43 +223,50 @@ void setcache_snapshot_close(setcache_snapshot *s)
     if (!s) {
         return;
     }
-    setcache *c = s->c;
-    pthread_mutex_lock(&c->snaps.mu);
+    sc_snapslot *sl = &s->c->snaps.slot[s->slot];
+    pthread_mutex_lock(&sl->mu);
     if (s->prev) {
         s->prev->next = s->next;
     } else {
-        c->snaps.list = s->next;
+        sl->list = s->next;
     }
     if (s->next) {
         s->next->prev = s->prev;
     }
-    c->snaps.n--;
-    pthread_mutex_unlock(&c->snaps.mu);
+    sl->n--;
+    pthread_mutex_unlock(&sl->mu);
     setcache__view_unref(s->view);
     free(s);
 }
 
 void setcache__snaps_init(setcache *c)
 {
-    pthread_mutex_init(&c->snaps.mu, NULL);
+    for (int i = 0; i < SC_RSLOTS; i++) {
+        pthread_mutex_init(&c->snaps.slot[i].mu, NULL);
+    }
 }
 
 /* Free the snapshots the caller left open. own_process as in
  * setcache__cache_destroy. */
 void setcache__snaps_destroy(setcache *c, bool own_process)
 {
-    if (c->snaps.n) {
+    size_t open = 0;
+    for (int i = 0; i < SC_RSLOTS; i++) {
+        sc_snapslot *sl = &c->snaps.slot[i];
+        open += sl->n;
+        for (setcache_snapshot *s = sl->list, *n; s; s = n) {
+            n = s->next;
+            setcache__view_unref(s->view);
+            free(s);
+        }
+        sl->list = NULL;
+        sl->n = 0;
+        if (own_process) {
+            pthread_mutex_destroy(&sl->mu);
+        }
+    }
+    if (open) {
         setcache__log(c, SETCACHE_LOG_WARN, "setcache_close: %zu snapshots were still open; closed",
-                      c->snaps.n);
-    }
-    for (setcache_snapshot *s = c->snaps.list, *n; s; s = n) {
-        n = s->next;
-        setcache__view_unref(s->view);
-        free(s);
-    }
-    c->snaps.list = NULL;
-    c->snaps.n = 0;
-    if (own_process) {
-        pthread_mutex_destroy(&c->snaps.mu);
+                      open);
     }
 }

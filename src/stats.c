@@ -64,7 +64,8 @@ sc_tcount *setcache__fast_slot(setcache *c)
     while (t && !pthread_equal(t->owner, me)) {
         t = t->next;
     }
-    if (!t && (t = aligned_alloc(SC_LINE, sizeof *t)) != NULL) {
+    void *mem = NULL;
+    if (!t && posix_memalign(&mem, SC_LINE, sizeof *t) == 0 && (t = mem) != NULL) {
         atomic_init(&t->n, 0);
         t->owner = me;
         t->next = c->fast.counts;

@@ -151,6 +151,46 @@ static int op_dup(setcache *c, long k)
     return rc;
 }
 
+/* A ref to an entity not cached yet, read by every path; a write while a
+ * snapshot shares the entity's table (the copy of its slots). */
+static int op_ref(setcache *c, long k)
+{
+    setcache_ref *r;
+    int rc = setcache_ref_open(c, "acct", id_of(k + 3000), "key_2", &r);
+    if (rc != SETCACHE_OK) {
+        return rc;
+    }
+    char buf[64];
+    int64_t v;
+    rc = setcache_ref_get_string(r, buf, sizeof buf, NULL);
+    if (rc == SETCACHE_OK && strcmp(buf, "value_2") != 0) {
+        rc = SETCACHE_ERR_DB;
+    }
+    int rc2 = setcache_ref_get_int(r, &v); /* not an integer: the locked path */
+    if (rc == SETCACHE_OK && rc2 != SETCACHE_ERR_TYPE && rc2 != SETCACHE_ERR_NOMEM) {
+        rc = SETCACHE_ERR_DB;
+    }
+    setcache_ref_close(r);
+    return rc;
+}
+
+static int op_snapshot(setcache *c, long k)
+{
+    setcache_snapshot *s;
+    int rc = setcache_snapshot_open(c, "acct", id_of(k + 3000), &s);
+    if (rc != SETCACHE_OK) {
+        return rc;
+    }
+    rc = setcache_set_string(c, "acct", id_of(k + 3000), "key_1", "new");
+    char buf[64];
+    int rc2 = setcache_snapshot_get_string(s, "key_1", buf, sizeof buf, NULL);
+    if (rc2 != SETCACHE_OK || strcmp(buf, "value_1") != 0) {
+        rc = SETCACHE_ERR_DB; /* the snapshot must not change */
+    }
+    setcache_snapshot_close(s);
+    return rc;
+}
+
 static int op_preload(setcache *c, long k)
 {
     (void)k;
@@ -196,7 +236,7 @@ TEST_T(every_allocation_failure_is_survived_and_the_cache_converges, 240)
     const char *s = t_schema();
     t_sql(
         "INSERT INTO \"%s\".settings (entity_type, entity_id, key, value) SELECT 'acct', e::text, "
-        "'key_' || k, 'value_' || k FROM generate_series(1, 1500) e, generate_series(1, 5) k",
+        "'key_' || k, 'value_' || k FROM generate_series(1, 4000) e, generate_series(1, 5) k",
         s);
     t_sql("INSERT INTO \"%s\".settings (entity_type, entity_id, key, value) SELECT 'pre', e::text, "
           "'k', 'v' FROM generate_series(1, 20) e",
@@ -218,7 +258,8 @@ TEST_T(every_allocation_failure_is_survived_and_the_cache_converges, 240)
                {"set_many", op_set_many},   {"mapped table", op_mapped},
                {"subscribe", op_subscribe}, {"foreach", op_foreach},
                {"define", op_define},       {"dup_string", op_dup},
-               {"preload", op_preload},     {"refresh and dispatch", op_refresh},
+               {"preload", op_preload},     {"ref", op_ref},
+               {"snapshot", op_snapshot},   {"refresh and dispatch", op_refresh},
                {"reconcile", op_reconcile}};
     long rounds = 0;
     for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
