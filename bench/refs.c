@@ -57,13 +57,30 @@ static void die(const char *what, const char *msg)
     exit(1);
 }
 
-typedef enum { K_FLOOR_INT, K_PLAIN_INT, K_REF_INT, K_FLOOR_STR, K_PLAIN_STR, K_REF_STR } kind;
-static const char *const kind_name[6] = {"floor: bare uthash lookup + copy (int walk)",
-                                         "setcache_get_int (cached)",
-                                         "setcache_ref_get_int",
-                                         "floor: bare uthash lookup + copy (str walk)",
-                                         "setcache_get_string (cached, <= 32 B)",
-                                         "setcache_ref_get_string (<= 32 B)"};
+typedef enum {
+    K_FLOOR_INT,
+    K_PLAIN_INT,
+    K_REF_INT,
+    K_FLOOR_STR,
+    K_PLAIN_STR,
+    K_REF_STR,
+    K_BARE
+} kind;
+#define NKINDS 7
+static const char *const kind_name[NKINDS] = {"floor: bare uthash lookup + copy (int walk)",
+                                              "setcache_get_int (cached)",
+                                              "setcache_ref_get_int",
+                                              "floor: bare uthash lookup + copy (str walk)",
+                                              "setcache_get_string (cached, <= 32 B)",
+                                              "setcache_ref_get_string (<= 32 B)",
+                                              "machine: bare load of a 64-byte record (int walk)"};
+
+/* The machine's own reference for a loop of a few loads: per setting a
+ * 64-byte record holding its number, read with plain loads, no library. */
+typedef struct bare_rec {
+    int64_t seq, v, pad[6];
+} __attribute__((aligned(64))) bare_rec;
+static bare_rec **bare;
 
 typedef struct worker {
     kind k;
@@ -102,6 +119,8 @@ READ_LOOP(loop_plain_int, errors += setcache_get_int(c, targets[ti].type, target
           sink += (uint64_t)v)
 READ_LOOP(loop_ref_int, errors += setcache_ref_get_int(refs[ti], &v) != SETCACHE_OK;
           sink += (uint64_t)v)
+READ_LOOP(loop_bare, const bare_rec *b = bare[ti]; errors += b->seq & 1; v = b->v;
+          sink += (uint64_t)v)
 READ_LOOP(loop_plain_str,
           errors += setcache_get_string(c, targets[ti].type, targets[ti].id, targets[ti].key, buf,
                                         sizeof buf, NULL) != SETCACHE_OK;
@@ -113,9 +132,10 @@ READ_LOOP(loop_ref_str,
 static void *read_worker(void *p)
 {
     worker *w = p;
-    const int *sq = w->k <= K_REF_INT ? seq_int : seq_str;
-    static long (*const loops[6])(long, int, const int *, uint64_t *) = {
-        loop_floor, loop_plain_int, loop_ref_int, loop_floor, loop_plain_str, loop_ref_str};
+    const int *sq = w->k <= K_REF_INT || w->k == K_BARE ? seq_int : seq_str;
+    static long (*const loops[NKINDS])(long, int, const int *, uint64_t *) = {
+        loop_floor,     loop_plain_int, loop_ref_int, loop_floor,
+        loop_plain_str, loop_ref_str,   loop_bare};
     uint64_t sink = 0;
     while (!atomic_load(w->go)) {
     }
@@ -348,6 +368,15 @@ int main(void)
         }
     }
     bench_floor_build(&floor_tab, c, targets, ntargets);
+    bare = calloc((size_t)ntargets, sizeof *bare);
+    for (int i = 0; i < ntargets; i++) {
+        void *mem = NULL;
+        if (posix_memalign(&mem, 64, sizeof(bare_rec)) != 0) {
+            die("bare", "out of memory");
+        }
+        bare[i] = memset(mem, 0, sizeof(bare_rec));
+        bare[i]->v = i;
+    }
 
     printf("## Bound references and snapshots\n\n");
     bench_print_machine(mon, "defaults");
@@ -356,17 +385,21 @@ int main(void)
            ntargets, nint, nstr, REPS);
     printf("| what | thr | reads/s | ns/read per thread |\n|---|---|---|---|\n");
     int thr[3] = {1, 2, 16};
-    double med[3][6];
+    double med[3][NKINDS];
     for (int ti = 0; ti < 3; ti++) {
         int n = thr[ti];
         long each = (k_each(n));
-        double runs[6][REPS];
+        double runs[NKINDS][REPS];
         for (int rep = 0; rep < REPS; rep++) {
-            for (int k = 0; k < 6; k++) {
-                runs[k][rep] = run_reads((kind)k, n, each);
+            for (int k = 0; k < NKINDS; k++) {
+                /* bound reads are 5-20x faster: as many more, for runs of similar length */
+                long m = k == K_REF_INT || k == K_BARE ? each * 10
+                         : k == K_REF_STR              ? each * 3
+                                                       : each;
+                runs[k][rep] = run_reads((kind)k, n, m);
             }
         }
-        for (int k = 0; k < 6; k++) {
+        for (int k = 0; k < NKINDS; k++) {
             med[ti][k] = median(runs[k], REPS);
             double per = 1e9 / (med[ti][k] / (n < 2 ? 1 : (n > 2 ? 2 : n)));
             printf("| %s | %d | %.0f | %.1f |\n", kind_name[k], n, med[ti][k], per);
@@ -385,12 +418,22 @@ int main(void)
            med[1][K_REF_INT] / med[0][K_REF_INT], med[1][K_FLOOR_INT] / med[0][K_FLOOR_INT]);
     printf("| ref_get_string 2 threads / 1 thread | %.2fx | floor: %.2fx |\n",
            med[1][K_REF_STR] / med[0][K_REF_STR], med[1][K_FLOOR_STR] / med[0][K_FLOOR_STR]);
+    printf("| ref scaling / floor scaling, 2 threads: int, string | %.0f%%, %.0f%% | >= 90%% |\n",
+           100 * (med[1][K_REF_INT] / med[0][K_REF_INT]) /
+               (med[1][K_FLOOR_INT] / med[0][K_FLOOR_INT]),
+           100 * (med[1][K_REF_STR] / med[0][K_REF_STR]) /
+               (med[1][K_FLOOR_STR] / med[0][K_FLOOR_STR]));
+    printf("| machine reference (bare record loads) 2 threads / 1 thread | %.2fx | |\n",
+           med[1][K_BARE] / med[0][K_BARE]);
+    printf("| ref_get_int scaling / bare loads' scaling, 2 threads | %.0f%% | |\n",
+           100 * (med[1][K_REF_INT] / med[0][K_REF_INT]) / (med[1][K_BARE] / med[0][K_BARE]));
     printf("| ref_get_int 16 threads / 2 threads | %.2fx | floor: %.2fx |\n",
            med[2][K_REF_INT] / med[1][K_REF_INT], med[2][K_FLOOR_INT] / med[1][K_FLOOR_INT]);
     tsv_row("ratio", "ref_int_over_floor_time_1t", 1, med[0][K_FLOOR_INT] / med[0][K_REF_INT]);
     tsv_row("ratio", "ref_str_over_floor_time_1t", 1, med[0][K_FLOOR_STR] / med[0][K_REF_STR]);
     tsv_row("ratio", "ref_int_scaling_2t", 2, med[1][K_REF_INT] / med[0][K_REF_INT]);
     tsv_row("ratio", "floor_int_scaling_2t", 2, med[1][K_FLOOR_INT] / med[0][K_FLOOR_INT]);
+    tsv_row("ratio", "bare_loads_scaling_2t", 2, med[1][K_BARE] / med[0][K_BARE]);
 
     /* snapshots */
     printf("\n| snapshot of an entity of N integer keys | N | ns | target |\n|---|---|---|---|\n");

@@ -417,66 +417,80 @@ typedef struct sc_cell {
 
 void setcache__cell_store(sc_cell *cl, const sc_entry *en, bool valid);
 
-/* Answer r from the cell if it can, with no lock and no write but the
- * cell's own used bit once per eviction sweep: true with *rc set, or false
- * (the locked path answers: not loaded, no stored value, a value too long
- * for the cell or of another type, a buffer too small, or a writer busy). */
-static inline bool setcache__cell_read(sc_cell *cl, sc_read *r, int *rc)
+/* The reader's side: each answers from the cell if it can, with no lock and
+ * no write but the cell's own used bit once per eviction sweep, and returns
+ * true (out set); false: the locked path answers (not loaded, no stored
+ * value, a value too long for the cell or of another type, a buffer too
+ * small, or a writer busy). Inline: they are the whole of a bound read. */
+static inline void setcache__cell_used(sc_cell *cl)
 {
-    unsigned s = atomic_load_explicit(&cl->seq, memory_order_acquire);
-    unsigned st = atomic_load_explicit(&cl->state, memory_order_acquire);
-    switch (r->want) {
-    case SC_WANT_INT:
-        if (!(st & SC_CELL_INT)) {
-            return false;
-        }
-        r->i = atomic_load_explicit(&cl->i, memory_order_acquire);
-        break;
-    case SC_WANT_DOUBLE: {
-        if (!(st & SC_CELL_DOUBLE)) {
-            return false;
-        }
-        uint64_t bits = atomic_load_explicit(&cl->d, memory_order_acquire);
-        memcpy(&r->d, &bits, sizeof bits);
-        break;
-    }
-    case SC_WANT_BOOL:
-        if (!(st & SC_CELL_BOOL)) {
-            return false;
-        }
-        r->b = (st & SC_CELL_TRUE) != 0;
-        break;
-    case SC_WANT_STRING: {
-        if (!(st & SC_CELL_INLINE)) {
-            return false;
-        }
-        size_t len = atomic_load_explicit(&cl->len, memory_order_acquire);
-        if (len >= SC_CELL_BYTES || !r->buf || r->cap <= len) {
-            return false;
-        }
-        uint64_t w[SC_CELL_WORDS];
-        size_t nw = len / 8 + 1;
-        for (size_t k = 0; k < nw; k++) {
-            w[k] = atomic_load_explicit(&cl->w[k], memory_order_acquire);
-        }
-        if (atomic_load_explicit(&cl->seq, memory_order_relaxed) != s || (s & 1)) {
-            return false;
-        }
-        memcpy(r->buf, w, len + 1);
-        r->len = len;
-        goto done;
-    }
-    default:
-        return false;
-    }
-    if (atomic_load_explicit(&cl->seq, memory_order_relaxed) != s || (s & 1)) {
-        return false;
-    }
-done:
     if (!atomic_load_explicit(&cl->used, memory_order_relaxed)) {
         atomic_store_explicit(&cl->used, 1, memory_order_relaxed);
     }
-    *rc = SETCACHE_OK;
+}
+
+static inline bool setcache__cell_stable(sc_cell *cl, unsigned s)
+{
+    return !(s & 1) && atomic_load_explicit(&cl->seq, memory_order_relaxed) == s;
+}
+
+static inline bool setcache__cell_int(sc_cell *cl, int64_t *out)
+{
+    unsigned s = atomic_load_explicit(&cl->seq, memory_order_acquire);
+    unsigned st = atomic_load_explicit(&cl->state, memory_order_acquire);
+    int64_t v = atomic_load_explicit(&cl->i, memory_order_acquire);
+    if (!(st & SC_CELL_INT) || !setcache__cell_stable(cl, s)) {
+        return false;
+    }
+    setcache__cell_used(cl);
+    *out = v;
+    return true;
+}
+
+static inline bool setcache__cell_double(sc_cell *cl, double *out)
+{
+    unsigned s = atomic_load_explicit(&cl->seq, memory_order_acquire);
+    unsigned st = atomic_load_explicit(&cl->state, memory_order_acquire);
+    uint64_t bits = atomic_load_explicit(&cl->d, memory_order_acquire);
+    if (!(st & SC_CELL_DOUBLE) || !setcache__cell_stable(cl, s)) {
+        return false;
+    }
+    setcache__cell_used(cl);
+    memcpy(out, &bits, sizeof bits);
+    return true;
+}
+
+static inline bool setcache__cell_bool(sc_cell *cl, bool *out)
+{
+    /* the boolean is in the state word itself: one load is consistent */
+    unsigned st = atomic_load_explicit(&cl->state, memory_order_acquire);
+    if (!(st & SC_CELL_BOOL)) {
+        return false;
+    }
+    setcache__cell_used(cl);
+    *out = (st & SC_CELL_TRUE) != 0;
+    return true;
+}
+
+static inline bool setcache__cell_string(sc_cell *cl, char *buf, size_t cap, size_t *len)
+{
+    unsigned s = atomic_load_explicit(&cl->seq, memory_order_acquire);
+    unsigned st = atomic_load_explicit(&cl->state, memory_order_acquire);
+    size_t n = atomic_load_explicit(&cl->len, memory_order_acquire);
+    if (!(st & SC_CELL_INLINE) || n >= SC_CELL_BYTES || !buf || cap <= n) {
+        return false;
+    }
+    uint64_t w[SC_CELL_WORDS];
+    size_t nw = n / 8 + 1;
+    for (size_t k = 0; k < nw; k++) {
+        w[k] = atomic_load_explicit(&cl->w[k], memory_order_acquire);
+    }
+    if (!setcache__cell_stable(cl, s)) {
+        return false;
+    }
+    setcache__cell_used(cl);
+    memcpy(buf, w, n + 1);
+    *len = n;
     return true;
 }
 

@@ -82,8 +82,9 @@ int setcache_ref_open(setcache *c, const char *entity_type, const char *entity_i
 }
 
 /* What the cell can't answer: a plain read, then attach the cell again if
- * its entity had gone (evicted, or not installed). */
-static int slow_read(setcache_ref *r, sc_read *rd)
+ * its entity had gone (evicted, or not installed). Out of line: the fast
+ * paths stay a few loads. */
+__attribute__((noinline)) static int slow_read(setcache_ref *r, sc_read *rd)
 {
     setcache *c = r->c;
     int rc = setcache__read_id(c, &r->id, rd);
@@ -94,66 +95,77 @@ static int slow_read(setcache_ref *r, sc_read *rd)
     return rc;
 }
 
-static inline int ref_read(setcache_ref *r, sc_read *rd)
+__attribute__((noinline)) static int slow_typed(setcache_ref *r, int want, void *out)
 {
-    int rc;
-    if (setcache__cell_read(&r->cell, rd, &rc)) {
-        setcache__count_fast_hit(r->c);
-        return rc;
+    if (!r || !out) {
+        return setcache__fail(SETCACHE_ERR_ARG, "%s is NULL", r ? "out" : "ref");
     }
-    return slow_read(r, rd);
+    sc_read rd = {.want = want};
+    int rc = slow_read(r, &rd);
+    if (rc == SETCACHE_OK) {
+        if (want == SC_WANT_INT) {
+            *(int64_t *)out = rd.i;
+        } else if (want == SC_WANT_DOUBLE) {
+            *(double *)out = rd.d;
+        } else {
+            *(bool *)out = rd.b;
+        }
+    }
+    return rc;
 }
 
 int setcache_ref_get_int(setcache_ref *r, int64_t *out)
 {
-    if (!r || !out) {
-        return setcache__fail(SETCACHE_ERR_ARG, "%s is NULL", r ? "out" : "ref");
+    if (r && out && setcache__cell_int(&r->cell, out)) {
+        setcache__count_fast_hit(r->c);
+        return SETCACHE_OK;
     }
-    sc_read rd = {.want = SC_WANT_INT};
-    int rc = ref_read(r, &rd);
-    if (rc == SETCACHE_OK) {
-        *out = rd.i;
-    }
-    return rc;
+    return slow_typed(r, SC_WANT_INT, out);
 }
 
 int setcache_ref_get_double(setcache_ref *r, double *out)
 {
-    if (!r || !out) {
-        return setcache__fail(SETCACHE_ERR_ARG, "%s is NULL", r ? "out" : "ref");
+    if (r && out && setcache__cell_double(&r->cell, out)) {
+        setcache__count_fast_hit(r->c);
+        return SETCACHE_OK;
     }
-    sc_read rd = {.want = SC_WANT_DOUBLE};
-    int rc = ref_read(r, &rd);
-    if (rc == SETCACHE_OK) {
-        *out = rd.d;
-    }
-    return rc;
+    return slow_typed(r, SC_WANT_DOUBLE, out);
 }
 
 int setcache_ref_get_bool(setcache_ref *r, bool *out)
 {
-    if (!r || !out) {
-        return setcache__fail(SETCACHE_ERR_ARG, "%s is NULL", r ? "out" : "ref");
+    if (r && out && setcache__cell_bool(&r->cell, out)) {
+        setcache__count_fast_hit(r->c);
+        return SETCACHE_OK;
     }
-    sc_read rd = {.want = SC_WANT_BOOL};
-    int rc = ref_read(r, &rd);
-    if (rc == SETCACHE_OK) {
-        *out = rd.b;
+    return slow_typed(r, SC_WANT_BOOL, out);
+}
+
+__attribute__((noinline)) static int slow_string(setcache_ref *r, char *buf, size_t cap,
+                                                 size_t *len)
+{
+    if (!r) {
+        return setcache__fail(SETCACHE_ERR_ARG, "ref is NULL");
+    }
+    sc_read rd = {.want = SC_WANT_STRING, .buf = buf, .cap = cap};
+    int rc = slow_read(r, &rd);
+    if (len && (rc == SETCACHE_OK || rc == SETCACHE_ERR_SPACE)) {
+        *len = rd.len;
     }
     return rc;
 }
 
 int setcache_ref_get_string(setcache_ref *r, char *buf, size_t cap, size_t *len)
 {
-    if (!r) {
-        return setcache__fail(SETCACHE_ERR_ARG, "ref is NULL");
+    size_t n;
+    if (r && setcache__cell_string(&r->cell, buf, cap, &n)) {
+        setcache__count_fast_hit(r->c);
+        if (len) {
+            *len = n;
+        }
+        return SETCACHE_OK;
     }
-    sc_read rd = {.want = SC_WANT_STRING, .buf = buf, .cap = cap};
-    int rc = ref_read(r, &rd);
-    if (len && (rc == SETCACHE_OK || rc == SETCACHE_ERR_SPACE)) {
-        *len = rd.len;
-    }
-    return rc;
+    return slow_string(r, buf, cap, len);
 }
 
 static void ref_free(setcache_ref *r)

@@ -6,6 +6,7 @@
 #include "internal.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <unistd.h>
 
@@ -460,7 +461,7 @@ TEST_T(g11_snapshot_never_holds_part_of_a_transaction, 240)
 
 typedef struct race {
     setcache *c;
-    setcache_ref *ref_short, *ref_long;
+    setcache_ref *ref_short, *ref_long, *ref_num;
     atomic_int stop;
     atomic_long reads, bad, backwards, snaps;
 } race;
@@ -488,7 +489,7 @@ static long check_value(const char *v)
 static void *race_reader(void *arg)
 {
     race *x = arg;
-    long last_s = 0, last_l = 0, reads = 0;
+    long last_s = 0, last_l = 0, last_n = 0, reads = 0;
     char buf[400];
     while (!atomic_load(&x->stop)) {
         for (int k = 0; k < 64; k++) {
@@ -505,6 +506,17 @@ static void *race_reader(void *arg)
                 last_s = n;
             }
             reads++;
+        }
+        /* a number: as an integer, then as a double (never older) */
+        int64_t iv;
+        double dv;
+        if (setcache_ref_get_int(x->ref_num, &iv) != SETCACHE_OK ||
+            setcache_ref_get_double(x->ref_num, &dv) != SETCACHE_OK) {
+            atomic_fetch_add(&x->bad, 1);
+        } else if (iv < last_n || dv < (double)iv) {
+            atomic_fetch_add(&x->backwards, 1);
+        } else {
+            last_n = (long)dv;
         }
         if (setcache_ref_get_string(x->ref_long, buf, sizeof buf, NULL) != SETCACHE_OK) {
             atomic_fetch_add(&x->bad, 1);
@@ -527,6 +539,7 @@ static void *race_reader(void *arg)
             setcache_snapshot_close(s);
             atomic_fetch_add(&x->snaps, 1);
         }
+        sched_yield(); /* 8 readers on few cores: let the writer run too */
     }
     atomic_fetch_add(&x->reads, reads);
     return NULL;
@@ -543,15 +556,18 @@ TEST_T(refs_race_a_writer_replacing_values_a_million_times, 600)
     CHECK_OK(setcache_set_string(x.c, "race", "1", "long", v));
     CHECK_OK(setcache_ref_open(x.c, "race", "1", "short", &x.ref_short));
     CHECK_OK(setcache_ref_open(x.c, "race", "1", "long", &x.ref_long));
+    CHECK_OK(setcache_set_int(x.c, "race", "1", "num", 1));
+    CHECK_OK(setcache_ref_open(x.c, "race", "1", "num", &x.ref_num));
     pthread_t th[8];
     for (int k = 0; k < 8; k++) {
         pthread_create(&th[k], NULL, race_reader, &x);
     }
     /* The writer replaces the cached values as a committed write does (the
      * same call write.c makes after COMMIT), without the round trips. */
-    sc_ident ids, idl;
+    sc_ident ids, idl, idn;
     CHECK_OK(setcache__ident(&ids, "race", "1", "short"));
     CHECK_OK(setcache__ident(&idl, "race", "1", "long"));
+    CHECK_OK(setcache__ident(&idn, "race", "1", "num"));
     int64_t version = 1000000000;
     double t0 = t_now_ms();
     long n;
@@ -560,6 +576,12 @@ TEST_T(refs_race_a_writer_replacing_values_a_million_times, 600)
         make_value(v, sizeof v, n, lng);
         sc_local l = {.id = lng ? &idl : &ids, .value = v, .version = ++version};
         setcache__apply_local(x.c, &l, 1, false);
+        if (n % 4 == 0) {
+            char num[32];
+            snprintf(num, sizeof num, "%ld", n);
+            sc_local ln = {.id = &idn, .value = num, .version = ++version};
+            setcache__apply_local(x.c, &ln, 1, false);
+        }
     }
     atomic_store(&x.stop, 1);
     for (int k = 0; k < 8; k++) {
@@ -581,7 +603,11 @@ TEST_T(refs_race_a_writer_replacing_values_a_million_times, 600)
     CHECK_STR(buf, v);
     CHECK_OK(setcache_get_string(x.c, "race", "1", "short", buf, sizeof buf, NULL));
     CHECK_STR(buf, v);
+    int64_t last;
+    CHECK_OK(setcache_ref_get_int(x.ref_num, &last));
+    CHECK_INT(last, 1000000);
     setcache_ref_close(x.ref_short);
     setcache_ref_close(x.ref_long);
+    setcache_ref_close(x.ref_num);
     setcache_close(x.c);
 }
