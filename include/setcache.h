@@ -177,8 +177,10 @@ typedef struct setcache_options {
     void *log_arg;
     /* Extensions (since 0.1.0). */
     size_t max_value_len;      /* largest value accepted, default and cap 1 MiB */
-    int heartbeat_ms;          /* listener liveness probe interval, default 1000, >= 50 */
-    int heartbeat_deadline_ms; /* probe must return within this, default 1000, >= 50 */
+    int heartbeat_ms;          /* tick interval (one ticker per database and channel; the
+                                  others probe when ticks stop), default 1000, >= 50 */
+    int heartbeat_deadline_ms; /* a tick or probe must return within this, default 1000,
+                                  >= 50 */
     int reconnect_initial_ms;  /* first listener reconnect backoff, default 100 */
     int reconnect_max_ms;      /* backoff cap (with jitter), default 10000 */
     size_t dispatch_queue_max; /* change events queued for callbacks, default 10000 */
@@ -592,7 +594,7 @@ typedef struct setcache_stats {
     uint64_t malformed;  /* notifications ignored as malformed or foreign */
     uint64_t refreshes;  /* entities re-read in the background after a change */
     uint64_t events;     /* change events delivered to callbacks */
-    uint64_t heartbeats; /* listener liveness probes that came back */
+    uint64_t heartbeats; /* listener liveness proofs: ticks received, probes answered */
     uint64_t hints;      /* change notifications the refresher has applied */
 } setcache_stats;
 

@@ -15,9 +15,24 @@
  * On every (re)connect the order is: LISTEN (committed), then ask the
  * refresher to reconcile (it announces a RESYNC and compares every cached
  * entity with the table, so changes made while nobody listened are found),
- * then VALID. A heartbeat not answered within heartbeat_deadline_ms turns the
- * state INTERRUPTED and the connection is made again with backoff; while
- * INTERRUPTED, last-known values keep being served.
+ * then VALID. While INTERRUPTED, last-known values keep being served.
+ *
+ * Liveness at O(1) per process. One listener per database and channel is
+ * the ticker: it holds a session advisory lock (SC_TICK_LOCK, a hash of the
+ * channel) on its listener connection and sends one tick (a NOTIFY on the
+ * channel, "1 US K US seq") every heartbeat_ms; every listener takes any
+ * tick it receives as proof that its connection delivers notifications.
+ * The ticker's proof is its own tick coming back. A listener that has seen
+ * no proof for heartbeat_ms + SC_TICK_SLACK probes its own session: one
+ * round trip that tries the lock and sends a NOTIFY on a channel only it
+ * listens on (setcache_probe_<backend pid>); if the lock is taken, it is the
+ * ticker from then on (so a dead ticker is replaced within one heartbeat).
+ * A tick or probe not back within heartbeat_deadline_ms turns the state
+ * INTERRUPTED and the connection is made again with backoff. Ticks and
+ * probes commit with synchronous_commit off: they never wait for a WAL
+ * flush while holding the notify queue's lock. With N idle processes the
+ * server sees one notifying commit per heartbeat and N deliveries of it,
+ * not N and N squared.
  */
 #define _GNU_SOURCE
 #include "internal.h"
@@ -32,6 +47,8 @@
 #include <unistd.h>
 
 #define SC_PAYLOAD_MAX 8000
+#define SC_TICK_LOCK 1396899841 /* the advisory lock's first key: "SC\0\1" */
+#define SC_TICK_SLACK_MAX 100   /* ms a tick may be late before a probe */
 
 /* Move to a state and tell the log and the state callback (no lock held). */
 static void set_state(setcache *c, int st, const char *why)
@@ -105,7 +122,7 @@ int setcache__parse_payload(const char *payload, char *buf, size_t cap, char *op
     if (!setcache__parse_int(f[2], version) || *version < 0) {
         return -1;
     }
-    if (*op == 'T' || *op == 'H') {
+    if (*op == 'T' || *op == 'H' || *op == 'K') {
         return nf == 3 ? 0 : -1;
     }
     if ((*op != 'I' && *op != 'U' && *op != 'D') || nf != 6) {
@@ -121,9 +138,15 @@ int setcache__parse_payload(const char *payload, char *buf, size_t cap, char *op
 typedef struct listener {
     PGconn *conn;
     int backend_pid;
-    int64_t hb_seq;     /* last heartbeat sent */
-    int64_t hb_waiting; /* heartbeat not yet back, 0 = none */
+    bool ticker;        /* holds the tick lock: sends the ticks */
+    bool inflight;      /* a tick or probe query not yet complete */
+    bool got_lock;      /* the probe in flight took the tick lock */
+    bool elect;         /* no probe sent yet on this connection */
+    int64_t hb_seq;     /* last tick or probe sent */
+    int64_t hb_waiting; /* tick or probe not yet back, 0 = none */
     double hb_sent_ms, hb_next_ms;
+    double proof_ms; /* last proof that notifications arrive */
+    char probe_channel[40];
     const char *hb_sql_prefix; /* NOTIFY "channel", E' (owned by the handle) */
 } listener;
 
@@ -135,18 +158,32 @@ static void handle_notify(setcache *c, listener *l, PGnotify *n)
     char op;
     int64_t version;
     sc_ident id;
+    if (strcmp(n->relname, l->probe_channel) == 0) {
+        /* only our own probe: the channel is ours, but anyone may NOTIFY */
+        if (n->be_pid == l->backend_pid && setcache__parse_int(n->extra, &version) &&
+            version == l->hb_waiting) {
+            l->hb_waiting = 0;
+            l->proof_ms = setcache__mono_ms();
+            setcache__count(c, SC_ST_HEARTBEATS, 1);
+        }
+        return;
+    }
     if (strcmp(n->relname, c->channel) != 0 ||
         setcache__parse_payload(n->extra, buf, sizeof buf, &op, &version, &id) != 0) {
         setcache__count(c, SC_ST_MALFORMED, 1);
         return;
     }
-    if (op == 'H') {
-        /* only our own probe counts: anyone may NOTIFY on the channel */
-        if (n->be_pid == l->backend_pid && version == l->hb_waiting) {
+    if (op == 'K') {
+        /* a tick: whoever sent it, it arrived, so this connection delivers */
+        l->proof_ms = setcache__mono_ms();
+        if (l->ticker && n->be_pid == l->backend_pid && version == l->hb_waiting) {
             l->hb_waiting = 0;
-            setcache__count(c, SC_ST_HEARTBEATS, 1);
         }
+        setcache__count(c, SC_ST_HEARTBEATS, 1);
         return;
+    }
+    if (op == 'H') {
+        return; /* a heartbeat of an older version of the library */
     }
     if (op == 'T') {
         setcache__request_resync(c, 0);
@@ -168,14 +205,16 @@ static PGconn *listen_connect(setcache *c)
     }
     SC_HOOK(listener_before_listen, c);
     char *q = setcache__quote_ident(c->channel);
-    size_t n = q ? strlen(q) + 8 : 0;
+    size_t n = q ? strlen(q) + 128 : 0;
     char *sql = q ? malloc(n) : NULL;
     if (!sql) {
         free(q);
         PQfinish(conn);
         return NULL;
     }
-    snprintf(sql, n, "LISTEN %s", q);
+    /* ticks and probes never wait for a WAL flush (see the top) */
+    snprintf(sql, n, "SET synchronous_commit = off; LISTEN setcache_probe_%d; LISTEN %s",
+             PQbackendPID(conn), q);
     PGresult *r = PQexec(conn, sql);
     bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     if (!ok) {
@@ -191,19 +230,48 @@ static PGconn *listen_connect(setcache *c)
     return conn;
 }
 
-/* Send the liveness probe: a NOTIFY to ourselves through this connection. */
+/* The tick lock's second key: the channel's hash, so that handles on other
+ * channels of the same database elect their own ticker; every process and
+ * version of the library must compute the same. */
+static int tick_key(const setcache *c)
+{
+    /* FNV-1a: the same in every process (the cache's hash is seeded) */
+    uint32_t h = 2166136261u;
+    for (const unsigned char *p = (const unsigned char *)c->channel; *p; p++) {
+        h = (h ^ *p) * 16777619u;
+    }
+    return (int)(h & 0x7fffffff);
+}
+
+/* The ticker's tick (also its own proof), or anyone else's probe: a round
+ * trip that tries the tick lock and a NOTIFY only this session receives. */
 static bool send_heartbeat(setcache *c, listener *l)
 {
     char sql[256];
     l->hb_seq++;
-    snprintf(sql, sizeof sql, "%s1\x1fH\x1f%lld'", l->hb_sql_prefix, (long long)l->hb_seq);
+    if (l->ticker) {
+        snprintf(sql, sizeof sql, "%s1\x1fK\x1f%lld'", l->hb_sql_prefix, (long long)l->hb_seq);
+    } else {
+        snprintf(sql, sizeof sql, "SELECT pg_try_advisory_lock(%d, %d); NOTIFY %s, '%lld'",
+                 SC_TICK_LOCK, tick_key(c), l->probe_channel, (long long)l->hb_seq);
+    }
     if (!PQsendQuery(l->conn, sql)) {
         return false;
     }
+    l->inflight = true;
+    l->got_lock = false;
+    l->elect = false;
     l->hb_waiting = l->hb_seq;
     l->hb_sent_ms = setcache__mono_ms();
     l->hb_next_ms = l->hb_sent_ms + c->heartbeat_ms;
     return PQflush(l->conn) >= 0;
+}
+
+/* How late a tick may be before this listener probes its own session. */
+static double tick_slack(const setcache *c)
+{
+    int s = c->heartbeat_ms / 4;
+    return s < SC_TICK_SLACK_MAX ? s : SC_TICK_SLACK_MAX;
 }
 
 /* Serve one connection until it fails or the handle closes. Returns the
@@ -212,7 +280,12 @@ static const char *serve(setcache *c, listener *l, uint64_t gen, double *valid_s
 {
     int sock = PQsocket(l->conn);
     l->hb_waiting = 0;
-    l->hb_next_ms = setcache__mono_ms() + c->heartbeat_ms;
+    l->ticker = false;
+    l->inflight = false;
+    l->elect = true;
+    l->hb_next_ms = setcache__mono_ms(); /* probe at once: elect a ticker if none */
+    l->proof_ms = l->hb_next_ms;         /* LISTEN just came back */
+    snprintf(l->probe_channel, sizeof l->probe_channel, "setcache_probe_%d", l->backend_pid);
     bool valid = false;
     while (!atomic_load(&c->closing)) {
         double now = setcache__mono_ms();
@@ -225,7 +298,12 @@ static const char *serve(setcache *c, listener *l, uint64_t gen, double *valid_s
         if (l->hb_waiting && now - l->hb_sent_ms > c->heartbeat_deadline_ms) {
             return "heartbeat not answered in time (silent listener)";
         }
-        if (!l->hb_waiting && now >= l->hb_next_ms && !send_heartbeat(c, l)) {
+        /* the ticker ticks every heartbeat; anyone else probes when the
+         * ticks stop (then l->hb_next_ms follows the last proof) */
+        if (!l->ticker && !l->elect) {
+            l->hb_next_ms = l->proof_ms + c->heartbeat_ms + tick_slack(c);
+        }
+        if (!l->hb_waiting && !l->inflight && now >= l->hb_next_ms && !send_heartbeat(c, l)) {
             return PQerrorMessage(l->conn);
         }
         double wake = l->hb_waiting ? l->hb_sent_ms + c->heartbeat_deadline_ms : l->hb_next_ms;
@@ -252,10 +330,20 @@ static const char *serve(setcache *c, listener *l, uint64_t gen, double *valid_s
             if (!PQconsumeInput(l->conn)) {
                 return PQerrorMessage(l->conn);
             }
-            while (!PQisBusy(l->conn)) {
+            while (l->inflight && !PQisBusy(l->conn)) {
                 PGresult *r = PQgetResult(l->conn);
                 if (!r) {
+                    l->inflight = false; /* the query is complete */
+                    if (l->got_lock && !l->ticker) {
+                        l->ticker = true; /* tick now */
+                        l->hb_next_ms = setcache__mono_ms();
+                        setcache__log(c, SETCACHE_LOG_INFO, "listener: this process ticks");
+                    }
                     break;
+                }
+                if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+                    strcmp(PQgetvalue(r, 0, 0), "t") == 0) {
+                    l->got_lock = true;
                 }
                 PQclear(r);
             }

@@ -23,6 +23,9 @@ TEST(payloads_parse_changes_truncates_and_heartbeats)
     CHECK(op == 'T');
     CHECK_INT(setcache__parse_payload("1\x1fH\x1f" "42", buf, sizeof buf, &op, &v, &id), 0);
     CHECK(op == 'H' && v == 42);
+    CHECK_INT(setcache__parse_payload("1\x1fK\x1f" "43", buf, sizeof buf, &op, &v, &id), 0);
+    CHECK(op == 'K' && v == 43); /* a tick */
+    CHECK_INT(setcache__parse_payload("1\x1fK\x1f" "43\x1fx", buf, sizeof buf, &op, &v, &id), -1);
 }
 
 TEST(malformed_payloads_are_refused)
