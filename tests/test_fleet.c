@@ -19,7 +19,7 @@
 /* ---- a member (a child program) ---- */
 
 static atomic_int member_interrupts;
-static double member_interrupted_at; /* CLOCK_MONOTONIC ms of the last INTERRUPTED */
+static _Atomic long long member_interrupted_at; /* CLOCK_MONOTONIC ms of the last INTERRUPTED */
 
 static double mono_ms(void)
 {
@@ -33,7 +33,7 @@ static void member_state(void *arg, int state, const char *why)
     (void)arg;
     (void)why;
     if (state == SETCACHE_STATE_INTERRUPTED) {
-        member_interrupted_at = mono_ms();
+        atomic_store(&member_interrupted_at, (long long)mono_ms());
         atomic_fetch_add(&member_interrupts, 1);
     }
 }
@@ -72,8 +72,9 @@ CHILD(fleet_member)
         }
         if (cmd == 'n') {
             setcache_stats s = t_stats(c);
-            dprintf(up, "%llu %d %.0f %d\n", (unsigned long long)s.notifications,
-                    atomic_load(&member_interrupts), member_interrupted_at, (int)s.state);
+            dprintf(up, "%llu %d %lld %d\n", (unsigned long long)s.notifications,
+                    atomic_load(&member_interrupts), atomic_load(&member_interrupted_at),
+                    (int)s.state);
         }
     }
     setcache_close(c);
