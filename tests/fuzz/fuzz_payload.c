@@ -2,7 +2,8 @@
  * fuzz_payload.c - libFuzzer target for the notification payload parser.
  * Payloads are public (anyone who can connect may NOTIFY on the channel):
  * whatever the bytes, the parser must not crash, and whatever it accepts
- * must be a well-formed hint with a valid identity.
+ * must be a well-formed hint with a valid identity (or a truncate, a tick or
+ * an older heartbeat, which carry none).
  */
 #include "internal.h"
 
@@ -24,10 +25,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int64_t version = -1;
     sc_ident id;
     if (setcache__parse_payload(payload, buf, sizeof buf, &op, &version, &id) == 0) {
-        if (version < 0 || !strchr("IUDTH", op)) {
+        if (version < 0 || !strchr("IUDTHK", op)) {
             abort();
         }
-        if (op != 'T' && op != 'H') {
+        if (op != 'T' && op != 'H' && op != 'K') {
             size_t t, i, k;
             if (setcache__check_identity(id.type, id.id, id.key, &t, &i, &k) != SETCACHE_OK ||
                 t != id.tlen || i != id.ilen || k != id.klen) {
