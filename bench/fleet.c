@@ -1,0 +1,299 @@
+/*
+ * fleet.c - a fleet of processes on one server: 8, 32 and 128 processes
+ * (pool_size 1, each with a small cached workload and a subscription),
+ * idle and at 10 and 100 writes/s by plain SQL. For each: the server's
+ * client backends, notifying commits per second (transaction ids the server
+ * handed out: a NOTIFY takes one, a listener's wake-up to read the queue
+ * does not), notifications received per process per second (the library's
+ * counter), server CPU seconds per second (every postgres process, from
+ * /proc), and commit acknowledgement -> change callback in every process
+ * (p50 / p99 / max: the callback fires once the new value is in the
+ * cache). Needs SETCACHE_TEST_CONNINFO and a server with max_connections
+ * >= 2 x 128 + a few (tests/withpg.sh starts one with 300).
+ */
+#include "setcache.h"
+#include "workload.h"
+#include <libpq-fe.h>
+
+#include <dirent.h>
+#include <math.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SCHEMA "setcache_bench_fleet"
+#define MAXP 128
+#define MAXW 1100
+#define PHASE_S 10
+
+typedef struct shared {
+    double ack[MAXW];     /* commit acknowledged, ms */
+    float cb[MAXP][MAXW]; /* callback in process p, ms after the phase's origin */
+    double origin;        /* ms */
+    atomic_ullong notif[MAXP];
+    atomic_int ready, stop, failed;
+} shared;
+
+static const char *conninfo;
+static shared *sh;
+
+#define now_ms bench_now_ms
+
+static void on_change(void *arg, const setcache_change *ch)
+{
+    int p = (int)(intptr_t)arg;
+    if (ch->kind == SETCACHE_CHANGE_SET && ch->value) {
+        int seq = atoi(ch->value);
+        if (seq > 0 && seq < MAXW && sh->cb[p][seq] == 0) {
+            sh->cb[p][seq] = (float)(now_ms() - sh->origin);
+        }
+    }
+}
+
+static void member(int p)
+{
+    setcache_options o;
+    setcache_options_init(&o);
+    o.conninfo = conninfo;
+    o.schema = SCHEMA;
+    o.channel = SCHEMA;
+    o.pool_size = 1;
+    setcache *c;
+    if (setcache_open(&c, &o) != SETCACHE_OK) {
+        atomic_fetch_add(&sh->failed, 1);
+        _exit(2);
+    }
+    uint64_t id;
+    setcache_subscribe(c, "expert", "1", "k", on_change, (void *)(intptr_t)p, &id);
+    char buf[64];
+    setcache_get_string(c, "expert", "1", "k", buf, sizeof buf, NULL);
+    setcache_get_string(c, "account", "1", "api_key", buf, sizeof buf, NULL);
+    atomic_fetch_add(&sh->ready, 1);
+    while (!atomic_load(&sh->stop)) {
+        /* the cached workload: a few reads every 10 ms */
+        for (int i = 0; i < 5; i++) {
+            setcache_get_string(c, "account", "1", "api_key", buf, sizeof buf, NULL);
+        }
+        setcache_stats s;
+        setcache_get_stats(c, &s);
+        atomic_store(&sh->notif[p], s.notifications);
+        usleep(10000);
+    }
+    setcache_close(c);
+    _exit(0);
+}
+
+static long long next_xid(PGconn *m)
+{
+    PGresult *r = PQexec(m, "SELECT pg_snapshot_xmax(pg_current_snapshot())");
+    long long v = PQresultStatus(r) == PGRES_TUPLES_OK ? atoll(PQgetvalue(r, 0, 0)) : -1;
+    PQclear(r);
+    return v;
+}
+
+static int client_backends(PGconn *m)
+{
+    PGresult *r = PQexec(m, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = "
+                            "'client backend' AND application_name LIKE 'setcache:%'");
+    int v = PQresultStatus(r) == PGRES_TUPLES_OK ? atoi(PQgetvalue(r, 0, 0)) : -1;
+    PQclear(r);
+    return v;
+}
+
+/* CPU seconds used so far by every process named postgres. */
+static double server_cpu_s(void)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    double ticks = 0;
+    while (d && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9') {
+            continue;
+        }
+        char path[300], line[1024];
+        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f) {
+            continue;
+        }
+        if (fgets(line, sizeof line, f)) {
+            char *open = strchr(line, '('), *close = strrchr(line, ')');
+            if (open && close && strncmp(open + 1, "postgres", 8) == 0) {
+                unsigned long ut = 0, st = 0;
+                /* fields after the name: state ppid ... utime (14) stime (15) */
+                if (sscanf(close + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut,
+                           &st) == 2) {
+                    ticks += (double)(ut + st);
+                }
+            }
+        }
+        fclose(f);
+    }
+    if (d) {
+        closedir(d);
+    }
+    return ticks / (double)sysconf(_SC_CLK_TCK);
+}
+
+static void pct(double *v, size_t n, double *p50, double *p99, double *mx)
+{
+    qsort(v, n, sizeof *v, bench_cmp_d);
+    *p50 = n ? v[n / 2] : -1;
+    *p99 = n ? v[(size_t)((double)n * 0.99)] : -1;
+    *mx = n ? v[n - 1] : -1;
+}
+
+static void phase(PGconn *m, PGconn *w, int nproc, int rate, FILE *tsv)
+{
+    memset(sh->ack, 0, sizeof sh->ack);
+    memset(sh->cb, 0, sizeof sh->cb);
+    sh->origin = now_ms();
+    unsigned long long n0[MAXP];
+    for (int p = 0; p < nproc; p++) {
+        n0[p] = atomic_load(&sh->notif[p]);
+    }
+    long long x0 = next_xid(m);
+    double cpu0 = server_cpu_s(), t0 = now_ms();
+    int nwrites = rate * PHASE_S;
+    if (nwrites == 0) {
+        usleep(PHASE_S * 1000000);
+    } else {
+        double interval = 1000.0 / rate, next = now_ms();
+        for (int s = 1; s <= nwrites && s < MAXW; s++) {
+            double wait = next - now_ms();
+            if (wait > 0) {
+                struct timespec ts = {(time_t)(wait / 1000), (long)(fmod(wait, 1000.0) * 1e6)};
+                nanosleep(&ts, NULL);
+            }
+            next += interval;
+            char v[16];
+            snprintf(v, sizeof v, "%d", s);
+            const char *pv[1] = {v};
+            PGresult *r = PQexecParams(w,
+                                       "UPDATE " SCHEMA ".settings SET value = $1 WHERE "
+                                       "entity_type = 'expert' AND entity_id = '1' AND key = 'k'",
+                                       1, NULL, pv, NULL, NULL, 0);
+            sh->ack[s] = now_ms() - sh->origin;
+            PQclear(r);
+        }
+    }
+    double secs = (now_ms() - t0) / 1e3;
+    double cpu = (server_cpu_s() - cpu0) / secs;
+    long long x1 = next_xid(m);
+    usleep(1000000); /* the last changes reach everyone */
+    double worst = 0, sum = 0;
+    for (int p = 0; p < nproc; p++) {
+        double per = (double)(atomic_load(&sh->notif[p]) - n0[p]) / secs;
+        worst = per > worst ? per : worst;
+        sum += per;
+    }
+    size_t cap = (size_t)nproc * (size_t)(nwrites + 1), nl = 0, missing = 0;
+    double *lat = malloc((cap ? cap : 1) * sizeof *lat);
+    for (int s = 1; s <= nwrites && s < MAXW; s++) {
+        for (int p = 0; p < nproc; p++) {
+            if (sh->cb[p][s] > 0) {
+                lat[nl++] = sh->cb[p][s] - sh->ack[s];
+            } else {
+                missing++; /* coalesced into a later version */
+            }
+        }
+    }
+    double p50, p99, mx;
+    pct(lat, nl, &p50, &p99, &mx);
+    free(lat);
+    char l[64];
+    if (nl) {
+        snprintf(l, sizeof l, "%.2f / %.2f / %.1f", p50, p99, mx);
+    } else {
+        snprintf(l, sizeof l, "-");
+    }
+    printf("| %3d | %3d | %3d | %6.2f | %6.2f (mean %.2f) | %5.3f | %s | %zu |\n", nproc, rate,
+           client_backends(m), (double)(x1 - x0) / secs, worst, sum / nproc, cpu, l, missing);
+    if (tsv) {
+        fprintf(tsv, "fleet\t%d/%d\tcommits_per_s\t%.2f\n", nproc, rate, (double)(x1 - x0) / secs);
+        fprintf(tsv, "fleet\t%d/%d\tnotifications_per_process_s_max\t%.2f\n", nproc, rate, worst);
+        fprintf(tsv, "fleet\t%d/%d\tserver_cpu_s_per_s\t%.3f\n", nproc, rate, cpu);
+        fprintf(tsv, "fleet\t%d/%d\treadable_p50_p99_max_ms\t%.2f\t%.2f\t%.1f\n", nproc, rate, p50,
+                p99, mx);
+    }
+}
+
+static void run(PGconn *m, PGconn *w, int nproc, FILE *tsv)
+{
+    memset(sh, 0, sizeof *sh);
+    pid_t kids[MAXP];
+    for (int p = 0; p < nproc; p++) {
+        if ((kids[p] = fork()) == 0) {
+            member(p);
+        }
+    }
+    double t0 = now_ms();
+    while (atomic_load(&sh->ready) + atomic_load(&sh->failed) < nproc && now_ms() - t0 < 60000) {
+        usleep(10000);
+    }
+    if (atomic_load(&sh->failed) || atomic_load(&sh->ready) < nproc) {
+        fprintf(stderr, "fleet: %d of %d processes failed to open\n", nproc - sh->ready, nproc);
+    }
+    usleep(3000000); /* settle: start-up probes and loads are over */
+    int rates[3] = {0, 10, 100};
+    for (int i = 0; i < 3; i++) {
+        phase(m, w, nproc, rates[i], tsv);
+    }
+    atomic_store(&sh->stop, 1);
+    for (int p = 0; p < nproc; p++) {
+        int st;
+        waitpid(kids[p], &st, 0);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    conninfo = bench_conninfo("bench");
+    const char *tp = getenv("SETCACHE_BENCH_TSV");
+    FILE *tsv = tp ? fopen(tp, "a") : NULL;
+    sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    PGconn *m = PQconnectdb(conninfo);
+    PGconn *w = PQconnectdb(conninfo);
+    if (PQstatus(m) != CONNECTION_OK || PQstatus(w) != CONNECTION_OK || sh == MAP_FAILED) {
+        fprintf(stderr, "fleet: %s", PQerrorMessage(m));
+        return 1;
+    }
+    setcache_options o;
+    bench_fresh(m, SCHEMA, conninfo, &o);
+    setcache *c;
+    if (setcache_open(&c, &o) != SETCACHE_OK || wl_load(c) != SETCACHE_OK ||
+        setcache_set_string(c, "expert", "1", "k", "0") != SETCACHE_OK) {
+        fprintf(stderr, "fleet: %s\n", setcache_errmsg());
+        return 1;
+    }
+    setcache_close(c); /* the members alone from here */
+    printf("## A fleet of processes on one server\n\n");
+    bench_print_machine(m, "pool_size 1, heartbeat_ms 1000 (defaults otherwise)");
+    printf("each process: one handle (pool_size 1), 5 cached reads every 10 ms, a subscription "
+           "to the written setting; writes by plain SQL UPDATE from one more connection; %d s "
+           "a phase\n\n",
+           PHASE_S);
+    printf("| processes | writes/s | client backends | notifying commits/s | notifications/s "
+           "per process, max | server CPU s/s | commit -> callback in every process, ms p50 "
+           "/ p99 / max | coalesced |\n|---|---|---|---|---|---|---|---|\n");
+    int sizes[3] = {8, 32, 128};
+    int first = argc > 1 ? atoi(argv[1]) : 0;
+    for (int i = 0; i < 3; i++) {
+        if (!first || sizes[i] == first) {
+            run(m, w, sizes[i], tsv);
+        }
+    }
+    PQclear(PQexec(m, "DROP SCHEMA IF EXISTS " SCHEMA " CASCADE"));
+    PQfinish(m);
+    PQfinish(w);
+    if (tsv) {
+        fclose(tsv);
+    }
+    return 0;
+}
