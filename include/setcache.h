@@ -196,6 +196,14 @@ typedef struct setcache_options {
      * is served read-only. */
     const setcache_table_map *tables;
     size_t ntables;
+    /* A client-side deadline on every round trip of a pooled connection
+     * (loads, writes): a server or network that does not answer within it
+     * gives SETCACHE_ERR_DB for a read (SETCACHE_ERR_UNCERTAIN for a write
+     * whose statement was sent, and the entity is dropped), and the
+     * connection is closed, never returned to the pool. Pooled connections
+     * also get it as tcp_user_timeout unless the conninfo sets one. Default
+     * 10000; 0 = no deadline (a stalled network waits for TCP). Since 0.1.0. */
+    int io_timeout_ms;
 } setcache_options;
 
 /*

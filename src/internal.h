@@ -884,6 +884,7 @@ struct setcache {
     char *conninfo, *listen_conninfo, *schema, *channel;
     int pool_size;
     int acquire_timeout_ms;
+    int io_timeout_ms; /* 0: no client-side deadline */
     size_t max_entities;
     size_t max_value_len;
     bool create_schema;

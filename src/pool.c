@@ -16,8 +16,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+/* Set by setcache__exec when a round trip ran out of io_timeout_ms: the
+ * caller's connection is closed, and a read is not tried again. */
+static _Thread_local bool io_timed_out;
 
 static void free_arrays(setcache *c)
 {
@@ -127,7 +132,7 @@ PGconn *setcache__connect(setcache *c, const char *conninfo, const char *role)
     snprintf(app, sizeof app, "setcache:%ld:%s", (long)c->pid, role);
     bool listener = strcmp(role, "listen") == 0;
     snprintf(user_timeout, sizeof user_timeout, "%d",
-             listener ? c->heartbeat_ms + c->heartbeat_deadline_ms : 0);
+             listener ? c->heartbeat_ms + c->heartbeat_deadline_ms : c->io_timeout_ms);
     const char *keys[8], *vals[8];
     int n = 0;
     /* defaults first: the conninfo (expanded from dbname) overrides them */
@@ -139,7 +144,7 @@ PGconn *setcache__connect(setcache *c, const char *conninfo, const char *role)
     vals[n++] = "2";
     keys[n] = "keepalives_count";
     vals[n++] = "3";
-    if (listener) {
+    if (listener || c->io_timeout_ms > 0) {
         keys[n] = "tcp_user_timeout";
         vals[n++] = user_timeout;
     }
@@ -336,8 +341,11 @@ int setcache__with_pool_read(setcache *c, sc_conn_fn fn, void *arg)
             return rc;
         }
         PGconn *conn = c->pool.slots[slot].conn;
+        io_timed_out = false;
         rc = fn(arg, conn);
-        bool lost = rc == SETCACHE_ERR_DB && PQstatus(conn) != CONNECTION_OK;
+        /* a dead connection is tried once more on a fresh one, unless it
+         * went silent: then the network may be, and the caller hears now */
+        bool lost = rc == SETCACHE_ERR_DB && PQstatus(conn) != CONNECTION_OK && !io_timed_out;
         release(c, slot);
         if (!lost) {
             break;
@@ -392,11 +400,65 @@ int setcache_with_conn(setcache *c, int (*fn)(void *arg, PGconn *conn), void *ar
  * (the statement, and with autocommit its COMMIT, may have been applied) and
  * SETCACHE_ERR_DB otherwise. Returns the result (caller PQclear()s) or NULL.
  */
+/* The results of one statement (the last, as PQexecParams gives), waiting
+ * no longer than io_timeout_ms: on expiry the connection's socket is shut
+ * down (so the pool drops it) and *timed_out set. */
+static PGresult *exec_within(setcache *c, PGconn *conn, const char *sql, int n,
+                             const char *const *vals, bool *timed_out)
+{
+    *timed_out = false;
+    if (c->io_timeout_ms <= 0) {
+        return PQexecParams(conn, sql, n, NULL, vals, NULL, NULL, 0);
+    }
+    if (!PQsendQueryParams(conn, sql, n, NULL, vals, NULL, NULL, 0)) {
+        return NULL;
+    }
+    double deadline = setcache__mono_ms() + c->io_timeout_ms;
+    PGresult *last = NULL;
+    for (;;) {
+        while (!PQisBusy(conn)) {
+            PGresult *r = PQgetResult(conn);
+            if (!r) {
+                return last;
+            }
+            PQclear(last);
+            last = r;
+        }
+        double left = deadline - setcache__mono_ms();
+        struct pollfd p = {PQsocket(conn), POLLIN, 0};
+        int pr = left > 0 ? poll(&p, 1, (int)left + 1) : 0;
+        if (pr == 0 || (pr < 0 && errno != EINTR)) {
+            *timed_out = true;
+            shutdown(PQsocket(conn), SHUT_RDWR); /* never reused: libpq sees it closed */
+            PQconsumeInput(conn);
+            PQclear(last);
+            return NULL;
+        }
+        if (pr > 0 && !PQconsumeInput(conn)) {
+            PGresult *r; /* the connection broke: its error, as PQexecParams gives it */
+            for (int i = 0; i < 4 && (r = PQgetResult(conn)) != NULL; i++) {
+                PQclear(last);
+                last = r;
+            }
+            return last;
+        }
+    }
+}
+
 PGresult *setcache__exec(setcache *c, PGconn *conn, const char *sql, int n, const char *const *vals,
                          bool is_write, int *rc)
 {
-    PGresult *r = PQexecParams(conn, sql, n, NULL, vals, NULL, NULL, 0);
+    bool timed_out;
+    PGresult *r = exec_within(c, conn, sql, n, vals, &timed_out);
     setcache__count(c, SC_ST_QUERIES, 1);
+    io_timed_out = timed_out;
+    if (timed_out) {
+        *rc = setcache__fail(
+            is_write ? SETCACHE_ERR_UNCERTAIN : SETCACHE_ERR_DB,
+            "no answer from the server within io_timeout_ms (%d ms)%s; the connection is closed",
+            c->io_timeout_ms, is_write ? " after the write was sent (outcome unknown)" : "");
+        return NULL;
+    }
     ExecStatusType st = PQresultStatus(r);
     if (r && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)) {
         *rc = SETCACHE_OK;

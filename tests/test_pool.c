@@ -258,3 +258,90 @@ TEST(fork_child_opens_its_own_handle_while_the_parent_keeps_working)
     CHECK_INT(t_stats(c).state, SETCACHE_STATE_VALID);
     setcache_close(c);
 }
+
+/* ---- io_timeout_ms: a server that stops answering ---- */
+
+static int stalled[2];
+static void resume_stalled(void)
+{
+    for (int i = 0; i < 2; i++) {
+        if (stalled[i] > 0) {
+            kill(stalled[i], SIGCONT);
+            stalled[i] = 0;
+        }
+    }
+}
+
+/* The pooled connection's backend is stopped (a server or network that
+ * goes silent): a load gives SETCACHE_ERR_DB and a write
+ * SETCACHE_ERR_UNCERTAIN within io_timeout_ms (+ 1 s), naming the option;
+ * cached reads keep answering; the silent connection is closed, never
+ * reused; once the server answers again the cache converges and no session
+ * is left over. */
+TEST_T(io_timeout_turns_a_silent_server_into_clear_errors, 60)
+{
+    t_on_fail(resume_stalled);
+    setcache_options o;
+    t_options(&o);
+    o.pool_size = 1;
+    o.io_timeout_ms = 500;
+    setcache *c = t_open_with(&o);
+    CHECK_OK(setcache_set_string(c, "account", "1", "k", "v1"));
+    char buf[64];
+    CHECK_OK(setcache_get_string(c, "account", "1", "k", buf, sizeof buf, NULL));
+
+    /* a load on a silent connection */
+    CHECK_OK(setcache_with_conn(c, t_backend_pid, &stalled[0]));
+    CHECK(stalled[0] > 0 && kill(stalled[0], SIGSTOP) == 0);
+    double t0 = t_now_ms();
+    CHECK_RC(setcache_get_string(c, "account", "2", "k", buf, sizeof buf, NULL), SETCACHE_ERR_DB);
+    double took = t_now_ms() - t0;
+    CHECK(strstr(setcache_errmsg(), "io_timeout_ms") != NULL);
+    fprintf(stderr, "    load on a silent connection: SETCACHE_ERR_DB after %.0f ms\n", took);
+    CHECK(took >= 450 && took <= 500 + 1000);
+    /* cached reads are answered from memory meanwhile */
+    t0 = t_now_ms();
+    CHECK_OK(setcache_get_string(c, "account", "1", "k", buf, sizeof buf, NULL));
+    CHECK(t_now_ms() - t0 < 5);
+    CHECK_STR(buf, "v1");
+
+    /* the silent connection was closed: the next call gets a fresh one;
+     * stop that one too, before a write */
+    int fresh = 0;
+    CHECK_OK(setcache_with_conn(c, t_backend_pid, &fresh));
+    CHECK(fresh > 0 && fresh != stalled[0]);
+    stalled[1] = fresh;
+    CHECK(kill(fresh, SIGSTOP) == 0);
+    t0 = t_now_ms();
+    CHECK_RC(setcache_set_string(c, "account", "1", "k", "v2"), SETCACHE_ERR_UNCERTAIN);
+    took = t_now_ms() - t0;
+    CHECK(strstr(setcache_errmsg(), "io_timeout_ms") != NULL);
+    fprintf(stderr, "    write on a silent connection: SETCACHE_ERR_UNCERTAIN after %.0f ms\n",
+            took);
+    CHECK(took <= 500 + 1000);
+
+    /* the server answers again: whatever the write did, the cache follows
+     * the table, and the stopped sessions end */
+    resume_stalled();
+    double t1 = t_now_ms();
+    bool same = false;
+    while (!same && t_now_ms() - t1 < 5000) {
+        const char *v = t_sql_value("SELECT coalesce(max(value), '') FROM \"%s\".settings WHERE "
+                                    "entity_id = '1' AND key = 'k'",
+                                    t_schema());
+        char want[64];
+        snprintf(want, sizeof want, "%s", v);
+        same = setcache_get_string(c, "account", "1", "k", buf, sizeof buf, NULL) == SETCACHE_OK &&
+               strcmp(buf, want) == 0;
+        t_sleep_ms(20);
+    }
+    CHECK(same);
+    CHECK_OK(setcache_set_string(c, "account", "1", "k", "v3"));
+    CHECK_OK(setcache_get_string(c, "account", "1", "k", buf, sizeof buf, NULL));
+    CHECK_STR(buf, "v3");
+    while (t_sessions_of(getpid()) > o.pool_size + 1 && t_now_ms() - t1 < 5000) {
+        t_sleep_ms(20);
+    }
+    CHECK(t_sessions_of(getpid()) <= o.pool_size + 1);
+    setcache_close(c);
+}
