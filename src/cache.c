@@ -693,22 +693,6 @@ void setcache__cache_destroy(setcache *c, bool own_process)
     }
 }
 
-/* ---- snapshots (foreach) ---- */
-
-/* Copy every stored setting of a loaded entity; false if it is not loaded. */
-bool setcache__copy_loaded(setcache *c, sc_ident *id, sc_pair **out, size_t *n, int *rc)
-{
-    sc_shard *sh = shard_of(c, id->ehash);
-    setcache__br_rdlock(&sh->lock);
-    sc_entity *e = find_locked(sh, id);
-    bool loaded = e && e->state == SC_LOADED;
-    if (loaded) {
-        *rc = setcache__et_pairs(tab(e), out, n);
-    }
-    setcache__br_rdunlock(&sh->lock);
-    return loaded;
-}
-
 /* ---- background refresh (refresh.c) ---- */
 
 /*

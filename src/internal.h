@@ -694,7 +694,6 @@ int setcache__begin_load(setcache *c, sc_ident *id, uint64_t *stamp, uint64_t *e
 void setcache__finish_load(setcache *c, sc_ident *id, sc_etable *entries, uint64_t stamp,
                            bool *installed);
 
-bool setcache__copy_loaded(setcache *c, sc_ident *id, sc_pair **out, size_t *n, int *rc);
 uint64_t setcache__tick(setcache *c);
 void setcache__invalidate_all(setcache *c);
 void setcache__fence(setcache *c);

@@ -1,7 +1,8 @@
 /*
- * read.c - the public reads: typed getters, setcache_dup_string and
- * setcache_foreach, each answered by setcache__read_id (load.c): a lookup in
- * the cache, then (on a miss) one shared load, then the key's default.
+ * read.c - the public reads: typed getters and setcache_dup_string, each
+ * answered by setcache__read_id (load.c): a lookup in the cache, then (on a
+ * miss) one shared load, then the key's default; setcache_foreach, a
+ * snapshot of the entity visited in key order (snap.c).
  *
  * Owns: nothing. Takes no lock itself: the cache, the loader and the
  * definitions take theirs, one at a time.
@@ -89,34 +90,7 @@ int setcache_get_bool(setcache *c, const char *entity_type, const char *entity_i
 
 /* ---- foreach ---- */
 
-/* Copy every stored setting of an entity (loading it if needed). */
-static int snapshot_entity(setcache *c, sc_ident *id, sc_pair **out, size_t *n)
-{
-    for (int round = 0; round < SC_READ_ROUNDS; round++) {
-        int rc = SETCACHE_OK;
-        if (setcache__copy_loaded(c, id, out, n, &rc)) {
-            return rc;
-        }
-        sc_etable rows = {0};
-        rc = setcache__ensure_loaded(c, id, &rows);
-        if (rc != SETCACHE_OK) {
-            return rc;
-        }
-        if (rows.slot) {
-            rc = setcache__et_pairs(&rows, out, n);
-            setcache__et_free(&rows);
-            return rc;
-        }
-    }
-    return setcache__fail(SETCACHE_ERR_DB, "entity %s/%s changed too often to be loaded", id->type,
-                          id->id);
-}
-
-static int cmp_pair(const void *a, const void *b)
-{
-    return strcmp(((const sc_pair *)a)->key, ((const sc_pair *)b)->key);
-}
-
+/* A snapshot of the entity (loaded if need be), visited in key order. */
 int setcache_foreach(setcache *c, const char *entity_type, const char *entity_id,
                      int (*fn)(void *arg, const char *key, const char *value, bool is_default),
                      void *arg)
@@ -124,38 +98,12 @@ int setcache_foreach(setcache *c, const char *entity_type, const char *entity_id
     if (!c || !fn) {
         return setcache__fail(SETCACHE_ERR_ARG, "%s is NULL", c ? "fn" : "handle");
     }
-    sc_ident id;
-    int rc = setcache__ident(&id, entity_type, entity_id, NULL);
-    if (rc == SETCACHE_OK) {
-        rc = setcache__ident_validate(&id);
-    }
+    setcache_snapshot *s;
+    int rc = setcache_snapshot_open(c, entity_type, entity_id, &s);
     if (rc != SETCACHE_OK) {
         return rc;
     }
-    sc_pair *pairs = NULL;
-    size_t n = 0, cap = 0;
-    /* Stored values: read every key through a snapshot of the entity. */
-    rc = snapshot_entity(c, &id, &pairs, &n);
-    if (rc != SETCACHE_OK) {
-        return rc;
-    }
-    cap = n;
-    /* Defaults of defined keys with no stored value. */
-    rc = setcache__defs_add_defaults(c, entity_type, &pairs, &n, &cap);
-    if (rc == SETCACHE_OK) {
-        qsort(pairs, n, sizeof *pairs, cmp_pair);
-        for (size_t i = 0; i < n; i++) {
-            int stop = fn(arg, pairs[i].key, pairs[i].value, pairs[i].is_default);
-            if (stop) {
-                rc = stop;
-                break;
-            }
-        }
-    }
-    for (size_t i = 0; i < n; i++) {
-        free(pairs[i].key);
-        free(pairs[i].value);
-    }
-    free(pairs);
+    rc = setcache_snapshot_foreach(s, fn, arg);
+    setcache_snapshot_close(s);
     return rc;
 }
