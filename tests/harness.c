@@ -297,6 +297,19 @@ void t_register_child(const char *name, t_fn fn)
     }
 }
 
+void t_exec_child(const char *name, int up, int down)
+{
+    char fd[16];
+    snprintf(fd, sizeof fd, "%d", up);
+    setenv("SETCACHE_TEST_UP", fd, 1);
+    snprintf(fd, sizeof fd, "%d", down);
+    setenv("SETCACHE_TEST_DOWN", fd, 1);
+    setenv("SETCACHE_TEST_SCHEMA", schema, 1);
+    setenv("SETCACHE_TEST_CHILD", name, 1);
+    execl("/proc/self/exe", "setcache-tests", (char *)NULL);
+    _exit(3);
+}
+
 static void run_child_mode(const char *name)
 {
     const char *s = getenv("SETCACHE_TEST_SCHEMA");

@@ -30,6 +30,10 @@ void t_register(const char *name, t_fn fn, int timeout_s);
 
 /* A function a test runs as a child program (see harness.c, child mode). */
 void t_register_child(const char *name, t_fn fn);
+/* In a forked child: run the CHILD function name in a fresh copy of this
+ * program, with this test's schema and the descriptors up and down in
+ * SETCACHE_TEST_UP / SETCACHE_TEST_DOWN. Never returns. */
+void t_exec_child(const char *name, int up, int down) __attribute__((noreturn));
 #define CHILD(name)                                                                                \
     static void name(void);                                                                        \
     __attribute__((constructor)) static void regc_##name(void)                                     \

@@ -116,15 +116,7 @@ static void spawn(member *m)
     if (kid == 0) {
         close(up[0]);
         close(down[1]);
-        char fd[16];
-        snprintf(fd, sizeof fd, "%d", up[1]);
-        setenv("SETCACHE_TEST_UP", fd, 1);
-        snprintf(fd, sizeof fd, "%d", down[0]);
-        setenv("SETCACHE_TEST_DOWN", fd, 1);
-        setenv("SETCACHE_TEST_SCHEMA", t_schema(), 1);
-        setenv("SETCACHE_TEST_CHILD", "fleet_member", 1);
-        execl("/proc/self/exe", "setcache-tests", (char *)NULL);
-        _exit(3);
+        t_exec_child("fleet_member", up[1], down[0]);
     }
     close(up[1]);
     close(down[0]);

@@ -224,15 +224,7 @@ TEST(fork_child_opens_its_own_handle_while_the_parent_keeps_working)
     if (kid == 0) {
         setcache_close(c); /* the inherited copy: the parent's sessions stay */
 #if defined(__SANITIZE_THREAD__)
-        char fd[16];
-        snprintf(fd, sizeof fd, "%d", up[1]);
-        setenv("SETCACHE_TEST_UP", fd, 1);
-        snprintf(fd, sizeof fd, "%d", down[0]);
-        setenv("SETCACHE_TEST_DOWN", fd, 1);
-        setenv("SETCACHE_TEST_SCHEMA", t_schema(), 1);
-        setenv("SETCACHE_TEST_CHILD", "fork_child_program", 1);
-        execl("/proc/self/exe", "setcache-tests", (char *)NULL);
-        _exit(3);
+        t_exec_child("fork_child_program", up[1], down[0]);
 #else
         fork_child_body(up[1], down[0]);
 #endif
