@@ -16,7 +16,6 @@
 #include <libpq-fe.h>
 
 #include <dirent.h>
-#include <math.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -166,11 +165,7 @@ static void phase(PGconn *m, PGconn *w, int nproc, int rate, FILE *tsv)
     } else {
         double interval = 1000.0 / rate, next = now_ms();
         for (int s = 1; s <= nwrites && s < MAXW; s++) {
-            double wait = next - now_ms();
-            if (wait > 0) {
-                struct timespec ts = {(time_t)(wait / 1000), (long)(fmod(wait, 1000.0) * 1e6)};
-                nanosleep(&ts, NULL);
-            }
+            bench_sleep_until(next);
             next += interval;
             char v[16];
             snprintf(v, sizeof v, "%d", s);

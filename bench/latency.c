@@ -110,11 +110,7 @@ static void run(int nproc, int rate, int nwrites, PGconn *w)
     usleep(200000);
     double interval = 1000.0 / rate, next = now_ms();
     for (int s = 1; s <= nwrites; s++) {
-        double wait = next - now_ms();
-        if (wait > 0) {
-            struct timespec ts = {(time_t)(wait / 1000), (long)(fmod(wait, 1000.0) * 1e6)};
-            nanosleep(&ts, NULL);
-        }
+        bench_sleep_until(next);
         next += interval;
         char v[16];
         snprintf(v, sizeof v, "%d", s);

@@ -40,18 +40,8 @@ static int *seq_int; /* the same walk over the integer-valued settings only */
 static const char *conninfo;
 static FILE *tsv;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void die(const char *what, const char *msg)
-{
-    fprintf(stderr, "bench: %s: %s\n", what, msg);
-    exit(1);
-}
+#define now_s bench_now_s
+#define die bench_die
 
 /* ---- the floor: one uthash table, no lock (common.h) ---- */
 static bench_floor_e *floor_tab;

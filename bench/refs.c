@@ -44,18 +44,8 @@ static bench_floor_e *floor_tab;
 static setcache *c;
 static FILE *tsv;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void die(const char *what, const char *msg)
-{
-    fprintf(stderr, "bench: %s: %s\n", what, msg);
-    exit(1);
-}
+#define now_s bench_now_s
+#define die bench_die
 
 typedef enum {
     K_FLOOR_INT,

@@ -26,6 +26,27 @@ static inline double bench_now_ms(void)
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+static inline double bench_now_s(void)
+{
+    return bench_now_ms() / 1e3;
+}
+
+/* Sleep until the monotonic clock reads at_ms (a paced writer's next slot). */
+static inline void bench_sleep_until(double at_ms)
+{
+    double wait = at_ms - bench_now_ms();
+    if (wait > 0) {
+        struct timespec ts = {(time_t)(wait / 1000), (long)((wait - 1000.0 * (time_t)(wait / 1000)) * 1e6)};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static inline void bench_die(const char *what, const char *msg)
+{
+    fprintf(stderr, "bench: %s: %s\n", what, msg);
+    exit(1);
+}
+
 static inline int bench_cmp_d(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
