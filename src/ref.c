@@ -61,10 +61,8 @@ int setcache_ref_open(setcache *c, const char *entity_type, const char *entity_i
     r->cell.khash = r->id.khash;
     /* resolve once: the entity is loaded (as a read would) and the cell
      * attached to it */
-    char buf[1];
-    sc_read rd = {.want = SC_WANT_STRING, .buf = buf, .cap = sizeof buf};
-    rc = setcache__read_id(c, &r->id, &rd);
-    if (rc != SETCACHE_OK && rc != SETCACHE_NOT_FOUND && rc != SETCACHE_ERR_SPACE) {
+    rc = setcache__ensure_loaded(c, &r->id, NULL);
+    if (rc != SETCACHE_OK) {
         free(r);
         return rc;
     }
