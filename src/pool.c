@@ -427,8 +427,8 @@ static PGresult *exec_within(setcache *c, PGconn *conn, const char *sql, int n,
         double left = deadline - setcache__mono_ms();
         struct pollfd p = {PQsocket(conn), POLLIN, 0};
         int pr = left > 0 ? poll(&p, 1, (int)left + 1) : 0;
-        if (pr == 0 || (pr < 0 && errno != EINTR)) {
-            *timed_out = true;
+        if (pr <= 0 && !(pr < 0 && errno == EINTR)) {
+            *timed_out = pr == 0;                /* else poll failed: a broken connection */
             shutdown(PQsocket(conn), SHUT_RDWR); /* never reused: libpq sees it closed */
             PQconsumeInput(conn);
             PQclear(last);
