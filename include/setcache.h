@@ -202,8 +202,21 @@ typedef struct setcache_options {
      * whose statement was sent, and the entity is dropped), and the
      * connection is closed, never returned to the pool. Pooled connections
      * also get it as tcp_user_timeout unless the conninfo sets one. Default
-     * 10000; 0 = no deadline (a stalled network waits for TCP). Since 0.1.0. */
+     * 10000; 0 = no deadline (a stalled network waits for TCP). Since 0.1.0.
+     * With statement_timeout_ms on, a round trip's deadline is the sum of
+     * both (the server is given its own limit first); a stalled network is
+     * still found within io_timeout_ms by TCP: every connection's keepalives
+     * (idle io/2 s, then 3 probes, 1 s or more apart) and tcp_user_timeout
+     * come from it unless the conninfo sets them. */
     int io_timeout_ms;
+    /* A load or write the server has not finished within this is cancelled
+     * by the server and returns SETCACHE_ERR_TIMEOUT, naming this option; a
+     * cancelled write committed nothing and the cache is unchanged. Set per
+     * transaction (set_config(..., true), sent in the same round trip as
+     * the statement), so it holds behind PgBouncer in transaction mode.
+     * Not applied inside setcache_with_conn. Default 30000; 0 = the
+     * server's own setting. Since 0.1.0. */
+    int statement_timeout_ms;
 } setcache_options;
 
 /*

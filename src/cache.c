@@ -32,6 +32,8 @@
 #include <string.h>
 #include <unistd.h>
 
+static void follow_server(setcache *c);
+
 static inline sc_shard *shard_of(setcache *c, unsigned ehash)
 {
     return &c->cache.shards[(ehash >> 20) % SC_NSHARDS];
@@ -377,6 +379,7 @@ int setcache__begin_load(setcache *c, sc_ident *id, uint64_t *stamp, uint64_t *e
 void setcache__finish_load(setcache *c, sc_ident *id, sc_etable *entries, uint64_t stamp,
                            bool *installed)
 {
+    follow_server(c);
     sc_shard *sh = shard_of(c, id->ehash);
     *installed = false;
     sc_eview *nv = entries ? setcache__view_new() : NULL;
@@ -408,6 +411,7 @@ void setcache__finish_load(setcache *c, sc_ident *id, sc_etable *entries, uint64
  * Returns 1 if installed (entries taken), 0 if skipped, or an error. */
 int setcache__install_preloaded(setcache *c, sc_ident *id, sc_etable *entries, uint64_t since)
 {
+    follow_server(c);
     sc_shard *sh = shard_of(c, id->ehash);
     int rc = 0;
     sc_eview *nv = setcache__view_new();
@@ -461,6 +465,20 @@ static void stamp_all(setcache *c, bool unload)
             }
         }
         setcache__br_wrunlock(&sh->lock);
+    }
+}
+
+/* Connections reached another server (a promoted standby, or another
+ * cluster): versions from before are not comparable with its own, so every
+ * cached entity is dropped, and loads in flight are not installed, before
+ * anything from it is. Called by every install; an atomic load when
+ * nothing changed. */
+static void follow_server(setcache *c)
+{
+    uint64_t gen = setcache__server_gen(c);
+    uint_fast64_t seen = atomic_load(&c->cache.server_seen);
+    if (gen != seen && atomic_compare_exchange_strong(&c->cache.server_seen, &seen, gen)) {
+        stamp_all(c, true);
     }
 }
 
@@ -580,6 +598,7 @@ out:
  */
 void setcache__apply_local(setcache *c, sc_local *v, size_t n, bool want_old)
 {
+    follow_server(c);
     if (n == 0) {
         return;
     }
@@ -800,6 +819,7 @@ void setcache__changes_free(sc_change *v, size_t n)
 bool setcache__refresh_install(setcache *c, sc_ident *id, sc_etable *rows, uint64_t stamp,
                                bool want, sc_change **changes, size_t *nchanges, bool *incomplete)
 {
+    follow_server(c);
     sc_shard *sh = shard_of(c, id->ehash);
     size_t cap = 0;
     *changes = NULL;

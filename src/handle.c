@@ -36,6 +36,7 @@ void setcache_options_init(setcache_options *o)
     o->reconnect_max_ms = 10000;
     o->dispatch_queue_max = 10000;
     o->io_timeout_ms = 10000;
+    o->statement_timeout_ms = 30000;
 }
 
 const char *setcache_version(void)
@@ -128,6 +129,7 @@ static void copy_options(setcache *c, const setcache_options *o, const char *sch
     c->pool_size = o->pool_size;
     c->acquire_timeout_ms = o->acquire_timeout_ms;
     c->io_timeout_ms = o->io_timeout_ms;
+    c->statement_timeout_ms = o->statement_timeout_ms;
     c->max_entities = o->max_entities;
     c->max_value_len = o->max_value_len ? o->max_value_len : SETCACHE_MAX_VALUE_LEN;
     c->create_schema = o->create_schema;
@@ -159,6 +161,10 @@ static int check_options(const setcache_options *o, const char *schema, const ch
     }
     if (o->io_timeout_ms < 0) {
         return setcache__fail(SETCACHE_ERR_ARG, "io_timeout_ms must be >= 0 (0: no deadline)");
+    }
+    if (o->statement_timeout_ms < 0) {
+        return setcache__fail(SETCACHE_ERR_ARG,
+                              "statement_timeout_ms must be >= 0 (0: the server's setting)");
     }
     if (o->heartbeat_ms < 50 || o->heartbeat_deadline_ms < 50) {
         return setcache__fail(SETCACHE_ERR_ARG, "heartbeat_ms and heartbeat_deadline_ms must be "

@@ -510,6 +510,10 @@ typedef struct sc_pool {
      * applied to the cache: the listener skips their echoes. Lock-free. */
     atomic_int *writing;
     atomic_int *pids; /* backend PIDs of pooled connections, by slot */
+    /* The server connections last reached (system identifier/timeline),
+     * guarded by mu; server_gen counts the times it changed. */
+    char server[48];
+    atomic_uint_fast64_t server_gen;
 } sc_pool;
 
 typedef int (*sc_conn_fn)(void *arg, PGconn *conn);
@@ -517,6 +521,7 @@ int setcache__pool_init(setcache *c);
 void setcache__pool_destroy(setcache *c);
 void setcache__pool_wake(setcache *c);
 void setcache__pool_stats(setcache *c, uint32_t *size, uint32_t *in_use);
+uint64_t setcache__server_gen(setcache *c); /* changes when connections reach another server */
 int setcache__with_pool(setcache *c, sc_conn_fn fn, void *arg);
 int setcache__with_pool_read(setcache *c, sc_conn_fn fn, void *arg);
 int setcache__writing_begin(setcache *c, PGconn *conn);
@@ -525,6 +530,11 @@ bool setcache__is_writing(setcache *c, int be_pid);
 bool setcache__is_own_backend(setcache *c, int be_pid); /* a pooled connection's */
 PGconn *setcache__connect(setcache *c, const char *conninfo, const char *role);
 void setcache__finish_inherited(PGconn *conn);
+bool setcache__send_limited(setcache *c, PGconn *conn, const char *sql, int n,
+                            const char *const *vals, bool *pipelined);
+int setcache__limit_taken(setcache *c, PGconn *conn);
+bool setcache__pipeline_end(setcache *c, PGconn *conn);
+bool setcache__cancelled_by_limit(const PGresult *r); /* statement_timeout cancelled it */
 PGresult *setcache__exec(setcache *c, PGconn *conn, const char *sql, int n, const char *const *vals,
                          bool is_write, int *rc);
 
@@ -815,6 +825,7 @@ typedef struct sc_cache { /* cache.c */
     pthread_mutex_t load_mu; /* with load_cv: waiting for in-flight loads */
     pthread_cond_t load_cv;
     atomic_uint_fast64_t load_epoch;
+    atomic_uint_fast64_t server_seen; /* setcache__server_gen the entries come from */
 } sc_cache;
 
 typedef struct sc_defs { /* defs.c */
@@ -883,7 +894,8 @@ struct setcache {
     char *conninfo, *listen_conninfo, *schema, *channel;
     int pool_size;
     int acquire_timeout_ms;
-    int io_timeout_ms; /* 0: no client-side deadline */
+    int io_timeout_ms;        /* 0: no client-side deadline */
+    int statement_timeout_ms; /* 0: the server's own */
     size_t max_entities;
     size_t max_value_len;
     bool create_schema;

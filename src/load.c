@@ -216,12 +216,14 @@ static int preload_query(void *arg, PGconn *conn)
     setcache *c = j->c;
     const char *vals[1] = {j->type};
     setcache__count(c, SC_ST_QUERIES, 1);
-    if (!PQsendQueryParams(conn, setcache__sql_for(c, j->type, strlen(j->type))->load_type, 1, NULL,
-                           vals, NULL, NULL, 0)) {
+    /* statement_timeout_ms rides in the same round trip (pool.c) */
+    bool piped;
+    if (!setcache__send_limited(c, conn, setcache__sql_for(c, j->type, strlen(j->type))->load_type,
+                                1, vals, &piped)) {
         return setcache__fail_pg(SETCACHE_ERR_DB, "preload", conn, NULL);
     }
+    int rc = piped ? setcache__limit_taken(c, conn) : SETCACHE_OK;
     PQsetSingleRowMode(conn);
-    int rc = SETCACHE_OK;
     PGresult *r;
     while ((r = PQgetResult(conn)) != NULL) {
         ExecStatusType st = PQresultStatus(r);
@@ -248,11 +250,19 @@ static int preload_query(void *arg, PGconn *conn)
                 rc = flush_group(j);
             }
         } else if (st != PGRES_SINGLE_TUPLE && rc == SETCACHE_OK) {
-            rc = setcache__fail_pg(SETCACHE_ERR_DB, "preload", conn, r);
+            rc = setcache__cancelled_by_limit(r)
+                     ? setcache__fail(SETCACHE_ERR_TIMEOUT,
+                                      "preload: the server cancelled the statement after "
+                                      "statement_timeout_ms (%d ms)",
+                                      c->statement_timeout_ms)
+                     : setcache__fail_pg(SETCACHE_ERR_DB, "preload", conn, r);
         }
         PQclear(r);
     }
     setcache__et_free(&j->entries);
+    if (piped && !setcache__pipeline_end(c, conn) && rc == SETCACHE_OK) {
+        rc = setcache__fail_pg(SETCACHE_ERR_DB, "preload", conn, NULL);
+    }
     if (rc == SETCACHE_OK) {
         setcache__count(c, SC_ST_LOADS, 1);
     }

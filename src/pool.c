@@ -119,29 +119,97 @@ static void on_notice(void *arg, const char *msg)
     setcache__log(c, warn ? SETCACHE_LOG_WARN : SETCACHE_LOG_DEBUG, "server: %.*s", (int)n, msg);
 }
 
+/* Which server a connection reached: its system identifier and timeline
+ * (the timeline a primary writes on; a standby's from its last restart
+ * point). A standby promoted to primary keeps the system identifier and
+ * starts a new timeline: versions learned from before are not comparable
+ * with its own, and setcache__server_gen tells the cache so. */
+static const char server_sql[] =
+    "SELECT s.system_identifier::text || '/' || CASE WHEN pg_is_in_recovery() THEN "
+    "(SELECT timeline_id FROM pg_control_checkpoint())::text ELSE ('x' || "
+    "substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int::text END FROM "
+    "pg_control_system() s";
+
+static PGresult *exec_within(setcache *c, PGconn *conn, const char *sql, int n,
+                             const char *const *vals, bool *timed_out);
+
+/* False when the connection failed on the way (message set); a server
+ * that won't tell (functions revoked) is logged and accepted. */
+static bool learn_server(setcache *c, PGconn *conn)
+{
+    bool timed_out;
+    PGresult *r = exec_within(c, conn, server_sql, 0, NULL, &timed_out);
+    setcache__count(c, SC_ST_QUERIES, 1);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        bool broken = timed_out || PQstatus(conn) != CONNECTION_OK;
+        if (broken) {
+            setcache__fail_pg(SETCACHE_ERR_DB, "connecting", conn, r);
+        } else {
+            setcache__log(c, SETCACHE_LOG_DEBUG, "which server: unknown (%s)",
+                          r ? PQresultErrorMessage(r) : PQerrorMessage(conn));
+        }
+        PQclear(r);
+        return !broken;
+    }
+    char was[sizeof c->pool.server];
+    pthread_mutex_lock(&c->pool.mu);
+    snprintf(was, sizeof was, "%s", c->pool.server);
+    bool changed = was[0] && strcmp(was, PQgetvalue(r, 0, 0)) != 0;
+    snprintf(c->pool.server, sizeof c->pool.server, "%s", PQgetvalue(r, 0, 0));
+    if (changed) {
+        atomic_fetch_add(&c->pool.server_gen, 1);
+    }
+    pthread_mutex_unlock(&c->pool.mu);
+    if (changed) {
+        setcache__log(c, SETCACHE_LOG_WARN,
+                      "connected to another server or timeline (system/timeline %s, was %s): "
+                      "versions learned before are not comparable; cached entities dropped",
+                      PQgetvalue(r, 0, 0), was);
+    }
+    PQclear(r);
+    return true;
+}
+
+uint64_t setcache__server_gen(setcache *c)
+{
+    return atomic_load(&c->pool.server_gen);
+}
+
 /*
  * Connect without blocking the caller past timeout_ms, and give up at once
  * when the handle closes (the listener's connect must not hold up
  * setcache_close). Sets application_name to setcache:<pid>:<role> so sessions
- * can be counted, and TCP keepalives unless the conninfo says otherwise; the
- * listener also gets a tcp_user_timeout. Server notices go to the log.
+ * can be counted, and TCP keepalives and tcp_user_timeout from io_timeout_ms
+ * unless the conninfo says otherwise. Server notices go to the log.
  */
 PGconn *setcache__connect(setcache *c, const char *conninfo, const char *role)
 {
-    char app[64], user_timeout[32];
+    char app[64], user_timeout[32], idle[16], interval[16];
     snprintf(app, sizeof app, "setcache:%ld:%s", (long)c->pid, role);
     bool listener = strcmp(role, "listen") == 0;
-    snprintf(user_timeout, sizeof user_timeout, "%d",
-             listener ? c->heartbeat_ms + c->heartbeat_deadline_ms : c->io_timeout_ms);
+    /* TCP gives up on a silent peer within io_timeout_ms: sent data not
+     * acknowledged (tcp_user_timeout), or an idle link whose keepalives go
+     * unanswered (half the time idle, then 3 probes); the listener's own
+     * liveness bound is the heartbeat's, if shorter */
+    int io = c->io_timeout_ms > 0 ? c->io_timeout_ms : 16000;
+    int ut = io;
+    if (listener && c->heartbeat_ms + c->heartbeat_deadline_ms < ut) {
+        ut = c->heartbeat_ms + c->heartbeat_deadline_ms;
+    }
+    int idle_s = io / 2000 > 1 ? io / 2000 : 1;
+    int interval_s = (io / 1000 - idle_s) / 3 > 1 ? (io / 1000 - idle_s) / 3 : 1;
+    snprintf(user_timeout, sizeof user_timeout, "%d", ut);
+    snprintf(idle, sizeof idle, "%d", idle_s);
+    snprintf(interval, sizeof interval, "%d", interval_s);
     const char *keys[8], *vals[8];
     int n = 0;
     /* defaults first: the conninfo (expanded from dbname) overrides them */
     keys[n] = "keepalives";
     vals[n++] = "1";
     keys[n] = "keepalives_idle";
-    vals[n++] = "10";
+    vals[n++] = idle;
     keys[n] = "keepalives_interval";
-    vals[n++] = "2";
+    vals[n++] = interval;
     keys[n] = "keepalives_count";
     vals[n++] = "3";
     if (listener || c->io_timeout_ms > 0) {
@@ -161,8 +229,12 @@ PGconn *setcache__connect(setcache *c, const char *conninfo, const char *role)
         setcache__fail(SETCACHE_ERR_NOMEM, "out of memory connecting");
         return NULL;
     }
+    /* a network gone silent is io_timeout_ms's to report */
     int timeout_ms =
         listener ? 10000 : (c->acquire_timeout_ms > 2000 ? c->acquire_timeout_ms : 2000);
+    if (c->io_timeout_ms > 0 && c->io_timeout_ms < timeout_ms) {
+        timeout_ms = c->io_timeout_ms;
+    }
     double deadline = setcache__mono_ms() + timeout_ms;
     PostgresPollingStatusType st = PGRES_POLLING_WRITING;
     while (PQstatus(conn) != CONNECTION_BAD && st != PGRES_POLLING_OK &&
@@ -199,6 +271,10 @@ PGconn *setcache__connect(setcache *c, const char *conninfo, const char *role)
         return NULL;
     }
     PQsetNoticeProcessor(conn, on_notice, c);
+    if (!learn_server(c, conn)) {
+        PQfinish(conn);
+        return NULL;
+    }
     return conn;
 }
 
@@ -342,10 +418,15 @@ int setcache__with_pool_read(setcache *c, sc_conn_fn fn, void *arg)
         }
         PGconn *conn = c->pool.slots[slot].conn;
         io_timed_out = false;
+        double t0 = setcache__mono_ms();
         rc = fn(arg, conn);
-        /* a dead connection is tried once more on a fresh one, unless it
-         * went silent: then the network may be, and the caller hears now */
-        bool lost = rc == SETCACHE_ERR_DB && PQstatus(conn) != CONNECTION_OK && !io_timed_out;
+        /* a dead connection found at once (a restarted server closes every
+         * session) is tried once more on a fresh one; not one that went
+         * silent (TCP gave up, or the deadline passed): then the network
+         * may be, and the caller hears now */
+        bool quick = c->io_timeout_ms <= 0 || setcache__mono_ms() - t0 < c->io_timeout_ms / 2.0;
+        bool lost =
+            rc == SETCACHE_ERR_DB && PQstatus(conn) != CONNECTION_OK && !io_timed_out && quick;
         release(c, slot);
         if (!lost) {
             break;
@@ -394,57 +475,213 @@ int setcache_with_conn(setcache *c, int (*fn)(void *arg, PGconn *conn), void *ar
     return setcache__with_pool(c, fn, arg);
 }
 
+/* How long a round trip may take: the server's own statement limit first,
+ * then io_timeout_ms for the network (0: no deadline). */
+static int round_trip_ms(const setcache *c)
+{
+    if (c->io_timeout_ms <= 0) {
+        return 0;
+    }
+    return c->io_timeout_ms + (c->statement_timeout_ms > 0 ? c->statement_timeout_ms : 0);
+}
+
 /*
- * Run one parameterised statement and classify failure: a server error is
- * SETCACHE_ERR_DB; a lost connection is SETCACHE_ERR_UNCERTAIN for a write
- * (the statement, and with autocommit its COMMIT, may have been applied) and
- * SETCACHE_ERR_DB otherwise. Returns the result (caller PQclear()s) or NULL.
+ * Send one statement. Outside a transaction, with statement_timeout_ms on,
+ * it goes in a pipeline behind set_config('statement_timeout', ms, true)
+ * and before one Sync: one implicit transaction (or, for BEGIN, the
+ * explicit one it opens), one round trip, the limit gone with the
+ * transaction, so a pooler in transaction mode never carries it over.
+ * Sets *pipelined (then set_config's result comes first, and the Sync's
+ * last: setcache__limit_taken, setcache__pipeline_end). Returns false if it
+ * could not be sent (a half-sent pipeline's connection is shut down).
  */
+bool setcache__send_limited(setcache *c, PGconn *conn, const char *sql, int n,
+                            const char *const *vals, bool *pipelined)
+{
+    *pipelined = false;
+    if (c->statement_timeout_ms <= 0 || PQtransactionStatus(conn) != PQTRANS_IDLE) {
+        return PQsendQueryParams(conn, sql, n, NULL, vals, NULL, NULL, 0) == 1;
+    }
+    char ms[16];
+    snprintf(ms, sizeof ms, "%d", c->statement_timeout_ms);
+    const char *v[1] = {ms};
+    if (!PQenterPipelineMode(conn)) {
+        return false;
+    }
+    *pipelined = true;
+    if (PQsendQueryParams(conn, "SELECT set_config('statement_timeout', $1, true)", 1, NULL, v,
+                          NULL, NULL, 0) == 1 &&
+        PQsendQueryParams(conn, sql, n, NULL, vals, NULL, NULL, 0) == 1 &&
+        PQpipelineSync(conn) == 1) {
+        return true;
+    }
+    shutdown(PQsocket(conn), SHUT_RDWR); /* half sent: never reused */
+    PQconsumeInput(conn);
+    return false;
+}
+
+/* Read set_config's result (blocking). SETCACHE_OK, or the failure. */
+int setcache__limit_taken(setcache *c, PGconn *conn)
+{
+    (void)c;
+    int rc = SETCACHE_OK;
+    PGresult *r;
+    while ((r = PQgetResult(conn)) != NULL) {
+        ExecStatusType st = PQresultStatus(r);
+        if (st != PGRES_TUPLES_OK && st != PGRES_SINGLE_TUPLE && rc == SETCACHE_OK) {
+            rc = setcache__fail_pg(SETCACHE_ERR_DB, "statement_timeout_ms", conn, r);
+        }
+        PQclear(r);
+        if (PQstatus(conn) != CONNECTION_OK) {
+            break;
+        }
+    }
+    return rc;
+}
+
+/* Read the pipeline's Sync and leave pipeline mode (blocking). */
+bool setcache__pipeline_end(setcache *c, PGconn *conn)
+{
+    (void)c;
+    bool synced = false;
+    for (int i = 0; i < 8 && !synced && PQstatus(conn) == CONNECTION_OK; i++) {
+        PGresult *r = PQgetResult(conn);
+        synced = r && PQresultStatus(r) == PGRES_PIPELINE_SYNC;
+        PQclear(r);
+    }
+    if (!synced || !PQexitPipelineMode(conn)) {
+        shutdown(PQsocket(conn), SHUT_RDWR); /* an unknown state: never reused */
+        PQconsumeInput(conn);
+        return false;
+    }
+    return true;
+}
+
+/* Results read so far of one statement: the last of the statement's own,
+ * or the error that stopped the pipeline before it. */
+typedef struct answer {
+    bool pipelined;
+    int part; /* pipelined: 0 = set_config, 1 = the statement, 2 = done */
+    PGresult *last, *early;
+} answer;
+
+/* Take one result (NULL ends a statement's results). Returns true when the
+ * answer is complete. */
+static bool take(answer *a, PGresult *r)
+{
+    if (!a->pipelined) {
+        if (!r) {
+            return true;
+        }
+        PQclear(a->last);
+        a->last = r;
+        return false;
+    }
+    if (!r) {
+        a->part += a->part < 2;
+        return false;
+    }
+    ExecStatusType st = PQresultStatus(r);
+    if (st == PGRES_PIPELINE_SYNC) {
+        PQclear(r);
+        return true;
+    }
+    /* (single-row mode asked for an earlier query on this connection can
+     * carry over to set_config's: its row then comes alone, still a success) */
+    if (a->part == 0 && st != PGRES_TUPLES_OK && st != PGRES_SINGLE_TUPLE && !a->early) {
+        a->early = r; /* set_config failed: the statement was not run */
+        return false;
+    }
+    if (a->part == 1 && st != PGRES_PIPELINE_ABORTED) {
+        PQclear(a->last);
+        a->last = r;
+        return false;
+    }
+    PQclear(r);
+    return false;
+}
+
+static PGresult *answer_result(setcache *c, PGconn *conn, answer *a)
+{
+    if (a->pipelined && PQpipelineStatus(conn) != PQ_PIPELINE_OFF && !PQexitPipelineMode(conn)) {
+        setcache__log(c, SETCACHE_LOG_DEBUG, "could not leave pipeline mode: %s",
+                      PQerrorMessage(conn));
+        shutdown(PQsocket(conn), SHUT_RDWR); /* an unknown state: never reused */
+        PQconsumeInput(conn);
+    }
+    if (a->early) {
+        PQclear(a->last);
+        return a->early;
+    }
+    return a->last;
+}
+
 /* The results of one statement (the last, as PQexecParams gives), waiting
- * no longer than io_timeout_ms: on expiry the connection's socket is shut
+ * no longer than round_trip_ms: on expiry the connection's socket is shut
  * down (so the pool drops it) and *timed_out set. */
 static PGresult *exec_within(setcache *c, PGconn *conn, const char *sql, int n,
                              const char *const *vals, bool *timed_out)
 {
     *timed_out = false;
-    if (c->io_timeout_ms <= 0) {
-        return PQexecParams(conn, sql, n, NULL, vals, NULL, NULL, 0);
-    }
-    if (!PQsendQueryParams(conn, sql, n, NULL, vals, NULL, NULL, 0)) {
+    answer a = {0};
+    if (!setcache__send_limited(c, conn, sql, n, vals, &a.pipelined)) {
         return NULL;
     }
-    double deadline = setcache__mono_ms() + c->io_timeout_ms;
-    PGresult *last = NULL;
+    int limit = round_trip_ms(c);
+    double deadline = setcache__mono_ms() + limit;
+    if (PQflush(conn) < 0) {
+        return NULL;
+    }
     for (;;) {
         while (!PQisBusy(conn)) {
-            PGresult *r = PQgetResult(conn);
-            if (!r) {
-                return last;
+            if (take(&a, PQgetResult(conn))) {
+                return answer_result(c, conn, &a);
             }
-            PQclear(last);
-            last = r;
         }
         double left = deadline - setcache__mono_ms();
         struct pollfd p = {PQsocket(conn), POLLIN, 0};
-        int pr = left > 0 ? poll(&p, 1, (int)left + 1) : 0;
+        int pr = limit <= 0 ? poll(&p, 1, -1) : left > 0 ? poll(&p, 1, (int)left + 1) : 0;
         if (pr <= 0 && !(pr < 0 && errno == EINTR)) {
             *timed_out = pr == 0;                /* else poll failed: a broken connection */
             shutdown(PQsocket(conn), SHUT_RDWR); /* never reused: libpq sees it closed */
             PQconsumeInput(conn);
-            PQclear(last);
+            PQclear(a.last);
+            PQclear(a.early);
             return NULL;
         }
         if (pr > 0 && !PQconsumeInput(conn)) {
             PGresult *r; /* the connection broke: its error, as PQexecParams gives it */
             for (int i = 0; i < 4 && (r = PQgetResult(conn)) != NULL; i++) {
-                PQclear(last);
-                last = r;
+                if (PQresultStatus(r) == PGRES_PIPELINE_SYNC ||
+                    PQresultStatus(r) == PGRES_PIPELINE_ABORTED) {
+                    PQclear(r);
+                    continue;
+                }
+                PQclear(a.last);
+                a.last = r;
             }
-            return last;
+            PQclear(a.early);
+            return a.last;
         }
     }
 }
 
+/* The server cancelled the statement because of statement_timeout. */
+bool setcache__cancelled_by_limit(const PGresult *r)
+{
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+    return state && strcmp(state, "57014") == 0 && msg && strstr(msg, "statement timeout");
+}
+
+/*
+ * Run one parameterised statement and classify failure: a server error is
+ * SETCACHE_ERR_DB (SETCACHE_ERR_TIMEOUT when statement_timeout_ms cancelled
+ * it: nothing was committed); a lost connection or a round trip past its
+ * deadline is SETCACHE_ERR_UNCERTAIN for a write (the statement, and with
+ * autocommit its COMMIT, may have been applied) and SETCACHE_ERR_DB
+ * otherwise. Returns the result (caller PQclear()s) or NULL.
+ */
 PGresult *setcache__exec(setcache *c, PGconn *conn, const char *sql, int n, const char *const *vals,
                          bool is_write, int *rc)
 {
@@ -455,8 +692,9 @@ PGresult *setcache__exec(setcache *c, PGconn *conn, const char *sql, int n, cons
     if (timed_out) {
         *rc = setcache__fail(
             is_write ? SETCACHE_ERR_UNCERTAIN : SETCACHE_ERR_DB,
-            "no answer from the server within io_timeout_ms (%d ms)%s; the connection is closed",
-            c->io_timeout_ms, is_write ? " after the write was sent (outcome unknown)" : "");
+            "no answer from the server within io_timeout_ms (%d ms%s)%s; the connection is closed",
+            c->io_timeout_ms, c->statement_timeout_ms > 0 ? " past statement_timeout_ms" : "",
+            is_write ? " after the write was sent (outcome unknown)" : "");
         return NULL;
     }
     ExecStatusType st = PQresultStatus(r);
@@ -464,7 +702,12 @@ PGresult *setcache__exec(setcache *c, PGconn *conn, const char *sql, int n, cons
         *rc = SETCACHE_OK;
         return r;
     }
-    if (PQstatus(conn) != CONNECTION_OK) {
+    if (r && PQstatus(conn) == CONNECTION_OK && setcache__cancelled_by_limit(r)) {
+        *rc = setcache__fail(SETCACHE_ERR_TIMEOUT,
+                             "the server cancelled the statement after statement_timeout_ms "
+                             "(%d ms)%s",
+                             c->statement_timeout_ms, is_write ? "; nothing was written" : "");
+    } else if (PQstatus(conn) != CONNECTION_OK) {
         *rc = setcache__fail_pg(is_write ? SETCACHE_ERR_UNCERTAIN : SETCACHE_ERR_DB,
                                 is_write ? "connection lost during write (outcome unknown)"
                                          : "connection lost",

@@ -29,6 +29,9 @@ have_cmd psql || missing="$missing postgresql-client"
 ls /usr/share/postgresql/*/extension/pg_stat_statements.control >/dev/null 2>&1 || missing="$missing postgresql-contrib"
 have_cmd nm || missing="$missing binutils"
 have_cmd openssl || missing="$missing openssl" # the TLS tests make their own CA
+{ have_cmd pgbouncer || [ -x /usr/sbin/pgbouncer ]; } || missing="$missing pgbouncer" # topology tests
+{ have_cmd nft || [ -x /usr/sbin/nft ]; } || missing="$missing nftables"   # the partition test
+{ have_cmd ip || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ]; } || missing="$missing iproute2"
 if [ -n "${LINT:-}" ]; then
     have_cmd cppcheck || missing="$missing cppcheck"
     have_cmd clang-tidy || missing="$missing clang-tidy"

@@ -85,12 +85,28 @@ const char *t_build_dir(void)
     return b && *b ? b : "build";
 }
 
+static void dbg_log(void *a, int l, const char *m)
+{
+    (void)a;
+    fprintf(stderr, "LOG%d %s\n", l, m);
+}
+
 void t_options(setcache_options *o)
 {
     setcache_options_init(o);
     o->conninfo = t_conninfo();
+    /* behind a pooler (tests/test_topology.c): the pool through it, the
+     * listener direct */
+    const char *pooled = getenv("SETCACHE_TEST_POOL_CONNINFO");
+    if (pooled) {
+        o->listen_conninfo = o->conninfo;
+        o->conninfo = pooled;
+    }
     o->schema = schema;
     o->channel = schema;
+    if (getenv("SETCACHE_TEST_LOG")) {
+        o->log = dbg_log;
+    }
     o->create_schema = true;
 }
 
@@ -415,5 +431,23 @@ int t_sessions_of(pid_t pid)
 int t_backend_pid(void *arg, PGconn *conn)
 {
     *(int *)arg = PQbackendPID(conn);
+    if (getenv("SETCACHE_TEST_POOL_CONNINFO")) {
+        /* behind a pooler PQbackendPID is the pooler's own number: ask the
+         * server (in session mode the same backend serves what follows) */
+        PGresult *r = PQexec(conn, "SELECT pg_backend_pid()");
+        *(int *)arg = PQresultStatus(r) == PGRES_TUPLES_OK ? atoi(PQgetvalue(r, 0, 0)) : 0;
+        PQclear(r);
+    }
     return 0;
+}
+
+int t_sh(const char *fmt, ...)
+{
+    char cmd[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    int st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }

@@ -116,6 +116,8 @@ setcache_stats t_stats(setcache *c);
 int t_sessions_of(pid_t pid);
 /* For setcache_with_conn: *(int *)arg = the connection's backend pid. */
 int t_backend_pid(void *arg, PGconn *conn);
+/* Run a shell command (formatted); its exit status, -1 if it did not exit. */
+int t_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Path of the built tool and library directory. */
 const char *t_build_dir(void);
 

@@ -281,9 +281,10 @@ static void restart_server(void)
 {
     const char *bindir = getenv("SETCACHE_PG_BINDIR"), *data = getenv("SETCACHE_PGDATA");
     const char *runas = getenv("SETCACHE_PG_RUNAS");
+    const char *log = getenv("SETCACHE_PG_LOG"); /* the restarted server logs where it did */
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "%s %s/pg_ctl -D %s -w -t 60 -m fast restart >/dev/null 2>&1",
-             runas ? runas : "", bindir, data);
+    snprintf(cmd, sizeof cmd, "%s %s/pg_ctl -D %s -w -t 60 %s%s%s -m fast restart >/dev/null 2>&1",
+             runas ? runas : "", bindir, data, log ? "-l '" : "", log ? log : "", log ? "'" : "");
     if (system(cmd) != 0) {
         printf("soak: the server did not restart\n");
     }

@@ -434,9 +434,11 @@ static void pg_ctl(const char *args)
     const char *bindir = getenv("SETCACHE_PG_BINDIR");
     const char *data = getenv("SETCACHE_PGDATA");
     const char *runas = getenv("SETCACHE_PG_RUNAS");
+    const char *log = getenv("SETCACHE_PG_LOG"); /* the restarted server logs where it did */
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "%s %s/pg_ctl -D %s -w -t 60 %s >/dev/null 2>&1", runas ? runas : "",
-             bindir, data, args);
+    snprintf(cmd, sizeof cmd, "%s %s/pg_ctl -D %s -w -t 60 %s%s%s %s >/dev/null 2>&1",
+             runas ? runas : "", bindir, data, log ? "-l '" : "", log ? log : "", log ? "'" : "",
+             args);
     int st = system(cmd);
     CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }

@@ -431,7 +431,8 @@ TEST_T(g11_snapshot_never_holds_part_of_a_transaction, 240)
             killed = true;
         }
         if (killed && atomic_load(&p.snaps) >= 100000 && atomic_load(&p.lib_flips) >= 1000 &&
-            atomic_load(&p.sql_flips) >= 1000 && t_stats(p.c).state == SETCACHE_STATE_VALID) {
+            atomic_load(&p.sql_flips) >= 1000 && t_stats(p.c).refreshes >= 100 &&
+            t_stats(p.c).state == SETCACHE_STATE_VALID) {
             break;
         }
         t_sleep_ms(10);

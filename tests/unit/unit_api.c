@@ -72,6 +72,14 @@ TEST(open_rejects_bad_options_and_sets_out_null)
     o.acquire_timeout_ms = -1;
     CHECK_RC(setcache_open(&c, &o), SETCACHE_ERR_ARG);
     setcache_options_init(&o);
+    o.io_timeout_ms = -1;
+    CHECK_RC(setcache_open(&c, &o), SETCACHE_ERR_ARG);
+    CHECK(strstr(setcache_errmsg(), "io_timeout_ms"));
+    setcache_options_init(&o);
+    o.statement_timeout_ms = -1;
+    CHECK_RC(setcache_open(&c, &o), SETCACHE_ERR_ARG);
+    CHECK(strstr(setcache_errmsg(), "statement_timeout_ms"));
+    setcache_options_init(&o);
     o.max_value_len = 2 * 1024 * 1024;
     CHECK_RC(setcache_open(&c, &o), SETCACHE_ERR_ARG);
 }
