@@ -528,7 +528,7 @@ int setcache__writing_begin(setcache *c, PGconn *conn);
 void setcache__writing_end(setcache *c, int token);
 bool setcache__is_writing(setcache *c, int be_pid);
 bool setcache__is_own_backend(setcache *c, int be_pid); /* a pooled connection's */
-PGconn *setcache__connect(setcache *c, const char *conninfo, const char *role);
+PGconn *setcache__connect(setcache *c, const char *conninfo, const char *role, int *server_pid);
 void setcache__finish_inherited(PGconn *conn);
 bool setcache__send_limited(setcache *c, PGconn *conn, const char *sql, int n,
                             const char *const *vals, bool *pipelined);

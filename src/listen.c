@@ -199,7 +199,7 @@ static void handle_notify(setcache *c, listener *l, PGnotify *n)
 static PGconn *listen_connect(setcache *c)
 {
     const char *ci = c->listen_conninfo ? c->listen_conninfo : c->conninfo;
-    PGconn *conn = setcache__connect(c, ci, "listen");
+    PGconn *conn = setcache__connect(c, ci, "listen", NULL);
     if (!conn) {
         return NULL;
     }

@@ -23,6 +23,8 @@
 /* Set by setcache__exec when a round trip ran out of io_timeout_ms: the
  * caller's connection is closed, and a read is not tried again. */
 static _Thread_local bool io_timed_out;
+/* The pool slot this thread borrowed (-1: none), for setcache__writing_begin. */
+static _Thread_local int cur_slot = -1;
 
 static void free_arrays(setcache *c)
 {
@@ -127,16 +129,18 @@ static void on_notice(void *arg, const char *msg)
 static const char server_sql[] =
     "SELECT s.system_identifier::text || '/' || CASE WHEN pg_is_in_recovery() THEN "
     "(SELECT timeline_id FROM pg_control_checkpoint())::text ELSE ('x' || "
-    "substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int::text END FROM "
-    "pg_control_system() s";
+    "substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int::text END, "
+    "pg_backend_pid() FROM pg_control_system() s";
 
 static PGresult *exec_within(setcache *c, PGconn *conn, const char *sql, int n,
                              const char *const *vals, bool *timed_out);
 
 /* False when the connection failed on the way (message set); a server
- * that won't tell (functions revoked) is logged and accepted. */
-static bool learn_server(setcache *c, PGconn *conn)
+ * that won't tell (functions revoked) is logged and accepted. *pid: the
+ * server's backend (behind PgBouncer PQbackendPID is the pooler's number). */
+static bool learn_server(setcache *c, PGconn *conn, int *pid)
 {
+    *pid = PQbackendPID(conn);
     bool timed_out;
     PGresult *r = exec_within(c, conn, server_sql, 0, NULL, &timed_out);
     setcache__count(c, SC_ST_QUERIES, 1);
@@ -151,6 +155,7 @@ static bool learn_server(setcache *c, PGconn *conn)
         PQclear(r);
         return !broken;
     }
+    *pid = atoi(PQgetvalue(r, 0, 1));
     char was[sizeof c->pool.server];
     pthread_mutex_lock(&c->pool.mu);
     snprintf(was, sizeof was, "%s", c->pool.server);
@@ -182,7 +187,7 @@ uint64_t setcache__server_gen(setcache *c)
  * can be counted, and TCP keepalives and tcp_user_timeout from io_timeout_ms
  * unless the conninfo says otherwise. Server notices go to the log.
  */
-PGconn *setcache__connect(setcache *c, const char *conninfo, const char *role)
+PGconn *setcache__connect(setcache *c, const char *conninfo, const char *role, int *server_pid)
 {
     char app[64], user_timeout[32], idle[16], interval[16];
     snprintf(app, sizeof app, "setcache:%ld:%s", (long)c->pid, role);
@@ -271,9 +276,13 @@ PGconn *setcache__connect(setcache *c, const char *conninfo, const char *role)
         return NULL;
     }
     PQsetNoticeProcessor(conn, on_notice, c);
-    if (!learn_server(c, conn)) {
+    int pid;
+    if (!learn_server(c, conn, &pid)) {
         PQfinish(conn);
         return NULL;
+    }
+    if (server_pid) {
+        *server_pid = pid;
     }
     return conn;
 }
@@ -345,9 +354,10 @@ static int acquire(setcache *c, int *slot_out)
         conn = NULL;
     }
     if (!conn) {
-        conn = setcache__connect(c, c->conninfo, "pool");
+        int pid = 0;
+        conn = setcache__connect(c, c->conninfo, "pool", &pid);
+        atomic_store(&c->pool.pids[slot], pid);
     }
-    atomic_store(&c->pool.pids[slot], conn ? PQbackendPID(conn) : 0);
     pthread_mutex_lock(&p->mu);
     p->slots[slot].conn = conn;
     if (!conn) {
@@ -400,7 +410,9 @@ int setcache__with_pool(setcache *c, sc_conn_fn fn, void *arg)
     if (rc != SETCACHE_OK) {
         return rc;
     }
+    cur_slot = slot;
     rc = fn(arg, c->pool.slots[slot].conn);
+    cur_slot = -1;
     release(c, slot);
     return rc;
 }
@@ -419,7 +431,9 @@ int setcache__with_pool_read(setcache *c, sc_conn_fn fn, void *arg)
         PGconn *conn = c->pool.slots[slot].conn;
         io_timed_out = false;
         double t0 = setcache__mono_ms();
+        cur_slot = slot;
         rc = fn(arg, conn);
+        cur_slot = -1;
         /* a dead connection found at once (a restarted server closes every
          * session) is tried once more on a fresh one; not one that went
          * silent (TCP gave up, or the deadline passed): then the network
@@ -440,7 +454,13 @@ int setcache__with_pool_read(setcache *c, sc_conn_fn fn, void *arg)
  * each on its own connection, so a free place always exists). */
 int setcache__writing_begin(setcache *c, PGconn *conn)
 {
-    int pid = PQbackendPID(conn);
+    /* the server's backend, learned at connect (behind PgBouncer in session
+     * mode it serves every transaction; in transaction mode it may not, and
+     * an echo costs a re-read) */
+    int pid = cur_slot >= 0 ? atomic_load(&c->pool.pids[cur_slot]) : 0;
+    if (pid == 0) {
+        pid = PQbackendPID(conn);
+    }
     for (int i = 0; i < c->pool.size; i++) {
         int zero = 0;
         if (atomic_compare_exchange_strong(&c->pool.writing[i], &zero, pid)) {
