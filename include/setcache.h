@@ -85,15 +85,18 @@ extern "C" {
 /* Return codes. Append-only. */
 enum {
     SETCACHE_OK = 0,
-    SETCACHE_NOT_FOUND = 1,     /* no stored value and no default */
-    SETCACHE_ERR_ARG = -1,      /* NULL, empty, too long or malformed argument */
-    SETCACHE_ERR_TYPE = -2,     /* value can't be read/written as that type */
-    SETCACHE_ERR_SPACE = -3,    /* caller's buffer too small; needed length reported */
-    SETCACHE_ERR_DB = -4,       /* the database refused or failed */
-    SETCACHE_ERR_TIMEOUT = -5,  /* no pooled connection within acquire_timeout_ms */
-    SETCACHE_ERR_NOMEM = -6,    /* out of memory; the cache is still consistent */
-    SETCACHE_ERR_CLOSED = -7,   /* the handle is shutting down */
-    SETCACHE_ERR_UNCERTAIN = -8 /* connection lost after COMMIT was sent */
+    SETCACHE_NOT_FOUND = 1,      /* no stored value and no default */
+    SETCACHE_ERR_ARG = -1,       /* NULL, empty, too long or malformed argument */
+    SETCACHE_ERR_TYPE = -2,      /* value can't be read/written as that type */
+    SETCACHE_ERR_SPACE = -3,     /* caller's buffer too small; needed length reported */
+    SETCACHE_ERR_DB = -4,        /* the database refused or failed */
+    SETCACHE_ERR_TIMEOUT = -5,   /* no pooled connection within acquire_timeout_ms, or the
+                                    server cancelled it after statement_timeout_ms */
+    SETCACHE_ERR_NOMEM = -6,     /* out of memory; the cache is still consistent */
+    SETCACHE_ERR_CLOSED = -7,    /* the handle is shutting down */
+    SETCACHE_ERR_UNCERTAIN = -8, /* connection lost after COMMIT was sent */
+    SETCACHE_ERR_INVALID = -9    /* the value breaks a rule of its key's definition (min, max,
+                                    choices, pattern, max_length); nothing written */
 };
 
 /* Log levels passed to setcache_options.log. */
@@ -217,6 +220,13 @@ typedef struct setcache_options {
      * Not applied inside setcache_with_conn. Default 30000; 0 = the
      * server's own setting. Since 0.1.0. */
     int statement_timeout_ms;
+    /* Read the database's shared definitions (table <schema>.definitions)
+     * at open and follow their changes live; where one differs from a
+     * definition made in this handle, the shared one wins (it is what the
+     * database enforces for every writer) and the difference is logged and
+     * counted (setcache_stats.definition_conflicts). Default true. Since
+     * 0.1.0. */
+    bool shared_definitions;
 } setcache_options;
 
 /*
@@ -292,7 +302,9 @@ typedef enum {
  * Define a key of an entity type: its type and optional default. A read of
  * the key with no stored value returns the default; a write is checked
  * against the type (SETCACHE_ERR_TYPE, nothing written). Redefining replaces
- * the previous definition. Definitions live in this handle only.
+ * the previous definition, unless a shared definition of the key exists
+ * (see shared_definitions: the shared one is used). Definitions live in
+ * this handle until setcache_publish_definitions.
  * default_value: NULL = no default; else it must be valid for the type (a
  * JSON default is validated by the server, so this may query once).
  * Returns OK, ERR_ARG, ERR_TYPE (bad default), ERR_DB/ERR_TIMEOUT (JSON
@@ -301,6 +313,57 @@ typedef enum {
  */
 SETCACHE_API int setcache_define(setcache *c, const char *entity_type, const char *key,
                                  setcache_type type, const char *default_value);
+
+/*
+ * A definition with rules, for setcache_define_rules and
+ * setcache_publish_definitions. Fill with {0} and set what you need.
+ */
+typedef struct setcache_definition {
+    const char *entity_type, *key; /* required */
+    setcache_type type;
+    const char *default_value; /* NULL = none; must obey the rules below */
+    const char *description;   /* NULL = none */
+    /* SETCACHE_INT and SETCACHE_DOUBLE: bounds, inclusive (compared as
+     * doubles here; the server compares exactly) */
+    bool has_min, has_max;
+    double min, max;
+    /* SETCACHE_STRING only: */
+    const char *const *choices; /* NULL = any; else the value must equal one of them */
+    size_t nchoices;
+    const char *pattern; /* a PostgreSQL regular expression (~), checked by the server only:
+                            PostgreSQL's regular expressions are not POSIX's */
+    size_t max_length;   /* in characters; 0 = no limit */
+} setcache_definition;
+
+/*
+ * Define a key with rules. Like setcache_define, and every write of the key
+ * through this handle is checked against the rules before anything is sent:
+ * a value that breaks one gives SETCACHE_ERR_INVALID with a message naming
+ * the entity, key, rule and value (the server checks the same rules for
+ * every writer once the definition is published, and a write it refuses
+ * also gives SETCACHE_ERR_INVALID). A rule on a type it does not fit
+ * (choices on an int, min on a string), min > max or a malformed default
+ * give SETCACHE_ERR_ARG / SETCACHE_ERR_TYPE; a default that breaks a rule
+ * SETCACHE_ERR_INVALID. Nothing is sent to the server (see
+ * setcache_publish_definitions). Returns OK, ERR_ARG, ERR_TYPE,
+ * ERR_INVALID, ERR_DB/ERR_TIMEOUT (JSON default check), ERR_NOMEM,
+ * ERR_CLOSED. Threads: any. Ownership: everything is copied. Since: 0.1.0.
+ */
+SETCACHE_API int setcache_define_rules(setcache *c, const setcache_definition *d);
+
+/*
+ * Upsert every definition made in this handle (setcache_define and
+ * setcache_define_rules) into <schema>.definitions, in one transaction, so
+ * that the database enforces them for every writer and other handles (with
+ * shared_definitions) and the setcache tool see them. Existing rows that
+ * break a published rule are reported — counted, with the first examples,
+ * in the log (SETCACHE_LOG_WARN) and in *invalid_rows when not NULL —
+ * never rewritten. Returns OK, ERR_INVALID (the server refused a definition:
+ * its default breaks its rules, or its pattern does not compile; nothing is
+ * published), ERR_DB, ERR_TIMEOUT, ERR_UNCERTAIN, ERR_NOMEM, ERR_CLOSED.
+ * Threads: any. Since: 0.1.0.
+ */
+SETCACHE_API int setcache_publish_definitions(setcache *c, uint64_t *invalid_rows);
 
 /* ---- Reads: served from memory ------------------------------------------
  *
@@ -612,11 +675,13 @@ typedef struct setcache_stats {
     uint64_t entities, entries, bytes; /* cached entities, entries, key+value bytes */
     setcache_state state;
     /* Extensions (since 0.1.0). */
-    uint64_t malformed;  /* notifications ignored as malformed or foreign */
-    uint64_t refreshes;  /* entities re-read in the background after a change */
-    uint64_t events;     /* change events delivered to callbacks */
-    uint64_t heartbeats; /* listener liveness proofs: ticks received, probes answered */
-    uint64_t hints;      /* change notifications the refresher has applied */
+    uint64_t malformed;            /* notifications ignored as malformed or foreign */
+    uint64_t refreshes;            /* entities re-read in the background after a change */
+    uint64_t events;               /* change events delivered to callbacks */
+    uint64_t heartbeats;           /* listener liveness proofs: ticks received, probes answered */
+    uint64_t hints;                /* change notifications the refresher has applied */
+    uint64_t definition_conflicts; /* local definitions overridden by a different shared one */
+    uint64_t invalid_writes;       /* writes refused with SETCACHE_ERR_INVALID */
 } setcache_stats;
 
 /*

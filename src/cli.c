@@ -9,10 +9,15 @@
  *   setcache [options] schema        print the DDL for a DBA
  *   setcache [options] stats         counters and state of a fresh handle
  *   setcache [options] watch [TYPE [ID [KEY]]]   one JSON line per change
+ *   setcache [options] describe [TYPE [KEY]]      the shared definitions
+ *   setcache [options] history TYPE [ID [KEY]] [--since TIME] [--limit N]
+ *   setcache [options] history --prune --older-than AGE
+ *   setcache [options] get TYPE ID KEY --at TIME  the value then, from the history
  *
  * Options: --conninfo STR (else SETCACHE_CONNINFO, else libpq's PG* env),
  * --schema NAME, --channel NAME, --define TYPE.KEY=KIND[:DEFAULT] (repeatable).
- * Exit codes: 0 ok, 1 not found, 2 usage, 3 database/connection, 4 other.
+ * Exit codes: 0 ok, 1 not found, 2 usage or invalid value, 3 database/connection,
+ * 4 other.
  */
 #define _GNU_SOURCE
 #include <libpq-fe.h> /* first: setcache.h declares setcache_with_conn after it */
@@ -28,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "tool.h"
 
 /* --map TYPE=TABLE,ENTITY_COLUMN,integer|text|uuid|none,KEY_COLUMN,VALUE_COLUMN
@@ -79,11 +85,11 @@ static int parse_map(char *arg, setcache_table_map *m)
     return 0;
 }
 
-static int usage(void)
+int tool_usage(void)
 {
     fprintf(
         stderr,
-        "usage: setcache [--conninfo STR] [--schema NAME] [--channel NAME]\n"
+        "usage: setcache [--conninfo STR] [--schema NAME] [--channel NAME] [--json]\n"
         "                [--define TYPE.KEY=string|int|double|bool|json[:DEFAULT]]...\n"
         "                [--map TYPE=SCHEMA.TABLE,ENTITY_COL|-,integer|text|uuid|none,KEY_COL,\n"
         "                       VALUE_COL|STR_COL:NUM_COL:JSON_COL]...\n"
@@ -96,7 +102,15 @@ static int usage(void)
         "  init                     create the table, sequence and triggers\n"
         "  schema [--reader-role R] [--writer-role W]\n"
         "                           print that DDL (and those roles' GRANTs)\n"
-        "  stats                    print counters and listener state\n"
+        "  stats [--prometheus]     print counters and listener state (Prometheus text format)\n"
+        "  describe [TYPE [KEY]]    the shared definitions: types, defaults, rules\n"
+        "  history TYPE [ID [KEY]] [--since TIME] [--limit N]\n"
+        "                           changes, newest first (who, when, from where)\n"
+        "  history --prune --older-than AGE   delete history older than AGE (90d, 12h)\n"
+        "  get TYPE ID KEY --at TIME          the value as of TIME, from the history\n"
+        "  export [TYPE [ID]]       definitions and values as one sorted JSON document\n"
+        "  import FILE|- [--dry-run] [--prune]\n"
+        "                           check all, print the changes, apply them in one transaction\n"
         "  watch [TYPE [ID [KEY]]]  one JSON line per change until SIGINT/SIGTERM\n"
         "connection: --conninfo, else SETCACHE_CONNINFO, else libpq's PG* variables\n");
     return 2;
@@ -112,6 +126,7 @@ static int exit_code(int rc)
     case SETCACHE_ERR_ARG:
     case SETCACHE_ERR_TYPE:
     case SETCACHE_ERR_SPACE:
+    case SETCACHE_ERR_INVALID:
         return 2;
     case SETCACHE_ERR_DB:
     case SETCACHE_ERR_TIMEOUT:
@@ -122,17 +137,15 @@ static int exit_code(int rc)
     }
 }
 
-static void put_escaped(FILE *f, const char *s);
-
 /* Say what failed: the code's name, then the message unless the name
  * already says it. */
-static int fail(int rc, const char *what)
+int tool_fail(int rc, const char *what)
 {
     const char *name = setcache_strerror(rc), *msg = setcache_errmsg();
     fprintf(stderr, "setcache: %s: %s", what, name);
     if (*msg && !strstr(name, msg)) {
         fputs(": ", stderr);
-        put_escaped(stderr, msg);
+        tool_put_escaped(stderr, msg);
     }
     fprintf(stderr, "\n");
     return exit_code(rc);
@@ -158,7 +171,7 @@ static size_t active_len(const unsigned char *p)
 
 /* Text for a person: every such character (and the backslash) written as
  * an escape (\n, \t, \x1b, \u202e, \\), everything else as it is. */
-static void put_escaped(FILE *f, const char *s)
+void tool_put_escaped(FILE *f, const char *s)
 {
     for (const unsigned char *p = (const unsigned char *)s; *p;) {
         size_t n = active_len(p);
@@ -179,19 +192,30 @@ static void put_escaped(FILE *f, const char *s)
     }
 }
 
+static int print_kv_json(void *arg, const char *key, const char *value, bool is_default)
+{
+    int *n = arg;
+    fputs((*n)++ ? ",\n    {\"key\": " : "\n    {\"key\": ", stdout);
+    tool_json_str(stdout, key);
+    fputs(", \"value\": ", stdout);
+    tool_json_str(stdout, value);
+    printf(", \"default\": %s}", is_default ? "true" : "false");
+    return 0;
+}
+
 static int print_kv(void *arg, const char *key, const char *value, bool is_default)
 {
     (void)arg;
-    put_escaped(stdout, key); /* one setting a line, whatever the value holds */
+    tool_put_escaped(stdout, key); /* one setting a line, whatever the value holds */
     fputc('=', stdout);
-    put_escaped(stdout, value);
+    tool_put_escaped(stdout, value);
     fputs(is_default ? "\t(default)\n" : "\n", stdout);
     return 0;
 }
 
 /* ---- watch ---- */
 
-static void json_str(FILE *f, const char *s)
+void tool_json_str(FILE *f, const char *s)
 {
     if (!s) {
         fputs("null", f);
@@ -246,15 +270,15 @@ static void on_change(void *arg, const setcache_change *ch)
     char ts[64];
     strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
     printf("{\"kind\":\"%s\",\"entity_type\":", kinds[ch->kind]);
-    json_str(stdout, ch->entity_type);
+    tool_json_str(stdout, ch->entity_type);
     fputs(",\"entity_id\":", stdout);
-    json_str(stdout, ch->entity_id);
+    tool_json_str(stdout, ch->entity_id);
     fputs(",\"key\":", stdout);
-    json_str(stdout, ch->key);
+    tool_json_str(stdout, ch->key);
     printf(",\"version\":%lld,\"value\":", (long long)ch->version);
-    json_str(stdout, ch->value);
+    tool_json_str(stdout, ch->value);
     fputs(",\"old_value\":", stdout);
-    json_str(stdout, ch->old_value);
+    tool_json_str(stdout, ch->old_value);
     printf(",\"local\":%s,\"received_at\":\"%s.%06ldZ\"}\n", ch->local ? "true" : "false", ts,
            (long)tv.tv_usec);
     fflush(stdout);
@@ -279,13 +303,13 @@ static int watch(setcache_options *o, int nargs, char **a)
     setcache *c = NULL;
     int rc = setcache_open(&c, o);
     if (rc != SETCACHE_OK) {
-        return fail(rc, "open");
+        return tool_fail(rc, "open");
     }
     uint64_t id;
     rc = setcache_subscribe(c, nargs > 0 ? a[0] : NULL, nargs > 1 ? a[1] : NULL,
                             nargs > 2 ? a[2] : NULL, on_change, NULL, &id);
     if (rc != SETCACHE_OK) {
-        int code = fail(rc, "watch");
+        int code = tool_fail(rc, "watch");
         setcache_close(c);
         return code;
     }
@@ -348,6 +372,7 @@ typedef struct invocation {
     struct define defs[64];
     int ndefs;
     setcache_table_map maps[16];
+    bool json; /* --json: get, list, describe, history, stats */
     const char *cmd;
     int nargs;
     char **args;
@@ -364,8 +389,12 @@ static int parse_options(int argc, char **argv, invocation *in)
             i++;
             break;
         }
+        if (strcmp(argv[i], "--json") == 0) {
+            in->json = true;
+            continue;
+        }
         if (i + 1 >= argc) {
-            return usage();
+            return tool_usage();
         }
         if (strcmp(argv[i], "--conninfo") == 0) {
             in->o.conninfo = argv[++i];
@@ -388,11 +417,11 @@ static int parse_options(int argc, char **argv, invocation *in)
             in->ndefs++;
         } else {
             fprintf(stderr, "setcache: unknown option '%s'\n", argv[i]);
-            return usage();
+            return tool_usage();
         }
     }
     if (i >= argc) {
-        return usage();
+        return tool_usage();
     }
     in->cmd = argv[i++];
     in->nargs = argc - i;
@@ -406,7 +435,8 @@ static int arity(const char *cmd)
     static const struct {
         const char *name;
         int args;
-    } cmds[] = {{"get", 3}, {"delete", 3}, {"set", 4}, {"list", 2}, {"init", 0}, {"stats", 0}};
+    } cmds[] = {{"get", 3},   {"delete", 3},   {"set", 4},     {"list", 2},   {"init", 0},
+                {"stats", 0}, {"describe", 0}, {"history", 0}, {"export", 0}, {"import", 0}};
     for (size_t k = 0; k < sizeof cmds / sizeof cmds[0]; k++) {
         if (strcmp(cmd, cmds[k].name) == 0) {
             return cmds[k].args;
@@ -423,7 +453,7 @@ static int print_schema(const invocation *in)
         const char *opt = in->args[k];
         if (k + 1 >= in->nargs ||
             (strcmp(opt, "--reader-role") != 0 && strcmp(opt, "--writer-role") != 0)) {
-            return usage();
+            return tool_usage();
         }
         *(strcmp(opt, "--reader-role") == 0 ? &reader : &writer) = in->args[k + 1];
     }
@@ -439,15 +469,95 @@ static int print_schema(const invocation *in)
     return 0;
 }
 
-static void print_stats(setcache *c)
+/* The counters, by name, with the Prometheus help text of each. */
+typedef struct counter {
+    const char *name, *help;
+    uint64_t value;
+} counter;
+
+static size_t counters(const setcache_stats *st, counter *out)
 {
+    const counter all[] = {
+        {"hits", "Reads answered from memory.", st->hits},
+        {"misses", "Reads that waited for a load.", st->misses},
+        {"loads", "Entity loads.", st->loads},
+        {"db_queries", "Statements sent on pooled connections.", st->db_queries},
+        {"writes", "Committed write calls.", st->writes},
+        {"notifications", "Notifications received by the listener.", st->notifications},
+        {"invalidations", "Entities invalidated by changes.", st->invalidations},
+        {"resyncs", "Full reconciles after a listener reconnect.", st->resyncs},
+        {"reconnects", "Listener reconnects.", st->reconnects},
+        {"evictions", "Entities evicted for max_entities.", st->evictions},
+        {"pool_waits", "Pool acquires that had to wait.", st->pool_waits},
+        {"pool_timeouts", "Pool acquires that timed out.", st->pool_timeouts},
+        {"malformed", "Notifications ignored as malformed or foreign.", st->malformed},
+        {"refreshes", "Entities re-read in the background after a change.", st->refreshes},
+        {"events", "Change events delivered to callbacks.", st->events},
+        {"heartbeats", "Listener liveness proofs.", st->heartbeats},
+        {"hints", "Change notifications applied by the refresher.", st->hints},
+        {"definition_conflicts", "Local definitions overridden by a shared one.",
+         st->definition_conflicts},
+        {"invalid_writes", "Writes refused as breaking a definition.", st->invalid_writes},
+    };
+    memcpy(out, all, sizeof all);
+    return sizeof all / sizeof all[0];
+}
+
+/* stats [--prometheus]; --json */
+static int print_stats(setcache *c, const invocation *in)
+{
+    bool prom = in->nargs == 1 && strcmp(in->args[0], "--prometheus") == 0;
+    if (in->nargs > 1 || (in->nargs == 1 && !prom)) {
+        return tool_usage();
+    }
     setcache_stats st;
     setcache_get_stats(c, &st);
-    printf("state\t%s\nversion\t%s\npool_size\t%u\npool_in_use\t%u\ndb_queries\t%llu\n"
-           "entities\t%llu\nentries\t%llu\n",
-           setcache_state_name((int)st.state), setcache_version(), st.pool_size, st.pool_in_use,
-           (unsigned long long)st.db_queries, (unsigned long long)st.entities,
+    counter cs[32];
+    size_t n = counters(&st, cs);
+    const char *state = setcache_state_name((int)st.state);
+    if (prom) {
+        /* the Prometheus text exposition format */
+        for (size_t i = 0; i < n; i++) {
+            printf("# HELP setcache_%s_total %s\n# TYPE setcache_%s_total counter\n"
+                   "setcache_%s_total %llu\n",
+                   cs[i].name, cs[i].help, cs[i].name, cs[i].name, (unsigned long long)cs[i].value);
+        }
+        printf("# HELP setcache_pool_size Connections the pool may hold.\n"
+               "# TYPE setcache_pool_size gauge\nsetcache_pool_size %u\n"
+               "# HELP setcache_pool_in_use Pooled connections lent out.\n"
+               "# TYPE setcache_pool_in_use gauge\nsetcache_pool_in_use %u\n",
+               st.pool_size, st.pool_in_use);
+        printf("# HELP setcache_cached_entities Entities in the cache.\n"
+               "# TYPE setcache_cached_entities gauge\nsetcache_cached_entities %llu\n"
+               "# HELP setcache_cached_entries Settings in the cache.\n"
+               "# TYPE setcache_cached_entries gauge\nsetcache_cached_entries %llu\n",
+               (unsigned long long)st.entities, (unsigned long long)st.entries);
+        printf("# HELP setcache_state The listener state (1 for the current one).\n"
+               "# TYPE setcache_state gauge\n");
+        for (int k = SETCACHE_STATE_CONNECTING; k <= SETCACHE_STATE_CLOSED; k++) {
+            printf("setcache_state{state=\"%s\"} %d\n", setcache_state_name(k), k == (int)st.state);
+        }
+        return 0;
+    }
+    if (in->json) {
+        printf("{\"state\": \"%s\", \"version\": \"%s\", \"pool_size\": %u, "
+               "\"pool_in_use\": %u, \"entities\": %llu, \"entries\": %llu",
+               state, setcache_version(), st.pool_size, st.pool_in_use,
+               (unsigned long long)st.entities, (unsigned long long)st.entries);
+        for (size_t i = 0; i < n; i++) {
+            printf(", \"%s\": %llu", cs[i].name, (unsigned long long)cs[i].value);
+        }
+        printf("}\n");
+        return 0;
+    }
+    printf("state\t%s\nversion\t%s\npool_size\t%u\npool_in_use\t%u\nentities\t%llu\n"
+           "entries\t%llu\n",
+           state, setcache_version(), st.pool_size, st.pool_in_use, (unsigned long long)st.entities,
            (unsigned long long)st.entries);
+    for (size_t i = 0; i < n; i++) {
+        printf("%s\t%llu\n", cs[i].name, (unsigned long long)cs[i].value);
+    }
+    return 0;
 }
 
 /* Run get, set, delete, list, init or stats on a handle; the exit code. */
@@ -456,13 +566,27 @@ static int run_command(setcache *c, const invocation *in)
     const char *cmd = in->cmd;
     char **a = in->args;
     int rc;
+    if (strcmp(cmd, "describe") == 0 || strcmp(cmd, "history") == 0 || strcmp(cmd, "export") == 0 ||
+        strcmp(cmd, "import") == 0 || (strcmp(cmd, "get") == 0 && in->nargs == 5)) {
+        return tool_admin(c, in->o.schema, in->json, cmd, in->nargs, in->args);
+    }
     if (strcmp(cmd, "get") == 0) {
         char *v = setcache_dup_string(c, a[0], a[1], a[2], &rc);
         if (!v) {
-            return fail(rc, "get");
+            return tool_fail(rc, "get");
         }
-        if (isatty(STDOUT_FILENO)) {
-            put_escaped(stdout, v); /* a person reads it: nothing the terminal would act on */
+        if (in->json) {
+            fputs("{\"entity_type\": ", stdout);
+            tool_json_str(stdout, a[0]);
+            fputs(", \"entity_id\": ", stdout);
+            tool_json_str(stdout, a[1]);
+            fputs(", \"key\": ", stdout);
+            tool_json_str(stdout, a[2]);
+            fputs(", \"value\": ", stdout);
+            tool_json_str(stdout, v);
+            fputs("}\n", stdout);
+        } else if (isatty(STDOUT_FILENO)) {
+            tool_put_escaped(stdout, v); /* a person reads it: nothing the terminal would act on */
             fputc('\n', stdout);
         } else {
             printf("%s\n", v); /* a program reads it: the value byte for byte */
@@ -472,22 +596,32 @@ static int run_command(setcache *c, const invocation *in)
     }
     if (strcmp(cmd, "set") == 0) {
         rc = setcache_set_string(c, a[0], a[1], a[2], a[3]);
-        return rc ? fail(rc, "set") : 0;
+        return rc ? tool_fail(rc, "set") : 0;
     }
     if (strcmp(cmd, "delete") == 0) {
         rc = setcache_delete(c, a[0], a[1], a[2]);
-        return rc ? fail(rc, "delete") : 0;
+        return rc ? tool_fail(rc, "delete") : 0;
     }
     if (strcmp(cmd, "list") == 0) {
-        rc = setcache_foreach(c, a[0], a[1], print_kv, NULL);
-        return rc ? fail(rc, "list") : 0;
+        if (in->json) {
+            int n = 0;
+            fputs("{\"entity_type\": ", stdout);
+            tool_json_str(stdout, a[0]);
+            fputs(", \"entity_id\": ", stdout);
+            tool_json_str(stdout, a[1]);
+            fputs(", \"settings\": [", stdout);
+            rc = setcache_foreach(c, a[0], a[1], print_kv_json, &n);
+            fputs(n ? "\n]}\n" : "]}\n", stdout);
+        } else {
+            rc = setcache_foreach(c, a[0], a[1], print_kv, NULL);
+        }
+        return rc ? tool_fail(rc, "list") : 0;
     }
     if (strcmp(cmd, "init") == 0) {
         printf("schema \"%s\" is ready (channel \"%s\")\n", in->o.schema, in->o.channel);
         return 0;
     }
-    print_stats(c);
-    return 0;
+    return print_stats(c, in);
 }
 
 int main(int argc, char **argv)
@@ -502,7 +636,7 @@ int main(int argc, char **argv)
     }
     if (strcmp(in.cmd, "watch") == 0) {
         if (in.nargs > 3) {
-            return usage();
+            return tool_usage();
         }
         in.o.pool_size = 1;
         return watch(&in.o, in.nargs, in.args);
@@ -510,22 +644,27 @@ int main(int argc, char **argv)
     int want = arity(in.cmd);
     if (want < 0 && strcmp(in.cmd, "schema") != 0) {
         fprintf(stderr, "setcache: unknown command '%s'\n", in.cmd);
-        return usage();
+        return tool_usage();
     }
-    if (in.nargs != want) {
-        return usage();
+    /* the managed-settings commands check their own arguments */
+    bool variadic = strcmp(in.cmd, "describe") == 0 || strcmp(in.cmd, "history") == 0 ||
+                    strcmp(in.cmd, "export") == 0 || strcmp(in.cmd, "import") == 0 ||
+                    strcmp(in.cmd, "stats") == 0;
+    bool at = strcmp(in.cmd, "get") == 0 && in.nargs == 5 && strcmp(in.args[3], "--at") == 0;
+    if (!variadic && !at && in.nargs != want) {
+        return tool_usage();
     }
     in.o.create_schema = strcmp(in.cmd, "init") == 0;
     in.o.pool_size = 1;
     setcache *c = NULL;
     int rc = setcache_open(&c, &in.o);
     if (rc != SETCACHE_OK) {
-        return fail(rc, "open");
+        return tool_fail(rc, "open");
     }
     for (int d = 0; d < in.ndefs && rc == SETCACHE_OK; d++) {
         rc = setcache_define(c, in.defs[d].type, in.defs[d].key, in.defs[d].kind, in.defs[d].dflt);
     }
-    code = rc == SETCACHE_OK ? run_command(c, &in) : fail(rc, "define");
+    code = rc == SETCACHE_OK ? run_command(c, &in) : tool_fail(rc, "define");
     for (int d = 0; d < in.ndefs; d++) {
         free(in.defs[d].type);
     }

@@ -96,6 +96,8 @@ const char *setcache_strerror(int rc)
         return "SETCACHE_ERR_CLOSED: handle is closing";
     case SETCACHE_ERR_UNCERTAIN:
         return "SETCACHE_ERR_UNCERTAIN: connection lost after commit was sent; outcome unknown";
+    case SETCACHE_ERR_INVALID:
+        return "SETCACHE_ERR_INVALID: the value breaks a rule of its definition";
     default:
         return "unknown error";
     }

@@ -37,6 +37,7 @@ void setcache_options_init(setcache_options *o)
     o->dispatch_queue_max = 10000;
     o->io_timeout_ms = 10000;
     o->statement_timeout_ms = 30000;
+    o->shared_definitions = true;
 }
 
 const char *setcache_version(void)
@@ -133,6 +134,7 @@ static void copy_options(setcache *c, const setcache_options *o, const char *sch
     c->max_entities = o->max_entities;
     c->max_value_len = o->max_value_len ? o->max_value_len : SETCACHE_MAX_VALUE_LEN;
     c->create_schema = o->create_schema;
+    c->shared_definitions = o->shared_definitions;
     c->log = o->log;
     c->log_arg = o->log_arg;
     c->heartbeat_ms = o->heartbeat_ms;
@@ -240,6 +242,15 @@ int setcache_open(setcache **out, const setcache_options *o)
         (rc = setcache__with_pool(c, check_schema_conn, &oj)) != SETCACHE_OK) {
         goto fail_maps;
     }
+    if ((rc = setcache__defs_load_shared(c)) != SETCACHE_OK) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", setcache_errmsg());
+        setcache__fail(rc,
+                       "reading the shared definitions (%s.definitions): %s; grant SELECT on "
+                       "it, or open with shared_definitions = false",
+                       c->schema, why);
+        goto fail_maps;
+    }
     if ((rc = setcache__dispatch_start(c)) != SETCACHE_OK ||
         (rc = setcache__refresh_start(c)) != SETCACHE_OK ||
         (rc = setcache__listener_start(c)) != SETCACHE_OK) {
@@ -335,4 +346,6 @@ void setcache_get_stats(setcache *c, setcache_stats *out)
     out->events = setcache__counter(c, SC_ST_EVENTS);
     out->heartbeats = setcache__counter(c, SC_ST_HEARTBEATS);
     out->hints = setcache__counter(c, SC_ST_HINTS);
+    out->definition_conflicts = setcache__counter(c, SC_ST_DEF_CONFLICTS);
+    out->invalid_writes = setcache__counter(c, SC_ST_INVALID);
 }

@@ -73,6 +73,7 @@ void setcache__cond_init(pthread_cond_t *cv); /* waits on CLOCK_MONOTONIC deadli
 double setcache__mono_ms(void);
 struct timespec setcache__deadline(int ms); /* CLOCK_MONOTONIC now + ms */
 char *setcache__aprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+char *setcache__text_array(const char *const *items, size_t n);
 /* Double *(T **)arrp's capacity (first when 0); false, unchanged, if out of memory. */
 bool setcache__grow(void *arrp, size_t *cap, size_t first, size_t elem);
 size_t setcache__trim_len(const char *s, size_t n); /* without trailing newlines, spaces */
@@ -157,6 +158,8 @@ enum {
     SC_ST_EVENTS,
     SC_ST_HEARTBEATS,
     SC_ST_HINTS,
+    SC_ST_DEF_CONFLICTS,
+    SC_ST_INVALID,
     SC_ST_COUNT
 };
 
@@ -548,6 +551,10 @@ typedef struct sc_sql {
     char *del;       /* single delete RETURNING version */
     char *many;      /* set_many in one statement: (is_set, key, version, value) */
     char *load_many; /* every row of a list of entities */
+    char *defs;      /* "schema"."definitions" */
+    char *defs_load; /* every shared definition, one row per choice */
+    char *defs_put;  /* upsert one definition */
+    char *defs_bad;  /* rows breaking their definition: count, first examples */
 } sc_sql;
 int setcache__sql_build(sc_sql *s, const char *schema);
 void setcache__sql_free(sc_sql *s);
@@ -558,15 +565,21 @@ int setcache__table_exists(setcache *c, PGconn *conn, const char *table, bool *e
 int setcache__apply_ddl_once(setcache *c, PGconn *conn, const char *fn, const char *signature,
                              const char *ddl, const char *what);
 char *setcache__quote_ident(const char *s);
-char *setcache__text_array(const char *const *items, size_t n);
 
 /* === in defs.c === */
 typedef struct sc_def {
     UT_hash_handle hh; /* key = type NUL key */
     setcache_type type;
     bool has_default;
+    bool shared; /* read from <schema>.definitions */
     sc_parsed p;
     char *dflt;
+    /* rules (setcache_definition) */
+    char *desc, *pattern;
+    bool has_min, has_max;
+    double min, max;
+    char **choices;
+    size_t nchoices, max_length;
     uint16_t dklen;
     char dkey[];
 } sc_def;
@@ -576,6 +589,8 @@ void setcache__defs_destroy(setcache *c, bool own_process);
 bool setcache__def_type(setcache *c, const char *type, size_t tlen, const char *key, size_t klen,
                         setcache_type *type_out);
 int setcache__read_default(setcache *c, sc_ident *id, sc_read *r);
+int setcache__defs_load_shared(setcache *c); /* read <schema>.definitions */
+int setcache__check_rules(setcache *c, const sc_ident *id, const char *v);
 int setcache__defs_add_defaults(setcache *c, const char *entity_type, sc_pair **pairs, size_t *n,
                                 size_t *cap);
 
@@ -764,6 +779,7 @@ int setcache__read_id(setcache *c, sc_ident *id, sc_read *r);
 /* === in refresh.c === */
 void setcache__hint(setcache *c, char op, int64_t version, int be_pid, const sc_ident *id);
 void setcache__request_resync(setcache *c, uint64_t gen);
+void setcache__request_defs_reload(setcache *c);
 void setcache__refresh_init(setcache *c);
 uint64_t setcache__reconciled_gen(setcache *c);
 int setcache__refresh_start(setcache *c);
@@ -880,10 +896,10 @@ typedef struct sc_snaps { /* snap.c */
 typedef struct sc_refresh { /* refresh.c */
     pthread_mutex_t mu;     /* with cv: hints from the listener */
     pthread_cond_t cv;
-    struct sc_hint *head, *tail;   /* guarded by mu */
-    size_t len;                    /* guarded by mu */
-    bool overflow, truncate, stop; /* guarded by mu */
-    uint64_t resync_gen;           /* guarded by mu */
+    struct sc_hint *head, *tail;                 /* guarded by mu */
+    size_t len;                                  /* guarded by mu */
+    bool overflow, truncate, stop, defs_changed; /* guarded by mu */
+    uint64_t resync_gen;                         /* guarded by mu */
     atomic_uint_fast64_t reconciled_gen;
     pthread_t thread;
     bool started;
@@ -899,6 +915,7 @@ struct setcache {
     size_t max_entities;
     size_t max_value_len;
     bool create_schema;
+    bool shared_definitions;
     void (*log)(void *arg, int level, const char *msg);
     void *log_arg;
     int heartbeat_ms, heartbeat_deadline_ms, reconnect_initial_ms, reconnect_max_ms;

@@ -125,7 +125,7 @@ int setcache__parse_payload(const char *payload, char *buf, size_t cap, char *op
     if (*op == 'T' || *op == 'H' || *op == 'K') {
         return nf == 3 ? 0 : -1;
     }
-    if ((*op != 'I' && *op != 'U' && *op != 'D') || nf != 6) {
+    if ((*op != 'I' && *op != 'U' && *op != 'D' && *op != 'F') || nf != 6) {
         return -1;
     }
     if (setcache__ident(id, f[3], f[4], f[5]) != SETCACHE_OK ||
@@ -184,6 +184,10 @@ static void handle_notify(setcache *c, listener *l, PGnotify *n)
     }
     if (op == 'H') {
         return; /* a heartbeat of an older version of the library */
+    }
+    if (op == 'F') {
+        setcache__request_defs_reload(c); /* a shared definition changed */
+        return;
     }
     if (op == 'T') {
         setcache__request_resync(c, 0);

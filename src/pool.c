@@ -722,7 +722,13 @@ PGresult *setcache__exec(setcache *c, PGconn *conn, const char *sql, int n, cons
         *rc = SETCACHE_OK;
         return r;
     }
-    if (r && PQstatus(conn) == CONNECTION_OK && setcache__cancelled_by_limit(r)) {
+    const char *constraint = r ? PQresultErrorField(r, PG_DIAG_CONSTRAINT_NAME) : NULL;
+    if (constraint && strcmp(constraint, "setcache_definition") == 0) {
+        /* the server's rules (settings_validate): its message names them */
+        setcache__count(c, SC_ST_INVALID, 1);
+        *rc = setcache__fail(SETCACHE_ERR_INVALID, "%s",
+                             PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY));
+    } else if (r && PQstatus(conn) == CONNECTION_OK && setcache__cancelled_by_limit(r)) {
         *rc = setcache__fail(SETCACHE_ERR_TIMEOUT,
                              "the server cancelled the statement after statement_timeout_ms "
                              "(%d ms)%s",

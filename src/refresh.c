@@ -104,6 +104,15 @@ void setcache__request_resync(setcache *c, uint64_t gen)
     pthread_mutex_unlock(&c->refresh.mu);
 }
 
+/* A shared definition changed: the refresher reads them again. */
+void setcache__request_defs_reload(setcache *c)
+{
+    pthread_mutex_lock(&c->refresh.mu);
+    c->refresh.defs_changed = true;
+    pthread_cond_signal(&c->refresh.cv);
+    pthread_mutex_unlock(&c->refresh.mu);
+}
+
 /* ---- batched reads ---- */
 
 typedef struct group {
@@ -512,7 +521,7 @@ static void *refresh_main(void *arg)
     for (;;) {
         pthread_mutex_lock(&c->refresh.mu);
         while (!c->refresh.head && !c->refresh.overflow && !c->refresh.truncate &&
-               c->refresh.resync_gen == done_gen && !c->refresh.stop) {
+               !c->refresh.defs_changed && c->refresh.resync_gen == done_gen && !c->refresh.stop) {
             struct timespec ts = setcache__deadline(1000);
             pthread_cond_timedwait(&c->refresh.cv, &c->refresh.mu, &ts);
         }
@@ -525,8 +534,15 @@ static void *refresh_main(void *arg)
         c->refresh.len = 0;
         bool full = c->refresh.overflow || c->refresh.truncate || c->refresh.resync_gen != done_gen;
         uint64_t gen = c->refresh.resync_gen;
-        c->refresh.overflow = c->refresh.truncate = false;
+        /* after a reconnect a definition change may have been missed too */
+        bool defs = c->refresh.defs_changed || (c->refresh.resync_gen != done_gen && done_gen);
+        c->refresh.overflow = c->refresh.truncate = c->refresh.defs_changed = false;
         pthread_mutex_unlock(&c->refresh.mu);
+
+        if (defs && setcache__defs_load_shared(c) != SETCACHE_OK) {
+            setcache__log(c, SETCACHE_LOG_WARN, "reading the shared definitions failed (%s)",
+                          setcache_errmsg());
+        }
 
         if (full) {
             if (gen > 1 || gen == done_gen) {

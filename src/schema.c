@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SC_SCHEMA_REVISION "2" /* 2: identifiers that cannot deceive */
+#define SC_SCHEMA_REVISION "3" /* 2: identifiers that cannot deceive; 3: managed settings */
 /* A regular expression for the characters identifiers may not hold beyond
  * C0 controls and DEL (the table's first checks): C1 controls and the
  * bidirectional formatting characters. */
@@ -90,8 +90,44 @@ int setcache__sql_build(sc_sql *s, const char *schema)
                           "JOIN unnest($1::text[], $2::text[]) AS x(t, i) ON s.entity_type = "
                           "x.t AND s.entity_id = x.i",
                           t);
+    char *qs2 = setcache__quote_ident(schema);
+    s->defs = qs2 ? setcache__aprintf("%s.definitions", qs2) : NULL;
+    s->defs_load =
+        s->defs ? setcache__aprintf("SELECT d.entity_type, d.key, d.type, d.default_value, "
+                                    "d.description, d.min_value::float8, d.max_value::float8, "
+                                    "d.pattern, d.max_length, c.choice FROM %s d LEFT JOIN LATERAL "
+                                    "unnest(d.choices) WITH ORDINALITY AS c(choice, n) ON true "
+                                    "ORDER BY d.entity_type, d.key, c.n",
+                                    s->defs)
+                : NULL;
+    s->defs_put =
+        s->defs ? setcache__aprintf(
+                      "INSERT INTO %s AS d (entity_type, key, type, default_value, description, "
+                      "min_value, max_value, choices, pattern, max_length) VALUES ($1, $2, $3, $4, "
+                      "$5, $6::numeric, $7::numeric, $8::text[], $9, $10::integer) ON CONFLICT "
+                      "(entity_type, key) DO UPDATE SET type = EXCLUDED.type, default_value = "
+                      "EXCLUDED.default_value, description = EXCLUDED.description, min_value = "
+                      "EXCLUDED.min_value, max_value = EXCLUDED.max_value, choices = "
+                      "EXCLUDED.choices, pattern = EXCLUDED.pattern, max_length = "
+                      "EXCLUDED.max_length WHERE (d.type, d.default_value, d.description, "
+                      "d.min_value, d.max_value, d.choices, d.pattern, d.max_length) IS DISTINCT "
+                      "FROM (EXCLUDED.type, EXCLUDED.default_value, EXCLUDED.description, "
+                      "EXCLUDED.min_value, EXCLUDED.max_value, EXCLUDED.choices, "
+                      "EXCLUDED.pattern, EXCLUDED.max_length)",
+                      s->defs)
+                : NULL;
+    s->defs_bad =
+        s->defs && qs2
+            ? setcache__aprintf("SELECT count(*) OVER (), s.entity_type, s.entity_id, "
+                                "s.key, p.problem FROM %s s JOIN %s d USING (entity_type, "
+                                "key) CROSS JOIN LATERAL (SELECT %s.value_problem(d, "
+                                "s.value) AS problem) p WHERE p.problem IS NOT NULL "
+                                "ORDER BY 2, 3, 4 LIMIT 3",
+                                t, s->defs, qs2)
+            : NULL;
+    free(qs2);
     if (!s->load || !s->load_type || !s->upsert || !s->upsert_json || !s->del || !s->many ||
-        !s->load_many) {
+        !s->load_many || !s->defs || !s->defs_load || !s->defs_put || !s->defs_bad) {
         setcache__sql_free(s);
         return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
     }
@@ -108,6 +144,10 @@ void setcache__sql_free(sc_sql *s)
     free(s->del);
     free(s->many);
     free(s->load_many);
+    free(s->defs);
+    free(s->defs_load);
+    free(s->defs_put);
+    free(s->defs_bad);
     memset(s, 0, sizeof *s);
 }
 
@@ -116,11 +156,8 @@ void setcache__sql_free(sc_sql *s)
  * setcache__valid_sql_name ([a-z_][a-z0-9_]*), so they are safe inside the
  * quoted identifiers and string literals below. malloc'd.
  */
-char *setcache__ddl(const char *schema, const char *channel)
+static char *core_ddl(const char *schema, const char *channel)
 {
-    if (!setcache__valid_sql_name(schema) || !setcache__valid_sql_name(channel)) {
-        return NULL;
-    }
     const char *S = schema;
     const char *C = channel;
     return setcache__aprintf(
@@ -218,6 +255,280 @@ char *setcache__ddl(const char *schema, const char *channel)
 }
 
 /*
+ * Managed settings: shared definitions (type, default, description, rules),
+ * enforced by a trigger on every INSERT and UPDATE of the settings whoever
+ * writes, and the history of every change, written by triggers. Names as for
+ * core_ddl. malloc'd.
+ */
+static char *managed_ddl(const char *schema, const char *channel)
+{
+    const char *S = schema;
+    const char *C = channel;
+    char *part[4];
+    /* definitions and the rules */
+    part[0] = setcache__aprintf(
+        "CREATE TABLE IF NOT EXISTS \"%s\".definitions (\n"
+        "    entity_type   text NOT NULL CHECK (entity_type ~ '^[a-z0-9_]{1,63}$'),\n"
+        "    key           text NOT NULL CHECK (octet_length(key) BETWEEN 1 AND 255\n"
+        "                                       AND key !~ '[\\x01-\\x1f\\x7f]'),\n"
+        "    type          text NOT NULL CHECK (type IN ('string', 'int', 'double', 'bool', "
+        "'json')),\n"
+        "    default_value text CHECK (octet_length(default_value) <= 1048576),\n"
+        "    description   text NOT NULL DEFAULT '',\n"
+        "    min_value     numeric,\n"
+        "    max_value     numeric,\n"
+        "    choices       text[] CHECK (cardinality(choices) > 0),\n"
+        "    pattern       text,\n"
+        "    max_length    integer CHECK (max_length > 0),\n"
+        "    version       bigint NOT NULL DEFAULT nextval('\"%s\".settings_version_seq'),\n"
+        "    updated_at    timestamptz NOT NULL DEFAULT now(),\n"
+        "    PRIMARY KEY (entity_type, key),\n"
+        "    CONSTRAINT definitions_range CHECK (min_value IS NULL OR max_value IS NULL\n"
+        "                                        OR min_value <= max_value),\n"
+        "    CONSTRAINT definitions_numbers_only CHECK ((min_value IS NULL AND max_value IS "
+        "NULL)\n"
+        "                                               OR type IN ('int', 'double')),\n"
+        "    CONSTRAINT definitions_strings_only CHECK ((choices IS NULL AND pattern IS NULL\n"
+        "                                                AND max_length IS NULL) OR type = "
+        "'string')\n"
+        ");\n"
+        "\n"
+        "-- What is wrong with value v under definition d (NULL: nothing). The same\n"
+        "-- rules as the library's (value.c): int = a decimal in the bigint range;\n"
+        "-- double = decimal notation, finite; bool = true/t/1/yes/on or\n"
+        "-- false/f/0/no/off (any case); json = what the server's json type takes.\n"
+        "CREATE OR REPLACE FUNCTION \"%s\".value_problem(d \"%s\".definitions, v text)\n"
+        "RETURNS text LANGUAGE plpgsql STABLE AS $fn$\n"
+        "DECLARE n numeric;\n"
+        "BEGIN\n"
+        "    IF d.type = 'int' THEN\n"
+        "        IF v !~ '^[+-]?[0-9]{1,30}$' THEN\n"
+        "            RETURN format('%%s is not an int (rule: type)', quote_literal(left(v, 80)));\n"
+        "        END IF;\n"
+        "        n := v::numeric;\n"
+        "        IF n < -9223372036854775808 OR n > 9223372036854775807 THEN\n"
+        "            RETURN format('%%s is outside the int range (rule: type)', v);\n"
+        "        END IF;\n"
+        "    ELSIF d.type = 'double' THEN\n"
+        "        IF v !~ '^[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?$' THEN\n"
+        "            RETURN format('%%s is not a double (rule: type)', quote_literal(left(v, "
+        "80)));\n"
+        "        END IF;\n"
+        "        BEGIN\n"
+        "            n := v::double precision::numeric;\n"
+        "        EXCEPTION WHEN numeric_value_out_of_range THEN\n"
+        "            RETURN format('%%s is outside the double range (rule: type)', left(v, 80));\n"
+        "        END;\n"
+        "    ELSIF d.type = 'bool' THEN\n"
+        "        IF lower(v) NOT IN ('true', 't', '1', 'yes', 'on', 'false', 'f', '0', 'no', "
+        "'off') THEN\n"
+        "            RETURN format('%%s is not a bool (rule: type)', quote_literal(left(v, 80)));\n"
+        "        END IF;\n"
+        "    ELSIF d.type = 'json' THEN\n"
+        "        BEGIN\n"
+        "            PERFORM v::json;\n"
+        "        EXCEPTION WHEN invalid_text_representation THEN\n"
+        "            RETURN format('%%s is not JSON (rule: type)', quote_literal(left(v, 80)));\n"
+        "        END;\n"
+        "    END IF;\n"
+        "    IF d.min_value IS NOT NULL AND n < d.min_value THEN\n"
+        "        RETURN format('%%s is below the minimum %%s (rule: min)', v, d.min_value);\n"
+        "    END IF;\n"
+        "    IF d.max_value IS NOT NULL AND n > d.max_value THEN\n"
+        "        RETURN format('%%s is above the maximum %%s (rule: max)', v, d.max_value);\n"
+        "    END IF;\n"
+        "    IF d.choices IS NOT NULL AND NOT (v = ANY (d.choices)) THEN\n"
+        "        RETURN format('%%s is not one of %%s (rule: choices)', quote_literal(left(v, "
+        "80)),\n"
+        "                      array_to_string(d.choices, ', '));\n"
+        "    END IF;\n"
+        "    IF d.pattern IS NOT NULL AND v !~ d.pattern THEN\n"
+        "        RETURN format('%%s does not match %%s (rule: pattern)', quote_literal(left(v, "
+        "80)),\n"
+        "                      quote_literal(d.pattern));\n"
+        "    END IF;\n"
+        "    IF d.max_length IS NOT NULL AND char_length(v) > d.max_length THEN\n"
+        "        RETURN format('%%s has %%s characters, more than %%s (rule: max_length)',\n"
+        "                      quote_literal(left(v, 80)), char_length(v), d.max_length);\n"
+        "    END IF;\n"
+        "    RETURN NULL;\n"
+        "END\n"
+        "$fn$;\n"
+        "\n",
+        S, S, S, S);
+    /* enforcement, and definitions' own checks and announcements */
+    part[1] = setcache__aprintf(
+        "-- Every INSERT and UPDATE of a defined key is checked, whoever writes it:\n"
+        "-- an invalid value fails the statement (check_violation, constraint\n"
+        "-- setcache_definition) and nothing is stored.\n"
+        "CREATE OR REPLACE FUNCTION \"%s\".settings_validate() RETURNS trigger\n"
+        "LANGUAGE plpgsql AS $fn$\n"
+        "DECLARE d \"%s\".definitions; problem text;\n"
+        "BEGIN\n"
+        "    SELECT * INTO d FROM \"%s\".definitions\n"
+        "     WHERE entity_type = NEW.entity_type AND key = NEW.key;\n"
+        "    IF NOT FOUND THEN\n"
+        "        RETURN NEW;\n"
+        "    END IF;\n"
+        "    problem := \"%s\".value_problem(d, NEW.value);\n"
+        "    IF problem IS NOT NULL THEN\n"
+        "        RAISE EXCEPTION 'invalid value for %% %% %%: %%', NEW.entity_type, "
+        "NEW.entity_id,\n"
+        "              NEW.key, problem\n"
+        "        USING ERRCODE = 'check_violation', CONSTRAINT = 'setcache_definition',\n"
+        "              SCHEMA = TG_TABLE_SCHEMA, TABLE = TG_TABLE_NAME;\n"
+        "    END IF;\n"
+        "    RETURN NEW;\n"
+        "END\n"
+        "$fn$;\n"
+        "\n"
+        "-- A definition's pattern must compile and its default obey its own rules.\n"
+        "CREATE OR REPLACE FUNCTION \"%s\".definitions_check() RETURNS trigger\n"
+        "LANGUAGE plpgsql AS $fn$\n"
+        "DECLARE problem text;\n"
+        "BEGIN\n"
+        "    IF NEW.pattern IS NOT NULL THEN\n"
+        "        PERFORM '' ~ NEW.pattern;\n"
+        "    END IF;\n"
+        "    IF NEW.default_value IS NOT NULL THEN\n"
+        "        problem := \"%s\".value_problem(NEW, NEW.default_value);\n"
+        "        IF problem IS NOT NULL THEN\n"
+        "            RAISE EXCEPTION 'invalid default for %% %%: %%', NEW.entity_type, NEW.key, "
+        "problem\n"
+        "            USING ERRCODE = 'check_violation', CONSTRAINT = 'setcache_definition';\n"
+        "        END IF;\n"
+        "    END IF;\n"
+        "    NEW.version := nextval('\"%s\".settings_version_seq');\n"
+        "    NEW.updated_at := clock_timestamp();\n"
+        "    RETURN NEW;\n"
+        "END\n"
+        "$fn$;\n"
+        "\n"
+        "-- Definition changes are announced like settings: op F, entity_id '*'.\n"
+        "CREATE OR REPLACE FUNCTION \"%s\".definitions_notify() RETURNS trigger\n"
+        "LANGUAGE plpgsql AS $fn$\n"
+        "DECLARE r \"%s\".definitions;\n"
+        "BEGIN\n"
+        "    IF TG_OP = 'DELETE' THEN r := OLD; ELSE r := NEW; END IF;\n"
+        "    PERFORM pg_notify('%s', concat_ws(E'\\x1f', '1', 'F', r.version, r.entity_type, "
+        "'*',\n"
+        "                      r.key));\n"
+        "    RETURN NULL;\n"
+        "END\n"
+        "$fn$;\n"
+        "\n",
+        S, S, S, S, S, S, S, S, S, C);
+    /* history */
+    part[2] = setcache__aprintf(
+        "-- History: one row per change of a setting, written by trigger in the\n"
+        "-- changing transaction (so it commits or rolls back with it). TRUNCATE\n"
+        "-- writes one row per removed setting. changed_at is the clock when the\n"
+        "-- row changed (inside its transaction); role is the session's login role.\n"
+        "CREATE TABLE IF NOT EXISTS \"%s\".history (\n"
+        "    id               bigserial PRIMARY KEY,\n"
+        "    entity_type      text NOT NULL,\n"
+        "    entity_id        text NOT NULL,\n"
+        "    key              text NOT NULL,\n"
+        "    op               text NOT NULL CHECK (op IN ('insert', 'update', 'delete', "
+        "'truncate')),\n"
+        "    old_value        text,\n"
+        "    new_value        text,\n"
+        "    version          bigint,\n"
+        "    changed_at       timestamptz NOT NULL DEFAULT clock_timestamp(),\n"
+        "    role             text NOT NULL DEFAULT session_user,\n"
+        "    application_name text DEFAULT current_setting('application_name'),\n"
+        "    client_addr      inet DEFAULT inet_client_addr(),\n"
+        "    xid              bigint NOT NULL DEFAULT txid_current()\n"
+        ");\n"
+        "CREATE INDEX IF NOT EXISTS history_by_setting ON \"%s\".history (entity_type, "
+        "entity_id, key, id);\n"
+        "CREATE INDEX IF NOT EXISTS history_by_time ON \"%s\".history (changed_at);\n"
+        "\n"
+        "-- Run as the owner (writers get no right on the history to forge it).\n"
+        "CREATE OR REPLACE FUNCTION \"%s\".settings_history() RETURNS trigger\n"
+        "LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$\n"
+        "BEGIN\n"
+        "    IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND\n"
+        "       (OLD.entity_type, OLD.entity_id, OLD.key) IS DISTINCT FROM\n"
+        "       (NEW.entity_type, NEW.entity_id, NEW.key)) THEN\n"
+        "        INSERT INTO \"%s\".history (entity_type, entity_id, key, op, old_value, "
+        "version)\n"
+        "        VALUES (OLD.entity_type, OLD.entity_id, OLD.key, 'delete', OLD.value, "
+        "OLD.version);\n"
+        "    END IF;\n"
+        "    IF TG_OP = 'INSERT' OR (TG_OP = 'UPDATE' AND\n"
+        "       (OLD.entity_type, OLD.entity_id, OLD.key) IS DISTINCT FROM\n"
+        "       (NEW.entity_type, NEW.entity_id, NEW.key)) THEN\n"
+        "        INSERT INTO \"%s\".history (entity_type, entity_id, key, op, new_value, "
+        "version)\n"
+        "        VALUES (NEW.entity_type, NEW.entity_id, NEW.key, 'insert', NEW.value, "
+        "NEW.version);\n"
+        "    ELSIF TG_OP = 'UPDATE' THEN\n"
+        "        INSERT INTO \"%s\".history (entity_type, entity_id, key, op, old_value, "
+        "new_value,\n"
+        "                                   version)\n"
+        "        VALUES (NEW.entity_type, NEW.entity_id, NEW.key, 'update', OLD.value, NEW.value,\n"
+        "                NEW.version);\n"
+        "    END IF;\n"
+        "    RETURN NULL;\n"
+        "END\n"
+        "$fn$;\n"
+        "\n"
+        "CREATE OR REPLACE FUNCTION \"%s\".settings_history_truncate() RETURNS trigger\n"
+        "LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$\n"
+        "BEGIN\n"
+        "    INSERT INTO \"%s\".history (entity_type, entity_id, key, op, old_value, version)\n"
+        "    SELECT entity_type, entity_id, key, 'truncate', value, version FROM "
+        "\"%s\".settings;\n"
+        "    RETURN NULL;\n"
+        "END\n"
+        "$fn$;\n"
+        "\n",
+        S, S, S, S, S, S, S, S, S, S);
+    /* the triggers */
+    part[3] = setcache__aprintf(
+        "DROP TRIGGER IF EXISTS settings_validate ON \"%s\".settings;\n"
+        "CREATE TRIGGER settings_validate BEFORE INSERT OR UPDATE ON \"%s\".settings\n"
+        "    FOR EACH ROW EXECUTE FUNCTION \"%s\".settings_validate();\n"
+        "DROP TRIGGER IF EXISTS settings_history ON \"%s\".settings;\n"
+        "CREATE TRIGGER settings_history AFTER INSERT OR UPDATE OR DELETE ON \"%s\".settings\n"
+        "    FOR EACH ROW EXECUTE FUNCTION \"%s\".settings_history();\n"
+        "DROP TRIGGER IF EXISTS settings_history_truncate ON \"%s\".settings;\n"
+        "CREATE TRIGGER settings_history_truncate BEFORE TRUNCATE ON \"%s\".settings\n"
+        "    FOR EACH STATEMENT EXECUTE FUNCTION \"%s\".settings_history_truncate();\n"
+        "DROP TRIGGER IF EXISTS definitions_check ON \"%s\".definitions;\n"
+        "CREATE TRIGGER definitions_check BEFORE INSERT OR UPDATE ON \"%s\".definitions\n"
+        "    FOR EACH ROW EXECUTE FUNCTION \"%s\".definitions_check();\n"
+        "DROP TRIGGER IF EXISTS definitions_notify ON \"%s\".definitions;\n"
+        "CREATE TRIGGER definitions_notify AFTER INSERT OR UPDATE OR DELETE ON "
+        "\"%s\".definitions\n"
+        "    FOR EACH ROW EXECUTE FUNCTION \"%s\".definitions_notify();\n",
+        S, S, S, S, S, S, S, S, S, S, S, S, S, S, S);
+    char *all = part[0] && part[1] && part[2] && part[3]
+                    ? setcache__aprintf("%s\n%s\n%s\n%s", part[0], part[1], part[2], part[3])
+                    : NULL;
+    for (int k = 0; k < 4; k++) {
+        free(part[k]);
+    }
+    return all;
+}
+
+/* The whole DDL: core_ddl, then managed_ddl. NULL for an invalid name or
+ * out of memory. */
+char *setcache__ddl(const char *schema, const char *channel)
+{
+    if (!setcache__valid_sql_name(schema) || !setcache__valid_sql_name(channel)) {
+        return NULL;
+    }
+    char *core = core_ddl(schema, channel);
+    char *managed = managed_ddl(schema, channel);
+    char *all = core && managed ? setcache__aprintf("%s\n%s", core, managed) : NULL;
+    free(core);
+    free(managed);
+    return all;
+}
+
+/*
  * The GRANTs of the least-privilege roles on schema's objects: a reader may
  * use the schema and SELECT the settings (LISTEN needs no privilege); a
  * writer may also INSERT, UPDATE and DELETE them, and take versions from the
@@ -231,13 +542,16 @@ char *setcache__grants_ddl(const char *schema, const char *role, bool writer)
     const char *S = schema;
     if (!writer) {
         return setcache__aprintf("GRANT USAGE ON SCHEMA \"%s\" TO %s;\n"
-                                 "GRANT SELECT ON \"%s\".settings TO %s;\n",
-                                 S, role, S, role);
+                                 "GRANT SELECT ON \"%s\".settings, \"%s\".definitions, "
+                                 "\"%s\".history TO %s;\n",
+                                 S, role, S, S, S, role);
     }
     return setcache__aprintf("GRANT USAGE ON SCHEMA \"%s\" TO %s;\n"
                              "GRANT SELECT, INSERT, UPDATE, DELETE ON \"%s\".settings TO %s;\n"
+                             "GRANT SELECT, INSERT, UPDATE ON \"%s\".definitions TO %s;\n"
+                             "GRANT SELECT ON \"%s\".history TO %s;\n"
                              "GRANT USAGE ON SEQUENCE \"%s\".settings_version_seq TO %s;\n",
-                             S, role, S, role, S, role);
+                             S, role, S, role, S, role, S, role, S, role);
 }
 
 static int exec_simple(setcache *c, PGconn *conn, const char *sql, int n, const char *const *vals,
@@ -337,36 +651,4 @@ int setcache__ensure_schema(setcache *c, PGconn *conn)
     free(want);
     free(ddl);
     return rc;
-}
-
-/* A PostgreSQL array literal of text, {"a","b\"c"}, for a text[] parameter.
- * malloc'd; NULL when out of memory. */
-char *setcache__text_array(const char *const *items, size_t n)
-{
-    size_t need = 3;
-    for (size_t i = 0; i < n; i++) {
-        need += 2 * strlen(items[i]) + 3;
-    }
-    char *out = malloc(need);
-    if (!out) {
-        return NULL;
-    }
-    char *p = out;
-    *p++ = '{';
-    for (size_t i = 0; i < n; i++) {
-        if (i) {
-            *p++ = ',';
-        }
-        *p++ = '"';
-        for (const char *s = items[i]; *s; s++) {
-            if (*s == '"' || *s == '\\') {
-                *p++ = '\\';
-            }
-            *p++ = *s;
-        }
-        *p++ = '"';
-    }
-    *p++ = '}';
-    *p = '\0';
-    return out;
 }

@@ -153,3 +153,35 @@ int setcache__t_posix_memalign(void **p, size_t align, size_t n)
     return fail_now(__builtin_return_address(0)) ? 12 /* ENOMEM */ : (posix_memalign)(p, align, n);
 }
 #endif
+
+/* A PostgreSQL array literal of text, {"a","b\"c"}, for a text[] parameter.
+ * malloc'd; NULL when out of memory. */
+char *setcache__text_array(const char *const *items, size_t n)
+{
+    size_t need = 3;
+    for (size_t i = 0; i < n; i++) {
+        need += 2 * strlen(items[i]) + 3;
+    }
+    char *out = malloc(need);
+    if (!out) {
+        return NULL;
+    }
+    char *p = out;
+    *p++ = '{';
+    for (size_t i = 0; i < n; i++) {
+        if (i) {
+            *p++ = ',';
+        }
+        *p++ = '"';
+        for (const char *s = items[i]; *s; s++) {
+            if (*s == '"' || *s == '\\') {
+                *p++ = '\\';
+            }
+            *p++ = *s;
+        }
+        *p++ = '"';
+    }
+    *p++ = '}';
+    *p = '\0';
+    return out;
+}

@@ -64,6 +64,7 @@ static int check_value(setcache *c, sc_ident *id, const char *value, bool *json,
         case SETCACHE_STRING:
             break;
         }
+        return setcache__check_rules(c, id, value);
     }
     return SETCACHE_OK;
 }

@@ -32,6 +32,8 @@ have_cmd openssl || missing="$missing openssl" # the TLS tests make their own CA
 { have_cmd pgbouncer || [ -x /usr/sbin/pgbouncer ]; } || missing="$missing pgbouncer" # topology tests
 { have_cmd nft || [ -x /usr/sbin/nft ]; } || missing="$missing nftables"   # the partition test
 { have_cmd ip || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ]; } || missing="$missing iproute2"
+have_cmd jq || missing="$missing jq"                                     # the tool's JSON, checked
+have_cmd groff || missing="$missing groff-base"                         # the man page, checked
 if [ -n "${LINT:-}" ]; then
     have_cmd cppcheck || missing="$missing cppcheck"
     have_cmd clang-tidy || missing="$missing clang-tidy"

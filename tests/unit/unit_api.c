@@ -34,7 +34,7 @@ TEST(strerror_names_every_code)
     int codes[] = {SETCACHE_OK,           SETCACHE_NOT_FOUND, SETCACHE_ERR_ARG,
                    SETCACHE_ERR_TYPE,     SETCACHE_ERR_SPACE, SETCACHE_ERR_DB,
                    SETCACHE_ERR_TIMEOUT,  SETCACHE_ERR_NOMEM, SETCACHE_ERR_CLOSED,
-                   SETCACHE_ERR_UNCERTAIN};
+                   SETCACHE_ERR_UNCERTAIN, SETCACHE_ERR_INVALID};
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
         CHECK(strncmp(setcache_strerror(codes[i]), "SETCACHE_", 9) == 0);
         for (size_t j = 0; j < i; j++) {

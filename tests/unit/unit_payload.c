@@ -26,6 +26,15 @@ TEST(payloads_parse_changes_truncates_and_heartbeats)
     CHECK_INT(setcache__parse_payload("1\x1fK\x1f" "43", buf, sizeof buf, &op, &v, &id), 0);
     CHECK(op == 'K' && v == 43); /* a tick */
     CHECK_INT(setcache__parse_payload("1\x1fK\x1f" "43\x1fx", buf, sizeof buf, &op, &v, &id), -1);
+    /* a shared definition changed */
+    CHECK_INT(setcache__parse_payload("1\x1f" "F\x1f" "9\x1f" "expert\x1f" "*\x1f" "risk", buf,
+                                      sizeof buf, &op, &v, &id),
+              0);
+    CHECK(op == 'F' && v == 9);
+    CHECK_STR(id.key, "risk");
+    CHECK_INT(setcache__parse_payload("1\x1f" "F\x1f" "9\x1f" "expert", buf, sizeof buf, &op, &v,
+                                      &id),
+              -1);
 }
 
 TEST(malformed_payloads_are_refused)

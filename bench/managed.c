@@ -1,0 +1,159 @@
+/*
+ * managed.c - what managed settings cost a write: setcache_set_int and
+ * setcache_set_many (20 keys) with the validation and history triggers
+ * disabled (the core table: version and notify triggers only), enabled for
+ * a key with no definition, and enabled for keys defined with rules. The
+ * same handle, table and connection; blocks of calls alternate between the
+ * three; medians of per-call latency.
+ */
+#include "setcache.h"
+#include "workload.h"
+#include <libpq-fe.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define SCHEMA "setcache_bench_m"
+#define N 300
+#define REPS 9
+
+static double now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, bench_cmp_d);
+    return v[n / 2];
+}
+
+static void sql(PGconn *pg, const char *q)
+{
+    PGresult *r = PQexec(pg, q);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK) {
+        bench_die(q, PQerrorMessage(pg));
+    }
+    PQclear(r);
+}
+
+static void managed(PGconn *pg, bool on)
+{
+    sql(pg, on ? "ALTER TABLE " SCHEMA ".settings ENABLE TRIGGER settings_validate, ENABLE "
+                 "TRIGGER settings_history"
+               : "ALTER TABLE " SCHEMA ".settings DISABLE TRIGGER settings_validate, DISABLE "
+                 "TRIGGER settings_history");
+}
+
+/* median µs of N set_int to entity id, key k */
+static double singles(setcache *c, const char *id, const char *k)
+{
+    static double v[N];
+    for (int i = 0; i < N; i++) {
+        double t0 = now_us();
+        if (setcache_set_int(c, "expert", id, k, 1 + i % 90) != SETCACHE_OK) {
+            bench_die("set_int", setcache_errmsg());
+        }
+        v[i] = now_us() - t0;
+    }
+    return median(v, N);
+}
+
+/* median µs of N/10 set_many of 20 keys (key_0..key_19) to entity id */
+static double manys(setcache *c, const char *id)
+{
+    static double v[N / 10];
+    char keys[20][16], vals[20][16];
+    setcache_kv kv[20];
+    for (int i = 0; i < N / 10; i++) {
+        for (int k = 0; k < 20; k++) {
+            snprintf(keys[k], sizeof keys[k], "key_%d", k);
+            snprintf(vals[k], sizeof vals[k], "%d", 1 + (i + k) % 90);
+            kv[k].key = keys[k];
+            kv[k].value = vals[k];
+        }
+        double t0 = now_us();
+        if (setcache_set_many(c, "expert", id, kv, 20) != SETCACHE_OK) {
+            bench_die("set_many", setcache_errmsg());
+        }
+        v[i] = now_us() - t0;
+    }
+    return median(v, N / 10);
+}
+
+int main(void)
+{
+    const char *conninfo = bench_conninfo("bench");
+    PGconn *pg = PQconnectdb(conninfo);
+    setcache_options o;
+    bench_fresh(pg, SCHEMA, conninfo, &o);
+    PQclear(PQexec(pg, "CHECKPOINT"));
+    o.pool_size = 1;
+    setcache *c;
+    if (setcache_open(&c, &o) != SETCACHE_OK) {
+        bench_die("open", setcache_errmsg());
+    }
+    /* rules for the "defined" keys: an int in [1, 100] */
+    sql(pg, "INSERT INTO " SCHEMA ".definitions (entity_type, key, type, default_value, "
+            "description, min_value, max_value) SELECT 'expert', k, 'int', '1', 'a bounded int', "
+            "1, 100 FROM (SELECT 'atr_period' UNION ALL SELECT 'key_' || g FROM "
+            "generate_series(0, 19) g) AS x(k)");
+    /* undefined keys on entity "u", defined ones on "d" */
+    double core1[REPS], undef1[REPS], def1[REPS], core20[REPS], undef20[REPS], def20[REPS];
+    setcache_set_int(c, "expert", "u", "plain", 1);
+    setcache_set_int(c, "expert", "d", "atr_period", 1);
+    for (int r = 0; r < REPS; r++) {
+        managed(pg, false);
+        core1[r] = singles(c, "d", "atr_period");
+        core20[r] = manys(c, "d");
+        managed(pg, true);
+        undef1[r] = singles(c, "u", "plain");
+        def1[r] = singles(c, "d", "atr_period");
+        def20[r] = manys(c, "d");
+        /* set_many of undefined keys: another entity type has no definitions */
+        char keys[20][16], vals[20][16];
+        setcache_kv kv[20];
+        static double v[N / 10];
+        for (int i = 0; i < N / 10; i++) {
+            for (int k = 0; k < 20; k++) {
+                snprintf(keys[k], sizeof keys[k], "free_%d", k);
+                snprintf(vals[k], sizeof vals[k], "%d", i);
+                kv[k].key = keys[k];
+                kv[k].value = vals[k];
+            }
+            double t0 = now_us();
+            if (setcache_set_many(c, "expert", "u", kv, 20) != SETCACHE_OK) {
+                bench_die("set_many", setcache_errmsg());
+            }
+            v[i] = now_us() - t0;
+        }
+        undef20[r] = median(v, N / 10);
+    }
+    double mc1 = median(core1, REPS), mu1 = median(undef1, REPS), md1 = median(def1, REPS);
+    double mc20 = median(core20, REPS), mu20 = median(undef20, REPS), md20 = median(def20, REPS);
+    printf("## Managed settings: what validation and history cost a write\n\n");
+    bench_print_machine(pg, "pool_size 1");
+    printf("median latency per call, microseconds (median of %d alternating runs of %d "
+           "set_int / %d set_many), one connection, same table\n\n",
+           REPS, N, N / 10);
+    printf("| what | core (validate and history off) | managed, key undefined | managed, key "
+           "with rules | ratio (rules / core) | target |\n|---|---|---|---|---|---|\n");
+    printf("| set_int | %.1f | %.1f | %.1f | %.2fx | <= 1.3x |\n", mc1, mu1, md1, md1 / mc1);
+    printf("| set_many of 20 keys | %.1f | %.1f | %.1f | %.2fx | <= 1.3x |\n", mc20, mu20, md20,
+           md20 / mc20);
+    const char *tp = getenv("SETCACHE_BENCH_TSV");
+    FILE *t = tp ? fopen(tp, "a") : NULL;
+    if (t) {
+        fprintf(t, "managed\tset_int_us\t1\t%.1f\t%.1f\t%.3f\n", mc1, md1, md1 / mc1);
+        fprintf(t, "managed\tset_many20_us\t1\t%.1f\t%.1f\t%.3f\n", mc20, md20, md20 / mc20);
+        fclose(t);
+    }
+    setcache_close(c);
+    sql(pg, "DROP SCHEMA IF EXISTS " SCHEMA " CASCADE");
+    PQfinish(pg);
+    return 0;
+}
