@@ -724,7 +724,7 @@ PGresult *setcache__exec(setcache *c, PGconn *conn, const char *sql, int n, cons
     }
     const char *constraint = r ? PQresultErrorField(r, PG_DIAG_CONSTRAINT_NAME) : NULL;
     if (constraint && strcmp(constraint, "setcache_definition") == 0) {
-        /* the server's rules (settings_validate): its message names them */
+        /* the server's rules (the settings row trigger): its message names them */
         setcache__count(c, SC_ST_INVALID, 1);
         *rc = setcache__fail(SETCACHE_ERR_INVALID, "%s",
                              PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY));

@@ -37,6 +37,8 @@ $runas "$bindir/initdb" -D "$dir/data" -A trust -N -U postgres -E UTF8 --locale=
   || $runas "$bindir/initdb" -D "$dir/data" -A trust -N -U postgres -E UTF8 >"$dir/initdb.log" 2>&1 \
   || { cat "$dir/initdb.log" >&2; exit 1; }
 opts="-c listen_addresses='' -k $dir -p $port -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 -c shared_preload_libraries=pg_stat_statements"
+# SETCACHE_PG_DURABLE=1: commits flushed to disk, as a production server does
+[ -n "${SETCACHE_PG_DURABLE:-}" ] && opts="-c listen_addresses='' -k $dir -p $port -c max_connections=300 -c shared_preload_libraries=pg_stat_statements"
 if ! $runas "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 -o "$opts" start >/dev/null; then
     cat "$dir/server.log" >&2; exit 1
 fi
