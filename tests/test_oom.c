@@ -142,6 +142,23 @@ static int op_define(setcache *c, long k)
     return setcache_define(c, "acct", key, SETCACHE_INT, "5");
 }
 
+static int op_define_rules(setcache *c, long k)
+{
+    static const char *const modes[] = {"live", "paper"};
+    char key[32];
+    snprintf(key, sizeof key, "r%ld", k);
+    setcache_definition d = {.entity_type = "acct", .key = key, .type = SETCACHE_STRING,
+                             .default_value = "paper", .description = "a mode",
+                             .choices = modes, .nchoices = 2, .max_length = 8};
+    return setcache_define_rules(c, &d);
+}
+
+static int op_publish(setcache *c, long k)
+{
+    (void)k;
+    return setcache_publish_definitions(c, NULL);
+}
+
 static int op_dup(setcache *c, long k)
 {
     (void)k;
@@ -257,7 +274,8 @@ TEST_T(every_allocation_failure_is_survived_and_the_cache_converges, 240)
     } ops[] = {{"read (load)", op_load},    {"write", op_write},
                {"set_many", op_set_many},   {"mapped table", op_mapped},
                {"subscribe", op_subscribe}, {"foreach", op_foreach},
-               {"define", op_define},       {"dup_string", op_dup},
+               {"define", op_define},       {"define_rules", op_define_rules},
+               {"publish", op_publish},     {"dup_string", op_dup},
                {"preload", op_preload},     {"ref", op_ref},
                {"snapshot", op_snapshot},   {"refresh and dispatch", op_refresh},
                {"reconcile", op_reconcile}};
