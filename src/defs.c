@@ -33,6 +33,11 @@ void setcache__defs_destroy(setcache *c, bool own_process)
         HASH_DEL(c->defs.table, d);
         def_free(d);
     }
+    HASH_ITER(hh, c->defs.local, d, tmp)
+    {
+        HASH_DEL(c->defs.local, d);
+        def_free(d);
+    }
     if (own_process) {
         setcache__br_destroy(&c->defs.lock);
     }
@@ -303,13 +308,48 @@ static int def_install(setcache *c, sc_def *n)
     return SETCACHE_OK;
 }
 
+/* Remember a local definition for setcache_publish_definitions (n taken),
+ * whether or not a shared one is in effect. */
+static int remember_local(setcache *c, sc_def *n)
+{
+    setcache__br_wrlock(&c->defs.lock);
+    sc_def *old;
+    HASH_FIND(hh, c->defs.local, n->dkey, n->dklen, old);
+    if (old) {
+        HASH_DEL(c->defs.local, old);
+    }
+    HASH_ADD_KEYPTR(hh, c->defs.local, n->dkey, n->dklen, n);
+    bool added = n->hh.tbl != NULL;
+    if (!added && old) {
+        HASH_ADD_KEYPTR(hh, c->defs.local, old->dkey, old->dklen, old);
+        old = NULL;
+    }
+    setcache__br_wrunlock(&c->defs.lock);
+    def_free(old);
+    if (!added) {
+        def_free(n);
+        return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+    }
+    return SETCACHE_OK;
+}
+
 int setcache_define_rules(setcache *c, const setcache_definition *d)
 {
     if (!c || !d) {
         return setcache__fail(SETCACHE_ERR_ARG, "%s is NULL", c ? "definition" : "handle");
     }
     sc_def *n = def_new(c, d, false);
-    return n ? def_install(c, n) : last_rc;
+    if (!n) {
+        return last_rc;
+    }
+    sc_def *copy = def_new(c, d, true); /* checked above: no second JSON round trip */
+    if (!copy) {
+        def_free(n);
+        return last_rc;
+    }
+    copy->shared = false;
+    int rc = remember_local(c, copy);
+    return rc == SETCACHE_OK ? def_install(c, n) : (def_free(n), rc);
 }
 
 int setcache_define(setcache *c, const char *entity_type, const char *key, setcache_type type,
@@ -545,13 +585,13 @@ int setcache_publish_definitions(setcache *c, uint64_t *invalid_rows)
     publish_job j = {c, NULL, 0, 0};
     /* a copy of the local definitions: no lock is held across the network */
     setcache__br_rdlock(&c->defs.lock);
-    size_t cap = HASH_COUNT(c->defs.table);
+    size_t cap = HASH_COUNT(c->defs.local);
     j.defs = calloc(cap ? cap : 1, sizeof *j.defs);
     bool nomem = !j.defs;
     sc_def *d, *tmp;
-    HASH_ITER(hh, c->defs.table, d, tmp)
+    HASH_ITER(hh, c->defs.local, d, tmp)
     {
-        if (nomem || d->shared) {
+        if (nomem) {
             continue;
         }
         setcache_definition x = {.entity_type = d->dkey,

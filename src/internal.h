@@ -846,7 +846,8 @@ typedef struct sc_cache { /* cache.c */
 
 typedef struct sc_defs { /* defs.c */
     sc_brlock lock;
-    sc_def *table; /* guarded by lock */
+    sc_def *table; /* guarded by lock: the definitions in effect */
+    sc_def *local; /* guarded by lock: those made in this handle, for publishing */
 } sc_defs;
 
 typedef struct sc_listen { /* listen.c */

@@ -184,6 +184,19 @@ TEST(shared_definitions_reach_a_second_handle_live)
     CHECK_STR(buf, "10"); /* the shared one wins */
     CHECK(t_stats(b).definition_conflicts >= 1);
     CHECK_RC(setcache_set_int(b, "expert", "3", "risk_limit", 500), SETCACHE_ERR_INVALID);
+    /* publishing is how a handle changes a shared definition: its own
+     * (default 7, no range) replaces the shared one everywhere */
+    CHECK_OK(setcache_publish_definitions(b, NULL));
+    CHECK_OK(setcache_get_string(b, "expert", "3", "risk_limit", buf, sizeof buf, NULL));
+    CHECK_STR(buf, "7");
+    t0 = t_now_ms();
+    while (setcache_get_string(a, "expert", "3", "risk_limit", buf, sizeof buf, NULL) ==
+               SETCACHE_OK &&
+           strcmp(buf, "7") != 0 && t_now_ms() - t0 < 5000) {
+        t_sleep_ms(5);
+    }
+    CHECK_STR(buf, "7");
+    CHECK_OK(setcache_set_int(b, "expert", "3", "risk_limit", 500));
     /* a new handle reads them at open */
     setcache *c = t_open();
     CHECK_OK(setcache_get_string(c, "expert", "9", "mode", buf, sizeof buf, NULL));
