@@ -267,6 +267,70 @@ static void platform_tables(PGconn *mon)
     }
 }
 
+/* Print the first lines of a command's output, indented. */
+static void show(const char *cmd, int lines)
+{
+    printf("$ %s\n", cmd);
+    char full[1024];
+    const char *b = getenv("SETCACHE_BUILD");
+    snprintf(full, sizeof full, "%s/%s 2>&1", b ? b : "build", cmd);
+    FILE *p = popen(full, "r");
+    char line[512];
+    int n = 0;
+    while (p && fgets(line, sizeof line, p)) {
+        if (n++ < lines) {
+            printf("  %s", line);
+        }
+    }
+    if (n > lines) {
+        printf("  ... (%d lines)\n", n);
+    }
+    if (p) {
+        pclose(p);
+    }
+}
+
+/* The experts' definitions, published once: the tool shows them, and the
+ * database refuses a psql write that breaks one. */
+static void managed_settings(setcache *c, PGconn *m)
+{
+    if (wl_define_experts(c) != SETCACHE_OK) {
+        die("define", setcache_errmsg());
+    }
+    uint64_t invalid = 0;
+    if (setcache_publish_definitions(c, &invalid) != SETCACHE_OK) {
+        die("publish", setcache_errmsg());
+    }
+    printf("\nmanaged settings: %lld expert definitions published (type, default, range or "
+           "choices, description); %llu stored values break them\n",
+           scalar(m, "SELECT count(*) FROM " SCHEMA ".definitions WHERE entity_type = "
+                     "'expert'"),
+           (unsigned long long)invalid);
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd,
+             "setcache --conninfo '%s' --schema " SCHEMA " --channel " SCHEMA " describe expert",
+             conninfo);
+    show(cmd, 6);
+    snprintf(cmd, sizeof cmd,
+             "setcache --conninfo '%s' --schema " SCHEMA " --channel " SCHEMA " list expert 5",
+             conninfo);
+    show(cmd, 6);
+    const char *bad = "UPDATE " SCHEMA ".settings SET value = 'banana' WHERE entity_type = "
+                      "'expert' AND entity_id = '1' AND key = 'atr_period'";
+    printf("$ psql -c \"%s\"\n", bad);
+    PGresult *r = PQexec(m, bad);
+    if (PQresultStatus(r) == PGRES_COMMAND_OK) {
+        printf("  UPDATE (accepted!)\n");
+    } else {
+        printf("  ERROR:  %s\n", PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY));
+    }
+    PQclear(r);
+    int64_t v = 0;
+    if (setcache_get_int(c, "expert", "1", "atr_period", &v) == SETCACHE_OK) {
+        printf("  every process still reads atr_period = %lld\n", (long long)v);
+    }
+}
+
 int main(int argc, char **argv)
 {
     tables_mode = argc > 1 && strcmp(argv[1], "--tables") == 0;
@@ -437,6 +501,9 @@ int main(int argc, char **argv)
     printf("new value read by this process: median %.1f ms after psql exited (negative = "
            "before psql had even exited), max %.1f ms; %.1f ms after psql started\n",
            after_exit[2], after_exit[4], after_start[2]);
+    if (!tables_mode) {
+        managed_settings(cache, mon);
+    }
     setcache_get_stats(cache, &b);
     printf("listener state %s, notifications %llu, loads %llu\n",
            b.state == SETCACHE_STATE_VALID ? "VALID" : "not valid",

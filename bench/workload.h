@@ -137,26 +137,109 @@ static inline void wl_expert_key(int i, char *out, size_t cap)
     }
 }
 
-/* A value of the right type mix: 39% float, 25% int, 16% str, 13% bool,
- * 5% list, 2% json. */
+/* The kind of expert key i, fixed per key (as a real settings schema has
+ * it), in the motivating system's mix: 39% float, 25% int, 16% str, 13%
+ * bool, 5% list, 2% json. */
+enum { WL_FLOAT, WL_INT, WL_STR, WL_BOOL, WL_LIST, WL_JSON };
+static const int wl_hot_kind[13] = {WL_BOOL,  WL_BOOL,  WL_BOOL, WL_FLOAT, WL_FLOAT,
+                                    WL_FLOAT, WL_INT,   WL_FLOAT, WL_BOOL, WL_STR,
+                                    WL_STR,   WL_LIST,  WL_FLOAT};
+static inline int wl_kind(int i)
+{
+    if (i < 13) {
+        return wl_hot_kind[i];
+    }
+    int r = (i * 37 + 11) % 100;
+    return r < 39 ? WL_FLOAT : r < 64 ? WL_INT : r < 80 ? WL_STR : r < 93 ? WL_BOOL
+                                                                   : r < 98 ? WL_LIST : WL_JSON;
+}
+
+static const char *const wl_sizing_modes[3] = {"fixed", "risk_percent", "kelly"};
+static const char *const wl_selection_methods[3] = {"manual", "screener", "ai_ranked"};
+
+/* A value of expert key i (its kind, within its definition's rules). */
 static inline void wl_value(unsigned *seed, int i, char *out, size_t cap)
 {
-    unsigned r = wl_rand(seed) % 100;
-    if (i == 11) { /* enabled_instruments: a JSON list */
-        snprintf(out, cap, "[\"AAPL\",\"MSFT\",\"NVDA\",\"AMZN\",\"GOOG\",\"META\"]");
-    } else if (r < 39) {
-        snprintf(out, cap, "%.4f", (wl_rand(seed) % 100000) / 1000.0);
-    } else if (r < 64) {
-        snprintf(out, cap, "%u", wl_rand(seed) % 500);
-    } else if (r < 80) {
-        snprintf(out, cap, "NagaAC/gpt-5.1-2025-11-13");
-    } else if (r < 93) {
-        snprintf(out, cap, "%s", (wl_rand(seed) & 1) ? "true" : "false");
-    } else if (r < 98) {
-        snprintf(out, cap, "[\"alpaca\",\"ibkr\"]");
-    } else {
+    unsigned r = wl_rand(seed);
+    switch (wl_kind(i)) {
+    case WL_FLOAT:
+        snprintf(out, cap, "%.4f", (r % 100000) / 1000.0);
+        break;
+    case WL_INT:
+        snprintf(out, cap, "%u", 1 + r % 499);
+        break;
+    case WL_STR:
+        snprintf(out, cap, "%s", i == 9 ? wl_sizing_modes[r % 3] : i == 10 ? wl_selection_methods[r % 3]
+                                                                           : "NagaAC/gpt-5.1-2025-11-13");
+        break;
+    case WL_BOOL:
+        snprintf(out, cap, "%s", (r & 1) ? "true" : "false");
+        break;
+    case WL_LIST:
+        snprintf(out, cap, "%s", i == 11 ? "[\"AAPL\",\"MSFT\",\"NVDA\",\"AMZN\",\"GOOG\",\"META\"]"
+                                         : "[\"alpaca\",\"ibkr\"]");
+        break;
+    default:
         snprintf(out, cap, "{\"days\":[1,2,3,4,5],\"at\":\"09:30\",\"tz\":\"America/New_York\"}");
     }
+}
+
+/* Definitions of the 112 expert keys (types, defaults, ranges, choices,
+ * descriptions): what the motivating system's code says about them. */
+static inline int wl_define_experts(setcache *c)
+{
+    static const char *const hot_desc[13] = {
+        "open trades without a confirmation", "allow long entries", "allow short entries",
+        "largest share of equity per instrument, percent", "equity risked per trade, percent",
+        "stop distance in ATRs", "bars in the ATR window", "smallest stop loss, percent",
+        "place stops from the ATR", "how positions are sized", "how instruments are chosen",
+        "instruments traded (JSON list)", "balance kept free, percent"};
+    for (int i = 0; i < 112; i++) {
+        char key[64], desc[96];
+        wl_expert_key(i, key, sizeof key);
+        snprintf(desc, sizeof desc, "%s",
+                 i < 13 ? hot_desc[i] : "strategy parameter threshold");
+        setcache_definition d = {.entity_type = "expert", .key = key, .description = desc};
+        switch (wl_kind(i)) {
+        case WL_FLOAT:
+            d.type = SETCACHE_DOUBLE;
+            d.default_value = "1.0";
+            d.has_min = d.has_max = true;
+            d.min = 0;
+            d.max = 100;
+            break;
+        case WL_INT:
+            d.type = SETCACHE_INT;
+            d.default_value = i == 6 ? "14" : "10";
+            d.has_min = d.has_max = true;
+            d.min = 1;
+            d.max = 500;
+            break;
+        case WL_STR:
+            d.type = SETCACHE_STRING;
+            if (i == 9 || i == 10) {
+                d.choices = i == 9 ? wl_sizing_modes : wl_selection_methods;
+                d.nchoices = 3;
+                d.default_value = d.choices[0];
+            } else {
+                d.max_length = 64;
+                d.default_value = "NagaAC/gpt-5.1-2025-11-13";
+            }
+            break;
+        case WL_BOOL:
+            d.type = SETCACHE_BOOL;
+            d.default_value = "false";
+            break;
+        default:
+            d.type = SETCACHE_JSON;
+            d.default_value = wl_kind(i) == WL_LIST ? "[]" : "{}";
+        }
+        int rc = setcache_define_rules(c, &d);
+        if (rc != SETCACHE_OK) {
+            return rc;
+        }
+    }
+    return SETCACHE_OK;
 }
 
 /* Write the whole workload through the library (one set_many per entity). */

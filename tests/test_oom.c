@@ -147,9 +147,14 @@ static int op_define_rules(setcache *c, long k)
     static const char *const modes[] = {"live", "paper"};
     char key[32];
     snprintf(key, sizeof key, "r%ld", k);
-    setcache_definition d = {.entity_type = "acct", .key = key, .type = SETCACHE_STRING,
-                             .default_value = "paper", .description = "a mode",
-                             .choices = modes, .nchoices = 2, .max_length = 8};
+    setcache_definition d = {.entity_type = "acct",
+                             .key = key,
+                             .type = SETCACHE_STRING,
+                             .default_value = "paper",
+                             .description = "a mode",
+                             .choices = modes,
+                             .nchoices = 2,
+                             .max_length = 8};
     return setcache_define_rules(c, &d);
 }
 

@@ -2,8 +2,9 @@
  * fuzz_payload.c - libFuzzer target for the notification payload parser.
  * Payloads are public (anyone who can connect may NOTIFY on the channel):
  * whatever the bytes, the parser must not crash, and whatever it accepts
- * must be a well-formed hint with a valid identity (or a truncate, a tick or
- * an older heartbeat, which carry none).
+ * must be a well-formed hint with a valid identity (a change, or a shared
+ * definition's change) or a truncate, a tick or an older heartbeat, which
+ * carry none.
  */
 #include "internal.h"
 
@@ -25,7 +26,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int64_t version = -1;
     sc_ident id;
     if (setcache__parse_payload(payload, buf, sizeof buf, &op, &version, &id) == 0) {
-        if (version < 0 || !strchr("IUDTHK", op)) {
+        if (version < 0 || !strchr("IUDTHKF", op)) {
             abort();
         }
         if (op != 'T' && op != 'H' && op != 'K') {
