@@ -533,6 +533,7 @@ bool setcache__is_writing(setcache *c, int be_pid);
 bool setcache__is_own_backend(setcache *c, int be_pid); /* a pooled connection's */
 PGconn *setcache__connect(setcache *c, const char *conninfo, const char *role, int *server_pid);
 void setcache__finish_inherited(PGconn *conn);
+PGresult *setcache__exec_simple(setcache *c, PGconn *conn, const char *sql, bool *timed_out);
 bool setcache__send_limited(setcache *c, PGconn *conn, const char *sql, int n,
                             const char *const *vals, bool *pipelined);
 int setcache__limit_taken(setcache *c, PGconn *conn);

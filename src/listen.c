@@ -219,9 +219,13 @@ static PGconn *listen_connect(setcache *c)
     /* ticks and probes never wait for a WAL flush (see the top) */
     snprintf(sql, n, "SET synchronous_commit = off; LISTEN setcache_probe_%d; LISTEN %s",
              PQbackendPID(conn), q);
-    PGresult *r = PQexec(conn, sql);
+    bool timed_out;
+    PGresult *r = setcache__exec_simple(c, conn, sql, &timed_out);
     bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-    if (!ok) {
+    if (timed_out) {
+        setcache__fail(SETCACHE_ERR_DB, "LISTEN: no answer within io_timeout_ms (%d ms)",
+                       c->io_timeout_ms);
+    } else if (!ok) {
         setcache__fail_pg(SETCACHE_ERR_DB, "LISTEN", conn, r);
     }
     PQclear(r);

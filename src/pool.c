@@ -636,26 +636,19 @@ static PGresult *answer_result(setcache *c, PGconn *conn, answer *a)
     return a->last;
 }
 
-/* The results of one statement (the last, as PQexecParams gives), waiting
- * no longer than round_trip_ms: on expiry the connection's socket is shut
- * down (so the pool drops it) and *timed_out set. */
-static PGresult *exec_within(setcache *c, PGconn *conn, const char *sql, int n,
-                             const char *const *vals, bool *timed_out)
+/* Wait for the answer a describes, no longer than limit ms (0: no limit):
+ * on expiry the connection's socket is shut down (so it is never reused)
+ * and *timed_out set. The last result, as PQexecParams gives it. */
+static PGresult *await_answer(setcache *c, PGconn *conn, answer *a, int limit, bool *timed_out)
 {
-    *timed_out = false;
-    answer a = {0};
-    if (!setcache__send_limited(c, conn, sql, n, vals, &a.pipelined)) {
-        return NULL;
-    }
-    int limit = round_trip_ms(c);
     double deadline = setcache__mono_ms() + limit;
     if (PQflush(conn) < 0) {
         return NULL;
     }
     for (;;) {
         while (!PQisBusy(conn)) {
-            if (take(&a, PQgetResult(conn))) {
-                return answer_result(c, conn, &a);
+            if (take(a, PQgetResult(conn))) {
+                return answer_result(c, conn, a);
             }
         }
         double left = deadline - setcache__mono_ms();
@@ -665,8 +658,8 @@ static PGresult *exec_within(setcache *c, PGconn *conn, const char *sql, int n,
             *timed_out = pr == 0;                /* else poll failed: a broken connection */
             shutdown(PQsocket(conn), SHUT_RDWR); /* never reused: libpq sees it closed */
             PQconsumeInput(conn);
-            PQclear(a.last);
-            PQclear(a.early);
+            PQclear(a->last);
+            PQclear(a->early);
             return NULL;
         }
         if (pr > 0 && !PQconsumeInput(conn)) {
@@ -677,13 +670,39 @@ static PGresult *exec_within(setcache *c, PGconn *conn, const char *sql, int n,
                     PQclear(r);
                     continue;
                 }
-                PQclear(a.last);
-                a.last = r;
+                PQclear(a->last);
+                a->last = r;
             }
-            PQclear(a.early);
-            return a.last;
+            PQclear(a->early);
+            return a->last;
         }
     }
+}
+
+/* The results of one statement (the last, as PQexecParams gives), waiting
+ * no longer than round_trip_ms. */
+static PGresult *exec_within(setcache *c, PGconn *conn, const char *sql, int n,
+                             const char *const *vals, bool *timed_out)
+{
+    *timed_out = false;
+    answer a = {0};
+    if (!setcache__send_limited(c, conn, sql, n, vals, &a.pipelined)) {
+        return NULL;
+    }
+    return await_answer(c, conn, &a, round_trip_ms(c), timed_out);
+}
+
+/* Text with several statements and no parameters (the listener's LISTEN),
+ * waiting no longer than io_timeout_ms; the last result, or NULL (a round
+ * trip past the deadline sets *timed_out and closes the socket). */
+PGresult *setcache__exec_simple(setcache *c, PGconn *conn, const char *sql, bool *timed_out)
+{
+    *timed_out = false;
+    answer a = {0};
+    if (!PQsendQuery(conn, sql)) {
+        return NULL;
+    }
+    return await_answer(c, conn, &a, c->io_timeout_ms, timed_out);
 }
 
 /* The server cancelled the statement because of statement_timeout. */

@@ -445,3 +445,72 @@ TEST_T(statement_timeout_cancels_on_the_server_and_changes_nothing, 60)
     CHECK_STR(buf, "x");
     setcache_close(c);
 }
+
+/* ---- the listener's LISTEN has a deadline too ---- */
+
+static int stopped_listener;
+static void resume_listener(void)
+{
+    if (stopped_listener > 0) {
+        kill(stopped_listener, SIGCONT);
+        stopped_listener = 0;
+    }
+}
+
+/* The first listener session is stopped after connecting, before LISTEN. */
+static void stop_first_listener(setcache *c)
+{
+    (void)c;
+    if (stopped_listener != 0) {
+        return;
+    }
+    PGconn *a = PQconnectdb(t_conninfo());
+    char sql[160];
+    snprintf(sql, sizeof sql,
+             "SELECT pid FROM pg_stat_activity WHERE application_name = 'setcache:%d:listen'",
+             (int)getpid());
+    PGresult *r = PQexec(a, sql);
+    int pid =
+        PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 ? atoi(PQgetvalue(r, 0, 0)) : -1;
+    PQclear(r);
+    PQfinish(a);
+    stopped_listener = pid;
+    if (pid > 0) {
+        kill(pid, SIGSTOP);
+    }
+}
+
+/* A server that goes silent between the listener's connect and its LISTEN:
+ * the LISTEN round trip gives up after io_timeout_ms, the listener
+ * reconnects, and the handle turns VALID (without the deadline it would
+ * wait for the stopped backend for ever). */
+TEST_T(listener_listen_round_trip_has_a_deadline, 60)
+{
+    t_on_fail(resume_listener);
+    setcache__hooks.listener_before_listen = stop_first_listener;
+    setcache_options o;
+    t_options(&o);
+    o.io_timeout_ms = 500;
+    double t0 = t_now_ms();
+    setcache *c = t_open_with(&o);
+    while (t_stats(c).state != SETCACHE_STATE_VALID && t_now_ms() - t0 < 10000) {
+        t_sleep_ms(10);
+    }
+    double took = t_now_ms() - t0;
+    setcache__hooks.listener_before_listen = NULL;
+    fprintf(stderr,
+            "    VALID %.0f ms after open, the first listener session stopped before LISTEN\n",
+            took);
+    CHECK(stopped_listener > 0);
+    CHECK_INT(t_stats(c).state, SETCACHE_STATE_VALID);
+    CHECK(took < 500 + 3000);
+    CHECK_OK(setcache_set_string(c, "account", "1", "k", "v"));
+    resume_listener();
+    /* the stopped session, shut down by the client, ends once resumed */
+    double t1 = t_now_ms();
+    while (t_sessions_of(getpid()) > o.pool_size + 1 && t_now_ms() - t1 < 5000) {
+        t_sleep_ms(20);
+    }
+    CHECK(t_sessions_of(getpid()) <= o.pool_size + 1);
+    setcache_close(c);
+}
