@@ -203,8 +203,11 @@ typedef struct setcache_options {
      * (loads, writes): a server or network that does not answer within it
      * gives SETCACHE_ERR_DB for a read (SETCACHE_ERR_UNCERTAIN for a write
      * whose statement was sent, and the entity is dropped), and the
-     * connection is closed, never returned to the pool. Pooled connections
-     * also get it as tcp_user_timeout unless the conninfo sets one. Default
+     * connection is closed, never returned to the pool; a pooled
+     * connection's connect and the listener's LISTEN wait no longer either.
+     * Pooled connections also get it as tcp_user_timeout unless the
+     * conninfo sets one (the listener the smaller of it and heartbeat_ms +
+     * heartbeat_deadline_ms). Default
      * 10000; 0 = no deadline (a stalled network waits for TCP). Since 0.1.0.
      * With statement_timeout_ms on, a round trip's deadline is the sum of
      * both (the server is given its own limit first); a stalled network is
