@@ -298,6 +298,12 @@ TEST_T(every_allocation_failure_is_survived_and_the_cache_converges, 240)
           "'1' AND key = 'key_5'",
           s);
     CHECK(t_wait_value(c, "acct", "1", "key_5", "final", 5000) >= 0);
+    /* a failure the listener met (any thread's allocation may fail) may
+     * still be reconnecting it: VALID again within the backoff */
+    double t0 = t_now_ms();
+    while (t_stats(c).state != SETCACHE_STATE_VALID && t_now_ms() - t0 < 10000 * t_scale()) {
+        t_sleep_ms(10);
+    }
     CHECK_INT(t_stats(c).state, SETCACHE_STATE_VALID);
     const char *check[][3] = {{"acct", "1", "key_3"}, {"acct", "2", "key_4"}, {"w", "1", "k"},
                               {"w", "2", "a"},        {"w", "2", "b"},        {"w", "2", "gone"}};
