@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -654,6 +655,38 @@ static void psql_on(const char *sock, const char *sql)
               0);
 }
 
+/* Cached reads during the partition: each must answer within 5 ms of wall
+ * time, unless the scheduler took the CPU away meanwhile (an involuntary
+ * context switch) while the read itself never waited (no voluntary one: a
+ * lock, a poll). A read that blocked on the network or a lock fails. */
+typedef struct read_watch {
+    int reads, slow_preempted;
+    double worst, worst_own;
+} read_watch;
+
+static void cached_read(setcache *c, const char *id, char *buf, size_t cap, read_watch *w)
+{
+    struct rusage u0, u1;
+    getrusage(RUSAGE_THREAD, &u0);
+    double r0 = t_now_ms();
+    CHECK_OK(setcache_get_string(c, "account", id, "a", buf, cap, NULL));
+    double took = t_now_ms() - r0;
+    getrusage(RUSAGE_THREAD, &u1);
+    bool waited = u1.ru_nvcsw != u0.ru_nvcsw;
+    bool preempted = u1.ru_nivcsw != u0.ru_nivcsw;
+    w->reads++;
+    w->worst = took > w->worst ? took : w->worst;
+    if (took > 5 && preempted && !waited) {
+        w->slow_preempted++;
+        return;
+    }
+    w->worst_own = took > w->worst_own ? took : w->worst_own;
+    if (took > 5) {
+        t_fail(__FILE__, __LINE__, "a cached read took %.1f ms (%s)", took,
+               waited ? "it waited" : "not preempted");
+    }
+}
+
 /* The process reaches its server over a veth pair and TCP from its own
  * network namespace; then every packet between them is dropped, and later
  * let through again. INTERRUPTED within heartbeat_ms + heartbeat_deadline_ms
@@ -738,16 +771,11 @@ TEST_T(network_partition_over_tcp_turns_into_clear_errors_and_heals, 180)
     cut(true);
     double cut_at = t_now_ms();
     /* cached reads answer at once while the listener finds out */
-    double worst = 0;
-    int reads = 0;
+    read_watch rw = {0};
     while (t_stats(c).state == SETCACHE_STATE_VALID && t_now_ms() - cut_at < 5000) {
         char id[16];
-        snprintf(id, sizeof id, "%d", 1 + reads % 5);
-        double r0 = t_now_ms();
-        CHECK_OK(setcache_get_string(c, "account", id, "a", buf, sizeof buf, NULL));
-        double took = t_now_ms() - r0;
-        worst = took > worst ? took : worst;
-        reads++;
+        snprintf(id, sizeof id, "%d", 1 + rw.reads % 5);
+        cached_read(c, id, buf, sizeof buf, &rw);
         usleep(200);
     }
     double interrupted = t_now_ms() - cut_at;
@@ -766,13 +794,9 @@ TEST_T(network_partition_over_tcp_turns_into_clear_errors_and_heals, 180)
     for (int e = 2; e <= 5; e++) {
         char id[16];
         snprintf(id, sizeof id, "%d", e);
-        double r0 = t_now_ms();
-        CHECK_OK(setcache_get_string(c, "account", id, "a", buf, sizeof buf, NULL));
-        double took = t_now_ms() - r0;
-        worst = took > worst ? took : worst;
+        cached_read(c, id, buf, sizeof buf, &rw);
         CHECK_STR(buf, "v1");
     }
-    CHECK(worst <= 5);
     /* meanwhile, on the server (its Unix socket is not cut) */
     char upd[256];
     snprintf(upd, sizeof upd,
@@ -810,11 +834,12 @@ TEST_T(network_partition_over_tcp_turns_into_clear_errors_and_heals, 180)
     }
     fprintf(stderr,
             "    partition (%s): INTERRUPTED after %.0f ms, %d cached reads meanwhile (worst "
-            "%.2f ms); write SETCACHE_ERR_UNCERTAIN after %.0f ms, load SETCACHE_ERR_DB after "
+            "%.2f ms; %d over 5 ms only while preempted, worst %.1f ms); write "
+            "SETCACHE_ERR_UNCERTAIN after %.0f ms, load SETCACHE_ERR_DB after "
             "%.0f ms; VALID %.0f ms after healing, the change made meanwhile seen %.0f ms after "
             "VALID; %d sessions\n",
-            nft_used ? "nftables" : "link down", interrupted, reads, worst, write_ms, load_ms,
-            valid - healed, seen_ms, sessions);
+            nft_used ? "nftables" : "link down", interrupted, rw.reads, rw.worst_own,
+            rw.slow_preempted, rw.worst, write_ms, load_ms, valid - healed, seen_ms, sessions);
     CHECK(sessions <= o.pool_size + 1);
     setcache_close(c);
     CHECK_INT(open_fds(), fds0);
