@@ -655,13 +655,15 @@ static void psql_on(const char *sock, const char *sql)
               0);
 }
 
-/* Cached reads during the partition: each must answer within 5 ms of wall
- * time, unless the scheduler took the CPU away meanwhile (an involuntary
- * context switch) while the read itself never waited (no voluntary one: a
- * lock, a poll). A read that blocked on the network or a lock fails. */
+/* Cached reads during the partition must answer within 5 ms. A read that
+ * waits - for the network, a lock, anything - does so by a voluntary
+ * context switch: one that took over 5 ms and waited fails the test. On a
+ * shared VM a read can also lose its CPU without a switch the kernel sees
+ * (the hypervisor takes the vCPU): those are counted, and more than 1 % of
+ * them over 5 ms fails the test too. */
 typedef struct read_watch {
-    int reads, slow_preempted;
-    double worst, worst_own;
+    int reads, slow_unwaited;
+    double worst, worst_waited;
 } read_watch;
 
 static void cached_read(setcache *c, const char *id, char *buf, size_t cap, read_watch *w)
@@ -673,17 +675,15 @@ static void cached_read(setcache *c, const char *id, char *buf, size_t cap, read
     double took = t_now_ms() - r0;
     getrusage(RUSAGE_THREAD, &u1);
     bool waited = u1.ru_nvcsw != u0.ru_nvcsw;
-    bool preempted = u1.ru_nivcsw != u0.ru_nivcsw;
     w->reads++;
     w->worst = took > w->worst ? took : w->worst;
-    if (took > 5 && preempted && !waited) {
-        w->slow_preempted++;
-        return;
-    }
-    w->worst_own = took > w->worst_own ? took : w->worst_own;
-    if (took > 5) {
-        t_fail(__FILE__, __LINE__, "a cached read took %.1f ms (%s)", took,
-               waited ? "it waited" : "not preempted");
+    if (waited) {
+        w->worst_waited = took > w->worst_waited ? took : w->worst_waited;
+        if (took > 5) {
+            t_fail(__FILE__, __LINE__, "a cached read waited and took %.1f ms", took);
+        }
+    } else if (took > 5) {
+        w->slow_unwaited++;
     }
 }
 
@@ -834,13 +834,14 @@ TEST_T(network_partition_over_tcp_turns_into_clear_errors_and_heals, 180)
     }
     fprintf(stderr,
             "    partition (%s): INTERRUPTED after %.0f ms, %d cached reads meanwhile (worst "
-            "%.2f ms; %d over 5 ms only while preempted, worst %.1f ms); write "
+            "%.2f ms; %d over 5 ms without waiting); write "
             "SETCACHE_ERR_UNCERTAIN after %.0f ms, load SETCACHE_ERR_DB after "
             "%.0f ms; VALID %.0f ms after healing, the change made meanwhile seen %.0f ms after "
             "VALID; %d sessions\n",
-            nft_used ? "nftables" : "link down", interrupted, rw.reads, rw.worst_own,
-            rw.slow_preempted, rw.worst, write_ms, load_ms, valid - healed, seen_ms, sessions);
+            nft_used ? "nftables" : "link down", interrupted, rw.reads, rw.worst, rw.slow_unwaited,
+            write_ms, load_ms, valid - healed, seen_ms, sessions);
     CHECK(sessions <= o.pool_size + 1);
+    CHECK(rw.reads > 100 && rw.slow_unwaited * 100 <= rw.reads);
     setcache_close(c);
     CHECK_INT(open_fds(), fds0);
     end_partition();
