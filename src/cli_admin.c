@@ -364,19 +364,22 @@ static char *apply_change(PGconn *conn, const char *schema, PGresult *d, int i)
                  schema);
         n = 4;
     }
-    char *err = NULL;
+    char *err = NULL, *end_err = NULL;
     PGresult *r = run(conn, "SAVEPOINT setcache_import_item", 0, NULL, &err);
-    PQclear(r);
     if (!r) {
         return err;
     }
-    r = run(conn, sql, n, v, &err);
     PQclear(r);
+    r = run(conn, sql, n, v, &err);
+    bool applied = r != NULL;
+    PQclear(r);
+    /* an item that failed is undone alone; the transaction goes on */
     PQclear(run(conn,
-                r ? "RELEASE SAVEPOINT setcache_import_item"
-                  : "ROLLBACK TO SAVEPOINT setcache_import_item",
-                0, NULL, &(char *){NULL}));
-    return r ? NULL : (err ? err : strdup("failed"));
+                applied ? "RELEASE SAVEPOINT setcache_import_item"
+                        : "ROLLBACK TO SAVEPOINT setcache_import_item",
+                0, NULL, &end_err));
+    free(end_err);
+    return applied ? NULL : (err ? err : strdup("failed"));
 }
 
 static void print_change(FILE *f, PGresult *d, int i, const char *err)

@@ -4,7 +4,6 @@
 #include "harness.h"
 
 #include <pthread.h>
-#include <stdarg.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -13,28 +12,16 @@ static int port;
 static bool started;
 static const char *password = "Pw-s3cr3t-7f2a91";
 
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static void stop_cluster(void)
 {
     const char *runas = getenv("SETCACHE_PG_RUNAS");
     if (started) {
-        sh("%s %s/pg_ctl -D %s/data -m immediate -w stop >/dev/null 2>&1", runas ? runas : "",
-           getenv("SETCACHE_PG_BINDIR"), dir);
+        t_sh("%s %s/pg_ctl -D %s/data -m immediate -w stop >/dev/null 2>&1", runas ? runas : "",
+             getenv("SETCACHE_PG_BINDIR"), dir);
         started = false;
     }
     if (dir[0]) {
-        sh("rm -rf '%s'", dir);
+        t_sh("rm -rf '%s'", dir);
         dir[0] = '\0';
     }
 }
@@ -48,7 +35,7 @@ static void start_tls_cluster(void)
     if (!bindir || !pgdata) {
         t_skip("needs the private test cluster's binaries (SETCACHE_PG_BINDIR)");
     }
-    if (sh("command -v openssl >/dev/null") != 0) {
+    if (t_sh("command -v openssl >/dev/null") != 0) {
         t_skip("openssl not found");
     }
     t_on_fail(stop_cluster);
@@ -56,41 +43,41 @@ static void start_tls_cluster(void)
     CHECK(mkdtemp(dir) != NULL);
     chmod(dir, 0755);
     port = 30000 + (int)(getpid() % 20000);
-    CHECK_INT(sh("(cd '%s' && "
-                 "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 "
-                 "-subj /CN=setcache-test-ca && "
-                 "openssl req -x509 -newkey rsa:2048 -nodes -keyout other.key -out other.crt "
-                 "-days 2 -subj /CN=another-ca && "
-                 "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr "
-                 "-subj /CN=localhost && "
-                 "printf 'subjectAltName=DNS:localhost\\n' > san.ext && "
-                 "openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial "
-                 "-out server.crt -days 2 -extfile san.ext && chmod 600 server.key) "
-                 ">/dev/null 2>&1",
-                 dir),
+    CHECK_INT(t_sh("(cd '%s' && "
+                   "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 "
+                   "-subj /CN=setcache-test-ca && "
+                   "openssl req -x509 -newkey rsa:2048 -nodes -keyout other.key -out other.crt "
+                   "-days 2 -subj /CN=another-ca && "
+                   "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr "
+                   "-subj /CN=localhost && "
+                   "printf 'subjectAltName=DNS:localhost\\n' > san.ext && "
+                   "openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial "
+                   "-out server.crt -days 2 -extfile san.ext && chmod 600 server.key) "
+                   ">/dev/null 2>&1",
+                   dir),
               0);
     /* the server runs as the owner of the test cluster's data directory */
-    CHECK_INT(
-        sh("chown $(stat -c %%U '%s') '%s' '%s/server.key' '%s/server.crt'", pgdata, dir, dir, dir),
-        0);
-    CHECK_INT(sh("%s %s/initdb -D %s/data -U postgres -A trust -N >/dev/null 2>&1",
-                 runas ? runas : "", bindir, dir),
+    CHECK_INT(t_sh("chown $(stat -c %%U '%s') '%s' '%s/server.key' '%s/server.crt'", pgdata, dir,
+                   dir, dir),
+              0);
+    CHECK_INT(t_sh("%s %s/initdb -D %s/data -U postgres -A trust -N >/dev/null 2>&1",
+                   runas ? runas : "", bindir, dir),
               0);
     CHECK_INT(
-        sh("%s sh -c \"printf 'local all all trust\\nhostssl all all 127.0.0.1/32 "
-           "scram-sha-256\\nhostnossl all all 127.0.0.1/32 reject\\n' > %s/data/pg_hba.conf\"",
-           runas ? runas : "", dir),
+        t_sh("%s sh -c \"printf 'local all all trust\\nhostssl all all 127.0.0.1/32 "
+             "scram-sha-256\\nhostnossl all all 127.0.0.1/32 reject\\n' > %s/data/pg_hba.conf\"",
+             runas ? runas : "", dir),
         0);
     CHECK_INT(
-        sh("%s %s/pg_ctl -D %s/data -l %s/server.log -w -t 60 -o \"-c "
-           "listen_addresses=127.0.0.1 -p %d -k %s -c fsync=off -c ssl=on -c "
-           "ssl_cert_file=%s/server.crt -c ssl_key_file=%s/server.key\" start >/dev/null 2>&1",
-           runas ? runas : "", bindir, dir, dir, port, dir, dir, dir),
+        t_sh("%s %s/pg_ctl -D %s/data -l %s/server.log -w -t 60 -o \"-c "
+             "listen_addresses=127.0.0.1 -p %d -k %s -c fsync=off -c ssl=on -c "
+             "ssl_cert_file=%s/server.crt -c ssl_key_file=%s/server.key\" start >/dev/null 2>&1",
+             runas ? runas : "", bindir, dir, dir, port, dir, dir, dir),
         0);
     started = true;
-    CHECK_INT(sh("psql -q 'host=%s port=%d user=postgres dbname=postgres' -c \"CREATE ROLE app "
-                 "LOGIN SUPERUSER PASSWORD '%s'\" >/dev/null 2>&1",
-                 dir, port, password),
+    CHECK_INT(t_sh("psql -q 'host=%s port=%d user=postgres dbname=postgres' -c \"CREATE ROLE app "
+                   "LOGIN SUPERUSER PASSWORD '%s'\" >/dev/null 2>&1",
+                   dir, port, password),
               0);
 }
 
@@ -284,7 +271,7 @@ TEST_T(no_password_in_any_output, 90)
                      "sslrootcert=%s/ca.crt' %s >>%s 2>&1",
                      t_build_dir(), t_schema(), t_schema(), port, password, wrong ? "-nope" : "",
                      dir, cmds[i], toolout);
-            sh("%s", cmd);
+            t_sh("%s", cmd);
         }
         snprintf(cmd, sizeof cmd,
                  "timeout -s INT 2 %s/setcache --schema %s --channel %s --conninfo "
@@ -292,12 +279,12 @@ TEST_T(no_password_in_any_output, 90)
                  "sslmode=verify-full sslrootcert=%s/ca.crt' watch >>%s 2>&1",
                  t_build_dir(), t_schema(), t_schema(), port, password, wrong ? "-nope" : "", dir,
                  toolout);
-        sh("%s", cmd);
+        t_sh("%s", cmd);
     }
-    CHECK_INT(sh("grep -q 'password authentication failed' %s", toolout), 0);
-    CHECK_INT(sh("grep -q 'account' %s || grep -q 'VALID' %s", toolout, toolout), 0);
-    if (sh("grep -q -- '%s' %s", password, toolout) == 0) {
-        sh("cat %s >&2", toolout);
+    CHECK_INT(t_sh("grep -q 'password authentication failed' %s", toolout), 0);
+    CHECK_INT(t_sh("grep -q 'account' %s || grep -q 'VALID' %s", toolout, toolout), 0);
+    if (t_sh("grep -q -- '%s' %s", password, toolout) == 0) {
+        t_sh("cat %s >&2", toolout);
         t_fail(__FILE__, __LINE__, "the tool printed the password");
     }
     if (strstr(k.text, password)) {
