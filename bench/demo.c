@@ -311,12 +311,19 @@ static void managed_settings(setcache *c, PGconn *m)
              "setcache --conninfo '%s' --schema " SCHEMA " --channel " SCHEMA " describe expert",
              conninfo);
     show(cmd, 6);
+    /* with --tables the tool reads the expert table as the processes do */
     snprintf(cmd, sizeof cmd,
-             "setcache --conninfo '%s' --schema " SCHEMA " --channel " SCHEMA " list expert 5",
-             conninfo);
+             "setcache --conninfo '%s' --schema " SCHEMA " --channel " SCHEMA "%s list expert 5",
+             conninfo,
+             tables_mode ? " --map expert=" SCHEMA ".expertsetting,instance_id,integer,key,"
+                           "value_str:value_float:value_json"
+                         : "");
     show(cmd, 6);
-    const char *bad = "UPDATE " SCHEMA ".settings SET value = 'banana' WHERE entity_type = "
-                      "'expert' AND entity_id = '1' AND key = 'atr_period'";
+    const char *bad = tables_mode
+                          ? "UPDATE " SCHEMA ".expertsetting SET value_str = 'banana', "
+                            "value_float = NULL WHERE instance_id = 1 AND key = 'atr_period'"
+                          : "UPDATE " SCHEMA ".settings SET value = 'banana' WHERE entity_type = "
+                            "'expert' AND entity_id = '1' AND key = 'atr_period'";
     printf("$ psql -c \"%s\"\n", bad);
     PGresult *r = PQexec(m, bad);
     if (PQresultStatus(r) == PGRES_COMMAND_OK) {
@@ -501,9 +508,7 @@ int main(int argc, char **argv)
     printf("new value read by this process: median %.1f ms after psql exited (negative = "
            "before psql had even exited), max %.1f ms; %.1f ms after psql started\n",
            after_exit[2], after_exit[4], after_start[2]);
-    if (!tables_mode) {
-        managed_settings(cache, mon);
-    }
+    managed_settings(cache, mon);
     setcache_get_stats(cache, &b);
     printf("listener state %s, notifications %llu, loads %llu\n",
            b.state == SETCACHE_STATE_VALID ? "VALID" : "not valid",

@@ -358,7 +358,9 @@ SETCACHE_API int setcache_define_rules(setcache *c, const setcache_definition *d
  * Upsert every definition made in this handle (setcache_define and
  * setcache_define_rules) into <schema>.definitions, in one transaction, so
  * that the database enforces them for every writer and other handles (with
- * shared_definitions) and the setcache tool see them. Existing rows that
+ * shared_definitions) and the setcache tool see them (the built-in table's
+ * and every mapped table's rows are checked, the latter by the value a load
+ * decodes). Existing rows that
  * break a published rule are reported — counted, with the first examples,
  * in the log (SETCACHE_LOG_WARN) and in *invalid_rows when not NULL —
  * never rewritten. Returns OK, ERR_INVALID (the server refused a definition:

@@ -514,6 +514,8 @@ typedef struct publish_job {
     sc_def **defs;
     size_t n;
     uint64_t invalid;
+    const sc_bad_query *bad; /* stored rows breaking a definition, per table */
+    size_t nbad;
 } publish_job;
 
 static int publish_one(setcache *c, PGconn *conn, const sc_def *d)
@@ -553,36 +555,39 @@ static int publish_conn(void *arg, PGconn *conn)
     for (size_t i = 0; i < j->n && rc == SETCACHE_OK; i++) {
         rc = publish_one(c, conn, j->defs[i]);
     }
-    PGresult *r = NULL;
-    if (rc == SETCACHE_OK) {
-        r = setcache__exec(c, conn, c->sql.defs_bad, 0, NULL, false, &rc);
+    /* stored rows breaking a definition: the built-in table's, then each
+     * mapped table's (read by the value a load decodes) */
+    for (size_t t = 0; t < j->nbad && rc == SETCACHE_OK; t++) {
+        PGresult *r = setcache__exec(c, conn, j->bad[t].query, 0, NULL, false, &rc);
+        if (rc == SETCACHE_OK && PQntuples(r) > 0) {
+            uint64_t n = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+            j->invalid += n;
+            for (int i = 0; i < PQntuples(r); i++) {
+                setcache__log(c, SETCACHE_LOG_WARN,
+                              "%llu stored settings of %s break a published definition (left "
+                              "as they are), e.g. %s %s %s: %s",
+                              (unsigned long long)n, j->bad[t].table, PQgetvalue(r, i, 1),
+                              PQgetvalue(r, i, 2), PQgetvalue(r, i, 3), PQgetvalue(r, i, 4));
+            }
+        }
+        PQclear(r);
     }
     if (rc == SETCACHE_OK) {
         PQclear(setcache__exec(c, conn, "COMMIT", 0, NULL, true, &rc));
     }
-    if (rc == SETCACHE_OK && PQntuples(r) > 0) {
-        j->invalid = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
-        for (int i = 0; i < PQntuples(r); i++) {
-            setcache__log(c, SETCACHE_LOG_WARN,
-                          "%llu stored settings break a published definition (left as they "
-                          "are), e.g. %s %s %s: %s",
-                          (unsigned long long)j->invalid, PQgetvalue(r, i, 1), PQgetvalue(r, i, 2),
-                          PQgetvalue(r, i, 3), PQgetvalue(r, i, 4));
-        }
+    if (rc != SETCACHE_OK) {
+        j->invalid = 0;
     }
-    PQclear(r);
     return rc; /* a failed transaction is rolled back when the connection is returned */
 }
 
-int setcache_publish_definitions(setcache *c, uint64_t *invalid_rows)
+int setcache__defs_publish(setcache *c, const sc_bad_query *bad, size_t nbad,
+                           uint64_t *invalid_rows)
 {
-    if (!c) {
-        return setcache__fail(SETCACHE_ERR_ARG, "handle is NULL");
-    }
     if (invalid_rows) {
         *invalid_rows = 0;
     }
-    publish_job j = {c, NULL, 0, 0};
+    publish_job j = {c, NULL, 0, 0, bad, nbad};
     /* a copy of the local definitions: no lock is held across the network */
     setcache__br_rdlock(&c->defs.lock);
     size_t cap = HASH_COUNT(c->defs.local);

@@ -591,6 +591,17 @@ bool setcache__def_type(setcache *c, const char *type, size_t tlen, const char *
                         setcache_type *type_out);
 int setcache__read_default(setcache *c, sc_ident *id, sc_read *r);
 int setcache__defs_load_shared(setcache *c); /* read <schema>.definitions */
+/* A query for the stored rows of one table that break their definition:
+ * (count of all, entity type, id, key, problem), at most a few rows. */
+typedef struct sc_bad_query {
+    const char *table; /* for the log */
+    const char *query;
+} sc_bad_query;
+/* Publish the handle's local definitions in one transaction, then count
+ * (and log the first of) the rows each bad query finds: setcache_publish_
+ * definitions, given the tables to check. */
+int setcache__defs_publish(setcache *c, const sc_bad_query *bad, size_t nbad,
+                           uint64_t *invalid_rows);
 int setcache__check_rules(setcache *c, const sc_ident *id, const char *v);
 int setcache__defs_add_defaults(setcache *c, const char *entity_type, sc_pair **pairs, size_t *n,
                                 size_t *cap);

@@ -153,7 +153,7 @@ static char *decode_expr(const sc_tmap *m)
 /* Build every statement of one mapped table. The parameters are those of
  * the built-in statements ($1 type, $2 id, $3 key, $4 value), so callers
  * need not care which table a type lives in. */
-static int build_sql(sc_tmap *m, const char *qt)
+static int build_sql(sc_tmap *m, const char *qt, const char *schema)
 {
     char *dec = decode_expr(m);
     if (!dec) {
@@ -190,6 +190,13 @@ static int build_sql(sc_tmap *m, const char *qt)
                           "AS k, %s AS v, setcache_version AS ver FROM %s WHERE %s AND "
                           "$1::text[] IS NOT NULL) x WHERE v IS NOT NULL",
                           m->type, idexpr, K, dec, qt, many);
+    /* rows breaking their shared definition, as the built-in table's */
+    m->sql.defs_bad = setcache__aprintf(
+        "SELECT count(*) OVER (), '%s', x.id, x.k, p.problem FROM (SELECT %s AS id, \"%s\"::text "
+        "AS k, %s AS v FROM %s) x JOIN \"%s\".definitions d ON d.entity_type = '%s' AND d.key = "
+        "x.k CROSS JOIN LATERAL (SELECT \"%s\".value_problem(d, x.v) AS problem) p WHERE x.v IS "
+        "NOT NULL AND p.problem IS NOT NULL ORDER BY 3, 4 LIMIT 3",
+        m->type, idexpr, K, dec, qt, schema, m->type, schema);
     m->sql.del =
         setcache__aprintf("DELETE FROM %s WHERE %s AND \"%s\" = $3 AND $1::text IS NOT NULL "
                           "RETURNING setcache_version",
@@ -225,7 +232,8 @@ static int build_sql(sc_tmap *m, const char *qt)
     free(match);
     free(many);
     bool ok = m->sql.table && m->sql.load && m->sql.load_type && m->sql.load_many && m->sql.del &&
-              m->up_str && m->up_json && (!m->typed || (m->up_num && m->up_jsonstr));
+              m->sql.defs_bad && m->up_str && m->up_json &&
+              (!m->typed || (m->up_num && m->up_jsonstr));
     return ok ? 0 : -1;
 }
 
@@ -552,7 +560,7 @@ int setcache__maps_prepare(setcache *c, PGconn *conn)
                               strchr(m->table, '.') + 1, m->entity_col ? m->entity_col : "",
                               m->entity_col ? ", " : "", m->key_col);
         free(cols);
-        if (rc != SETCACHE_OK || build_sql(m, qt) != 0 || !m->fix) {
+        if (rc != SETCACHE_OK || build_sql(m, qt, c->schema) != 0 || !m->fix) {
             free(qt);
             return rc != SETCACHE_OK ? rc : setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
         }
@@ -567,66 +575,176 @@ int setcache__maps_prepare(setcache *c, PGconn *conn)
  * trigger that gives every INSERT and UPDATE a new version, and triggers that
  * notify exactly like the built-in table. All names were validated.
  */
+/*
+ * The decoded text value of row R ("NEW.", "OLD." or "" for a table's own
+ * columns) inside the DDL's functions: the same value as decode_expr, but
+ * written without knowing the columns' types (the DDL is printed before any
+ * connection: `setcache schema`), so the number rendering asks pg_typeof.
+ * PL/pgSQL compiles a trigger function once per table, so the branches
+ * always see one type.
+ */
+static char *row_value_expr(const setcache_table_map *m, const char *R)
+{
+    if (!m->str_column) {
+        const char *V = m->value_column;
+        return setcache__aprintf(
+            "CASE WHEN pg_typeof(%s\"%s\") IN ('json'::regtype, 'jsonb'::regtype) THEN "
+            "CASE WHEN json_typeof(%s\"%s\"::text::json) = 'string' THEN "
+            "%s\"%s\"::text::json #>> '{}' ELSE %s\"%s\"::text END ELSE %s\"%s\"::text END",
+            R, V, R, V, R, V, R, V, R, V);
+    }
+    const char *S = m->str_column, *N = m->num_column, *J = m->json_column;
+    return setcache__aprintf(
+        "CASE WHEN %s\"%s\" IS NOT NULL AND %s\"%s\"::text NOT IN ('{}', 'null') THEN "
+        "CASE WHEN json_typeof(%s\"%s\"::text::json) = 'string' THEN %s\"%s\"::text::json #>> '{}' "
+        "ELSE %s\"%s\"::text END "
+        "WHEN %s\"%s\" IS NOT NULL THEN "
+        "CASE WHEN pg_typeof(%s\"%s\") IN ('smallint'::regtype, 'integer'::regtype, "
+        "'bigint'::regtype) THEN %s\"%s\"::text "
+        "WHEN pg_typeof(%s\"%s\") = 'numeric'::regtype THEN CASE WHEN %s\"%s\" = trunc(%s\"%s\") "
+        "THEN trunc(%s\"%s\")::text ELSE %s\"%s\"::text END "
+        "WHEN %s\"%s\" = trunc(%s\"%s\") AND abs(%s\"%s\") < 9223372036854775808 THEN "
+        "%s\"%s\"::bigint::text ELSE %s\"%s\"::text END "
+        "WHEN %s\"%s\" IS NOT NULL AND %s\"%s\"::text <> 'None' THEN %s\"%s\"::text END",
+        R, J, R, J, R, J, R, J, R, J, R, N, R, N, R, N, R, N, R, N, R, N, R, N, R, N, R, N, R, N, R,
+        N, R, N, R, N, R, S, R, S, R, S);
+}
+
+/* The part of a mapped table's DDL that versions and announces its rows, and
+ * (managed settings) checks each written value against its key's definition
+ * and records the change in the history, as the built-in table's triggers
+ * do. */
+static char *map_ddl(const char *schema, const char *channel, const setcache_table_map *m)
+{
+    const char *S = schema, *C = channel, *T = m->entity_type, *K = m->key_column;
+    const char *E = m->entity_column;
+    char *qt = quote_table(m->table);
+    char *oldid = E ? setcache__aprintf("OLD.\"%s\"::text", E) : strdup("'global'");
+    char *newid = E ? setcache__aprintf("NEW.\"%s\"::text", E) : strdup("'global'");
+    char *ownid = E ? setcache__aprintf("\"%s\"::text", E) : strdup("'global'");
+    char *chk = E ? setcache__aprintf("(OLD.\"%s\", OLD.\"%s\") IS DISTINCT FROM (NEW.\"%s\", "
+                                      "NEW.\"%s\")",
+                                      E, K, E, K)
+                  : setcache__aprintf("OLD.\"%s\" IS DISTINCT FROM NEW.\"%s\"", K, K);
+    char *oldv = row_value_expr(m, "OLD.");
+    char *newv = row_value_expr(m, "NEW.");
+    char *ownv = row_value_expr(m, "");
+    char *out = NULL;
+    if (qt && oldid && newid && ownid && chk && oldv && newv && ownv) {
+        char *head = setcache__aprintf(
+            "\n-- entity type %s served from %s\n"
+            "ALTER TABLE %s ADD COLUMN IF NOT EXISTS setcache_version bigint NOT NULL\n"
+            "    DEFAULT nextval('\"%s\".settings_version_seq');\n"
+            "CREATE OR REPLACE FUNCTION \"%s\".map_stamp() RETURNS trigger LANGUAGE "
+            "plpgsql AS $fn$\n"
+            "BEGIN\n    NEW.setcache_version := nextval('\"%s\".settings_version_seq');\n"
+            "    RETURN NEW;\nEND\n$fn$;\n",
+            T, m->table, qt, S, S, S);
+        /* as settings_notify: check, history, notify; a row whose columns
+         * hold no value (it reads as absent) is neither checked nor recorded */
+        char *fn = setcache__aprintf(
+            "CREATE OR REPLACE FUNCTION \"%s\".\"notify_%s\"() RETURNS trigger LANGUAGE plpgsql\n"
+            "SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$\n"
+            "DECLARE d \"%s\".definitions; problem text; oldv text; newv text;\n"
+            "    renamed boolean := TG_OP = 'UPDATE' AND %s;\n"
+            "BEGIN\n"
+            "    IF TG_OP <> 'INSERT' THEN\n"
+            "        oldv := %s;\n"
+            "    END IF;\n"
+            "    IF TG_OP <> 'DELETE' THEN\n"
+            "        newv := %s;\n"
+            "        IF newv IS NOT NULL THEN\n"
+            "            SELECT * INTO d FROM \"%s\".definitions\n"
+            "             WHERE entity_type = '%s' AND key = NEW.\"%s\"::text;\n"
+            "            IF FOUND THEN\n"
+            "                problem := \"%s\".value_problem(d, newv);\n"
+            "                IF problem IS NOT NULL THEN\n"
+            "                    RAISE EXCEPTION 'invalid value for %% %% %%: %%', '%s', %s,\n"
+            "                          NEW.\"%s\", problem\n"
+            "                    USING ERRCODE = 'check_violation', CONSTRAINT = "
+            "'setcache_definition',\n"
+            "                          SCHEMA = TG_TABLE_SCHEMA, TABLE = TG_TABLE_NAME;\n"
+            "                END IF;\n"
+            "            END IF;\n"
+            "        END IF;\n"
+            "    END IF;\n"
+            "    IF TG_OP = 'DELETE' OR renamed THEN\n"
+            "        IF oldv IS NOT NULL THEN\n"
+            "            INSERT INTO \"%s\".history (entity_type, entity_id, key, op, old_value, "
+            "version)\n"
+            "            VALUES ('%s', %s, OLD.\"%s\"::text, 'delete', oldv, "
+            "OLD.setcache_version);\n"
+            "        END IF;\n"
+            "        PERFORM pg_notify('%s', concat_ws(E'\\x1f', '1', 'D', OLD.setcache_version,\n"
+            "                          '%s', %s, OLD.\"%s\"));\n"
+            "    END IF;\n"
+            "    IF TG_OP <> 'DELETE' THEN\n"
+            "        IF renamed THEN\n"
+            "            oldv := NULL;\n"
+            "        END IF;\n"
+            "        IF newv IS DISTINCT FROM oldv THEN\n"
+            "            INSERT INTO \"%s\".history (entity_type, entity_id, key, op, old_value, "
+            "new_value,\n"
+            "                                       version)\n"
+            "            VALUES ('%s', %s, NEW.\"%s\"::text,\n"
+            "                    CASE WHEN oldv IS NULL THEN 'insert' WHEN newv IS NULL THEN "
+            "'delete'\n"
+            "                         ELSE 'update' END, oldv, newv, NEW.setcache_version);\n"
+            "        END IF;\n"
+            "        PERFORM pg_notify('%s', concat_ws(E'\\x1f', '1', left(TG_OP, 1),\n"
+            "                          NEW.setcache_version, '%s', %s, NEW.\"%s\"));\n"
+            "    END IF;\n"
+            "    RETURN NULL;\nEND\n$fn$;\n",
+            S, T, S, chk, oldv, newv, S, T, K, S, T, newid, K, S, T, oldid, K, C, T, oldid, K, S, T,
+            newid, K, C, T, newid, K);
+        char *trunc = setcache__aprintf(
+            "CREATE OR REPLACE FUNCTION \"%s\".\"history_truncate_%s\"() RETURNS trigger\n"
+            "LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$\n"
+            "BEGIN\n"
+            "    INSERT INTO \"%s\".history (entity_type, entity_id, key, op, old_value, version)\n"
+            "    SELECT '%s', id, k, 'truncate', v, ver FROM (SELECT %s AS id, \"%s\"::text AS "
+            "k,\n"
+            "           %s AS v, setcache_version AS ver FROM %s) x WHERE v IS NOT NULL;\n"
+            "    RETURN NULL;\nEND\n$fn$;\n"
+            "DROP TRIGGER IF EXISTS setcache_stamp ON %s;\n"
+            "CREATE TRIGGER setcache_stamp BEFORE INSERT OR UPDATE ON %s\n"
+            "    FOR EACH ROW EXECUTE FUNCTION \"%s\".map_stamp();\n"
+            "DROP TRIGGER IF EXISTS setcache_notify ON %s;\n"
+            "CREATE TRIGGER setcache_notify AFTER INSERT OR UPDATE OR DELETE ON %s\n"
+            "    FOR EACH ROW EXECUTE FUNCTION \"%s\".\"notify_%s\"();\n"
+            "DROP TRIGGER IF EXISTS setcache_history_truncate ON %s;\n"
+            "CREATE TRIGGER setcache_history_truncate BEFORE TRUNCATE ON %s\n"
+            "    FOR EACH STATEMENT EXECUTE FUNCTION \"%s\".\"history_truncate_%s\"();\n"
+            "DROP TRIGGER IF EXISTS setcache_notify_truncate ON %s;\n"
+            "CREATE TRIGGER setcache_notify_truncate AFTER TRUNCATE ON %s\n"
+            "    FOR EACH STATEMENT EXECUTE FUNCTION \"%s\".settings_notify_truncate();\n",
+            S, T, S, T, ownid, K, ownv, qt, qt, qt, S, qt, qt, S, T, qt, qt, S, T, qt, qt, S);
+        out = head && fn && trunc ? setcache__aprintf("%s%s%s", head, fn, trunc) : NULL;
+        free(head);
+        free(fn);
+        free(trunc);
+    }
+    free(qt);
+    free(oldid);
+    free(newid);
+    free(ownid);
+    free(chk);
+    free(oldv);
+    free(newv);
+    free(ownv);
+    return out;
+}
+
 char *setcache__maps_ddl(const char *schema, const char *channel, const setcache_table_map *m,
                          size_t n)
 {
     char *out = strdup("");
     for (size_t i = 0; out && i < n; i++) {
-        char *qt = quote_table(m[i].table);
-        const char *T = m[i].entity_type, *K = m[i].key_column;
-        char *oldid = m[i].entity_column ? setcache__aprintf("OLD.\"%s\"::text", m[i].entity_column)
-                                         : strdup("'global'");
-        char *newid = m[i].entity_column ? setcache__aprintf("NEW.\"%s\"::text", m[i].entity_column)
-                                         : strdup("'global'");
-        char *chk = m[i].entity_column
-                        ? setcache__aprintf(
-                              "(OLD.\"%s\", OLD.\"%s\") IS DISTINCT FROM (NEW.\"%s\", NEW.\"%s\")",
-                              m[i].entity_column, K, m[i].entity_column, K)
-                        : setcache__aprintf("OLD.\"%s\" IS DISTINCT FROM NEW.\"%s\"", K, K);
-        char *part =
-            (qt && oldid && newid && chk)
-                ? setcache__aprintf(
-                      "\n-- entity type %s served from %s\n"
-                      "ALTER TABLE %s ADD COLUMN IF NOT EXISTS setcache_version bigint NOT NULL\n"
-                      "    DEFAULT nextval('\"%s\".settings_version_seq');\n"
-                      "CREATE OR REPLACE FUNCTION \"%s\".map_stamp() RETURNS trigger LANGUAGE "
-                      "plpgsql AS $fn$\n"
-                      "BEGIN\n    NEW.setcache_version := nextval('\"%s\".settings_version_seq');\n"
-                      "    RETURN NEW;\nEND\n$fn$;\n"
-                      "CREATE OR REPLACE FUNCTION \"%s\".\"notify_%s\"() RETURNS trigger LANGUAGE "
-                      "plpgsql AS $fn$\n"
-                      "BEGIN\n"
-                      "    IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND %s) THEN\n"
-                      "        PERFORM pg_notify('%s', concat_ws(E'\\x1f', '1', 'D', "
-                      "OLD.setcache_version,\n"
-                      "                          '%s', %s, OLD.\"%s\"));\n"
-                      "    END IF;\n"
-                      "    IF TG_OP <> 'DELETE' THEN\n"
-                      "        PERFORM pg_notify('%s', concat_ws(E'\\x1f', '1', left(TG_OP, 1),\n"
-                      "                          NEW.setcache_version, '%s', %s, NEW.\"%s\"));\n"
-                      "    END IF;\n"
-                      "    RETURN NULL;\nEND\n$fn$;\n"
-                      "DROP TRIGGER IF EXISTS setcache_stamp ON %s;\n"
-                      "CREATE TRIGGER setcache_stamp BEFORE INSERT OR UPDATE ON %s\n"
-                      "    FOR EACH ROW EXECUTE FUNCTION \"%s\".map_stamp();\n"
-                      "DROP TRIGGER IF EXISTS setcache_notify ON %s;\n"
-                      "CREATE TRIGGER setcache_notify AFTER INSERT OR UPDATE OR DELETE ON %s\n"
-                      "    FOR EACH ROW EXECUTE FUNCTION \"%s\".\"notify_%s\"();\n"
-                      "DROP TRIGGER IF EXISTS setcache_notify_truncate ON %s;\n"
-                      "CREATE TRIGGER setcache_notify_truncate AFTER TRUNCATE ON %s\n"
-                      "    FOR EACH STATEMENT EXECUTE FUNCTION "
-                      "\"%s\".settings_notify_truncate();\n",
-                      T, m[i].table, qt, schema, schema, schema, schema, T, chk, channel, T, oldid,
-                      K, channel, T, newid, K, qt, qt, schema, qt, qt, schema, T, qt, qt, schema)
-                : NULL;
+        char *part = map_ddl(schema, channel, &m[i]);
         char *joined = part ? setcache__aprintf("%s%s", out, part) : NULL;
         free(out);
         out = joined;
         free(part);
-        free(qt);
-        free(oldid);
-        free(newid);
-        free(chk);
     }
     return out;
 }
@@ -670,10 +788,33 @@ const sc_sql *setcache__sql_for(setcache *c, const char *type, size_t tlen)
 static char *signature(const char *channel, const setcache_table_map *m)
 {
     return setcache__aprintf(
-        "setcache map 1 channel %s table %s entity %s key %s value %s %s %s %s", channel, m->table,
+        "setcache map 2 channel %s table %s entity %s key %s value %s %s %s %s", channel, m->table,
         m->entity_column ? m->entity_column : "-", m->key_column,
         m->value_column ? m->value_column : "-", m->str_column ? m->str_column : "-",
         m->num_column ? m->num_column : "-", m->json_column ? m->json_column : "-");
+}
+
+/* Publishing checks the stored rows of the built-in table and of every
+ * mapped table against the definitions it publishes. */
+int setcache_publish_definitions(setcache *c, uint64_t *invalid_rows)
+{
+    if (!c) {
+        return setcache__fail(SETCACHE_ERR_ARG, "handle is NULL");
+    }
+    sc_bad_query *bad = calloc(c->nmaps + 1, sizeof *bad);
+    if (!bad) {
+        if (invalid_rows) {
+            *invalid_rows = 0;
+        }
+        return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+    }
+    bad[0] = (sc_bad_query){c->sql.table, c->sql.defs_bad};
+    for (size_t i = 0; i < c->nmaps; i++) {
+        bad[i + 1] = (sc_bad_query){c->maps[i].table, c->maps[i].sql.defs_bad};
+    }
+    int rc = setcache__defs_publish(c, bad, c->nmaps + 1, invalid_rows);
+    free(bad);
+    return rc;
 }
 
 /* With create_schema: version and notify each mapped table unless it is set

@@ -507,3 +507,122 @@ TEST(mapped_table_changes_reach_subscribers)
     CHECK_OK(setcache_unsubscribe(c, id));
     setcache_close(c);
 }
+
+/* The value of KEY as the history's newest row for it says ("-" for none). */
+static const char *history_value(const char *type, const char *id, const char *key)
+{
+    return t_sql_value("SELECT coalesce((SELECT coalesce(new_value, '-') FROM \"%s\".history "
+                       "WHERE entity_type = '%s' AND entity_id = '%s' AND key = '%s' ORDER BY id "
+                       "DESC LIMIT 1), '-')",
+                       t_schema(), type, id, key);
+}
+
+/* Managed settings cover mapped tables: a write of any writer is checked
+ * against the shared definition (by the value a load would read) and
+ * recorded in the history, with the value every process reads. */
+TEST(mapped_tables_check_every_writer_and_keep_history)
+{
+    platform_ddl();
+    const char *s = t_schema();
+    setcache *c = open_platform();
+    CHECK_OK(setcache_define_rules(c, &(setcache_definition){.entity_type = "account",
+                                                             .key = "risk",
+                                                             .type = SETCACHE_INT,
+                                                             .has_min = true,
+                                                             .min = 0,
+                                                             .has_max = true,
+                                                             .max = 100}));
+    const char *modes[] = {"live", "paper"};
+    CHECK_OK(setcache_define_rules(c, &(setcache_definition){.entity_type = "app",
+                                                             .key = "mode",
+                                                             .type = SETCACHE_STRING,
+                                                             .choices = modes,
+                                                             .nchoices = 2}));
+    CHECK_OK(setcache_define_rules(
+        c, &(setcache_definition){.entity_type = "expert", .key = "on", .type = SETCACHE_BOOL}));
+    /* a stored row breaking a rule is reported when published, left as it is */
+    t_sql("INSERT INTO \"%s\".accountsetting (account_id, key, value_float) VALUES (3, 'risk', "
+          "1000)",
+          s);
+    uint64_t invalid = 0;
+    CHECK_OK(setcache_publish_definitions(c, &invalid));
+    CHECK_INT(invalid, 1);
+    CHECK_STR(t_sql_value("SELECT value_float FROM \"%s\".accountsetting WHERE account_id = 3", s),
+              "1000");
+    /* the library's writes: recorded as every process reads them */
+    CHECK_OK(setcache_set_int(c, "account", "1", "risk", 5));
+    CHECK_OK(setcache_set_bool(c, "expert", "1", "on", true));
+    CHECK_OK(setcache_set_double(c, "expert", "1", "ratio", 1.5));
+    /* (the app table has no unique key: read-only for the library) */
+    t_sql("INSERT INTO \"%s\".appsetting (key, value_str) VALUES ('mode', 'live')", s);
+    CHECK_OK(setcache_set_json(c, "expert", "1", "list", "[1,  2]"));
+    CHECK_STR(history_value("account", "1", "risk"), "5");
+    CHECK_STR(history_value("expert", "1", "on"), "true");
+    CHECK_STR(history_value("expert", "1", "ratio"), "1.5");
+    CHECK_STR(history_value("app", "global", "mode"), "live");
+    char buf[64];
+    CHECK_OK(setcache_get_string(c, "expert", "1", "list", buf, sizeof buf, NULL));
+    CHECK_STR(history_value("expert", "1", "list"), buf);
+    /* plain SQL breaking a rule is refused with its message, nothing stored */
+    struct {
+        const char *verb, *table, *rest, *what;
+    } bad[] = {
+        {"UPDATE", "accountsetting", "SET value_float = 500 WHERE account_id = 1 AND key = 'risk'",
+         "account 1 risk: 500 is above the maximum 100 (rule: max)"},
+        {"UPDATE", "accountsetting", "SET value_float = 2.5 WHERE account_id = 1 AND key = 'risk'",
+         "account 1 risk: '2.5' is not an int (rule: type)"},
+        {"INSERT INTO", "accountsetting",
+         "(account_id, key, value_str) VALUES (2, 'risk', "
+         "'banana')",
+         "account 2 risk: 'banana' is not an int (rule: type)"},
+        {"UPDATE", "appsetting", "SET value_str = 'demo' WHERE key = 'mode'",
+         "app global mode: 'demo' is not one of live, paper (rule: choices)"},
+        {"UPDATE", "expertsetting", "SET value_json = '\"maybe\"' WHERE key = 'on'",
+         "expert 1 on: 'maybe' is not a bool (rule: type)"},
+    };
+    long long h0 = atoll(t_sql_value("SELECT count(*) FROM \"%s\".history", s));
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK(!t_sql_try("%s \"%s\".%s %s", bad[i].verb, s, bad[i].table, bad[i].rest));
+        const char *msg = PQerrorMessage(t_admin());
+        if (!strstr(msg, bad[i].what)) {
+            t_fail(__FILE__, __LINE__, "message for %s %s: %s", bad[i].table, bad[i].rest, msg);
+        }
+    }
+    fprintf(stderr, "    e.g. %s", PQerrorMessage(t_admin()));
+    CHECK_INT(atoll(t_sql_value("SELECT count(*) FROM \"%s\".history", s)), h0);
+    CHECK_STR(
+        t_sql_value(
+            "SELECT value_float FROM \"%s\".accountsetting WHERE account_id = 1 AND key = 'risk'",
+            s),
+        "5");
+    CHECK_STR(t_sql_value("SELECT count(*) FROM \"%s\".accountsetting WHERE account_id = 2", s),
+              "0");
+    /* valid plain SQL: stored, recorded with its role and application name */
+    t_sql("SET application_name = 'deploy-script'");
+    t_sql("UPDATE \"%s\".accountsetting SET value_float = 7 WHERE account_id = 1 AND key = 'risk'",
+          s);
+    CHECK(t_wait_value(c, "account", "1", "risk", "7", 5000) >= 0);
+    CHECK_STR(
+        t_sql_value(
+            "SELECT concat_ws(' ', op, old_value, new_value, application_name) "
+            "FROM \"%s\".history WHERE entity_id = '1' AND key = 'risk' ORDER BY id DESC LIMIT 1",
+            s),
+        "update 5 7 deploy-script");
+    /* an update of another column changes no value: no history row */
+    t_sql("UPDATE \"%s\".accountsetting SET value_str = NULL WHERE account_id = 1 AND key = 'risk'",
+          s);
+    CHECK_INT(atoll(t_sql_value("SELECT count(*) FROM \"%s\".history", s)), h0 + 1);
+    /* delete and truncate */
+    CHECK_OK(setcache_delete(c, "expert", "1", "ratio"));
+    CHECK_STR(t_sql_value("SELECT concat_ws(' ', op, old_value, coalesce(new_value, '-')) FROM "
+                          "\"%s\".history WHERE key = 'ratio' ORDER BY id DESC LIMIT 1",
+                          s),
+              "delete 1.5 -");
+    t_sql("TRUNCATE \"%s\".appsetting", s);
+    CHECK_STR(t_sql_value("SELECT concat_ws(' ', entity_id, op, old_value) FROM \"%s\".history "
+                          "WHERE key = 'mode' ORDER BY id DESC LIMIT 1",
+                          s),
+              "global truncate live");
+    CHECK(t_wait_value(c, "app", "global", "mode", NULL, 5000) >= 0);
+    setcache_close(c);
+}
