@@ -101,6 +101,7 @@ int tool_usage(void)
         "  list TYPE ID             every setting, defaults marked\n"
         "  init                     create the table, sequence and triggers\n"
         "  schema [--reader-role R] [--writer-role W]\n"
+        "         [--publisher | --subscriber PRIMARY_CONNINFO]\n"
         "                           print that DDL (and those roles' GRANTs)\n"
         "  stats [--prometheus]     print counters and listener state (Prometheus text format)\n"
         "  describe [TYPE [KEY]]    the shared definitions: types, defaults, rules\n"
@@ -445,27 +446,48 @@ static int arity(const char *cmd)
     return -1;
 }
 
-/* schema [--reader-role R] [--writer-role W] */
+/* schema [--reader-role R] [--writer-role W] [--publisher | --subscriber PRIMARY] */
 static int print_schema(const invocation *in)
 {
-    const char *reader = NULL, *writer = NULL;
-    for (int k = 0; k < in->nargs; k += 2) {
+    const char *reader = NULL, *writer = NULL, *primary = NULL;
+    bool publisher = false;
+    for (int k = 0; k < in->nargs; k++) {
         const char *opt = in->args[k];
-        if (k + 1 >= in->nargs ||
-            (strcmp(opt, "--reader-role") != 0 && strcmp(opt, "--writer-role") != 0)) {
+        if (strcmp(opt, "--publisher") == 0 && !publisher && !primary) {
+            publisher = true;
+            continue;
+        }
+        if (k + 1 >= in->nargs) {
             return tool_usage();
         }
-        *(strcmp(opt, "--reader-role") == 0 ? &reader : &writer) = in->args[k + 1];
+        if (strcmp(opt, "--reader-role") == 0) {
+            reader = in->args[++k];
+        } else if (strcmp(opt, "--writer-role") == 0) {
+            writer = in->args[++k];
+        } else if (strcmp(opt, "--subscriber") == 0 && !publisher && !primary) {
+            primary = in->args[++k];
+        } else {
+            return tool_usage();
+        }
     }
-    char *ddl = NULL;
+    char *ddl = NULL, *side = NULL;
     int rc = setcache__tool_schema(in->o.schema, in->o.channel, in->o.tables, in->o.ntables, reader,
                                    writer, &ddl);
+    if (rc == SETCACHE_OK && (publisher || primary)) {
+        rc = setcache__tool_replication(in->o.schema, in->o.channel, in->o.tables, in->o.ntables,
+                                        primary, &side);
+    }
     if (rc != SETCACHE_OK) {
         fprintf(stderr, "setcache: %s\n", setcache_errmsg());
+        free(ddl);
         return rc == SETCACHE_ERR_ARG ? 2 : 4;
     }
     fputs(ddl, stdout);
+    if (side) {
+        fputs(side, stdout);
+    }
     free(ddl);
+    free(side);
     return 0;
 }
 

@@ -560,6 +560,7 @@ typedef struct sc_sql {
 int setcache__sql_build(sc_sql *s, const char *schema);
 void setcache__sql_free(sc_sql *s);
 char *setcache__ddl(const char *schema, const char *channel);
+char *setcache__notify_fn_ddl(const char *schema, const char *channel, const char *name);
 char *setcache__grants_ddl(const char *schema, const char *role, bool writer);
 int setcache__ensure_schema(setcache *c, PGconn *conn);
 int setcache__table_exists(setcache *c, PGconn *conn, const char *table, bool *exists);
@@ -680,6 +681,11 @@ int setcache__map_check_id(const sc_tmap *m, const char *id);
 int setcache__map_check_number(const sc_tmap *m, const char *value, int deftype);
 char *setcache__maps_ddl(const char *schema, const char *channel, const setcache_table_map *m,
                          size_t n);
+/* A subscriber's side of one mapped table: announce replicated rows, refuse
+ * local writes with the trigger function guard ("schema".name()). */
+char *setcache__map_replica_ddl(const char *schema, const char *channel,
+                                const setcache_table_map *m, const char *guard);
+char *setcache__map_quoted(const setcache_table_map *m); /* "schema"."table" */
 const sc_sql *setcache__sql_for(setcache *c, const char *type, size_t tlen);
 int setcache__maps_apply(setcache *c, PGconn *conn, const setcache_table_map *m, size_t n);
 int setcache__rows_add(sc_etable *rows, const char *key, const char *value, size_t vlen,

@@ -735,6 +735,66 @@ static char *map_ddl(const char *schema, const char *channel, const setcache_tab
     return out;
 }
 
+/* A subscriber's side of one mapped table (see replica.c): a row trigger
+ * that only announces replicated rows (checks and history were done on the
+ * primary and arrive replicated), firing only in the apply worker (ENABLE
+ * REPLICA); the TRUNCATE announcement fires for replicated TRUNCATEs too
+ * (ENABLE ALWAYS); every local write is refused by guard. */
+char *setcache__map_replica_ddl(const char *schema, const char *channel,
+                                const setcache_table_map *m, const char *guard)
+{
+    const char *S = schema, *C = channel, *T = m->entity_type, *K = m->key_column;
+    const char *E = m->entity_column;
+    char *qt = quote_table(m->table);
+    char *oldid = E ? setcache__aprintf("OLD.\"%s\"::text", E) : strdup("'global'");
+    char *newid = E ? setcache__aprintf("NEW.\"%s\"::text", E) : strdup("'global'");
+    char *chk = E ? setcache__aprintf("(OLD.\"%s\", OLD.\"%s\") IS DISTINCT FROM (NEW.\"%s\", "
+                                      "NEW.\"%s\")",
+                                      E, K, E, K)
+                  : setcache__aprintf("OLD.\"%s\" IS DISTINCT FROM NEW.\"%s\"", K, K);
+    char *out =
+        qt && oldid && newid && chk
+            ? setcache__aprintf(
+                  "\n-- entity type %s: replicated rows of %s are announced here\n"
+                  "CREATE OR REPLACE FUNCTION \"%s\".\"replicated_notify_%s\"() RETURNS trigger\n"
+                  "LANGUAGE plpgsql AS $fn$\n"
+                  "BEGIN\n"
+                  "    IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND %s) THEN\n"
+                  "        PERFORM pg_notify('%s', concat_ws(E'\\x1f', '1', 'D', "
+                  "OLD.setcache_version,\n"
+                  "                          '%s', %s, OLD.\"%s\"));\n"
+                  "    END IF;\n"
+                  "    IF TG_OP <> 'DELETE' THEN\n"
+                  "        PERFORM pg_notify('%s', concat_ws(E'\\x1f', '1', left(TG_OP, 1),\n"
+                  "                          NEW.setcache_version, '%s', %s, NEW.\"%s\"));\n"
+                  "    END IF;\n"
+                  "    RETURN NULL;\nEND\n$fn$;\n"
+                  "DROP TRIGGER IF EXISTS setcache_replicated_notify ON %s;\n"
+                  "CREATE TRIGGER setcache_replicated_notify AFTER INSERT OR UPDATE OR DELETE ON "
+                  "%s\n"
+                  "    FOR EACH ROW EXECUTE FUNCTION \"%s\".\"replicated_notify_%s\"();\n"
+                  "ALTER TABLE %s ENABLE REPLICA TRIGGER setcache_replicated_notify;\n"
+                  "ALTER TABLE %s ENABLE ALWAYS TRIGGER setcache_notify_truncate;\n"
+                  "DROP TRIGGER IF EXISTS setcache_subscriber_guard ON %s;\n"
+                  "CREATE TRIGGER setcache_subscriber_guard BEFORE INSERT OR UPDATE OR DELETE OR "
+                  "TRUNCATE ON %s\n"
+                  "    FOR EACH STATEMENT EXECUTE FUNCTION %s;\n",
+                  T, m->table, S, T, chk, C, T, oldid, K, C, T, newid, K, qt, qt, S, T, qt, qt, qt,
+                  qt, guard)
+            : NULL;
+    free(qt);
+    free(oldid);
+    free(newid);
+    free(chk);
+    return out;
+}
+
+/* The GRANT and publication name of a mapped table: "schema"."table". */
+char *setcache__map_quoted(const setcache_table_map *m)
+{
+    return quote_table(m->table);
+}
+
 char *setcache__maps_ddl(const char *schema, const char *channel, const setcache_table_map *m,
                          size_t n)
 {

@@ -1,7 +1,8 @@
 /*
- * tool.h - the one hidden entry point the `setcache` tool uses besides the
- * public API, included by the tool and by tables.c, which defines it. The
- * tool links the static library to reach it.
+ * tool.h - the hidden entry points the `setcache` tool uses besides the
+ * public API (the DDL it prints), included by the tool and by tables.c and
+ * replica.c, which define them. The tool links the static library to reach
+ * them.
  */
 #ifndef SETCACHE_TOOL_H
 #define SETCACHE_TOOL_H
@@ -21,5 +22,20 @@
  */
 int setcache__tool_schema(const char *schema, const char *channel, const setcache_table_map *m,
                           size_t n, const char *reader, const char *writer, char **out);
+
+/*
+ * Logical replication's DDL, printed after setcache__tool_schema's: with
+ * primary NULL the primary's side (a publication named like the schema of
+ * the settings, definitions, history and the n mapped tables; a warning
+ * unless wal_level is logical; an error for a table without a replica
+ * identity), else a subscriber's side (replicated rows and TRUNCATEs
+ * announced, local writes refused, and the subscription to the primary at
+ * conninfo `primary`, created by psql's \gexec only when missing). Both
+ * idempotent. On success *out is the text (malloc'd). Returns OK, ERR_ARG
+ * (schema or channel invalid, a map invalid, primary empty or over one
+ * line), ERR_NOMEM.
+ */
+int setcache__tool_replication(const char *schema, const char *channel, const setcache_table_map *m,
+                               size_t n, const char *primary, char **out);
 
 #endif

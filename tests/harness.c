@@ -7,6 +7,7 @@
 
 #include <signal.h>
 #include <stdarg.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -450,4 +451,158 @@ int t_sh(const char *fmt, ...)
     va_end(ap);
     int st = system(cmd);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* ---- private clusters ---- */
+
+#define MAX_CLUSTERS 8
+static t_cluster *clusters[MAX_CLUSTERS];
+static int nclusters;
+
+static const char *pg_bindir(void)
+{
+    const char *b = getenv("SETCACHE_PG_BINDIR");
+    if (!b || !getenv("SETCACHE_PGDATA")) {
+        t_skip("needs the private test cluster of tests/withpg.sh (SETCACHE_PG_BINDIR)");
+    }
+    return b;
+}
+
+static const char *pg_runas(void)
+{
+    const char *r = getenv("SETCACHE_PG_RUNAS");
+    return r ? r : "";
+}
+
+void t_cluster_create(t_cluster *n, const char *name, const char *opts)
+{
+    const char *bin = pg_bindir();
+    memset(n, 0, sizeof *n);
+    snprintf(n->dir, sizeof n->dir, "/tmp/setcache-%s.XXXXXX", name);
+    if (!mkdtemp(n->dir)) {
+        t_fail(__FILE__, __LINE__, "mkdtemp failed");
+    }
+    if (nclusters < MAX_CLUSTERS) {
+        clusters[nclusters++] = n;
+    }
+    chmod(n->dir, 0755);
+    if (*pg_runas() &&
+        t_sh("chown $(stat -c %%U '%s') '%s'", getenv("SETCACHE_PGDATA"), n->dir) != 0) {
+        t_fail(__FILE__, __LINE__, "chown %s failed", n->dir);
+    }
+    /* a port per process and cluster, away from the suite's and other tests' */
+    n->port = 40000 + (int)(getpid() % 2000) * 4 + nclusters - 1;
+    snprintf(n->opts, sizeof n->opts, "%s", opts ? opts : "");
+    if (t_sh("%s %s/initdb -D %s/data -U postgres -A trust -N >%s/initdb.log 2>&1", pg_runas(), bin,
+             n->dir, n->dir) != 0) {
+        t_fail(__FILE__, __LINE__, "initdb in %s failed", n->dir);
+    }
+    t_cluster_start(n);
+}
+
+void t_cluster_start(t_cluster *n)
+{
+    if (t_sh("%s %s/pg_ctl -D %s/data -l %s/server.log -w -t 60 -o \"-c listen_addresses='' -k "
+             "%s -p %d -c fsync=off %s\" start >/dev/null 2>&1",
+             pg_runas(), pg_bindir(), n->dir, n->dir, n->dir, n->port, n->opts) != 0) {
+        t_sh("tail -5 %s/server.log >&2", n->dir);
+        t_fail(__FILE__, __LINE__, "starting the cluster in %s failed", n->dir);
+    }
+    n->up = true;
+}
+
+void t_cluster_stop(t_cluster *n, const char *mode)
+{
+    if (n->up) {
+        n->up = false;
+        if (t_sh("%s %s/pg_ctl -D %s/data -m %s -w stop >/dev/null 2>&1", pg_runas(), pg_bindir(),
+                 n->dir, mode) != 0) {
+            t_fail(__FILE__, __LINE__, "stopping the cluster in %s failed", n->dir);
+        }
+    }
+}
+
+void t_clusters_end(void)
+{
+    for (int i = nclusters - 1; i >= 0; i--) {
+        t_cluster *n = clusters[i];
+        if (n->up) {
+            n->up = false;
+            t_sh("%s %s/pg_ctl -D %s/data -m immediate -w stop >/dev/null 2>&1", pg_runas(),
+                 getenv("SETCACHE_PG_BINDIR"), n->dir);
+        }
+        if (n->dir[0]) {
+            t_sh("rm -rf '%s'", n->dir);
+            n->dir[0] = '\0';
+        }
+    }
+    nclusters = 0;
+}
+
+const char *t_cluster_conninfo(const t_cluster *n)
+{
+    static char out[4][256];
+    static int turn;
+    char *v = out[turn++ % 4];
+    snprintf(v, 256, "host=%s port=%d user=postgres dbname=postgres", n->dir, n->port);
+    return v;
+}
+
+static PGresult *cluster_run(const t_cluster *n, const char *fmt, va_list ap, PGconn **conn)
+{
+    char sql[8192];
+    vsnprintf(sql, sizeof sql, fmt, ap);
+    *conn = PQconnectdb(t_cluster_conninfo(n));
+    if (PQstatus(*conn) != CONNECTION_OK) {
+        t_fail(__FILE__, __LINE__, "connecting to %s: %s", n->dir, PQerrorMessage(*conn));
+    }
+    return PQexec(*conn, sql);
+}
+
+void t_cluster_sql(const t_cluster *n, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    PGconn *a;
+    PGresult *r = cluster_run(n, fmt, ap, &a);
+    va_end(ap);
+    if (!ok_result(r)) {
+        t_fail(__FILE__, __LINE__, "SQL on %s failed: %s", n->dir, PQerrorMessage(a));
+    }
+    PQclear(r);
+    PQfinish(a);
+}
+
+const char *t_cluster_value(const t_cluster *n, const char *fmt, ...)
+{
+    static char out[4][1024];
+    static int turn;
+    char *v = out[turn++ % 4];
+    va_list ap;
+    va_start(ap, fmt);
+    PGconn *a;
+    PGresult *r = cluster_run(n, fmt, ap, &a);
+    va_end(ap);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        t_fail(__FILE__, __LINE__, "SQL value on %s failed: %s", n->dir, PQerrorMessage(a));
+    }
+    snprintf(v, 1024, "%s", PQntuples(r) > 0 && !PQgetisnull(r, 0, 0) ? PQgetvalue(r, 0, 0) : "");
+    PQclear(r);
+    PQfinish(a);
+    return v;
+}
+
+const char *t_cluster_try(const t_cluster *n, const char *fmt, ...)
+{
+    static char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    PGconn *a;
+    PGresult *r = cluster_run(n, fmt, ap, &a);
+    va_end(ap);
+    bool ok = ok_result(r);
+    snprintf(msg, sizeof msg, "%s", PQerrorMessage(a));
+    PQclear(r);
+    PQfinish(a);
+    return ok ? NULL : msg;
 }

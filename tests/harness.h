@@ -121,4 +121,30 @@ int t_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Path of the built tool and library directory. */
 const char *t_build_dir(void);
 
+/* Private PostgreSQL clusters a test starts beside the suite's server
+ * (initdb in a temp dir, Unix socket only, as the suite server's user);
+ * they need tests/withpg.sh's private cluster (else the test is skipped).
+ * t_clusters_end() stops and removes every one (immediate stop): call it at
+ * the end and give it to t_on_fail. */
+typedef struct t_cluster {
+    char dir[128]; /* its socket directory; the data in dir/data */
+    int port;
+    char opts[512]; /* server options of every start */
+    bool up;
+} t_cluster;
+/* initdb and start with server options opts (e.g. "-c wal_level=logical"). */
+void t_cluster_create(t_cluster *n, const char *name, const char *opts);
+void t_cluster_start(t_cluster *n);
+void t_cluster_stop(t_cluster *n, const char *mode); /* "fast", "immediate" */
+void t_clusters_end(void);
+const char *t_cluster_conninfo(const t_cluster *n); /* static buffer, 4 in turn */
+/* SQL on a new connection to the cluster; fail the test on error. */
+void t_cluster_sql(const t_cluster *n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The first value of the first row ("" when no row), 4 buffers in turn. */
+const char *t_cluster_value(const t_cluster *n, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Like t_cluster_sql, but the error message (static) or NULL on success. */
+const char *t_cluster_try(const t_cluster *n, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
 #endif

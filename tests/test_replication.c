@@ -1,0 +1,251 @@
+/* Past one primary: processes read and listen on a local subscriber that
+ * PostgreSQL's own logical replication keeps in step with the primary. A
+ * primary (wal_level = logical) and two subscriber clusters are started by
+ * the test, the DDL of both sides is applied from `setcache schema
+ * --publisher` / `--subscriber` (twice: idempotent), and read-only
+ * processes attached to each subscriber must see every plain-SQL change on
+ * the primary, with the primary's versions. */
+#include "harness.h"
+
+#include <unistd.h>
+
+static t_cluster primary, sub[2];
+static char prefs_map[160];
+
+/* Apply the tool's DDL of one side (twice: it must be idempotent). */
+static void apply_side(const t_cluster *n, const char *side)
+{
+    for (int round = 0; round < 2; round++) {
+        int rc = t_sh("%s/setcache --schema %s --channel %s --map '%s' schema %s | "
+                      "psql -X -q -v ON_ERROR_STOP=1 '%s' >/dev/null 2>%s/apply.log",
+                      t_build_dir(), t_schema(), t_schema(), prefs_map, side, t_cluster_conninfo(n),
+                      n->dir);
+        if (rc != 0) {
+            t_sh("cat %s/apply.log >&2", n->dir);
+            t_fail(__FILE__, __LINE__, "applying `schema %s` (round %d) failed", side, round + 1);
+        }
+    }
+}
+
+/* The application's own table, on every cluster (a subscriber's tables
+ * must exist before it subscribes). */
+static void app_table(const t_cluster *n)
+{
+    t_cluster_sql(n, "CREATE TABLE public.prefs (user_name text NOT NULL, name text NOT NULL, "
+                     "val jsonb, PRIMARY KEY (user_name, name))");
+}
+
+static void setup(void)
+{
+    t_on_fail(t_clusters_end);
+    t_cluster_create(&primary, "primary",
+                     "-c wal_level=logical -c max_wal_senders=10 -c max_replication_slots=10");
+    /* a re-enabled subscription's worker starts at most this long after its
+     * last start (default 5 s; docs/DEPLOYMENT.md) */
+    const char *opts = "-c max_logical_replication_workers=4 -c wal_retrieve_retry_interval=500ms";
+    t_cluster_create(&sub[0], "sub1", opts);
+    t_cluster_create(&sub[1], "sub2", opts);
+    snprintf(prefs_map, sizeof prefs_map, "user=public.prefs,user_name,text,name,val");
+    app_table(&primary);
+    apply_side(&primary, "--publisher");
+    char side[512];
+    snprintf(side, sizeof side, "--subscriber \"%s\"", t_cluster_conninfo(&primary));
+    for (int i = 0; i < 2; i++) {
+        app_table(&sub[i]);
+        apply_side(&sub[i], side);
+    }
+}
+
+static setcache *open_on(const t_cluster *n)
+{
+    static setcache_table_map m;
+    m = (setcache_table_map){.entity_type = "user",
+                             .table = "public.prefs",
+                             .entity_column = "user_name",
+                             .id_kind = SETCACHE_ID_TEXT,
+                             .key_column = "name",
+                             .value_column = "val"};
+    setcache_options o;
+    t_options(&o);
+    char *ci = strdup(t_cluster_conninfo(n)); /* the handle copies it */
+    o.conninfo = ci;
+    o.listen_conninfo = ci;
+    o.create_schema = false;
+    o.tables = &m;
+    o.ntables = 1;
+    o.pool_size = 2;
+    setcache *c = t_open_with(&o);
+    free(ci);
+    return c;
+}
+
+/* Every row's (identity, version) on a cluster, in one string. */
+static const char *versions(const t_cluster *n)
+{
+    return t_cluster_value(
+        n,
+        "SELECT coalesce(string_agg(concat_ws(':', entity_type, entity_id, key, version), ' ' "
+        "ORDER BY entity_type, entity_id, key), '') FROM \"%s\".settings",
+        t_schema());
+}
+
+static bool same_rows_everywhere(int timeout_ms)
+{
+    double t0 = t_now_ms();
+    while (t_now_ms() - t0 < timeout_ms) {
+        const char *p = versions(&primary);
+        if (strcmp(p, versions(&sub[0])) == 0 && strcmp(p, versions(&sub[1])) == 0) {
+            return true;
+        }
+        t_sleep_ms(20);
+    }
+    return false;
+}
+
+/* Wait until every handle reads want (NULL: not found); the largest wait. */
+static double wait_all(setcache **c, const char *type, const char *id, const char *key,
+                       const char *want)
+{
+    double worst = 0;
+    for (int i = 0; i < 2; i++) {
+        double w = t_wait_value(c[i], type, id, key, want, 5000);
+        if (w < 0) {
+            t_fail(__FILE__, __LINE__, "process on subscriber %d never read %s %s %s = %s", i + 1,
+                   type, id, key, want ? want : "(none)");
+        }
+        worst = w > worst ? w : worst;
+    }
+    return worst;
+}
+
+TEST_T(subscribers_serve_every_plain_sql_change_with_the_primary_versions, 180)
+{
+    setup();
+    const char *s = t_schema();
+    /* rows from before the subscription existed arrive by its initial copy */
+    t_cluster_sql(&primary,
+                  "INSERT INTO \"%s\".settings (entity_type, entity_id, key, value) VALUES "
+                  "('account', '1', 'a', 'x1'), ('account', '1', 'c', 'gone'), ('account', '2', "
+                  "'a', 'y1')",
+                  s);
+    setcache *c[2] = {open_on(&sub[0]), open_on(&sub[1])};
+    fprintf(stderr, "    initial copy read on both subscribers after %.0f ms\n",
+            wait_all(c, "account", "1", "a", "x1"));
+    CHECK(same_rows_everywhere(5000));
+    /* plain SQL on the primary: update, insert, delete */
+    double t0 = t_now_ms();
+    t_cluster_sql(&primary,
+                  "UPDATE \"%s\".settings SET value = 'x2' WHERE key = 'a' AND "
+                  "entity_id = '1'",
+                  s);
+    double sql_ms = t_now_ms() - t0;
+    double w = wait_all(c, "account", "1", "a", "x2");
+    fprintf(stderr,
+            "    UPDATE on the primary read on both subscribers %.1f ms after it "
+            "returned\n",
+            w);
+    (void)sql_ms;
+    t_cluster_sql(&primary,
+                  "INSERT INTO \"%s\".settings (entity_type, entity_id, key, value) VALUES "
+                  "('account', '1', 'b', 'new')",
+                  s);
+    wait_all(c, "account", "1", "b", "new");
+    t_cluster_sql(&primary, "DELETE FROM \"%s\".settings WHERE key = 'c'", s);
+    wait_all(c, "account", "1", "c", NULL);
+    /* versions come from the primary unchanged */
+    CHECK(same_rows_everywhere(5000));
+    fprintf(stderr, "    versions equal on the primary and both subscribers: %s\n",
+            versions(&sub[0]));
+    /* the existing-tables feature, replicated the same way */
+    t_cluster_sql(&primary, "INSERT INTO public.prefs VALUES ('ann', 'theme', '\"dark\"')");
+    wait_all(c, "user", "ann", "theme", "dark");
+    t_cluster_sql(&primary, "UPDATE public.prefs SET val = '\"light\"' WHERE name = 'theme'");
+    wait_all(c, "user", "ann", "theme", "light");
+    CHECK_STR(t_cluster_value(&sub[1], "SELECT setcache_version FROM public.prefs"),
+              t_cluster_value(&primary, "SELECT setcache_version FROM public.prefs"));
+    /* shared definitions replicate and reach the processes live */
+    t_cluster_sql(&primary,
+                  "INSERT INTO \"%s\".definitions (entity_type, key, type, default_value, "
+                  "min_value, max_value) VALUES ('account', 'limit', 'int', '7', 0, 10)",
+                  s);
+    wait_all(c, "account", "1", "limit", "7");
+    /* the primary checks, and its history arrives replicated */
+    CHECK(t_cluster_try(&primary,
+                        "INSERT INTO \"%s\".settings (entity_type, entity_id, key, value) "
+                        "VALUES ('account', '1', 'limit', '11')",
+                        s) != NULL);
+    t0 = t_now_ms();
+    while (strcmp(t_cluster_value(&sub[0], "SELECT count(*) FROM \"%s\".history", s),
+                  t_cluster_value(&primary, "SELECT count(*) FROM \"%s\".history", s)) != 0 &&
+           t_now_ms() - t0 < 5000) {
+        t_sleep_ms(20);
+    }
+    CHECK_STR(t_cluster_value(&sub[0], "SELECT count(*) FROM \"%s\".history", s),
+              t_cluster_value(&primary, "SELECT count(*) FROM \"%s\".history", s));
+    /* a subscriber refuses local writes: they would fork it from the primary */
+    const char *err = t_cluster_try(&sub[0],
+                                    "INSERT INTO \"%s\".settings (entity_type, entity_id, key, "
+                                    "value) VALUES ('account', '9', 'k', 'v')",
+                                    s);
+    CHECK(err != NULL && strstr(err, "subscriber") != NULL);
+    fprintf(stderr, "    local write on a subscriber: %s", err);
+    CHECK(t_cluster_try(&sub[0], "TRUNCATE public.prefs") != NULL);
+    /* TRUNCATE is replicated and announced */
+    t_cluster_sql(&primary, "TRUNCATE \"%s\".settings", s);
+    wait_all(c, "account", "1", "a", NULL);
+    wait_all(c, "account", "2", "a", NULL);
+    CHECK(same_rows_everywhere(5000));
+    setcache_close(c[0]);
+    setcache_close(c[1]);
+    t_clusters_end();
+}
+
+/* A subscription disabled: the subscriber's processes keep what they read
+ * (never an older value) while the primary moves on; re-enabled, every
+ * cache converges within 2 s. A subscriber restarted: its processes
+ * reconnect and converge. */
+TEST_T(subscribers_disabled_or_restarted_converge_once_back, 180)
+{
+    setup();
+    const char *s = t_schema();
+    t_cluster_sql(&primary,
+                  "INSERT INTO \"%s\".settings (entity_type, entity_id, key, value) VALUES "
+                  "('account', '1', 'a', 'v1')",
+                  s);
+    setcache *c[2] = {open_on(&sub[0]), open_on(&sub[1])};
+    wait_all(c, "account", "1", "a", "v1");
+    t_cluster_sql(&sub[0], "ALTER SUBSCRIPTION \"%s\" DISABLE", s);
+    t_cluster_sql(&primary, "UPDATE \"%s\".settings SET value = 'v2' WHERE key = 'a'", s);
+    t_cluster_sql(&primary,
+                  "INSERT INTO \"%s\".settings (entity_type, entity_id, key, value) VALUES "
+                  "('account', '1', 'b', 'b1')",
+                  s);
+    CHECK(t_wait_value(c[1], "account", "1", "a", "v2", 5000) >= 0);
+    /* the disabled side: still the value it had, for a while */
+    char buf[64];
+    double t0 = t_now_ms();
+    while (t_now_ms() - t0 < 500) {
+        CHECK_OK(setcache_get_string(c[0], "account", "1", "a", buf, sizeof buf, NULL));
+        CHECK_STR(buf, "v1");
+        t_sleep_ms(10);
+    }
+    t_cluster_sql(&sub[0], "ALTER SUBSCRIPTION \"%s\" ENABLE", s);
+    t0 = t_now_ms();
+    CHECK(t_wait_value(c[0], "account", "1", "a", "v2", 2000) >= 0);
+    CHECK(t_wait_value(c[0], "account", "1", "b", "b1", 2000) >= 0);
+    fprintf(stderr, "    re-enabled subscription: converged %.0f ms later\n", t_now_ms() - t0);
+    /* a subscriber restarted while the primary changes */
+    t_cluster_stop(&sub[1], "fast");
+    t_cluster_sql(&primary, "UPDATE \"%s\".settings SET value = 'v3' WHERE key = 'a'", s);
+    t0 = t_now_ms();
+    t_cluster_start(&sub[1]);
+    CHECK(t_wait_value(c[1], "account", "1", "a", "v3", 15000) >= 0);
+    fprintf(stderr,
+            "    restarted subscriber: its process read the change %.0f ms after the "
+            "start command (which waits until the server accepts connections)\n",
+            t_now_ms() - t0);
+    CHECK(same_rows_everywhere(5000));
+    setcache_close(c[0]);
+    setcache_close(c[1]);
+    t_clusters_end();
+}
