@@ -4,6 +4,7 @@
 #   make check SANITIZE=address,undefined | SANITIZE=thread
 #   make demo       the side-by-side demo on a private PostgreSQL
 #                   (DEMO_ARGS=--tables: served from the platform's own tables)
+#   make demo-fleet a primary and two logical-replication subscribers, processes on each
 #   make bench      benchmarks (never part of check)
 #   make bench-series  the benchmarks BENCH_RUNS times (default 5): median, range
 #   make install / uninstall, format, lint, clean
@@ -37,7 +38,7 @@ ifneq ($(SANITIZE),)
 B := build/san-$(subst $(comma),-,$(SANITIZE))
 endif
 
-LIB_SRCS := src/util.c src/error.c src/hash.c src/stats.c src/brlock.c src/value.c src/ident.c src/schema.c src/pool.c src/defs.c \
+LIB_SRCS := src/util.c src/error.c src/hash.c src/stats.c src/brlock.c src/value.c src/ident.c src/schema.c src/pool.c src/defs.c src/fence.c \
             src/etable.c src/cache.c src/load.c src/write.c src/listen.c src/refresh.c src/dispatch.c \
             src/tables.c src/replica.c src/read.c src/handle.c src/cell.c src/ref.c src/snap.c
 LIB_OBJS := $(patsubst src/%.c,$(B)/obj/%.o,$(LIB_SRCS))
@@ -57,7 +58,7 @@ TEST_BIN := $(B)/tests/setcache-tests
 UNIT_SRCS := $(wildcard tests/unit/unit_*.c)
 UNIT_BIN := $(B)/tests/setcache-unit
 
-.PHONY: all unit check soak demo bench bench-series install uninstall format lint clean deps fuzz
+.PHONY: all unit check soak demo demo-fleet bench bench-series install uninstall format lint clean deps fuzz
 all: $(STATIC) $(B)/libsetcache.so $(TOOL) $(PC) $(B)/example $(B)/example_subscribe
 
 # plain `make` on a machine without the headers: the exact apt-get line
@@ -147,6 +148,13 @@ demo: deps
 	@$(MAKE) --no-print-directory all $(B)/bench/demo
 	@SETCACHE_BUILD=$(B) sh tests/withpg.sh $(B)/bench/demo $(DEMO_ARGS)
 
+# past one primary: a primary, 2 subscribers (logical replication), 4
+# processes on each; a plain-SQL change seen by all; the primary's
+# connections beside the direct topology's
+demo-fleet: deps
+	@$(MAKE) --no-print-directory all $(B)/bench/fleet
+	@sh bench/fleet-topology.sh $(B) 2 $(B)/bench/fleet --demo
+
 $(B)/bench/%: bench/%.c bench/workload.h bench/common.h $(STATIC) $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Isrc -D_GNU_SOURCE -o $@ $< $(STATIC) $(ALL_LDFLAGS) $(PQ_LIBS) -lm
@@ -155,6 +163,8 @@ BENCH_PROGS := $(patsubst bench/%.c,$(B)/bench/%,$(filter-out bench/demo.c,$(wil
 bench: deps
 	@$(MAKE) --no-print-directory all $(BENCH_PROGS)
 	@SETCACHE_BUILD=$(B) sh tests/withpg.sh sh bench/run.sh $(B)
+	@# 128 processes direct vs over 4 subscribers, on clusters of its own
+	@sh bench/fleet-topology.sh $(B) 4 $(B)/bench/fleet | tee -a $(B)/bench/report.md
 
 # the whole suite BENCH_RUNS times, summarised as median and range
 BENCH_RUNS ?= 5

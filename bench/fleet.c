@@ -10,6 +10,15 @@
  * (p50 / p99 / max: the callback fires once the new value is in the
  * cache). Needs SETCACHE_TEST_CONNINFO and a server with max_connections
  * >= 2 x 128 + a few (tests/withpg.sh starts one with 300).
+ *
+ * Past one primary (run by bench/fleet-topology.sh, which starts a primary
+ * with wal_level = logical and N subscriber clusters): the same 128
+ * processes attached directly to the primary, then spread over the
+ * subscribers (they load and listen there; logical replication brings the
+ * primary's changes), side by side: the primary's client backends and
+ * walsenders, its notifying commits and CPU, the subscribers' CPU, and
+ * commit on the primary -> change callback in every process. With --demo,
+ * a small fleet (4 processes per subscriber) and one plain-SQL change.
  */
 #include "setcache.h"
 #include "workload.h"
@@ -29,7 +38,7 @@
 #define SCHEMA "setcache_bench_fleet"
 #define MAXP 128
 #define MAXW 1100
-#define PHASE_S 10
+static int PHASE_S = 10; /* seconds a phase (the demo's are shorter) */
 
 typedef struct shared {
     double ack[MAXW];     /* commit acknowledged, ms */
@@ -41,6 +50,12 @@ typedef struct shared {
 
 static const char *conninfo;
 static shared *sh;
+/* past one primary: the subscribers' conninfos and every postmaster's pid
+ * (the primary's first), from bench/fleet-topology.sh */
+static const char *schema = SCHEMA;
+static char *subs[8];
+static int nsubs, pms[9], npms;
+static bool on_subs; /* this run's members attach to the subscribers */
 
 #define now_ms bench_now_ms
 
@@ -59,9 +74,9 @@ static void member(int p)
 {
     setcache_options o;
     setcache_options_init(&o);
-    o.conninfo = conninfo;
-    o.schema = SCHEMA;
-    o.channel = SCHEMA;
+    o.conninfo = on_subs ? subs[p % nsubs] : conninfo;
+    o.schema = schema;
+    o.channel = schema;
     o.pool_size = 1;
     setcache *c;
     if (setcache_open(&c, &o) != SETCACHE_OK) {
@@ -105,8 +120,9 @@ static int client_backends(PGconn *m)
     return v;
 }
 
-/* CPU seconds used so far by every process named postgres. */
-static double server_cpu_s(void)
+/* CPU seconds used so far by every process named postgres (n == 0), or by
+ * the postmasters pm[0..n) and their children. */
+static double cpu_of(const int *pm, int n)
 {
     DIR *d = opendir("/proc");
     struct dirent *e;
@@ -125,10 +141,15 @@ static double server_cpu_s(void)
             char *open = strchr(line, '('), *close = strrchr(line, ')');
             if (open && close && strncmp(open + 1, "postgres", 8) == 0) {
                 unsigned long ut = 0, st = 0;
+                int ppid = 0, pid = atoi(e->d_name);
                 /* fields after the name: state ppid ... utime (14) stime (15) */
-                if (sscanf(close + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut,
-                           &st) == 2) {
-                    ticks += (double)(ut + st);
+                if (sscanf(close + 2, "%*c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ppid,
+                           &ut, &st) == 3) {
+                    bool mine = n == 0;
+                    for (int i = 0; i < n && !mine; i++) {
+                        mine = pid == pm[i] || ppid == pm[i];
+                    }
+                    ticks += mine ? (double)(ut + st) : 0;
                 }
             }
         }
@@ -138,6 +159,29 @@ static double server_cpu_s(void)
         closedir(d);
     }
     return ticks / (double)sysconf(_SC_CLK_TCK);
+}
+
+static double server_cpu_s(void)
+{
+    return cpu_of(NULL, 0);
+}
+
+static int walsenders(PGconn *m)
+{
+    PGresult *r = PQexec(m, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = "
+                            "'walsender'");
+    int v = PQresultStatus(r) == PGRES_TUPLES_OK ? atoi(PQgetvalue(r, 0, 0)) : -1;
+    PQclear(r);
+    return v;
+}
+
+static int all_client_backends(PGconn *m)
+{
+    PGresult *r = PQexec(m, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = "
+                            "'client backend'");
+    int v = PQresultStatus(r) == PGRES_TUPLES_OK ? atoi(PQgetvalue(r, 0, 0)) : -1;
+    PQclear(r);
+    return v;
 }
 
 static void pct(double *v, size_t n, double *p50, double *p99, double *mx)
@@ -158,7 +202,13 @@ static void phase(PGconn *m, PGconn *w, int nproc, int rate, FILE *tsv)
         n0[p] = atomic_load(&sh->notif[p]);
     }
     long long x0 = next_xid(m);
-    double cpu0 = server_cpu_s(), t0 = now_ms();
+    double cpu0 = npms ? cpu_of(pms, 1) : server_cpu_s(), t0 = now_ms();
+    double scpu0 = npms > 1 ? cpu_of(pms + 1, npms - 1) : 0;
+    char upd[200];
+    snprintf(upd, sizeof upd,
+             "UPDATE %s.settings SET value = $1 WHERE entity_type = 'expert' AND entity_id = '1' "
+             "AND key = 'k'",
+             schema);
     int nwrites = rate * PHASE_S;
     if (nwrites == 0) {
         usleep(PHASE_S * 1000000);
@@ -170,16 +220,14 @@ static void phase(PGconn *m, PGconn *w, int nproc, int rate, FILE *tsv)
             char v[16];
             snprintf(v, sizeof v, "%d", s);
             const char *pv[1] = {v};
-            PGresult *r = PQexecParams(w,
-                                       "UPDATE " SCHEMA ".settings SET value = $1 WHERE "
-                                       "entity_type = 'expert' AND entity_id = '1' AND key = 'k'",
-                                       1, NULL, pv, NULL, NULL, 0);
+            PGresult *r = PQexecParams(w, upd, 1, NULL, pv, NULL, NULL, 0);
             sh->ack[s] = now_ms() - sh->origin;
             PQclear(r);
         }
     }
     double secs = (now_ms() - t0) / 1e3;
-    double cpu = (server_cpu_s() - cpu0) / secs;
+    double cpu = ((npms ? cpu_of(pms, 1) : server_cpu_s()) - cpu0) / secs;
+    double scpu = npms > 1 ? (cpu_of(pms + 1, npms - 1) - scpu0) / secs : 0;
     long long x1 = next_xid(m);
     usleep(1000000); /* the last changes reach everyone */
     double worst = 0, sum = 0;
@@ -208,18 +256,27 @@ static void phase(PGconn *m, PGconn *w, int nproc, int rate, FILE *tsv)
     } else {
         snprintf(l, sizeof l, "-");
     }
-    printf("| %3d | %3d | %3d | %6.2f | %6.2f (mean %.2f) | %5.3f | %s | %zu |\n", nproc, rate,
-           client_backends(m), (double)(x1 - x0) / secs, worst, sum / nproc, cpu, l, missing);
+    const char *topo = npms == 0 ? "fleet" : on_subs ? "fleet_subscribers" : "fleet_direct";
+    if (npms == 0) {
+        printf("| %3d | %3d | %3d | %6.2f | %6.2f (mean %.2f) | %5.3f | %s | %zu |\n", nproc, rate,
+               client_backends(m), (double)(x1 - x0) / secs, worst, sum / nproc, cpu, l, missing);
+    } else {
+        printf("| %s | %3d | %3d | %3d + %d | %6.2f | %6.2f | %5.3f | %5.3f | %s | %zu |\n",
+               on_subs ? "subscribers" : "direct", nproc, rate, all_client_backends(m),
+               walsenders(m), (double)(x1 - x0) / secs, worst, cpu, scpu, l, missing);
+    }
     if (tsv) {
-        fprintf(tsv, "fleet\t%d/%d\tcommits_per_s\t%.2f\n", nproc, rate, (double)(x1 - x0) / secs);
-        fprintf(tsv, "fleet\t%d/%d\tnotifications_per_process_s_max\t%.2f\n", nproc, rate, worst);
-        fprintf(tsv, "fleet\t%d/%d\tserver_cpu_s_per_s\t%.3f\n", nproc, rate, cpu);
-        fprintf(tsv, "fleet\t%d/%d\treadable_p50_p99_max_ms\t%.2f\t%.2f\t%.1f\n", nproc, rate, p50,
-                p99, mx);
+        fprintf(tsv, "%s\t%d/%d\tcommits_per_s\t%.2f\n", topo, nproc, rate,
+                (double)(x1 - x0) / secs);
+        fprintf(tsv, "%s\t%d/%d\tnotifications_per_process_s_max\t%.2f\n", topo, nproc, rate,
+                worst);
+        fprintf(tsv, "%s\t%d/%d\tserver_cpu_s_per_s\t%.3f\n", topo, nproc, rate, cpu);
+        fprintf(tsv, "%s\t%d/%d\treadable_p50_p99_max_ms\t%.2f\t%.2f\t%.1f\n", topo, nproc, rate,
+                p50, p99, mx);
     }
 }
 
-static void run(PGconn *m, PGconn *w, int nproc, FILE *tsv)
+static void run_rates(PGconn *m, PGconn *w, int nproc, FILE *tsv, const int *rates, int nrates)
 {
     memset(sh, 0, sizeof *sh);
     pid_t kids[MAXP];
@@ -236,8 +293,7 @@ static void run(PGconn *m, PGconn *w, int nproc, FILE *tsv)
         fprintf(stderr, "fleet: %d of %d processes failed to open\n", nproc - sh->ready, nproc);
     }
     usleep(3000000); /* settle: start-up probes and loads are over */
-    int rates[3] = {0, 10, 100};
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < nrates; i++) {
         phase(m, w, nproc, rates[i], tsv);
     }
     atomic_store(&sh->stop, 1);
@@ -247,12 +303,112 @@ static void run(PGconn *m, PGconn *w, int nproc, FILE *tsv)
     }
 }
 
+static void run(PGconn *m, PGconn *w, int nproc, FILE *tsv)
+{
+    static const int rates[3] = {0, 10, 100};
+    run_rates(m, w, nproc, tsv, rates, 3);
+}
+
+/* Has every subscriber the row the phases write? */
+static bool replicated(void)
+{
+    for (int i = 0; i < nsubs; i++) {
+        PGconn *s = PQconnectdb(subs[i]);
+        char q[160];
+        snprintf(q, sizeof q,
+                 "SELECT 1 FROM %s.settings WHERE entity_type = 'expert' AND entity_id = '1' "
+                 "AND key = 'k'",
+                 schema);
+        PGresult *r = PQexec(s, q);
+        bool ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+        PQclear(r);
+        PQfinish(s);
+        if (!ok) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Past one primary (bench/fleet-topology.sh): 128 processes direct, then
+ * over the subscribers; --demo: 4 per subscriber, one write a second for
+ * 3 s. */
+static int topology_main(int argc, char **argv, FILE *tsv)
+{
+    bool demo = argc > 1 && strcmp(argv[1], "--demo") == 0;
+    schema = getenv("SETCACHE_FLEET_SCHEMA");
+    char *list = strdup(getenv("SETCACHE_FLEET_SUBSCRIBERS"));
+    for (char *t = strtok(list, "|"); t && nsubs < 8; t = strtok(NULL, "|")) {
+        subs[nsubs++] = t;
+    }
+    char *pl = strdup(getenv("SETCACHE_FLEET_PIDS") ? getenv("SETCACHE_FLEET_PIDS") : "");
+    for (char *t = strtok(pl, " "); t && npms < 9; t = strtok(NULL, " ")) {
+        pms[npms++] = atoi(t);
+    }
+    free(pl);
+    PGconn *m = PQconnectdb(conninfo);
+    PGconn *w = PQconnectdb(conninfo);
+    if (PQstatus(m) != CONNECTION_OK || PQstatus(w) != CONNECTION_OK || nsubs == 0) {
+        fprintf(stderr, "fleet: %s", PQerrorMessage(m));
+        return 1;
+    }
+    setcache_options o;
+    setcache_options_init(&o);
+    o.conninfo = conninfo;
+    o.schema = schema;
+    o.channel = schema;
+    setcache *c;
+    if (setcache_open(&c, &o) != SETCACHE_OK || wl_load(c) != SETCACHE_OK ||
+        setcache_set_string(c, "expert", "1", "k", "0") != SETCACHE_OK) {
+        fprintf(stderr, "fleet: %s\n", setcache_errmsg());
+        return 1;
+    }
+    setcache_close(c);
+    double t0 = now_ms();
+    while (!replicated() && now_ms() - t0 < 60000) {
+        usleep(50000);
+    }
+    int nproc = demo ? 4 * nsubs : 128;
+    if (demo) {
+        PHASE_S = 3;
+    }
+    printf("## %s: a primary and %d subscribers (logical replication)\n\n",
+           demo ? "The fleet demo" : "A fleet past one primary", nsubs);
+    bench_print_machine(m, "pool_size 1, heartbeat_ms 1000 (defaults otherwise)");
+    printf("%d processes, each: one handle (pool_size 1), 5 cached reads every 10 ms, a "
+           "subscription to the written setting; attached directly to the primary, then %d "
+           "per subscriber (loads and LISTEN there); writes by plain SQL UPDATE on the primary "
+           "from one connection; %d s a phase; every server on this machine\n\n",
+           nproc, nproc / nsubs, PHASE_S);
+    printf("| topology | processes | writes/s | primary: client backends + walsenders | "
+           "primary notifying commits/s | notifications/s per process, max | primary CPU s/s "
+           "| subscribers' CPU s/s | commit on the primary -> callback in every process, ms "
+           "p50 / p99 / max | coalesced |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    static const int bench_rates[3] = {0, 10, 100};
+    static const int demo_rates[1] = {1};
+    for (int t = 0; t < 2; t++) {
+        on_subs = t == 1;
+        run_rates(m, w, nproc, tsv, demo ? demo_rates : bench_rates, demo ? 1 : 3);
+    }
+    PQfinish(m);
+    PQfinish(w);
+    free(list);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     conninfo = bench_conninfo("bench");
     const char *tp = getenv("SETCACHE_BENCH_TSV");
     FILE *tsv = tp ? fopen(tp, "a") : NULL;
     sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (sh != MAP_FAILED && getenv("SETCACHE_FLEET_SUBSCRIBERS")) {
+        int rc = topology_main(argc, argv, tsv);
+        if (tsv) {
+            fclose(tsv);
+        }
+        return rc;
+    }
     PGconn *m = PQconnectdb(conninfo);
     PGconn *w = PQconnectdb(conninfo);
     if (PQstatus(m) != CONNECTION_OK || PQstatus(w) != CONNECTION_OK || sh == MAP_FAILED) {

@@ -230,6 +230,19 @@ typedef struct setcache_options {
      * counted (setcache_stats.definition_conflicts). Default true. Since
      * 0.1.0. */
     bool shared_definitions;
+    /* Writes (set, delete, set_many, setcache_publish_definitions) and
+     * setcache_with_conn go to this server, on a pool of their own
+     * (pool_size connections, made when first needed); loads stay on
+     * conninfo and the listener on listen_conninfo. NULL, "" or the same
+     * text as conninfo: everything on conninfo, as before. For a fleet past
+     * one primary (docs/DEPLOYMENT.md): conninfo and listen_conninfo a
+     * local logical-replication subscriber, this the primary (a multi-host
+     * conninfo or a PgBouncer). Reads stay monotonic and read-your-writes
+     * while the subscriber lags: every install from it keeps, per key, the
+     * newer of what this process wrote and what the rows say (deletions
+     * too), until the subscriber shows the write (its notification, its
+     * rows, or its replicated history). Since 0.1.0. */
+    const char *write_conninfo;
 } setcache_options;
 
 /*
@@ -702,7 +715,10 @@ SETCACHE_API void setcache_get_stats(setcache *c, setcache_stats *out);
 /*
  * Borrow a pooled connection for the duration of fn and return it afterwards,
  * whatever fn does: a connection left inside a transaction is rolled back, a
- * broken one is replaced. Include <libpq-fe.h> before this header to get
+ * broken one is replaced. The connection is to write_conninfo's server when
+ * that option names another one (what fn writes there reaches this cache
+ * through the listener, like any other program's write), else to
+ * conninfo's. Include <libpq-fe.h> before this header to get
  * this declaration. fn must not keep conn after it returns, must not close
  * it, and should not change session state (SET, LISTEN, prepared statements).
  * Returns what fn returned, or SETCACHE_ERR_TIMEOUT / SETCACHE_ERR_DB (no

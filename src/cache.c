@@ -386,7 +386,9 @@ void setcache__finish_load(setcache *c, sc_ident *id, sc_etable *entries, uint64
     setcache__br_wrlock(&sh->lock);
     sc_entity *e = find_locked(sh, id); /* a loading entity is never evicted */
     if (e) {
-        if (nv && e->stamp == stamp && pending_reflected(e, entries)) {
+        /* rows from a source that may lag keep this process's newer writes */
+        if (nv && e->stamp == stamp && setcache__fence_merge(c, id, entries) &&
+            pending_reflected(e, entries)) {
             set_entries_locked(sh, e, entries, &nv);
             *installed = true;
         } else {
@@ -417,6 +419,11 @@ int setcache__install_preloaded(setcache *c, sc_ident *id, sc_etable *entries, u
     sc_eview *nv = setcache__view_new();
     if (!nv) {
         return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+    }
+    if (setcache__fence_has(c, id)) {
+        setcache__view_unref(nv);
+        return 0; /* a write here the source may not show: loaded (with the
+                     history's check) when first read */
     }
     setcache__br_wrlock(&sh->lock);
     sc_entity *e = find_locked(sh, id);
@@ -831,15 +838,17 @@ bool setcache__refresh_install(setcache *c, sc_ident *id, sc_etable *rows, uint6
     }
     setcache__br_wrlock(&sh->lock);
     sc_entity *e = find_locked(sh, id);
-    if (!e || e->state != SC_LOADED || e->stamp != stamp) {
+    if (!e || e->state != SC_LOADED || e->stamp != stamp || !setcache__fence_merge(c, id, rows)) {
         setcache__br_wrunlock(&sh->lock);
         setcache__view_unref(nv);
         return false;
     }
     if (want) {
+        /* (rows may hold tombstones: keys the source deleted, or this
+         * process did) */
         for (uint32_t i = 0; i < rows->cap; i++) {
             const sc_entry *n = rows->slot[i];
-            if (!n) {
+            if (!n || SC_TOMB(n)) {
                 continue;
             }
             const sc_entry *o = setcache__et_find(tab(e), n->data, n->klen, n->hash);
@@ -855,9 +864,10 @@ bool setcache__refresh_install(setcache *c, sc_ident *id, sc_etable *rows, uint6
             if (!o || SC_TOMB(o)) {
                 continue;
             }
-            if (!setcache__et_find(rows, o->data, o->klen, o->hash) &&
+            const sc_entry *nr = setcache__et_find(rows, o->data, o->klen, o->hash);
+            if ((!nr || SC_TOMB(nr)) &&
                 add_change(changes, nchanges, &cap, SETCACHE_CHANGE_DELETE, o->data, NULL,
-                           SC_VAL(o), o->version) != 0) {
+                           SC_VAL(o), nr ? nr->version : o->version) != 0) {
                 *incomplete = true;
             }
         }

@@ -620,7 +620,7 @@ int setcache__defs_publish(setcache *c, const sc_bad_query *bad, size_t nbad,
     }
     setcache__br_rdunlock(&c->defs.lock);
     int rc = nomem ? setcache__fail(SETCACHE_ERR_NOMEM, "out of memory")
-                   : setcache__with_pool(c, publish_conn, &j);
+                   : setcache__with_write_pool(c, publish_conn, &j);
     for (size_t i = 0; i < j.n; i++) {
         def_free(j.defs[i]);
     }

@@ -98,6 +98,7 @@ static void unwind(setcache *c, int stage)
         setcache__dispatch_destroy(c, own);
         setcache__listen_destroy(c, own);
         setcache__defs_destroy(c, own);
+        setcache__fence_destroy(c, own);
         setcache__cache_destroy(c, own); /* detaches every ref's cell */
         setcache__refs_destroy(c, own);
         setcache__snaps_destroy(c, own);
@@ -110,6 +111,7 @@ static void unwind(setcache *c, int stage)
     default:
         free(c->conninfo);
         free(c->listen_conninfo);
+        free(c->write_conninfo);
         free(c->schema);
         free(c->channel);
         free(c);
@@ -125,6 +127,10 @@ static void copy_options(setcache *c, const setcache_options *o, const char *sch
     c->wake_fd = -1;
     c->conninfo = dup_or_null(o->conninfo);
     c->listen_conninfo = dup_or_null(o->listen_conninfo);
+    c->write_conninfo = dup_or_null(o->write_conninfo);
+    /* writes go elsewhere only when write_conninfo names another server */
+    c->split_writes = c->write_conninfo && *c->write_conninfo &&
+                      (!c->conninfo || strcmp(c->write_conninfo, c->conninfo) != 0);
     c->schema = strdup(schema);
     c->channel = strdup(channel);
     c->pool_size = o->pool_size;
@@ -213,7 +219,8 @@ int setcache_open(setcache **out, const setcache_options *o)
     setcache *c = memset(mem, 0, sizeof(setcache));
     copy_options(c, o, schema, channel);
     if ((o->conninfo && *o->conninfo && !c->conninfo) ||
-        (o->listen_conninfo && *o->listen_conninfo && !c->listen_conninfo) || !c->schema ||
+        (o->listen_conninfo && *o->listen_conninfo && !c->listen_conninfo) ||
+        (o->write_conninfo && *o->write_conninfo && !c->write_conninfo) || !c->schema ||
         !c->channel) {
         unwind(c, ST_ALLOCATED);
         return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
@@ -223,6 +230,7 @@ int setcache_open(setcache **out, const setcache_options *o)
     setcache__refs_init(c);
     setcache__snaps_init(c);
     setcache__defs_init(c);
+    setcache__fence_init(c);
     setcache__listen_init(c);
     setcache__dispatch_init(c);
     setcache__refresh_init(c);

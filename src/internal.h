@@ -21,6 +21,8 @@
  *   9. c->refs.mu             (ref.c; the open refs, taken alone)
  *  10. c->snaps.slot[i].mu    (snap.c; open snapshots by read slot, taken alone)
  *  11. c->fast.mu             (stats.c; the per-thread hit counters, taken alone)
+ *  12. c->fence.mu            (fence.c; a leaf: taken under a shard lock by the
+ *                              installs, or alone)
  * Bound references read their cells with no lock (cell.c: a sequence lock
  * written under the shard's lock).
  * No user code (callbacks, log) runs while any of them is held.
@@ -508,7 +510,9 @@ typedef struct sc_pool {
     pthread_cond_t cv;
     sc_slot *slots; /* guarded by mu */
     int size;
-    int in_use; /* guarded by mu */
+    const char *conninfo; /* the handle's copy: conninfo, or write_conninfo */
+    const char *role;     /* application_name's last part: "pool" or "write" */
+    int in_use;           /* guarded by mu */
     /* Backend PIDs with a library write in flight, until its result is
      * applied to the cache: the listener skips their echoes. Lock-free. */
     atomic_int *writing;
@@ -527,6 +531,9 @@ void setcache__pool_stats(setcache *c, uint32_t *size, uint32_t *in_use);
 uint64_t setcache__server_gen(setcache *c); /* changes when connections reach another server */
 int setcache__with_pool(setcache *c, sc_conn_fn fn, void *arg);
 int setcache__with_pool_read(setcache *c, sc_conn_fn fn, void *arg);
+/* Writes (and setcache_with_conn): on write_conninfo's pool when it names
+ * another server, else like setcache__with_pool. */
+int setcache__with_write_pool(setcache *c, sc_conn_fn fn, void *arg);
 int setcache__writing_begin(setcache *c, PGconn *conn);
 void setcache__writing_end(setcache *c, int token);
 bool setcache__is_writing(setcache *c, int be_pid);
@@ -556,6 +563,7 @@ typedef struct sc_sql {
     char *defs_load; /* every shared definition, one row per choice */
     char *defs_put;  /* upsert one definition */
     char *defs_bad;  /* rows breaking their definition: count, first examples */
+    char *hist_max;  /* the newest history version of (type, id, key) triples */
 } sc_sql;
 int setcache__sql_build(sc_sql *s, const char *schema);
 void setcache__sql_free(sc_sql *s);
@@ -567,6 +575,46 @@ int setcache__table_exists(setcache *c, PGconn *conn, const char *table, bool *e
 int setcache__apply_ddl_once(setcache *c, PGconn *conn, const char *fn, const char *signature,
                              const char *ddl, const char *what);
 char *setcache__quote_ident(const char *s);
+
+/* === in fence.c === */
+/* A write through write_conninfo not yet seen at the source: key, value
+ * (NULL: deleted) and version. */
+typedef struct sc_fenced {
+    char *key;
+    char *value;
+    int64_t version;
+} sc_fenced;
+typedef struct sc_fence_ent {
+    UT_hash_handle hh; /* key: ekey */
+    sc_fenced *v;
+    size_t n, cap;
+    size_t ekeylen;
+    char ekey[];
+} sc_fence_ent;
+typedef struct sc_fence {
+    pthread_mutex_t mu;
+    sc_fence_ent *table;    /* guarded by mu */
+    atomic_size_t entities; /* entities in table: 0 = nothing to merge, no lock */
+} sc_fence;
+void setcache__fence_init(setcache *c);
+void setcache__fence_destroy(setcache *c, bool own_process);
+/* A write through write_conninfo committed at version (value NULL: the key
+ * was deleted): remembered until the source shows it. No-op unless
+ * split_writes. */
+int setcache__fence_note(setcache *c, const sc_ident *id, const char *value, int64_t version);
+bool setcache__fence_has(setcache *c, const sc_ident *id); /* any key of the entity fenced */
+/* Before installing rows read from the source (under the shard's lock):
+ * forget what they confirm, put this process's newer writes over the rest.
+ * false: out of memory, do not install. */
+bool setcache__fence_merge(setcache *c, const sc_ident *id, sc_etable *rows);
+/* Before reading ids[0..n) from the source, on the same connection: the
+ * newest version its history has of each fenced key (*out NULL: none
+ * fenced, or no history to read). */
+int setcache__fence_history(setcache *c, PGconn *conn, const sc_ident *const *ids, size_t n,
+                            PGresult **out);
+/* After: a tombstone of the history's version for each fenced key of id
+ * the rows lack. */
+int setcache__fence_tombs(const PGresult *hist, const sc_ident *id, sc_etable *rows);
 
 /* === in defs.c === */
 typedef struct sc_def {
@@ -926,7 +974,8 @@ typedef struct sc_refresh { /* refresh.c */
 
 struct setcache {
     /* Immutable after open. */
-    char *conninfo, *listen_conninfo, *schema, *channel;
+    char *conninfo, *listen_conninfo, *write_conninfo, *schema, *channel;
+    bool split_writes; /* write_conninfo names another server: writes use wpool */
     int pool_size;
     int acquire_timeout_ms;
     int io_timeout_ms;        /* 0: no client-side deadline */
@@ -952,7 +1001,9 @@ struct setcache {
     /* Each module's state, touched only by that module. */
     sc_cache cache;
     sc_defs defs;
-    sc_pool pool;
+    sc_pool pool;  /* loads (conninfo) */
+    sc_pool wpool; /* writes (write_conninfo), with split_writes only */
+    sc_fence fence;
     sc_listen listen;
     sc_dispatch dispatch;
     sc_refresh refresh;

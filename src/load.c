@@ -39,9 +39,17 @@ static int load_query(void *arg, PGconn *conn)
     setcache *c = j->c;
     const char *vals[2] = {j->id->type, j->id->id};
     int rc;
+    /* writes here the source may not show yet: its history first (fence.c) */
+    PGresult *hist = NULL;
+    const sc_ident *one = j->id;
+    if (c->split_writes && setcache__fence_has(c, j->id) &&
+        (rc = setcache__fence_history(c, conn, &one, 1, &hist)) != SETCACHE_OK) {
+        return rc;
+    }
     PGresult *r = setcache__exec(c, conn, setcache__sql_for(c, j->id->type, j->id->tlen)->load, 2,
                                  vals, false, &rc);
     if (!r) {
+        PQclear(hist);
         return rc;
     }
     setcache__count(c, SC_ST_LOADS, 1);
@@ -52,6 +60,10 @@ static int load_query(void *arg, PGconn *conn)
     for (int i = 0; i < n && rc == SETCACHE_OK; i++) {
         rc = add_row(&j->entries, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), PQgetvalue(r, i, 2));
     }
+    if (rc == SETCACHE_OK && hist) {
+        rc = setcache__fence_tombs(hist, j->id, &j->entries);
+    }
+    PQclear(hist);
     PQclear(r);
     if (rc != SETCACHE_OK) {
         setcache__et_free(&j->entries);

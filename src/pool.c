@@ -1,8 +1,10 @@
 /*
  * pool.c - the bounded connection pool and the one scoped way to borrow it.
  *
- * Owns: c->pool (slots, each with a lazily made PGconn). Lock: pool.mu, held
- * only to pick or return a slot, never across a network call.
+ * Owns: c->pool (slots, each with a lazily made PGconn) and, when
+ * write_conninfo names another server, c->wpool for writes, the same way.
+ * Lock: each pool's mu, held only to pick or return a slot, never across a
+ * network call.
  * Every borrow goes through setcache__with_pool(), which always gives back what it
  * took: a connection left inside a transaction is rolled back, a broken one
  * is closed and replaced lazily.
@@ -23,28 +25,31 @@
 /* Set by setcache__exec when a round trip ran out of io_timeout_ms: the
  * caller's connection is closed, and a read is not tried again. */
 static _Thread_local bool io_timed_out;
-/* The pool slot this thread borrowed (-1: none), for setcache__writing_begin. */
+/* The pool slot this thread borrowed (-1: none) and its pool, for
+ * setcache__writing_begin. */
 static _Thread_local int cur_slot = -1;
+static _Thread_local sc_pool *cur_pool;
 
-static void free_arrays(setcache *c)
+static void free_arrays(sc_pool *p)
 {
-    free(c->pool.slots);
-    free(c->pool.writing);
-    free(c->pool.pids);
-    c->pool.slots = NULL;
-    c->pool.writing = NULL;
-    c->pool.pids = NULL;
+    free(p->slots);
+    free(p->writing);
+    free(p->pids);
+    p->slots = NULL;
+    p->writing = NULL;
+    p->pids = NULL;
 }
 
-int setcache__pool_init(setcache *c)
+static int one_init(sc_pool *p, int size, const char *conninfo, const char *role)
 {
-    sc_pool *p = &c->pool;
-    p->size = c->pool_size;
+    p->size = size;
+    p->conninfo = conninfo;
+    p->role = role;
     p->slots = calloc((size_t)p->size, sizeof *p->slots);
     p->writing = calloc((size_t)p->size, sizeof *p->writing);
-    c->pool.pids = calloc((size_t)p->size, sizeof *c->pool.pids);
-    if (!p->slots || !p->writing || !c->pool.pids) {
-        free_arrays(c);
+    p->pids = calloc((size_t)p->size, sizeof *p->pids);
+    if (!p->slots || !p->writing || !p->pids) {
+        free_arrays(p);
         return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
     }
     setcache__cond_init(&p->cv);
@@ -52,20 +57,40 @@ int setcache__pool_init(setcache *c)
     return SETCACHE_OK;
 }
 
+static void one_destroy(setcache *c, sc_pool *p);
+
+int setcache__pool_init(setcache *c)
+{
+    int rc = one_init(&c->pool, c->pool_size, c->conninfo, "pool");
+    if (rc == SETCACHE_OK && c->split_writes &&
+        (rc = one_init(&c->wpool, c->pool_size, c->write_conninfo, "write")) != SETCACHE_OK) {
+        one_destroy(c, &c->pool);
+    }
+    return rc;
+}
+
 void setcache__pool_stats(setcache *c, uint32_t *size, uint32_t *in_use)
 {
-    pthread_mutex_lock(&c->pool.mu);
-    *size = (uint32_t)c->pool.size;
-    *in_use = (uint32_t)c->pool.in_use;
-    pthread_mutex_unlock(&c->pool.mu);
+    *size = 0;
+    *in_use = 0;
+    for (int k = 0; k < (c->split_writes ? 2 : 1); k++) {
+        sc_pool *p = k == 0 ? &c->pool : &c->wpool;
+        pthread_mutex_lock(&p->mu);
+        *size += (uint32_t)p->size;
+        *in_use += (uint32_t)p->in_use;
+        pthread_mutex_unlock(&p->mu);
+    }
 }
 
 /* Wake every borrower waiting for a connection (the handle is closing). */
 void setcache__pool_wake(setcache *c)
 {
-    pthread_mutex_lock(&c->pool.mu);
-    pthread_cond_broadcast(&c->pool.cv);
-    pthread_mutex_unlock(&c->pool.mu);
+    for (int k = 0; k < (c->split_writes ? 2 : 1); k++) {
+        sc_pool *p = k == 0 ? &c->pool : &c->wpool;
+        pthread_mutex_lock(&p->mu);
+        pthread_cond_broadcast(&p->cv);
+        pthread_mutex_unlock(&p->mu);
+    }
 }
 
 /* Free a connection inherited from the parent process without ending the
@@ -89,7 +114,14 @@ void setcache__finish_inherited(PGconn *conn)
 
 void setcache__pool_destroy(setcache *c)
 {
-    sc_pool *p = &c->pool;
+    one_destroy(c, &c->pool);
+    if (c->split_writes) {
+        one_destroy(c, &c->wpool);
+    }
+}
+
+static void one_destroy(setcache *c, sc_pool *p)
+{
     if (!p->slots) {
         return;
     }
@@ -105,7 +137,7 @@ void setcache__pool_destroy(setcache *c)
             }
         }
     }
-    free_arrays(c);
+    free_arrays(p);
     if (same_process) {
         pthread_mutex_destroy(&p->mu);
         pthread_cond_destroy(&p->cv);
@@ -138,7 +170,7 @@ static PGresult *exec_within(setcache *c, PGconn *conn, const char *sql, int n,
 /* False when the connection failed on the way (message set); a server
  * that won't tell (functions revoked) is logged and accepted. *pid: the
  * server's backend (behind PgBouncer PQbackendPID is the pooler's number). */
-static bool learn_server(setcache *c, PGconn *conn, int *pid)
+static bool learn_server(setcache *c, PGconn *conn, int *pid, bool identity)
 {
     *pid = PQbackendPID(conn);
     bool timed_out;
@@ -156,6 +188,10 @@ static bool learn_server(setcache *c, PGconn *conn, int *pid)
         return !broken;
     }
     *pid = atoi(PQgetvalue(r, 0, 1));
+    if (!identity) {
+        PQclear(r); /* a write server's: versions are the loads' source's to order */
+        return true;
+    }
     char was[sizeof c->pool.server];
     pthread_mutex_lock(&c->pool.mu);
     snprintf(was, sizeof was, "%s", c->pool.server);
@@ -277,7 +313,7 @@ PGconn *setcache__connect(setcache *c, const char *conninfo, const char *role, i
     }
     PQsetNoticeProcessor(conn, on_notice, c);
     int pid;
-    if (!learn_server(c, conn, &pid)) {
+    if (!learn_server(c, conn, &pid, strcmp(role, "write") != 0)) {
         PQfinish(conn);
         return NULL;
     }
@@ -306,9 +342,8 @@ static bool healthy(PGconn *conn)
     return PQstatus(conn) == CONNECTION_OK && PQtransactionStatus(conn) == PQTRANS_IDLE;
 }
 
-static int acquire(setcache *c, int *slot_out)
+static int acquire(setcache *c, sc_pool *p, int *slot_out)
 {
-    sc_pool *p = &c->pool;
     struct timespec dl = setcache__deadline(c->acquire_timeout_ms);
     bool waited = false;
     int slot = -1;
@@ -355,8 +390,8 @@ static int acquire(setcache *c, int *slot_out)
     }
     if (!conn) {
         int pid = 0;
-        conn = setcache__connect(c, c->conninfo, "pool", &pid);
-        atomic_store(&c->pool.pids[slot], pid);
+        conn = setcache__connect(c, p->conninfo, p->role, &pid);
+        atomic_store(&p->pids[slot], pid);
     }
     pthread_mutex_lock(&p->mu);
     p->slots[slot].conn = conn;
@@ -372,9 +407,8 @@ static int acquire(setcache *c, int *slot_out)
     return SETCACHE_OK;
 }
 
-static void release(setcache *c, int slot)
+static void release(setcache *c, sc_pool *p, int slot)
 {
-    sc_pool *p = &c->pool;
     PGconn *conn = p->slots[slot].conn; /* only this borrower touches it */
     bool keep = PQstatus(conn) == CONNECTION_OK;
     if (keep) {
@@ -389,7 +423,7 @@ static void release(setcache *c, int slot)
         }
     }
     if (!keep) {
-        atomic_store(&c->pool.pids[slot], 0);
+        atomic_store(&p->pids[slot], 0);
         PQfinish(conn);
         conn = NULL;
     }
@@ -403,18 +437,30 @@ static void release(setcache *c, int slot)
 
 /* The only way to borrow a pooled connection: fn runs with it, and it is
  * returned whatever fn did. */
-int setcache__with_pool(setcache *c, sc_conn_fn fn, void *arg)
+static int with_one(setcache *c, sc_pool *p, sc_conn_fn fn, void *arg)
 {
     int slot = -1;
-    int rc = acquire(c, &slot);
+    int rc = acquire(c, p, &slot);
     if (rc != SETCACHE_OK) {
         return rc;
     }
     cur_slot = slot;
-    rc = fn(arg, c->pool.slots[slot].conn);
+    cur_pool = p;
+    rc = fn(arg, p->slots[slot].conn);
     cur_slot = -1;
-    release(c, slot);
+    cur_pool = NULL;
+    release(c, p, slot);
     return rc;
+}
+
+int setcache__with_pool(setcache *c, sc_conn_fn fn, void *arg)
+{
+    return with_one(c, &c->pool, fn, arg);
+}
+
+int setcache__with_write_pool(setcache *c, sc_conn_fn fn, void *arg)
+{
+    return with_one(c, c->split_writes ? &c->wpool : &c->pool, fn, arg);
 }
 
 /* Like setcache__with_pool, for idempotent reads: when the connection turns
@@ -425,15 +471,17 @@ int setcache__with_pool_read(setcache *c, sc_conn_fn fn, void *arg)
     int slot = -1;
     int rc = SETCACHE_OK;
     for (int attempt = 0; attempt < 2; attempt++) {
-        if ((rc = acquire(c, &slot)) != SETCACHE_OK) {
+        if ((rc = acquire(c, &c->pool, &slot)) != SETCACHE_OK) {
             return rc;
         }
         PGconn *conn = c->pool.slots[slot].conn;
         io_timed_out = false;
         double t0 = setcache__mono_ms();
         cur_slot = slot;
+        cur_pool = &c->pool;
         rc = fn(arg, conn);
         cur_slot = -1;
+        cur_pool = NULL;
         /* a dead connection found at once (a restarted server closes every
          * session) is tried once more on a fresh one; not one that went
          * silent (TCP gave up, or the deadline passed): then the network
@@ -441,7 +489,7 @@ int setcache__with_pool_read(setcache *c, sc_conn_fn fn, void *arg)
         bool quick = c->io_timeout_ms <= 0 || setcache__mono_ms() - t0 < c->io_timeout_ms / 2.0;
         bool lost =
             rc == SETCACHE_ERR_DB && PQstatus(conn) != CONNECTION_OK && !io_timed_out && quick;
-        release(c, slot);
+        release(c, &c->pool, slot);
         if (!lost) {
             break;
         }
@@ -454,6 +502,10 @@ int setcache__with_pool_read(setcache *c, sc_conn_fn fn, void *arg)
  * each on its own connection, so a free place always exists). */
 int setcache__writing_begin(setcache *c, PGconn *conn)
 {
+    if (cur_pool && cur_pool != &c->pool) {
+        return -1; /* written on another server than the one listened to: its
+                      echo comes from elsewhere (a subscriber's apply worker) */
+    }
     /* the server's backend, learned at connect (behind PgBouncer in session
      * mode it serves every transaction; in transaction mode it may not, and
      * an echo costs a re-read) */
@@ -492,7 +544,7 @@ int setcache_with_conn(setcache *c, int (*fn)(void *arg, PGconn *conn), void *ar
     if (!c || !fn) {
         return setcache__fail(SETCACHE_ERR_ARG, "setcache_with_conn: NULL %s", c ? "fn" : "c");
     }
-    return setcache__with_pool(c, fn, arg);
+    return setcache__with_write_pool(c, fn, arg);
 }
 
 /* How long a round trip may take: the server's own statement limit first,

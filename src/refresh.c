@@ -140,10 +140,11 @@ static int read_batch(void *arg, PGconn *conn)
     setcache *c = b->c;
     const char **types = malloc(b->n * sizeof *types);
     const char **ids = malloc(b->n * sizeof *ids);
+    const sc_ident **ids_of = malloc(b->n * sizeof *ids_of);
     char *at = NULL, *ai = NULL;
     int rc = SETCACHE_OK;
-    PGresult *r = NULL;
-    if (!types || !ids) {
+    PGresult *r = NULL, *hist = NULL;
+    if (!types || !ids || !ids_of) {
         rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
         goto out;
     }
@@ -156,6 +157,15 @@ static int read_batch(void *arg, PGconn *conn)
     if (!at || !ai) {
         rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
         goto out;
+    }
+    if (c->split_writes) {
+        /* writes here the source may not show yet: its history first */
+        for (size_t j = 0; j < b->n; j++) {
+            ids_of[j] = &b->g[j]->id;
+        }
+        if ((rc = setcache__fence_history(c, conn, ids_of, b->n, &hist)) != SETCACHE_OK) {
+            goto out;
+        }
     }
     const char *vals[2] = {at, ai};
     r = setcache__exec(c, conn, setcache__sql_for(c, b->g[0]->id.type, b->g[0]->id.tlen)->load_many,
@@ -182,7 +192,12 @@ static int read_batch(void *arg, PGconn *conn)
         rc =
             setcache__rows_add(&g->rows, key, PQgetvalue(r, i, 3), (size_t)PQgetlength(r, i, 3), v);
     }
+    for (size_t j = 0; hist && rc == SETCACHE_OK && j < b->n; j++) {
+        rc = setcache__fence_tombs(hist, &b->g[j]->id, &b->g[j]->rows);
+    }
 out:
+    PQclear(hist);
+    free(ids_of);
     PQclear(r);
     free(at);
     free(ai);

@@ -125,9 +125,15 @@ int setcache__sql_build(sc_sql *s, const char *schema)
                                 "ORDER BY 2, 3, 4 LIMIT 3",
                                 t, s->defs, qs2)
             : NULL;
+    s->hist_max = setcache__aprintf(
+        "SELECT f.t, f.i, f.k, max(h.version) FROM unnest($1::text[], $2::text[], $3::text[]) "
+        "AS f(t, i, k) JOIN \"%s\".history h ON h.entity_type = f.t AND h.entity_id = f.i AND "
+        "h.key = f.k GROUP BY 1, 2, 3",
+        schema);
     free(qs2);
     if (!s->load || !s->load_type || !s->upsert || !s->upsert_json || !s->del || !s->many ||
-        !s->load_many || !s->defs || !s->defs_load || !s->defs_put || !s->defs_bad) {
+        !s->load_many || !s->defs || !s->defs_load || !s->defs_put || !s->defs_bad ||
+        !s->hist_max) {
         setcache__sql_free(s);
         return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
     }
@@ -148,6 +154,7 @@ void setcache__sql_free(sc_sql *s)
     free(s->defs_load);
     free(s->defs_put);
     free(s->defs_bad);
+    free(s->hist_max);
     memset(s, 0, sizeof *s);
 }
 

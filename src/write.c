@@ -5,7 +5,7 @@
  * the value as the server stored it (decoded as a load decodes it), never
  * the text that was sent, so what the writer reads back is what a load reads.
  *
- * Owns: nothing. Borrows connections through setcache__with_pool only; takes
+ * Owns: nothing. Borrows connections through setcache__with_write_pool only; takes
  * the defs lock (through setcache__def_type) and shard locks (through
  * setcache__apply_local), never together; then tells subscribers or the
  * refresher with no lock held.
@@ -75,6 +75,15 @@ static int check_value(setcache *c, sc_ident *id, const char *value, bool *json,
 static void apply_locals(setcache *c, sc_local *v, size_t n)
 {
     bool subs = setcache__has_subscribers(c);
+    /* written on another server than the loads read: remembered until that
+     * source shows them (out of memory: the cache holds the write until
+     * its entity is read again) */
+    for (size_t j = 0; c->split_writes && j < n; j++) {
+        sc_local *l = &v[j];
+        if (!l->uncertain && (!l->deleted || l->version > 0)) {
+            (void)setcache__fence_note(c, l->id, l->deleted ? NULL : l->value, l->version);
+        }
+    }
     setcache__apply_local(c, v, n, subs);
     for (size_t j = 0; j < n; j++) {
         sc_local *l = &v[j];
@@ -226,7 +235,7 @@ static int do_write(setcache *c, const char *type, const char *eid, const char *
         return setcache__fail(SETCACHE_ERR_CLOSED, "handle is closing");
     }
     write_job j = {c, &id, is_delete ? NULL : value, json, deftype, 0, NULL, false, -1};
-    rc = setcache__with_pool(c, write_one, &j);
+    rc = setcache__with_write_pool(c, write_one, &j);
     if (rc == SETCACHE_OK) {
         /* a row that holds no value (e.g. the legacy 'None') reads as deleted */
         apply_local(c, &id, j.stored, j.version, j.stored == NULL, j.unknown);
@@ -415,7 +424,7 @@ static int set_many_mapped(setcache *c, many_item *items, size_t n)
             c, &items[i].id, items[i].value, items[i].json, items[i].deftype, 0, NULL, false, -1};
     }
     mm_job m = {c, n, jobs, -1};
-    int rc = setcache__with_pool(c, write_many_mapped, &m);
+    int rc = setcache__with_write_pool(c, write_many_mapped, &m);
     sc_local *v = NULL;
     if ((rc == SETCACHE_OK || rc == SETCACHE_ERR_UNCERTAIN) && !(v = calloc(n, sizeof *v))) {
         for (size_t i = 0; i < n; i++) { /* no memory to apply them: read them again */
@@ -545,7 +554,7 @@ static int set_many_builtin(setcache *c, many_item *items, size_t n)
         j.vals[3] = a.keys;
         j.vals[4] = a.vals;
         j.vals[5] = a.json;
-        rc = setcache__with_pool(c, write_many, &j);
+        rc = setcache__with_write_pool(c, write_many, &j);
     }
     if (rc == SETCACHE_ERR_UNCERTAIN) {
         for (size_t i = 0; i < n; i++) {

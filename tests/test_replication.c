@@ -56,7 +56,7 @@ static void setup(void)
     }
 }
 
-static setcache *open_on(const t_cluster *n)
+static setcache *open_with(const t_cluster *n, const t_cluster *writes, size_t max_entities)
 {
     static setcache_table_map m;
     m = (setcache_table_map){.entity_type = "user",
@@ -74,9 +74,18 @@ static setcache *open_on(const t_cluster *n)
     o.tables = &m;
     o.ntables = 1;
     o.pool_size = 2;
+    o.max_entities = max_entities;
+    char *wci = writes ? strdup(t_cluster_conninfo(writes)) : NULL;
+    o.write_conninfo = wci;
     setcache *c = t_open_with(&o);
     free(ci);
+    free(wci);
     return c;
+}
+
+static setcache *open_on(const t_cluster *n)
+{
+    return open_with(n, NULL, 0);
 }
 
 /* Every row's (identity, version) on a cluster, in one string. */
@@ -247,5 +256,109 @@ TEST_T(subscribers_disabled_or_restarted_converge_once_back, 180)
     CHECK(same_rows_everywhere(5000));
     setcache_close(c[0]);
     setcache_close(c[1]);
+    t_clusters_end();
+}
+
+static bool wait_valid(setcache *c, int timeout_ms)
+{
+    double t0 = t_now_ms();
+    while (t_now_ms() - t0 < timeout_ms) {
+        if (t_stats(c).state == SETCACHE_STATE_VALID) {
+            return true;
+        }
+        t_sleep_ms(10);
+    }
+    return false;
+}
+
+/* What a read of account 1 key gives ("-" for not found). */
+static const char *read_a1(setcache *c, const char *key)
+{
+    static char buf[4][64];
+    static int turn;
+    char *b = buf[turn++ % 4];
+    int rc = setcache_get_string(c, "account", "1", key, b, 64, NULL);
+    if (rc == SETCACHE_NOT_FOUND) {
+        return "-";
+    }
+    CHECK_OK(rc);
+    return b;
+}
+
+static void check_own_writes(setcache *c, const char *when)
+{
+    if (strcmp(read_a1(c, "a"), "v2") != 0 || strcmp(read_a1(c, "b"), "b1") != 0 ||
+        strcmp(read_a1(c, "d"), "-") != 0) {
+        t_fail(__FILE__, __LINE__, "%s: a=%s b=%s d=%s, wanted v2 b1 -", when, read_a1(c, "a"),
+               read_a1(c, "b"), read_a1(c, "d"));
+    }
+}
+
+/* A process loads and listens on a subscriber and writes to the primary
+ * (write_conninfo). With the subscriber stopped from following (its
+ * subscription disabled), the process's writes succeed and are read back at
+ * once, and no re-read from the lagging subscriber takes them back: not a
+ * reload after eviction, not the reconcile after the subscriber restarts.
+ * Re-enabled, every cache converges within 2 s, including a delete by
+ * another program of a key this process had just written. */
+TEST_T(a_process_on_a_lagging_subscriber_reads_its_own_writes, 180)
+{
+    setup();
+    const char *s = t_schema();
+    t_cluster_sql(&primary,
+                  "INSERT INTO \"%s\".settings (entity_type, entity_id, key, value) VALUES "
+                  "('account', '1', 'a', 'v1'), ('account', '1', 'd', 'd0'), ('account', '2', "
+                  "'x', 'y')",
+                  s);
+    setcache *c = open_with(&sub[0], &primary, 1); /* one entity: reads evict */
+    setcache *other = open_on(&sub[1]);
+    CHECK(t_wait_value(c, "account", "1", "a", "v1", 5000) >= 0);
+    t_cluster_sql(&sub[0], "ALTER SUBSCRIPTION \"%s\" DISABLE", s);
+    CHECK_OK(setcache_set_string(c, "account", "1", "a", "v2"));
+    CHECK_OK(setcache_set_string(c, "account", "1", "b", "b1"));
+    CHECK_OK(setcache_delete(c, "account", "1", "d"));
+    check_own_writes(c, "at once");
+    CHECK_STR(t_cluster_value(&sub[0], "SELECT value FROM \"%s\".settings WHERE key = 'a'", s),
+              "v1"); /* the subscriber does lag */
+    /* evicted, then loaded again from the lagging subscriber */
+    uint64_t loads0 = t_stats(c).loads;
+    char buf[64];
+    CHECK_OK(setcache_get_string(c, "account", "2", "x", buf, sizeof buf, NULL));
+    check_own_writes(c, "reloaded after eviction");
+    CHECK(t_stats(c).loads >= loads0 + 2);
+    /* the other subscriber follows: the write reaches its processes */
+    CHECK(t_wait_value(other, "account", "1", "a", "v2", 5000) >= 0);
+    CHECK(t_wait_value(other, "account", "1", "d", NULL, 5000) >= 0);
+    /* the lagging subscriber restarts: the reconcile re-reads from it */
+    uint64_t refreshes0 = t_stats(c).refreshes;
+    t_cluster_stop(&sub[0], "fast");
+    t_cluster_start(&sub[0]);
+    CHECK(wait_valid(c, 15000));
+    double t0 = t_now_ms();
+    while (t_stats(c).refreshes == refreshes0 && t_now_ms() - t0 < 5000) {
+        t_sleep_ms(10);
+    }
+    CHECK(t_stats(c).refreshes > refreshes0);
+    check_own_writes(c, "after the subscriber's restart and the reconcile");
+    for (t0 = t_now_ms(); t_now_ms() - t0 < 300;) {
+        check_own_writes(c, "while the subscriber lags");
+        t_sleep_ms(5);
+    }
+    /* caught up: the same as the primary within 2 s, also for a key this
+     * process wrote and another program then deleted */
+    CHECK_OK(setcache_set_string(c, "account", "1", "e", "e1"));
+    t_cluster_sql(&primary, "DELETE FROM \"%s\".settings WHERE key = 'e'", s);
+    t_cluster_sql(&sub[0], "ALTER SUBSCRIPTION \"%s\" ENABLE", s);
+    t0 = t_now_ms();
+    CHECK(t_wait_value(c, "account", "1", "e", NULL, 2000) >= 0);
+    t_cluster_sql(&primary, "UPDATE \"%s\".settings SET value = 'v3' WHERE key = 'a'", s);
+    CHECK(t_wait_value(c, "account", "1", "a", "v3", 2000) >= 0);
+    CHECK(t_wait_value(other, "account", "1", "a", "v3", 2000) >= 0);
+    fprintf(stderr, "    re-enabled: converged %.0f ms later\n", t_now_ms() - t0);
+    CHECK_STR(read_a1(c, "b"), "b1");
+    CHECK_STR(read_a1(c, "d"), "-");
+    CHECK(same_rows_everywhere(5000));
+    setcache_close(c);
+    setcache_close(other);
     t_clusters_end();
 }

@@ -1,0 +1,287 @@
+/*
+ * fence.c - read-your-writes past a lagging source. With write_conninfo
+ * naming another server (a fleet's primary) the cache loads from and
+ * listens to a logical-replication subscriber, which may not have a write
+ * this process made a moment ago. Every such write is remembered here, per
+ * key, with its version and value (or deletion), until the source shows
+ * it; every install of rows read from the source first merges them: a key
+ * whose rows are at least as new is confirmed and forgotten, any other
+ * keeps this process's newer value (or absence).
+ *
+ * The rows alone can't tell "deleted since" from "not arrived yet" for a
+ * key they lack, so before reading an entity with fenced keys the fetcher
+ * asks the source's history (replicated from the primary with the rows) for
+ * the newest version it has recorded of each; read before the rows, a
+ * version at least the fenced one proves the rows reflect the write and
+ * whatever came after, and the fetcher adds a tombstone of that version
+ * where the rows lack the key.
+ *
+ * Owns: c->fence. Lock: fence.mu, a leaf (taken under a shard lock by the
+ * installs, never with another lock after it).
+ */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void setcache__fence_init(setcache *c)
+{
+    pthread_mutex_init(&c->fence.mu, NULL);
+    c->fence.table = NULL;
+    atomic_store(&c->fence.entities, 0);
+}
+
+static void ent_free(sc_fence_ent *f)
+{
+    for (size_t i = 0; i < f->n; i++) {
+        free(f->v[i].key);
+        free(f->v[i].value);
+    }
+    free(f->v);
+    free(f);
+}
+
+void setcache__fence_destroy(setcache *c, bool own_process)
+{
+    sc_fence_ent *f, *tmp;
+    HASH_ITER(hh, c->fence.table, f, tmp)
+    {
+        HASH_DEL(c->fence.table, f);
+        ent_free(f);
+    }
+    if (own_process) {
+        pthread_mutex_destroy(&c->fence.mu);
+    }
+}
+
+static sc_fence_ent *find_locked(setcache *c, const sc_ident *id)
+{
+    sc_fence_ent *f;
+    HASH_FIND(hh, c->fence.table, id->ekey, id->ekeylen, f);
+    return f;
+}
+
+int setcache__fence_note(setcache *c, const sc_ident *id, const char *value, int64_t version)
+{
+    if (!c->split_writes) {
+        return SETCACHE_OK;
+    }
+    int rc = SETCACHE_OK;
+    pthread_mutex_lock(&c->fence.mu);
+    sc_fence_ent *f = find_locked(c, id);
+    if (!f) {
+        f = calloc(1, sizeof *f + id->ekeylen);
+        if (!f) {
+            rc = SETCACHE_ERR_NOMEM;
+            goto out;
+        }
+        memcpy(f->ekey, id->ekey, id->ekeylen);
+        f->ekeylen = id->ekeylen;
+        HASH_ADD_KEYPTR(hh, c->fence.table, f->ekey, f->ekeylen, f);
+        atomic_fetch_add(&c->fence.entities, 1);
+    }
+    size_t at = f->n; /* the key's place: f->n = a new one */
+    for (size_t i = 0; i < f->n && at == f->n; i++) {
+        if (strlen(f->v[i].key) == id->klen && memcmp(f->v[i].key, id->key, id->klen) == 0) {
+            at = i;
+        }
+    }
+    if (at < f->n && f->v[at].version >= version) {
+        goto out; /* a newer write of this key is fenced already */
+    }
+    char *nv = value ? strdup(value) : NULL;
+    if (value && !nv) {
+        rc = SETCACHE_ERR_NOMEM;
+        goto out;
+    }
+    if (at == f->n) {
+        char *key = malloc(id->klen + 1);
+        if (!key || (f->n == f->cap && !setcache__grow(&f->v, &f->cap, 4, sizeof *f->v))) {
+            free(key);
+            free(nv);
+            rc = SETCACHE_ERR_NOMEM;
+            goto out;
+        }
+        memcpy(key, id->key, id->klen);
+        key[id->klen] = '\0';
+        f->v[at].key = key;
+        f->v[at].value = NULL;
+        f->n++;
+    }
+    free(f->v[at].value);
+    f->v[at].value = nv;
+    f->v[at].version = version;
+out:
+    if (f && f->n == 0) {
+        HASH_DEL(c->fence.table, f);
+        ent_free(f);
+        atomic_fetch_sub(&c->fence.entities, 1);
+    }
+    pthread_mutex_unlock(&c->fence.mu);
+    return rc == SETCACHE_OK ? rc : setcache__fail(rc, "out of memory");
+}
+
+bool setcache__fence_has(setcache *c, const sc_ident *id)
+{
+    if (atomic_load(&c->fence.entities) == 0) {
+        return false; /* the common case: nothing fenced, no lock */
+    }
+    pthread_mutex_lock(&c->fence.mu);
+    bool has = find_locked(c, id) != NULL;
+    pthread_mutex_unlock(&c->fence.mu);
+    return has;
+}
+
+bool setcache__fence_merge(setcache *c, const sc_ident *id, sc_etable *rows)
+{
+    if (atomic_load(&c->fence.entities) == 0) {
+        return true;
+    }
+    bool ok = true;
+    pthread_mutex_lock(&c->fence.mu);
+    sc_fence_ent *f = find_locked(c, id);
+    for (size_t i = 0; f && i < f->n;) {
+        sc_fenced *k = &f->v[i];
+        const sc_entry *r = setcache__et_find_str(rows, k->key);
+        /* the source shows the write, or a newer change: a write's row (or
+         * the tombstone of its deletion since: a deleted row's version) at
+         * least as new; a deletion's tombstone, or a row inserted since */
+        bool shown =
+            r && (k->value || SC_TOMB(r) ? r->version >= k->version : r->version > k->version);
+        if (shown) {
+            free(k->key);
+            free(k->value);
+            f->v[i] = f->v[--f->n];
+            continue;
+        }
+        sc_entry *mine =
+            setcache__entry_new(k->key, strlen(k->key), k->value, k->value ? strlen(k->value) : 0,
+                                k->version, k->value == NULL);
+        sc_entry *old = NULL;
+        if (!mine || setcache__et_put(rows, mine, &old) != SETCACHE_OK) {
+            setcache__entry_unref(mine);
+            ok = false; /* not installed: read again */
+            break;
+        }
+        setcache__entry_unref(old);
+        i++;
+    }
+    if (f && f->n == 0) {
+        HASH_DEL(c->fence.table, f);
+        ent_free(f);
+        atomic_fetch_sub(&c->fence.entities, 1);
+    }
+    pthread_mutex_unlock(&c->fence.mu);
+    return ok;
+}
+
+/* The fenced keys of the entities ids[0..n), as three parallel text-array
+ * literals (type, id, key); NULL when none is fenced. */
+static int fenced_arrays(setcache *c, const sc_ident *const *ids, size_t n, char **at, char **ai,
+                         char **ak)
+{
+    *at = *ai = *ak = NULL;
+    size_t cap = 0, m = 0;
+    const char **t = NULL, **e = NULL, **k = NULL;
+    char **own = NULL; /* key copies: the fence may change once unlocked */
+    int rc = SETCACHE_OK;
+    pthread_mutex_lock(&c->fence.mu);
+    for (size_t j = 0; j < n && rc == SETCACHE_OK; j++) {
+        sc_fence_ent *f = find_locked(c, ids[j]);
+        for (size_t i = 0; f && i < f->n && rc == SETCACHE_OK; i++) {
+            if (m == cap) {
+                size_t c1 = cap, c2 = cap, c3 = cap, c4 = cap;
+                if (!setcache__grow(&t, &c1, 8, sizeof *t) ||
+                    !setcache__grow(&e, &c2, 8, sizeof *e) ||
+                    !setcache__grow(&k, &c3, 8, sizeof *k) ||
+                    !setcache__grow(&own, &c4, 8, sizeof *own)) {
+                    rc = SETCACHE_ERR_NOMEM;
+                    break;
+                }
+                cap = c1;
+            }
+            own[m] = strdup(f->v[i].key);
+            if (!own[m]) {
+                rc = SETCACHE_ERR_NOMEM;
+                break;
+            }
+            t[m] = ids[j]->type;
+            e[m] = ids[j]->id;
+            k[m] = own[m];
+            m++;
+        }
+    }
+    pthread_mutex_unlock(&c->fence.mu);
+    if (rc == SETCACHE_OK && m > 0) {
+        *at = setcache__text_array(t, m);
+        *ai = setcache__text_array(e, m);
+        *ak = setcache__text_array(k, m);
+        if (!*at || !*ai || !*ak) {
+            free(*at);
+            free(*ai);
+            free(*ak);
+            *at = *ai = *ak = NULL;
+            rc = SETCACHE_ERR_NOMEM;
+        }
+    }
+    for (size_t i = 0; i < m; i++) {
+        free(own[i]);
+    }
+    free(own);
+    free(t);
+    free(e);
+    free(k);
+    return rc == SETCACHE_OK ? rc : setcache__fail(rc, "out of memory");
+}
+
+int setcache__fence_history(setcache *c, PGconn *conn, const sc_ident *const *ids, size_t n,
+                            PGresult **out)
+{
+    *out = NULL;
+    if (atomic_load(&c->fence.entities) == 0) {
+        return SETCACHE_OK;
+    }
+    char *at, *ai, *ak;
+    int rc = fenced_arrays(c, ids, n, &at, &ai, &ak);
+    if (rc != SETCACHE_OK || !at) {
+        return rc;
+    }
+    const char *vals[3] = {at, ai, ak};
+    PGresult *r = setcache__exec(c, conn, c->sql.hist_max, 3, vals, false, &rc);
+    free(at);
+    free(ai);
+    free(ak);
+    if (!r && rc == SETCACHE_ERR_DB && PQstatus(conn) == CONNECTION_OK) {
+        /* no history to ask (no right to read it, or an older schema): the
+         * fence holds until the rows show the writes */
+        setcache__log(c, SETCACHE_LOG_DEBUG, "fence: history not readable: %s", setcache_errmsg());
+        return SETCACHE_OK;
+    }
+    *out = r;
+    return rc;
+}
+
+int setcache__fence_tombs(const PGresult *hist, const sc_ident *id, sc_etable *rows)
+{
+    int n = hist ? PQntuples(hist) : 0;
+    for (int i = 0; i < n; i++) {
+        if (strcmp(PQgetvalue(hist, i, 0), id->type) != 0 ||
+            strcmp(PQgetvalue(hist, i, 1), id->id) != 0) {
+            continue;
+        }
+        const char *key = PQgetvalue(hist, i, 2);
+        int64_t v;
+        if (setcache__et_find_str(rows, key) || !setcache__parse_int(PQgetvalue(hist, i, 3), &v)) {
+            continue;
+        }
+        sc_entry *t = setcache__entry_new(key, strlen(key), NULL, 0, v, true);
+        sc_entry *old = NULL;
+        if (!t || setcache__et_put(rows, t, &old) != SETCACHE_OK) {
+            setcache__entry_unref(t);
+            return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+        }
+        setcache__entry_unref(old);
+    }
+    return SETCACHE_OK;
+}
