@@ -6,7 +6,10 @@
  * processes attached to each subscriber must see every plain-SQL change on
  * the primary, with the primary's versions. */
 #include "harness.h"
+#include "internal.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <unistd.h>
 
 static t_cluster primary, sub[2];
@@ -360,5 +363,96 @@ TEST_T(a_process_on_a_lagging_subscriber_reads_its_own_writes, 180)
     CHECK(same_rows_everywhere(5000));
     setcache_close(c);
     setcache_close(other);
+    t_clusters_end();
+}
+
+typedef struct reader4 {
+    setcache *c;
+    char got[64];
+} reader4;
+
+static void *read_a(void *arg)
+{
+    reader4 *r = arg;
+    if (setcache_get_string(r->c, "account", "1", "a", r->got, sizeof r->got, NULL) !=
+        SETCACHE_OK) {
+        snprintf(r->got, sizeof r->got, "(error)");
+    }
+    return NULL;
+}
+
+static atomic_int restart_in_load;
+
+/* In the loading thread, between the load's query and its install. */
+static void restart_hook(setcache *c, const char *type, const char *id)
+{
+    (void)c;
+    if (strcmp(type, "account") == 0 && strcmp(id, "1") == 0 &&
+        atomic_exchange(&restart_in_load, 0)) {
+        t_cluster_stop(&sub[0], "fast");
+        t_cluster_start(&sub[0]);
+    }
+}
+
+/* The fence across the rest: every thread reads a write at once; a load
+ * from the lagging subscriber whose server restarts between its query and
+ * its install, a primary restart, and a mapped table's write. */
+TEST_T(own_writes_hold_across_a_restart_mid_load_and_a_primary_restart, 180)
+{
+    setup();
+    const char *s = t_schema();
+    t_cluster_sql(&primary,
+                  "INSERT INTO \"%s\".settings (entity_type, entity_id, key, value) VALUES "
+                  "('account', '1', 'a', 'v1'), ('account', '2', 'x', 'y')",
+                  s);
+    setcache *c = open_with(&sub[0], &primary, 1);
+    CHECK(t_wait_value(c, "account", "1", "a", "v1", 5000) >= 0);
+    t_cluster_sql(&sub[0], "ALTER SUBSCRIPTION \"%s\" DISABLE", s);
+    CHECK_OK(setcache_set_string(c, "account", "1", "a", "v2"));
+    pthread_t th[4];
+    reader4 r[4];
+    for (int i = 0; i < 4; i++) {
+        r[i].c = c;
+        CHECK(pthread_create(&th[i], NULL, read_a, &r[i]) == 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        CHECK_STR(r[i].got, "v2");
+    }
+    /* evicted; loaded again while the subscriber restarts mid-load */
+    char buf[64];
+    CHECK_OK(setcache_get_string(c, "account", "2", "x", buf, sizeof buf, NULL));
+    atomic_store(&restart_in_load, 1);
+    setcache__hooks.after_load_query = restart_hook;
+    const char *got = read_a1(c, "a");
+    setcache__hooks.after_load_query = NULL;
+    CHECK(atomic_load(&restart_in_load) == 0); /* the restart did happen */
+    CHECK_STR(got, "v2");
+    CHECK(wait_valid(c, 15000));
+    CHECK_STR(read_a1(c, "a"), "v2");
+    /* the primary restarts; the next write goes through a new connection */
+    t_cluster_stop(&primary, "fast");
+    t_cluster_start(&primary);
+    int rc = setcache_set_string(c, "account", "1", "a", "v3");
+    if (rc != SETCACHE_OK) { /* the pooled connection died with the server */
+        CHECK_RC(rc, SETCACHE_ERR_DB);
+        CHECK_OK(setcache_set_string(c, "account", "1", "a", "v3"));
+    }
+    CHECK_STR(read_a1(c, "a"), "v3");
+    CHECK_OK(setcache_get_string(c, "account", "2", "x", buf, sizeof buf, NULL));
+    CHECK_STR(read_a1(c, "a"), "v3");
+    /* a mapped table's write, the same way */
+    CHECK_OK(setcache_set_string(c, "user", "ann", "theme", "mine"));
+    CHECK_OK(setcache_get_string(c, "account", "2", "x", buf, sizeof buf, NULL));
+    CHECK_OK(setcache_get_string(c, "user", "ann", "theme", buf, sizeof buf, NULL));
+    CHECK_STR(buf, "mine");
+    CHECK_STR(t_cluster_value(&sub[0], "SELECT count(*) FROM public.prefs"), "0");
+    /* caught up: the primary's rows */
+    t_cluster_sql(&sub[0], "ALTER SUBSCRIPTION \"%s\" ENABLE", s);
+    CHECK(same_rows_everywhere(5000));
+    t_cluster_sql(&primary, "UPDATE public.prefs SET val = '\"theirs\"'");
+    CHECK(t_wait_value(c, "user", "ann", "theme", "theirs", 2000) >= 0);
+    CHECK_STR(read_a1(c, "a"), "v3");
+    setcache_close(c);
     t_clusters_end();
 }
