@@ -7,6 +7,7 @@
  * same handle, table and connection; blocks of calls alternate between the
  * three; medians of per-call latency.
  */
+#include "internal.h" /* setcache__notify_fn_ddl: the core trigger function */
 #include "setcache.h"
 #include "workload.h"
 #include <libpq-fe.h>
@@ -55,15 +56,8 @@ static void managed(PGconn *pg, bool on)
         }
         full = strdup(PQgetvalue(r, 0, 0));
         PQclear(r);
-        core = strdup("CREATE OR REPLACE FUNCTION " SCHEMA ".settings_notify() RETURNS trigger "
-                      "LANGUAGE plpgsql AS $fn$ BEGIN IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' "
-                      "AND (OLD.entity_type, OLD.entity_id, OLD.key) IS DISTINCT FROM "
-                      "(NEW.entity_type, NEW.entity_id, NEW.key)) THEN PERFORM pg_notify('" SCHEMA
-                      "', concat_ws(E'\\x1f', '1', 'D', OLD.version, OLD.entity_type, "
-                      "OLD.entity_id, OLD.key)); END IF; IF TG_OP <> 'DELETE' THEN PERFORM "
-                      "pg_notify('" SCHEMA "', concat_ws(E'\\x1f', '1', left(TG_OP, 1), "
-                      "NEW.version, NEW.entity_type, NEW.entity_id, NEW.key)); END IF; RETURN "
-                      "NULL; END $fn$");
+        /* the core DDL's own function, as the library writes it */
+        core = setcache__notify_fn_ddl(SCHEMA, SCHEMA, "settings_notify");
     }
     sql(pg, on ? full : core);
 }

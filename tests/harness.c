@@ -474,7 +474,14 @@ static const char *pg_runas(void)
     return r ? r : "";
 }
 
+static bool cluster_start(t_cluster *n, bool must);
+
 void t_cluster_create(t_cluster *n, const char *name, const char *opts)
+{
+    t_cluster_create_or_skip(n, name, opts, false);
+}
+
+void t_cluster_create_or_skip(t_cluster *n, const char *name, const char *opts, bool skip)
 {
     const char *bin = pg_bindir();
     memset(n, 0, sizeof *n);
@@ -497,18 +504,34 @@ void t_cluster_create(t_cluster *n, const char *name, const char *opts)
              n->dir, n->dir) != 0) {
         t_fail(__FILE__, __LINE__, "initdb in %s failed", n->dir);
     }
-    t_cluster_start(n);
+    if (!cluster_start(n, !skip)) {
+        char why[600];
+        snprintf(why, sizeof why, "a server with %s could not be started here", n->opts);
+        t_clusters_end();
+        t_skip(why);
+    }
 }
 
-void t_cluster_start(t_cluster *n)
+/* Start; on failure show the log's end, then fail the test (must) or
+ * return false. */
+static bool cluster_start(t_cluster *n, bool must)
 {
     if (t_sh("%s %s/pg_ctl -D %s/data -l %s/server.log -w -t 60 -o \"-c listen_addresses='' -k "
              "%s -p %d -c fsync=off %s\" start >/dev/null 2>&1",
              pg_runas(), pg_bindir(), n->dir, n->dir, n->dir, n->port, n->opts) != 0) {
         t_sh("tail -5 %s/server.log >&2", n->dir);
-        t_fail(__FILE__, __LINE__, "starting the cluster in %s failed", n->dir);
+        if (must) {
+            t_fail(__FILE__, __LINE__, "starting the cluster in %s failed", n->dir);
+        }
+        return false;
     }
     n->up = true;
+    return true;
+}
+
+void t_cluster_start(t_cluster *n)
+{
+    cluster_start(n, true);
 }
 
 void t_cluster_stop(t_cluster *n, const char *mode)

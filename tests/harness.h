@@ -134,6 +134,9 @@ typedef struct t_cluster {
 } t_cluster;
 /* initdb and start with server options opts (e.g. "-c wal_level=logical"). */
 void t_cluster_create(t_cluster *n, const char *name, const char *opts);
+/* The same; with skip, a server that won't start with these options skips
+ * the test (a visible SKIPPED line) instead of failing it. */
+void t_cluster_create_or_skip(t_cluster *n, const char *name, const char *opts, bool skip);
 void t_cluster_start(t_cluster *n);
 void t_cluster_stop(t_cluster *n, const char *mode); /* "fast", "immediate" */
 void t_clusters_end(void);

@@ -41,8 +41,10 @@ static void app_table(const t_cluster *n)
 static void setup(void)
 {
     t_on_fail(t_clusters_end);
-    t_cluster_create(&primary, "primary",
-                     "-c wal_level=logical -c max_wal_senders=10 -c max_replication_slots=10");
+    /* where a wal_level = logical server can't be started, the tests skip */
+    t_cluster_create_or_skip(
+        &primary, "primary",
+        "-c wal_level=logical -c max_wal_senders=10 -c max_replication_slots=10", true);
     /* a re-enabled subscription's worker starts at most this long after its
      * last start (default 5 s; docs/DEPLOYMENT.md) */
     const char *opts = "-c max_logical_replication_workers=4 -c wal_retrieve_retry_interval=500ms";
