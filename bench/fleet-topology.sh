@@ -14,22 +14,9 @@ b=$1
 nsubs=$2
 shift 2
 schema=setcache_fleet
-bindir=""
-if command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir 2>/dev/null)/initdb" ]; then
-    bindir=$(pg_config --bindir)
-else
-    bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
-fi
-[ -x "$bindir/initdb" ] || { echo "fleet-topology: initdb not found" >&2; exit 1; }
-root=$(mktemp -d /tmp/setcache-fleet.XXXXXX) || exit 1
-runas=""
-if [ "$(id -u)" = 0 ]; then
-    user=postgres
-    id "$user" >/dev/null 2>&1 || user=nobody
-    chown "$user" "$root"
-    runas="runuser -u $user --"
-fi
-chmod 755 "$root"
+. "$(dirname "$0")/../tests/pgdir.sh"
+pg_private_dir /tmp/setcache-fleet.XXXXXX
+root=$dir
 base=$((30000 + $$ % 5000 * 2))
 started=""
 stop() {

@@ -166,19 +166,12 @@ static double server_cpu_s(void)
     return cpu_of(NULL, 0);
 }
 
-static int walsenders(PGconn *m)
+/* The server's backends of one type ("walsender", "client backend"). */
+static int backends_of(PGconn *m, const char *type)
 {
-    PGresult *r = PQexec(m, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = "
-                            "'walsender'");
-    int v = PQresultStatus(r) == PGRES_TUPLES_OK ? atoi(PQgetvalue(r, 0, 0)) : -1;
-    PQclear(r);
-    return v;
-}
-
-static int all_client_backends(PGconn *m)
-{
-    PGresult *r = PQexec(m, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = "
-                            "'client backend'");
+    const char *v1[1] = {type};
+    PGresult *r = PQexecParams(m, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = $1",
+                               1, NULL, v1, NULL, NULL, 0);
     int v = PQresultStatus(r) == PGRES_TUPLES_OK ? atoi(PQgetvalue(r, 0, 0)) : -1;
     PQclear(r);
     return v;
@@ -262,8 +255,8 @@ static void phase(PGconn *m, PGconn *w, int nproc, int rate, FILE *tsv)
                client_backends(m), (double)(x1 - x0) / secs, worst, sum / nproc, cpu, l, missing);
     } else {
         printf("| %s | %3d | %3d | %3d + %d | %6.2f | %6.2f | %5.3f | %5.3f | %s | %zu |\n",
-               on_subs ? "subscribers" : "direct", nproc, rate, all_client_backends(m),
-               walsenders(m), (double)(x1 - x0) / secs, worst, cpu, scpu, l, missing);
+               on_subs ? "subscribers" : "direct", nproc, rate, backends_of(m, "client backend"),
+               backends_of(m, "walsender"), (double)(x1 - x0) / secs, worst, cpu, scpu, l, missing);
     }
     if (tsv) {
         fprintf(tsv, "%s\t%d/%d\tcommits_per_s\t%.2f\n", topo, nproc, rate,

@@ -610,6 +610,24 @@ static char *row_value_expr(const setcache_table_map *m, const char *R)
         N, R, N, R, N, R, S, R, S, R, S);
 }
 
+/* A mapped row's id text for row R ("OLD.", "NEW." or "" for the table's own
+ * columns). malloc'd. */
+static char *row_id_expr(const setcache_table_map *m, const char *R)
+{
+    return m->entity_column ? setcache__aprintf("%s\"%s\"::text", R, m->entity_column)
+                            : strdup("'global'");
+}
+
+/* "an UPDATE moved the row to another entity or key". malloc'd. */
+static char *row_moved_expr(const setcache_table_map *m)
+{
+    const char *E = m->entity_column, *K = m->key_column;
+    return E ? setcache__aprintf("(OLD.\"%s\", OLD.\"%s\") IS DISTINCT FROM (NEW.\"%s\", "
+                                 "NEW.\"%s\")",
+                                 E, K, E, K)
+             : setcache__aprintf("OLD.\"%s\" IS DISTINCT FROM NEW.\"%s\"", K, K);
+}
+
 /* The part of a mapped table's DDL that versions and announces its rows, and
  * (managed settings) checks each written value against its key's definition
  * and records the change in the history, as the built-in table's triggers
@@ -617,15 +635,11 @@ static char *row_value_expr(const setcache_table_map *m, const char *R)
 static char *map_ddl(const char *schema, const char *channel, const setcache_table_map *m)
 {
     const char *S = schema, *C = channel, *T = m->entity_type, *K = m->key_column;
-    const char *E = m->entity_column;
     char *qt = quote_table(m->table);
-    char *oldid = E ? setcache__aprintf("OLD.\"%s\"::text", E) : strdup("'global'");
-    char *newid = E ? setcache__aprintf("NEW.\"%s\"::text", E) : strdup("'global'");
-    char *ownid = E ? setcache__aprintf("\"%s\"::text", E) : strdup("'global'");
-    char *chk = E ? setcache__aprintf("(OLD.\"%s\", OLD.\"%s\") IS DISTINCT FROM (NEW.\"%s\", "
-                                      "NEW.\"%s\")",
-                                      E, K, E, K)
-                  : setcache__aprintf("OLD.\"%s\" IS DISTINCT FROM NEW.\"%s\"", K, K);
+    char *oldid = row_id_expr(m, "OLD.");
+    char *newid = row_id_expr(m, "NEW.");
+    char *ownid = row_id_expr(m, "");
+    char *chk = row_moved_expr(m);
     char *oldv = row_value_expr(m, "OLD.");
     char *newv = row_value_expr(m, "NEW.");
     char *ownv = row_value_expr(m, "");
@@ -744,14 +758,10 @@ char *setcache__map_replica_ddl(const char *schema, const char *channel,
                                 const setcache_table_map *m, const char *guard)
 {
     const char *S = schema, *C = channel, *T = m->entity_type, *K = m->key_column;
-    const char *E = m->entity_column;
     char *qt = quote_table(m->table);
-    char *oldid = E ? setcache__aprintf("OLD.\"%s\"::text", E) : strdup("'global'");
-    char *newid = E ? setcache__aprintf("NEW.\"%s\"::text", E) : strdup("'global'");
-    char *chk = E ? setcache__aprintf("(OLD.\"%s\", OLD.\"%s\") IS DISTINCT FROM (NEW.\"%s\", "
-                                      "NEW.\"%s\")",
-                                      E, K, E, K)
-                  : setcache__aprintf("OLD.\"%s\" IS DISTINCT FROM NEW.\"%s\"", K, K);
+    char *oldid = row_id_expr(m, "OLD.");
+    char *newid = row_id_expr(m, "NEW.");
+    char *chk = row_moved_expr(m);
     char *out =
         qt && oldid && newid && chk
             ? setcache__aprintf(

@@ -9,22 +9,8 @@ if [ -n "${SETCACHE_TEST_CONNINFO+x}" ] || [ -n "${PGHOST:-}${PGDATABASE:-}${PGP
     export SETCACHE_TEST_CONNINFO="${SETCACHE_TEST_CONNINFO:-}"
     exec "$@"
 fi
-bindir=""
-if command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir 2>/dev/null)/initdb" ]; then
-    bindir=$(pg_config --bindir)
-else
-    bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
-fi
-[ -x "$bindir/initdb" ] || { echo "withpg: initdb not found (apt-get install postgresql)" >&2; exit 1; }
-dir=$(mktemp -d /tmp/setcache-pg.XXXXXX) || exit 1
-runas=""
-if [ "$(id -u)" = 0 ]; then
-    user=postgres
-    id "$user" >/dev/null 2>&1 || user=nobody
-    chown "$user" "$dir"
-    runas="runuser -u $user --"
-fi
-chmod 755 "$dir"
+. "$(dirname "$0")/pgdir.sh"
+pg_private_dir /tmp/setcache-pg.XXXXXX
 port=$((20000 + $$ % 20000))
 stop() {
     $runas "$bindir/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1
