@@ -79,6 +79,12 @@ int setcache__fence_note(setcache *c, const sc_ident *id, const char *value, int
         memcpy(f->ekey, id->ekey, id->ekeylen);
         f->ekeylen = id->ekeylen;
         HASH_ADD_KEYPTR(hh, c->fence.table, f->ekey, f->ekeylen, f);
+        if (!f->hh.tbl) { /* the table could not be made (HASH_NONFATAL_OOM) */
+            free(f);
+            f = NULL;
+            rc = SETCACHE_ERR_NOMEM;
+            goto out;
+        }
         atomic_fetch_add(&c->fence.entities, 1);
     }
     size_t at = f->n; /* the key's place: f->n = a new one */

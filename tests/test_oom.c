@@ -333,3 +333,48 @@ TEST_T(every_allocation_failure_is_survived_and_the_cache_converges, 240)
     CHECK_OK(setcache_unsubscribe(c, sub));
     setcache_close(c);
 }
+
+/* Writes through write_conninfo (here the same server by another conninfo
+ * text, so writes take their own pool and are fenced until a load shows
+ * them): a write, then a read of another entity that evicts one, so that
+ * fenced entities are loaded again (the history is asked first). */
+static int op_fenced(setcache *c, long k)
+{
+    char v[32];
+    snprintf(v, sizeof v, "f%ld", k);
+    int rc = setcache_set_string(c, "f", id_of(k % 7), "k", v);
+    if (rc == SETCACHE_OK && k % 3 == 0) {
+        rc = setcache_delete(c, "f", id_of(k % 7), "k");
+    }
+    char buf[32];
+    int r2 = setcache_get_string(c, "f", id_of((k + 3) % 7), "k", buf, sizeof buf, NULL);
+    return rc != SETCACHE_OK ? rc : r2;
+}
+
+TEST_T(every_allocation_failure_is_survived_with_writes_elsewhere, 240)
+{
+    setcache_options o;
+    t_options(&o);
+    char wci[1024];
+    snprintf(wci, sizeof wci, "%s connect_timeout=10", t_conninfo());
+    o.write_conninfo = wci;
+    o.max_entities = 2;
+    o.reconnect_initial_ms = 20;
+    o.reconnect_max_ms = 100;
+    setcache *c = t_open_with(&o);
+    long r = sweep(c, "fenced write and load", op_fenced);
+    fprintf(stderr, "    fenced write and load %ld rounds\n", r);
+    for (int id = 0; id < 7; id++) {
+        char want[64];
+        snprintf(want, sizeof want, "%s",
+                 t_sql_value("SELECT coalesce((SELECT value FROM \"%s\".settings WHERE "
+                             "entity_type = 'f' AND entity_id = '%d' AND key = 'k'), '(none)')",
+                             t_schema(), id));
+        char sid[8];
+        snprintf(sid, sizeof sid, "%d", id);
+        if (t_wait_value(c, "f", sid, "k", strcmp(want, "(none)") == 0 ? NULL : want, 3000) < 0) {
+            t_fail(__FILE__, __LINE__, "f/%d/k did not converge to %s", id, want);
+        }
+    }
+    setcache_close(c);
+}
