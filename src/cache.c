@@ -234,7 +234,10 @@ static bool pending_reflected(const sc_entity *e, const sc_etable *rows)
     for (uint32_t i = 0; i < e->npending; i++) {
         const sc_pending *p = &e->pending[i];
         const sc_entry *en = setcache__et_find_str(rows, p->key);
-        if (p->op == 'D' ? (en && en->version <= p->version) : (!en || en->version < p->version)) {
+        /* a tombstone (the source's history: deleted at that version) is
+         * no row */
+        if (p->op == 'D' ? (en && !SC_TOMB(en) && en->version <= p->version)
+                         : (!en || en->version < p->version)) {
             return false;
         }
     }

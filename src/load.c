@@ -135,8 +135,14 @@ int setcache__load_for_read(setcache *c, sc_ident *id, sc_read *r, bool *answere
         return rc;
     }
     *answered = true;
+    /* the rows of a source that may lag keep this process's newer writes
+     * here too; they may hold tombstones (deleted keys) */
+    if (!setcache__fence_merge(c, id, &rows)) {
+        setcache__et_free(&rows);
+        return setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+    }
     const sc_entry *en = setcache__et_find(&rows, id->key, id->klen, id->khash);
-    if (en) {
+    if (en && !SC_TOMB(en)) {
         rc = setcache__fill_entry(en, r);
     } else {
         rc = setcache__read_default(c, id, r);

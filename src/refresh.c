@@ -140,11 +140,12 @@ static int read_batch(void *arg, PGconn *conn)
     setcache *c = b->c;
     const char **types = malloc(b->n * sizeof *types);
     const char **ids = malloc(b->n * sizeof *ids);
-    const sc_ident **ids_of = malloc(b->n * sizeof *ids_of);
+    /* with write_conninfo: the entities, for the fence's history query */
+    const sc_ident **ids_of = c->split_writes ? malloc(b->n * sizeof *ids_of) : NULL;
     char *at = NULL, *ai = NULL;
     int rc = SETCACHE_OK;
     PGresult *r = NULL, *hist = NULL;
-    if (!types || !ids || !ids_of) {
+    if (!types || !ids || (c->split_writes && !ids_of)) {
         rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
         goto out;
     }

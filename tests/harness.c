@@ -459,7 +459,7 @@ int t_sh(const char *fmt, ...)
 static t_cluster *clusters[MAX_CLUSTERS];
 static int nclusters;
 
-static const char *pg_bindir(void)
+const char *t_pg_bindir(void)
 {
     const char *b = getenv("SETCACHE_PG_BINDIR");
     if (!b || !getenv("SETCACHE_PGDATA")) {
@@ -468,10 +468,23 @@ static const char *pg_bindir(void)
     return b;
 }
 
-static const char *pg_runas(void)
+const char *t_pg_runas(void)
 {
     const char *r = getenv("SETCACHE_PG_RUNAS");
     return r ? r : "";
+}
+
+void t_pg_dir(char *dir, size_t cap, const char *name)
+{
+    snprintf(dir, cap, "/tmp/setcache-%s.XXXXXX", name);
+    if (!mkdtemp(dir)) {
+        t_fail(__FILE__, __LINE__, "mkdtemp failed");
+    }
+    chmod(dir, 0755);
+    if (*t_pg_runas() &&
+        t_sh("chown $(stat -c %%U '%s') '%s'", getenv("SETCACHE_PGDATA"), dir) != 0) {
+        t_fail(__FILE__, __LINE__, "chown %s failed", dir);
+    }
 }
 
 static bool cluster_start(t_cluster *n, bool must);
@@ -483,25 +496,17 @@ void t_cluster_create(t_cluster *n, const char *name, const char *opts)
 
 void t_cluster_create_or_skip(t_cluster *n, const char *name, const char *opts, bool skip)
 {
-    const char *bin = pg_bindir();
+    const char *bin = t_pg_bindir();
     memset(n, 0, sizeof *n);
-    snprintf(n->dir, sizeof n->dir, "/tmp/setcache-%s.XXXXXX", name);
-    if (!mkdtemp(n->dir)) {
-        t_fail(__FILE__, __LINE__, "mkdtemp failed");
-    }
+    t_pg_dir(n->dir, sizeof n->dir, name);
     if (nclusters < MAX_CLUSTERS) {
         clusters[nclusters++] = n;
-    }
-    chmod(n->dir, 0755);
-    if (*pg_runas() &&
-        t_sh("chown $(stat -c %%U '%s') '%s'", getenv("SETCACHE_PGDATA"), n->dir) != 0) {
-        t_fail(__FILE__, __LINE__, "chown %s failed", n->dir);
     }
     /* a port per process and cluster, away from the suite's and other tests' */
     n->port = 40000 + (int)(getpid() % 2000) * 4 + nclusters - 1;
     snprintf(n->opts, sizeof n->opts, "%s", opts ? opts : "");
-    if (t_sh("%s %s/initdb -D %s/data -U postgres -A trust -N >%s/initdb.log 2>&1", pg_runas(), bin,
-             n->dir, n->dir) != 0) {
+    if (t_sh("%s %s/initdb -D %s/data -U postgres -A trust -N >%s/initdb.log 2>&1", t_pg_runas(),
+             bin, n->dir, n->dir) != 0) {
         t_fail(__FILE__, __LINE__, "initdb in %s failed", n->dir);
     }
     if (!cluster_start(n, !skip)) {
@@ -518,7 +523,7 @@ static bool cluster_start(t_cluster *n, bool must)
 {
     if (t_sh("%s %s/pg_ctl -D %s/data -l %s/server.log -w -t 60 -o \"-c listen_addresses='' -k "
              "%s -p %d -c fsync=off %s\" start >/dev/null 2>&1",
-             pg_runas(), pg_bindir(), n->dir, n->dir, n->dir, n->port, n->opts) != 0) {
+             t_pg_runas(), t_pg_bindir(), n->dir, n->dir, n->dir, n->port, n->opts) != 0) {
         t_sh("tail -5 %s/server.log >&2", n->dir);
         if (must) {
             t_fail(__FILE__, __LINE__, "starting the cluster in %s failed", n->dir);
@@ -538,8 +543,8 @@ void t_cluster_stop(t_cluster *n, const char *mode)
 {
     if (n->up) {
         n->up = false;
-        if (t_sh("%s %s/pg_ctl -D %s/data -m %s -w stop >/dev/null 2>&1", pg_runas(), pg_bindir(),
-                 n->dir, mode) != 0) {
+        if (t_sh("%s %s/pg_ctl -D %s/data -m %s -w stop >/dev/null 2>&1", t_pg_runas(),
+                 t_pg_bindir(), n->dir, mode) != 0) {
             t_fail(__FILE__, __LINE__, "stopping the cluster in %s failed", n->dir);
         }
     }
@@ -551,7 +556,7 @@ void t_clusters_end(void)
         t_cluster *n = clusters[i];
         if (n->up) {
             n->up = false;
-            t_sh("%s %s/pg_ctl -D %s/data -m immediate -w stop >/dev/null 2>&1", pg_runas(),
+            t_sh("%s %s/pg_ctl -D %s/data -m immediate -w stop >/dev/null 2>&1", t_pg_runas(),
                  getenv("SETCACHE_PG_BINDIR"), n->dir);
         }
         if (n->dir[0]) {

@@ -126,6 +126,13 @@ const char *t_build_dir(void);
  * they need tests/withpg.sh's private cluster (else the test is skipped).
  * t_clusters_end() stops and removes every one (immediate stop): call it at
  * the end and give it to t_on_fail. */
+/* tests/withpg.sh's PostgreSQL programs (the test is skipped without its
+ * private cluster), and the prefix that runs a command as the server's
+ * user ("" unless root). */
+const char *t_pg_bindir(void);
+const char *t_pg_runas(void);
+/* A temp directory /tmp/setcache-NAME.XXXXXX the server's user can use. */
+void t_pg_dir(char *dir, size_t cap, const char *name);
 typedef struct t_cluster {
     char dir[128]; /* its socket directory; the data in dir/data */
     int port;

@@ -458,3 +458,41 @@ TEST_T(own_writes_hold_across_a_restart_mid_load_and_a_primary_restart, 180)
     setcache_close(c);
     t_clusters_end();
 }
+
+static void drop_publication(void)
+{
+    t_sql_try("DROP PUBLICATION IF EXISTS \"%s\"", t_schema());
+}
+
+/* `setcache --map MAP schema --publisher | psql` on the suite's server; its
+ * exit status, stderr in err. */
+static int apply_publisher(const char *map, const char *err)
+{
+    return t_sh("%s/setcache --schema %s --channel %s --map '%s' schema --publisher | psql -X -q "
+                "-v ON_ERROR_STOP=1 '%s' >/dev/null 2>%s",
+                t_build_dir(), t_schema(), t_schema(), map, t_conninfo(), err);
+}
+
+/* The primary's side refuses to publish a table the primary could then no
+ * longer UPDATE or DELETE (no replica identity), names it, and publishes
+ * nothing; given one, it publishes every table. (On the suite's server:
+ * only the DDL is applied, nothing subscribes.) */
+TEST(publisher_refuses_a_table_without_a_replica_identity)
+{
+    const char *s = t_schema();
+    t_on_fail(drop_publication);
+    t_sql("CREATE SCHEMA IF NOT EXISTS \"%s\"", s);
+    t_sql("CREATE TABLE \"%s\".nopk (id int NOT NULL, k text NOT NULL, v text, UNIQUE (id, k))", s);
+    char map[200], err[128];
+    snprintf(map, sizeof map, "n=%s.nopk,id,integer,k,v", s);
+    snprintf(err, sizeof err, "/tmp/setcache-publisher-%d.err", (int)getpid());
+    CHECK(apply_publisher(map, err) != 0);
+    CHECK_INT(t_sh("grep -q 'nopk has no primary key or replica identity' %s", err), 0);
+    CHECK_STR(t_sql_value("SELECT count(*) FROM pg_publication WHERE pubname = '%s'", s), "0");
+    t_sql("ALTER TABLE \"%s\".nopk REPLICA IDENTITY FULL", s);
+    CHECK_INT(apply_publisher(map, err), 0);
+    CHECK_STR(t_sql_value("SELECT count(*) FROM pg_publication_tables WHERE pubname = '%s'", s),
+              "4");
+    t_sh("rm -f %s", err);
+    drop_publication();
+}

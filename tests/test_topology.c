@@ -18,32 +18,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static const char *runas(void)
-{
-    const char *r = getenv("SETCACHE_PG_RUNAS");
-    return r ? r : "";
-}
-
-static const char *bindir(void)
-{
-    const char *b = getenv("SETCACHE_PG_BINDIR");
-    if (!b || !getenv("SETCACHE_PGDATA")) {
-        t_skip("needs the private test cluster of tests/withpg.sh (SETCACHE_PG_BINDIR)");
-    }
-    return b;
-}
-
-/* A directory the server's user can use. */
-static void make_dir(char *dir, size_t cap, const char *name)
-{
-    snprintf(dir, cap, "/tmp/setcache-%s.XXXXXX", name);
-    CHECK(mkdtemp(dir) != NULL);
-    chmod(dir, 0755);
-    if (*runas()) {
-        CHECK_INT(t_sh("chown $(stat -c %%U '%s') '%s'", getenv("SETCACHE_PGDATA"), dir), 0);
-    }
-}
-
 /* The test server's socket directory and port, from its conninfo. */
 static void server_address(char *host, size_t cap, int *port)
 {
@@ -134,7 +108,7 @@ static void start_bouncer(const char *mode, int pool, char *ci, size_t cap)
     if (getenv("SETCACHE_TEST_PGBOUNCER") && strcmp(getenv("SETCACHE_TEST_PGBOUNCER"), "0") == 0) {
         t_skip("SETCACHE_TEST_PGBOUNCER=0");
     }
-    bindir();
+    t_pg_bindir();
     if (t_sh("command -v pgbouncer >/dev/null || test -x /usr/sbin/pgbouncer") != 0) {
         t_skip("pgbouncer not found (apt-get install pgbouncer)");
     }
@@ -142,7 +116,7 @@ static void start_bouncer(const char *mode, int pool, char *ci, size_t cap)
     char host[256];
     int port;
     server_address(host, sizeof host, &port);
-    make_dir(bdir, sizeof bdir, "pgbouncer");
+    t_pg_dir(bdir, sizeof bdir, "pgbouncer");
     int bport = 40000 + (int)(getpid() % 20000);
     char path[256];
     snprintf(path, sizeof path, "%s/users.txt", bdir);
@@ -161,12 +135,12 @@ static void start_bouncer(const char *mode, int pool, char *ci, size_t cap)
             "admin_users = postgres\nlogfile = %s/pgbouncer.log\npidfile = %s/pgbouncer.pid\n",
             host, port, bdir, bport, bdir, mode, pool, bdir, bdir);
     fclose(f);
-    if (*runas()) {
+    if (*t_pg_runas()) {
         CHECK_INT(t_sh("chown -R $(stat -c %%U '%s') '%s'", getenv("SETCACHE_PGDATA"), bdir), 0);
     }
-    CHECK_INT(
-        t_sh("%s $(command -v pgbouncer || echo /usr/sbin/pgbouncer) -d -q '%s'", runas(), path),
-        0);
+    CHECK_INT(t_sh("%s $(command -v pgbouncer || echo /usr/sbin/pgbouncer) -d -q '%s'",
+                   t_pg_runas(), path),
+              0);
     snprintf(path, sizeof path, "%s/pgbouncer.pid", bdir);
     double t0 = t_now_ms();
     while (bouncer_pid <= 0 && t_now_ms() - t0 < 5000) {
@@ -339,7 +313,7 @@ static void stop_nodes(void)
 {
     for (int i = 0; i < 2; i++) {
         if (fup[i]) {
-            t_sh("%s %s/pg_ctl -D %s/n%d -m immediate -w stop >/dev/null 2>&1", runas(),
+            t_sh("%s %s/pg_ctl -D %s/n%d -m immediate -w stop >/dev/null 2>&1", t_pg_runas(),
                  getenv("SETCACHE_PG_BINDIR"), fdir, i);
             fup[i] = false;
         }
@@ -355,15 +329,15 @@ static void node_start(int i)
     CHECK_INT(t_sh("%s %s/pg_ctl -D %s/n%d -l %s/n%d.log -w -t 60 -o \"-c listen_addresses='' "
                    "-k %s -p %d -c fsync=off -c wal_level=replica -c hot_standby=on -c "
                    "max_wal_senders=5\" start >/dev/null 2>&1",
-                   runas(), bindir(), fdir, i, fdir, i, fdir, fport[i]),
+                   t_pg_runas(), t_pg_bindir(), fdir, i, fdir, i, fdir, fport[i]),
               0);
     fup[i] = true;
 }
 
 static void node_stop(int i, const char *how)
 {
-    CHECK_INT(t_sh("%s %s/pg_ctl -D %s/n%d -m %s -w stop >/dev/null 2>&1", runas(), bindir(), fdir,
-                   i, how),
+    CHECK_INT(t_sh("%s %s/pg_ctl -D %s/n%d -m %s -w stop >/dev/null 2>&1", t_pg_runas(),
+                   t_pg_bindir(), fdir, i, how),
               0);
     fup[i] = false;
 }
@@ -435,18 +409,18 @@ static bool cache_equals_node(setcache *c, int node, int n)
  * primary's rows. */
 TEST_T(failover_to_a_promoted_standby_keeps_no_value_of_the_lost_timeline, 180)
 {
-    bindir();
+    t_pg_bindir();
     t_on_fail(stop_nodes);
-    make_dir(fdir, sizeof fdir, "failover");
+    t_pg_dir(fdir, sizeof fdir, "failover");
     fport[0] = 50000 + (int)(getpid() % 7000) * 2;
     fport[1] = fport[0] + 1;
-    CHECK_INT(t_sh("%s %s/initdb -D %s/n0 -U postgres -A trust -N >/dev/null 2>&1", runas(),
-                   bindir(), fdir),
+    CHECK_INT(t_sh("%s %s/initdb -D %s/n0 -U postgres -A trust -N >/dev/null 2>&1", t_pg_runas(),
+                   t_pg_bindir(), fdir),
               0);
     node_start(0);
     CHECK_INT(t_sh("%s %s/pg_basebackup -D %s/n1 -R -X stream -h %s -p %d -U postgres "
                    ">/dev/null 2>&1",
-                   runas(), bindir(), fdir, fdir, fport[0]),
+                   t_pg_runas(), t_pg_bindir(), fdir, fdir, fport[0]),
               0);
     node_start(1);
     double t0 = t_now_ms();
@@ -505,8 +479,9 @@ TEST_T(failover_to_a_promoted_standby_keeps_no_value_of_the_lost_timeline, 180)
         atoll(node_value(0, "SELECT max(version) FROM \"%s\".settings", t_schema()));
     node_stop(0, "immediate");
     node_start(1);
-    CHECK_INT(
-        t_sh("%s %s/pg_ctl -D %s/n1 -w -t 60 promote >/dev/null 2>&1", runas(), bindir(), fdir), 0);
+    CHECK_INT(t_sh("%s %s/pg_ctl -D %s/n1 -w -t 60 promote >/dev/null 2>&1", t_pg_runas(),
+                   t_pg_bindir(), fdir),
+              0);
     double promoted = t_now_ms();
 
     /* a write acknowledged by the new primary, read back at once by every
@@ -584,7 +559,7 @@ static void end_partition(void)
         home_ns = -1;
     }
     if (pup) {
-        t_sh("%s %s/pg_ctl -D %s/data -m immediate -w stop >/dev/null 2>&1", runas(),
+        t_sh("%s %s/pg_ctl -D %s/data -m immediate -w stop >/dev/null 2>&1", t_pg_runas(),
              getenv("SETCACHE_PG_BINDIR"), pdir);
         pup = false;
     }
@@ -698,7 +673,7 @@ static void cached_read(setcache *c, const char *id, char *buf, size_t cap, read
  * sessions on the server and no descriptor left behind. */
 TEST_T(network_partition_over_tcp_turns_into_clear_errors_and_heals, 180)
 {
-    bindir();
+    t_pg_bindir();
     if (geteuid() != 0) {
         t_skip("network namespaces need root");
     }
@@ -718,19 +693,19 @@ TEST_T(network_partition_over_tcp_turns_into_clear_errors_and_heals, 180)
               0);
     /* a server on the host's end, reaping sessions of vanished clients with
      * its own keepalives */
-    make_dir(pdir, sizeof pdir, "partition");
+    t_pg_dir(pdir, sizeof pdir, "partition");
     pport = 45000 + (int)(getpid() % 5000);
-    CHECK_INT(t_sh("%s %s/initdb -D %s/data -U postgres -A trust -N >/dev/null 2>&1", runas(),
-                   bindir(), pdir),
+    CHECK_INT(t_sh("%s %s/initdb -D %s/data -U postgres -A trust -N >/dev/null 2>&1", t_pg_runas(),
+                   t_pg_bindir(), pdir),
               0);
     CHECK_INT(t_sh("%s sh -c \"echo 'host all all 10.213.%d.0/30 trust' >> %s/data/pg_hba.conf\"",
-                   runas(), octet, pdir),
+                   t_pg_runas(), octet, pdir),
               0);
     CHECK_INT(t_sh("%s %s/pg_ctl -D %s/data -l %s/server.log -w -t 60 -o \"-c "
                    "listen_addresses=10.213.%d.1 -p %d -k %s -c fsync=off -c "
                    "tcp_keepalives_idle=1 -c tcp_keepalives_interval=1 -c tcp_keepalives_count=3\" "
                    "start >/dev/null 2>&1",
-                   runas(), bindir(), pdir, pdir, octet, pport, pdir),
+                   t_pg_runas(), t_pg_bindir(), pdir, pdir, octet, pport, pdir),
               0);
     pup = true;
 
