@@ -18,7 +18,8 @@
  * primary's changes), side by side: the primary's client backends and
  * walsenders, its notifying commits and CPU, the subscribers' CPU, and
  * commit on the primary -> change callback in every process. With --demo,
- * a small fleet (4 processes per subscriber) and one plain-SQL change.
+ * a small fleet (4 processes per subscriber) and one plain-SQL change; with
+ * --procs N, N processes instead of 128.
  */
 #include "setcache.h"
 #include "workload.h"
@@ -361,7 +362,11 @@ static int topology_main(int argc, char **argv, FILE *tsv)
     while (!replicated() && now_ms() - t0 < 60000) {
         usleep(50000);
     }
+    /* --procs N: another fleet size (a multiple of the subscribers) */
     int nproc = demo ? 4 * nsubs : 128;
+    if (argc > 2 && strcmp(argv[1], "--procs") == 0 && atoi(argv[2]) > 0 && atoi(argv[2]) <= MAXP) {
+        nproc = atoi(argv[2]) / nsubs * nsubs;
+    }
     if (demo) {
         PHASE_S = 3;
     }
