@@ -241,7 +241,12 @@ typedef struct setcache_options {
      * while the subscriber lags: every install from it keeps, per key, the
      * newer of what this process wrote and what the rows say (deletions
      * too), until the subscriber shows the write (its notification, its
-     * rows, or its replicated history). Since 0.1.0. */
+     * rows, or its replicated history). listen_conninfo must name the same
+     * server as conninfo here: its notifications confirm writes. Writes of
+     * entities this process never reads are forgotten as they are
+     * confirmed (the refresher asks the subscriber's history once a second
+     * while any is unconfirmed), so memory stays bounded by what the
+     * subscriber has not applied yet. Since 0.1.0. */
     const char *write_conninfo;
 } setcache_options;
 

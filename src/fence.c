@@ -16,6 +16,15 @@
  * whatever came after, and the fetcher adds a tombstone of that version
  * where the rows lack the key.
  *
+ * A key is also forgotten when the source announces a change of it at the
+ * fenced version or later (the listener hears the server the loads read):
+ * the source has the write then, and the writes of entities this process
+ * never reads do not pile up. What that misses (the source announced the
+ * write before its writer noted it; notifications lost with a listener's
+ * connection) the refresher's sweep asks the source's history about, once
+ * a second while anything is fenced, and hands what it finds back to the
+ * refresher as hints of their own kind (SC_HINT_SEEN).
+ *
  * Owns: c->fence. Lock: fence.mu, a leaf (taken under a shard lock by the
  * installs, never with another lock after it).
  */
@@ -182,6 +191,42 @@ bool setcache__fence_merge(setcache *c, const sc_ident *id, sc_etable *rows)
     return ok;
 }
 
+bool setcache__fence_covers(setcache *c, const sc_ident *id, const char *key, int64_t version)
+{
+    bool covers = false;
+    pthread_mutex_lock(&c->fence.mu);
+    sc_fence_ent *f = find_locked(c, id);
+    for (size_t i = 0; f && i < f->n && !covers; i++) {
+        covers = f->v[i].version <= version && strcmp(f->v[i].key, key) == 0;
+    }
+    pthread_mutex_unlock(&c->fence.mu);
+    return covers;
+}
+
+void setcache__fence_seen(setcache *c, const sc_ident *id, const char *key, int64_t version)
+{
+    if (atomic_load(&c->fence.entities) == 0) {
+        return;
+    }
+    pthread_mutex_lock(&c->fence.mu);
+    sc_fence_ent *f = find_locked(c, id);
+    for (size_t i = 0; f && i < f->n; i++) {
+        sc_fenced *k = &f->v[i];
+        if (k->version <= version && strcmp(k->key, key) == 0) {
+            free(k->key);
+            free(k->value);
+            f->v[i] = f->v[--f->n];
+            break; /* one entry per key */
+        }
+    }
+    if (f && f->n == 0) {
+        HASH_DEL(c->fence.table, f);
+        ent_free(f);
+        atomic_fetch_sub(&c->fence.entities, 1);
+    }
+    pthread_mutex_unlock(&c->fence.mu);
+}
+
 /* The fenced keys of the entities ids[0..n), as three parallel text-array
  * literals (type, id, key); NULL when none is fenced. */
 static int fenced_arrays(setcache *c, const sc_ident *const *ids, size_t n, char **at, char **ai,
@@ -266,6 +311,54 @@ int setcache__fence_history(setcache *c, PGconn *conn, const sc_ident *const *id
     }
     *out = r;
     return rc;
+}
+
+int setcache__fence_sweep(setcache *c, PGconn *conn, PGresult **out)
+{
+    *out = NULL;
+    if (atomic_load(&c->fence.entities) == 0) {
+        return SETCACHE_OK;
+    }
+    /* copies of up to SC_FENCE_SWEEP fenced keys: type, id, key */
+    char *own[3][SC_FENCE_SWEEP];
+    size_t m = 0;
+    int rc = SETCACHE_OK;
+    pthread_mutex_lock(&c->fence.mu);
+    for (sc_fence_ent *f = c->fence.table; f && rc == SETCACHE_OK; f = f->hh.next) {
+        for (size_t i = 0; i < f->n && m < SC_FENCE_SWEEP; i++) {
+            own[0][m] = strdup(f->ekey); /* "type\0id" */
+            own[1][m] = strdup(f->ekey + strlen(f->ekey) + 1);
+            own[2][m] = strdup(f->v[i].key);
+            m++;
+            if (!own[0][m - 1] || !own[1][m - 1] || !own[2][m - 1]) {
+                rc = SETCACHE_ERR_NOMEM;
+                break;
+            }
+        }
+        if (m == SC_FENCE_SWEEP) {
+            break;
+        }
+    }
+    pthread_mutex_unlock(&c->fence.mu);
+    char *arr[3] = {NULL, NULL, NULL};
+    for (int a = 0; a < 3 && rc == SETCACHE_OK && m > 0; a++) {
+        if (!(arr[a] = setcache__text_array((const char **)own[a], m))) {
+            rc = SETCACHE_ERR_NOMEM;
+        }
+    }
+    PGresult *r = NULL;
+    if (rc == SETCACHE_OK && m > 0) {
+        const char *vals[3] = {arr[0], arr[1], arr[2]};
+        r = setcache__exec(c, conn, c->sql.hist_max, 3, vals, false, &rc);
+    }
+    *out = r;
+    for (int a = 0; a < 3; a++) {
+        free(arr[a]);
+        for (size_t i = 0; i < m; i++) {
+            free(own[a][i]);
+        }
+    }
+    return rc == SETCACHE_ERR_NOMEM ? setcache__fail(rc, "out of memory") : rc;
 }
 
 int setcache__fence_tombs(const PGresult *hist, const sc_ident *id, sc_etable *rows)

@@ -607,6 +607,19 @@ bool setcache__fence_has(setcache *c, const sc_ident *id); /* any key of the ent
  * forget what they confirm, put this process's newer writes over the rest.
  * false: out of memory, do not install. */
 bool setcache__fence_merge(setcache *c, const sc_ident *id, sc_etable *rows);
+/* The source announced a change of id's key at version (the listener and
+ * the loads share that server): a write of the key fenced at a version up
+ * to it is there now, or overtaken by a newer change; forget it (so the
+ * writes of entities this process never reads don't pile up). Call after
+ * the hint was classified (a load in flight has noted it). */
+void setcache__fence_seen(setcache *c, const sc_ident *id, const char *key, int64_t version);
+/* Would setcache__fence_seen(c, id, key, version) forget a write? */
+bool setcache__fence_covers(setcache *c, const sc_ident *id, const char *key, int64_t version);
+/* Ask the source's history (on conn, one query) the newest version it has
+ * of up to SC_FENCE_SWEEP fenced keys: *out (NULL: nothing fenced) has
+ * rows (type, id, key, version), as setcache__fence_history's. */
+#define SC_FENCE_SWEEP 1000
+int setcache__fence_sweep(setcache *c, PGconn *conn, PGresult **out);
 /* Before reading ids[0..n) from the source, on the same connection: the
  * newest version its history has of each fenced key (*out NULL: none
  * fenced, or no history to read). */
@@ -843,6 +856,10 @@ int setcache__load_for_read(setcache *c, sc_ident *id, sc_read *r, bool *answere
 int setcache__read_id(setcache *c, sc_ident *id, sc_read *r);
 
 /* === in refresh.c === */
+/* op: I, U, D as announced; SC_HINT_SEEN: the fence's sweep found the
+ * version at the source (not counted as a notification, never told to
+ * subscribers, dropped rather than retried) */
+#define SC_HINT_SEEN 'S'
 void setcache__hint(setcache *c, char op, int64_t version, int be_pid, const sc_ident *id);
 void setcache__request_resync(setcache *c, uint64_t gen);
 void setcache__request_defs_reload(setcache *c);

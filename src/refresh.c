@@ -417,7 +417,14 @@ static bool classify_group(setcache *c, group *g, bool can_read)
         rv[j].op = g->hints[j]->op;
     }
     g->act = setcache__classify(c, &g->id, rv, g->n, g->subscribed, &g->stamp);
-    setcache__count(c, SC_ST_HINTS, g->n);
+    size_t announced = 0;
+    for (size_t j = 0; j < g->n; j++) {
+        announced += g->hints[j]->op != SC_HINT_SEEN;
+    }
+    setcache__count(c, SC_ST_HINTS, announced);
+    for (size_t j = 0; j < g->n; j++) { /* the source has these now */
+        setcache__fence_seen(c, &g->id, g->hints[j]->key, g->hints[j]->version);
+    }
     if (rv != refs) {
         free(rv);
     }
@@ -485,6 +492,10 @@ static void finish_groups(setcache *c, group *groups)
     {
         for (size_t j = 0; j < g->n; j++) {
             sc_hint *h = g->hints[j];
+            if (h->op == SC_HINT_SEEN) {
+                free(h); /* the fence's: nothing to tell, nothing to retry */
+                continue;
+            }
             if (g->act == SC_ACT_LATER) {
                 if (++h->tries <= SC_MAX_TRIES) {
                     requeue(c, h);
@@ -530,14 +541,63 @@ static void process_hints(setcache *c, sc_hint *list)
     finish_groups(c, groups);
 }
 
+/* What the source has of the fenced writes goes the way of its
+ * announcements: a load in flight whose rows may predate it notes it and
+ * does not install them, and the fence forgets the key once classified. */
+static int sweep_fence(void *arg, PGconn *conn)
+{
+    setcache *c = arg;
+    PGresult *r;
+    int rc = setcache__fence_sweep(c, conn, &r);
+    for (int i = 0; r && i < PQntuples(r); i++) {
+        sc_ident id;
+        int64_t v;
+        if (setcache__ident(&id, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), PQgetvalue(r, i, 2)) ==
+                SETCACHE_OK &&
+            setcache__parse_int(PQgetvalue(r, i, 3), &v) &&
+            setcache__fence_covers(c, &id, id.key, v)) {
+            setcache__hint(c, SC_HINT_SEEN, v, 0, &id);
+        }
+    }
+    PQclear(r);
+    return rc;
+}
+
+/* Is the fence's sweep due: writes fenced, and a second since the last? */
+static bool sweep_due(setcache *c, const struct timespec *last)
+{
+    if (atomic_load(&c->fence.entities) == 0) {
+        return false;
+    }
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (now.tv_sec - last->tv_sec) * 1000 + (now.tv_nsec - last->tv_nsec) / 1000000 >= 1000;
+}
+
+/* Once a second while writes are fenced: forget those the source has (the
+ * writes of entities nobody here reads would otherwise stay). */
+static void maybe_sweep(setcache *c, struct timespec *last)
+{
+    if (!sweep_due(c, last)) {
+        return;
+    }
+    clock_gettime(CLOCK_MONOTONIC, last);
+    if (setcache__with_pool_read(c, sweep_fence, c) != SETCACHE_OK) {
+        setcache__log(c, SETCACHE_LOG_DEBUG, "fence: asking the source failed (%s)",
+                      setcache_errmsg());
+    }
+}
+
 static void *refresh_main(void *arg)
 {
     setcache *c = arg;
     uint64_t done_gen = 0;
+    struct timespec swept = {0, 0};
     for (;;) {
         pthread_mutex_lock(&c->refresh.mu);
         while (!c->refresh.head && !c->refresh.overflow && !c->refresh.truncate &&
-               !c->refresh.defs_changed && c->refresh.resync_gen == done_gen && !c->refresh.stop) {
+               !c->refresh.defs_changed && c->refresh.resync_gen == done_gen && !c->refresh.stop &&
+               !sweep_due(c, &swept)) {
             struct timespec ts = setcache__deadline(1000);
             pthread_cond_timedwait(&c->refresh.cv, &c->refresh.mu, &ts);
         }
@@ -580,6 +640,7 @@ static void *refresh_main(void *arg)
         if (atomic_load(&c->closing)) {
             continue;
         }
+        maybe_sweep(c, &swept);
         /* a failing database: don't spin on requeued hints */
         pthread_mutex_lock(&c->refresh.mu);
         bool again = c->refresh.head != NULL;
