@@ -770,6 +770,13 @@ int setcache__classify(setcache *c, sc_ident *id, const sc_hintref *h, size_t n,
     } else {
         note_unknown_locked(c, sh, id);
     }
+    /* the source has these versions now: this process's writes up to them
+     * need no fence - unless a load is in flight, whose rows may predate
+     * them and may still answer a read (load.c): its install confirms them,
+     * or a later hint does */
+    for (size_t j = 0; j < n && (!e || e->state != SC_LOADING); j++) {
+        setcache__fence_seen(c, id, h[j].key, h[j].version);
+    }
     setcache__br_wrunlock(&sh->lock);
     return act;
 }

@@ -610,8 +610,9 @@ bool setcache__fence_merge(setcache *c, const sc_ident *id, sc_etable *rows);
 /* The source announced a change of id's key at version (the listener and
  * the loads share that server): a write of the key fenced at a version up
  * to it is there now, or overtaken by a newer change; forget it (so the
- * writes of entities this process never reads don't pile up). Call after
- * the hint was classified (a load in flight has noted it). */
+ * writes of entities this process never reads don't pile up). Called by
+ * setcache__classify, under the entity's shard lock, when no load of the
+ * entity is in flight. */
 void setcache__fence_seen(setcache *c, const sc_ident *id, const char *key, int64_t version);
 /* Would setcache__fence_seen(c, id, key, version) forget a write? */
 bool setcache__fence_covers(setcache *c, const sc_ident *id, const char *key, int64_t version);

@@ -422,9 +422,6 @@ static bool classify_group(setcache *c, group *g, bool can_read)
         announced += g->hints[j]->op != SC_HINT_SEEN;
     }
     setcache__count(c, SC_ST_HINTS, announced);
-    for (size_t j = 0; j < g->n; j++) { /* the source has these now */
-        setcache__fence_seen(c, &g->id, g->hints[j]->key, g->hints[j]->version);
-    }
     if (rv != refs) {
         free(rv);
     }
