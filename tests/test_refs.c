@@ -343,8 +343,9 @@ static void *lib_flipper(void *arg)
         char v[32];
         snprintf(v, sizeof v, "%ld", n);
         setcache_kv kv[] = {{"stop_loss", v}, {"take_profit", v}};
-        if (setcache_set_many(p->c, "expert", "1", kv, 2) != SETCACHE_OK) {
-            atomic_fetch_add(&p->errors, 1);
+        if (setcache_set_many(p->c, "expert", "1", kv, 2) != SETCACHE_OK &&
+            atomic_fetch_add(&p->errors, 1) < 3) {
+            fprintf(stderr, "    library writer: %s\n", setcache_errmsg());
         }
         atomic_fetch_add(&p->lib_flips, 1);
     }
@@ -366,14 +367,20 @@ static void *sql_flipper(void *arg)
                      "= 'take_profit'; COMMIT",
                      t_schema(), n, t_schema(), n);
         } else {
+            /* rows locked in key order, as the other writers lock them (a
+             * plain IN list may lock in scan order and deadlock with them) */
             snprintf(sql, sizeof sql,
-                     "UPDATE \"%s\".settings SET value = '-%ld' WHERE entity_type = 'expert' AND "
-                     "entity_id = '1' AND key IN ('stop_loss', 'take_profit')",
-                     t_schema(), n);
+                     "UPDATE \"%s\".settings s SET value = '-%ld' FROM (SELECT key FROM "
+                     "\"%s\".settings WHERE entity_type = 'expert' AND entity_id = '1' AND key "
+                     "IN ('stop_loss', 'take_profit') ORDER BY key FOR UPDATE) l WHERE "
+                     "s.entity_type = 'expert' AND s.entity_id = '1' AND s.key = l.key",
+                     t_schema(), n, t_schema());
         }
         PGresult *r = PQexec(conn, sql);
         if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-            atomic_fetch_add(&p->errors, 1);
+            if (atomic_fetch_add(&p->errors, 1) < 3) {
+                fprintf(stderr, "    SQL writer: %s", PQerrorMessage(conn));
+            }
             PQclear(PQexec(conn, "ROLLBACK"));
         }
         PQclear(r);
