@@ -245,8 +245,10 @@ typedef struct setcache_options {
      * server as conninfo here: its notifications confirm writes. Writes of
      * entities this process never reads are forgotten as they are
      * confirmed (the refresher asks the subscriber's history once a second
-     * while any is unconfirmed), so memory stays bounded by what the
-     * subscriber has not applied yet. Since 0.1.0. */
+     * while any is unconfirmed; a role that may not read the history gets
+     * a warning, and its writes are confirmed by notifications and
+     * re-reads only), so memory stays bounded by what the subscriber has
+     * not applied yet. Since 0.1.0. */
     const char *write_conninfo;
 } setcache_options;
 

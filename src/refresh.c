@@ -572,14 +572,25 @@ static bool sweep_due(setcache *c, const struct timespec *last)
 }
 
 /* Once a second while writes are fenced: forget those the source has (the
- * writes of entities nobody here reads would otherwise stay). */
-static void maybe_sweep(setcache *c, struct timespec *last)
+ * writes of entities nobody here reads would otherwise stay). A history
+ * this role can't read (or an older schema without one) turns it off. */
+static void maybe_sweep(setcache *c, struct timespec *last, bool *off)
 {
-    if (!sweep_due(c, last)) {
+    if (*off || !sweep_due(c, last)) {
         return;
     }
     clock_gettime(CLOCK_MONOTONIC, last);
-    if (setcache__with_pool_read(c, sweep_fence, c) != SETCACHE_OK) {
+    if (setcache__with_pool_read(c, sweep_fence, c) == SETCACHE_OK) {
+        return;
+    }
+    const char *state = setcache__sqlstate();
+    if (strcmp(state, "42501") == 0 || strcmp(state, "42P01") == 0) {
+        *off = true;
+        setcache__log(c, SETCACHE_LOG_WARN,
+                      "the source's history is not readable (%s): writes through "
+                      "write_conninfo are confirmed only by its notifications and re-reads",
+                      setcache_errmsg());
+    } else {
         setcache__log(c, SETCACHE_LOG_DEBUG, "fence: asking the source failed (%s)",
                       setcache_errmsg());
     }
@@ -590,11 +601,12 @@ static void *refresh_main(void *arg)
     setcache *c = arg;
     uint64_t done_gen = 0;
     struct timespec swept = {0, 0};
+    bool sweep_off = false;
     for (;;) {
         pthread_mutex_lock(&c->refresh.mu);
         while (!c->refresh.head && !c->refresh.overflow && !c->refresh.truncate &&
                !c->refresh.defs_changed && c->refresh.resync_gen == done_gen && !c->refresh.stop &&
-               !sweep_due(c, &swept)) {
+               (sweep_off || !sweep_due(c, &swept))) {
             struct timespec ts = setcache__deadline(1000);
             pthread_cond_timedwait(&c->refresh.cv, &c->refresh.mu, &ts);
         }
@@ -637,7 +649,7 @@ static void *refresh_main(void *arg)
         if (atomic_load(&c->closing)) {
             continue;
         }
-        maybe_sweep(c, &swept);
+        maybe_sweep(c, &swept, &sweep_off);
         /* a failing database: don't spin on requeued hints */
         pthread_mutex_lock(&c->refresh.mu);
         bool again = c->refresh.head != NULL;
