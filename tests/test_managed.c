@@ -97,6 +97,21 @@ TEST(psql_writes_breaking_each_rule_are_refused_and_store_nothing)
     setcache_close(c);
 }
 
+/* Until the handle's pooled connections have been idle for 300 ms (the
+ * refresher's reload of the definitions just published, announced by their
+ * notifications, is over), at most 5 s. */
+static void wait_pool_quiet(setcache *c)
+{
+    double t0 = t_now_ms();
+    uint64_t q = t_stats(c).db_queries;
+    for (int quiet = 0; quiet < 3 && t_now_ms() - t0 < 5000;) {
+        t_sleep_ms(100);
+        uint64_t now = t_stats(c).db_queries;
+        quiet = now == q ? quiet + 1 : 0;
+        q = now;
+    }
+}
+
 /* The library checks the same rules before it sends: SETCACHE_ERR_INVALID,
  * no round trip; the pattern (PostgreSQL's regular expressions) is the
  * server's, and its refusal is SETCACHE_ERR_INVALID too. */
@@ -106,6 +121,7 @@ TEST(library_refuses_invalid_values_before_sending)
     define_expert(c);
     CHECK_OK(setcache_publish_definitions(c, NULL));
     CHECK_OK(setcache_set_int(c, "expert", "3", "risk_limit", 20));
+    wait_pool_quiet(c);
     setcache_stats s0 = t_stats(c);
     CHECK_RC(setcache_set_int(c, "expert", "3", "risk_limit", 1000), SETCACHE_ERR_INVALID);
     CHECK(strstr(setcache_errmsg(), "expert 3 risk_limit") != NULL);
