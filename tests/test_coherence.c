@@ -763,7 +763,10 @@ TEST_T(listener_killed_every_200ms_under_load_history_is_clean, 180)
     for (int r = 0; r < HR; r++) {
         CHECK_INT(h->r[r].stale, 0);
         CHECK_INT(h->r[r].outage_stale, 0);
-        CHECK(h->r[r].reads - h->r[r].outage_reads > 10000); /* G3 was exercised */
+        /* G3 was exercised: VALID a good part of the time (the killer keeps
+         * listeners out for half of it or more; a sanitizer run reads less) */
+        long valid_reads = h->r[r].reads - h->r[r].outage_reads;
+        CHECK(valid_reads > 1000 && valid_reads * 20 > h->r[r].reads);
         CHECK_INT(h->r[r].backwards, 0);
         CHECK_INT(h->r[r].phantom, 0);
         CHECK_INT(h->r[r].errors, 0);
