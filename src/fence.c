@@ -71,6 +71,27 @@ static sc_fence_ent *find_locked(setcache *c, const sc_ident *id)
     return f;
 }
 
+/* The place of key (klen bytes) among f's fenced keys; f->n if absent. */
+static size_t key_at(const sc_fence_ent *f, const char *key, size_t klen)
+{
+    for (size_t i = 0; i < f->n; i++) {
+        if (strlen(f->v[i].key) == klen && memcmp(f->v[i].key, key, klen) == 0) {
+            return i;
+        }
+    }
+    return f->n;
+}
+
+/* Forget f once it holds no key. */
+static void drop_if_empty_locked(setcache *c, sc_fence_ent *f)
+{
+    if (f && f->n == 0) {
+        HASH_DEL(c->fence.table, f);
+        ent_free(f);
+        atomic_fetch_sub(&c->fence.entities, 1);
+    }
+}
+
 int setcache__fence_note(setcache *c, const sc_ident *id, const char *value, int64_t version)
 {
     if (!c->split_writes) {
@@ -96,12 +117,7 @@ int setcache__fence_note(setcache *c, const sc_ident *id, const char *value, int
         }
         atomic_fetch_add(&c->fence.entities, 1);
     }
-    size_t at = f->n; /* the key's place: f->n = a new one */
-    for (size_t i = 0; i < f->n && at == f->n; i++) {
-        if (strlen(f->v[i].key) == id->klen && memcmp(f->v[i].key, id->key, id->klen) == 0) {
-            at = i;
-        }
-    }
+    size_t at = key_at(f, id->key, id->klen); /* f->n: a new one */
     if (at < f->n && f->v[at].version >= version) {
         goto out; /* a newer write of this key is fenced already */
     }
@@ -110,7 +126,8 @@ int setcache__fence_note(setcache *c, const sc_ident *id, const char *value, int
         rc = SETCACHE_ERR_NOMEM;
         goto out;
     }
-    if (at == f->n) {
+    if (at >= f->n) {
+        at = f->n;
         char *key = malloc(id->klen + 1);
         if (!key || (f->n == f->cap && !setcache__grow(&f->v, &f->cap, 4, sizeof *f->v))) {
             free(key);
@@ -128,11 +145,7 @@ int setcache__fence_note(setcache *c, const sc_ident *id, const char *value, int
     f->v[at].value = nv;
     f->v[at].version = version;
 out:
-    if (f && f->n == 0) {
-        HASH_DEL(c->fence.table, f);
-        ent_free(f);
-        atomic_fetch_sub(&c->fence.entities, 1);
-    }
+    drop_if_empty_locked(c, f);
     pthread_mutex_unlock(&c->fence.mu);
     return rc == SETCACHE_OK ? rc : setcache__fail(rc, "out of memory");
 }
@@ -182,23 +195,17 @@ bool setcache__fence_merge(setcache *c, const sc_ident *id, sc_etable *rows)
         setcache__entry_unref(old);
         i++;
     }
-    if (f && f->n == 0) {
-        HASH_DEL(c->fence.table, f);
-        ent_free(f);
-        atomic_fetch_sub(&c->fence.entities, 1);
-    }
+    drop_if_empty_locked(c, f);
     pthread_mutex_unlock(&c->fence.mu);
     return ok;
 }
 
 bool setcache__fence_covers(setcache *c, const sc_ident *id, const char *key, int64_t version)
 {
-    bool covers = false;
     pthread_mutex_lock(&c->fence.mu);
     sc_fence_ent *f = find_locked(c, id);
-    for (size_t i = 0; f && i < f->n && !covers; i++) {
-        covers = f->v[i].version <= version && strcmp(f->v[i].key, key) == 0;
-    }
+    size_t at = f ? key_at(f, key, strlen(key)) : 0;
+    bool covers = f && at < f->n && f->v[at].version <= version;
     pthread_mutex_unlock(&c->fence.mu);
     return covers;
 }
@@ -210,155 +217,119 @@ void setcache__fence_seen(setcache *c, const sc_ident *id, const char *key, int6
     }
     pthread_mutex_lock(&c->fence.mu);
     sc_fence_ent *f = find_locked(c, id);
-    for (size_t i = 0; f && i < f->n; i++) {
-        sc_fenced *k = &f->v[i];
-        if (k->version <= version && strcmp(k->key, key) == 0) {
-            free(k->key);
-            free(k->value);
-            f->v[i] = f->v[--f->n];
-            break; /* one entry per key */
-        }
+    size_t at = f ? key_at(f, key, strlen(key)) : 0;
+    if (f && at < f->n && f->v[at].version <= version) {
+        free(f->v[at].key);
+        free(f->v[at].value);
+        f->v[at] = f->v[--f->n];
     }
-    if (f && f->n == 0) {
-        HASH_DEL(c->fence.table, f);
-        ent_free(f);
-        atomic_fetch_sub(&c->fence.entities, 1);
-    }
+    drop_if_empty_locked(c, f);
     pthread_mutex_unlock(&c->fence.mu);
 }
 
-/* The fenced keys of the entities ids[0..n), as three parallel text-array
- * literals (type, id, key); NULL when none is fenced. */
-static int fenced_arrays(setcache *c, const sc_ident *const *ids, size_t n, char **at, char **ai,
-                         char **ak)
+/* Append copies of f's fenced keys (entity type, entity id, key) to
+ * own[0..2] while *m < max; false: out of memory. */
+static bool copy_keys_locked(const sc_fence_ent *f, char **own[3], size_t *m, size_t *cap,
+                             size_t max)
 {
-    *at = *ai = *ak = NULL;
-    size_t cap = 0, m = 0;
-    const char **t = NULL, **e = NULL, **k = NULL;
-    char **own = NULL; /* key copies: the fence may change once unlocked */
-    int rc = SETCACHE_OK;
-    pthread_mutex_lock(&c->fence.mu);
-    for (size_t j = 0; j < n && rc == SETCACHE_OK; j++) {
-        sc_fence_ent *f = find_locked(c, ids[j]);
-        for (size_t i = 0; f && i < f->n && rc == SETCACHE_OK; i++) {
-            if (m == cap) {
-                size_t c1 = cap, c2 = cap, c3 = cap, c4 = cap;
-                if (!setcache__grow(&t, &c1, 8, sizeof *t) ||
-                    !setcache__grow(&e, &c2, 8, sizeof *e) ||
-                    !setcache__grow(&k, &c3, 8, sizeof *k) ||
-                    !setcache__grow(&own, &c4, 8, sizeof *own)) {
-                    rc = SETCACHE_ERR_NOMEM;
-                    break;
+    const char *type = f->ekey, *eid = f->ekey + strlen(f->ekey) + 1; /* "type\0id\0" */
+    for (size_t i = 0; i < f->n && *m < max; i++) {
+        if (*m == *cap) {
+            size_t grown = *cap;
+            for (int a = 0; a < 3; a++) {
+                grown = *cap;
+                if (!setcache__grow(&own[a], &grown, 8, sizeof *own[a])) {
+                    return false;
                 }
-                cap = c1;
             }
-            own[m] = strdup(f->v[i].key);
-            if (!own[m]) {
-                rc = SETCACHE_ERR_NOMEM;
-                break;
-            }
-            t[m] = ids[j]->type;
-            e[m] = ids[j]->id;
-            k[m] = own[m];
-            m++;
+            *cap = grown;
+        }
+        own[0][*m] = strdup(type);
+        own[1][*m] = strdup(eid);
+        own[2][*m] = strdup(f->v[i].key);
+        (*m)++;
+        if (!own[0][*m - 1] || !own[1][*m - 1] || !own[2][*m - 1]) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* The fenced keys of the entities ids[0..n) - with ids NULL, of every
+ * fenced entity, up to SC_FENCE_SWEEP keys - as three parallel text-array
+ * literals arr[0..2] (type, id, key); NULL when none is fenced. */
+static int fenced_arrays(setcache *c, const sc_ident *const *ids, size_t n, char *arr[3])
+{
+    arr[0] = arr[1] = arr[2] = NULL;
+    char **own[3] = {NULL, NULL, NULL}; /* copies: the fence may change once unlocked */
+    size_t m = 0, cap = 0;
+    bool ok = true;
+    pthread_mutex_lock(&c->fence.mu);
+    if (ids) {
+        for (size_t j = 0; j < n && ok; j++) {
+            sc_fence_ent *f = find_locked(c, ids[j]);
+            ok = !f || copy_keys_locked(f, own, &m, &cap, SIZE_MAX);
+        }
+    } else {
+        for (sc_fence_ent *f = c->fence.table; f && ok && m < SC_FENCE_SWEEP; f = f->hh.next) {
+            ok = copy_keys_locked(f, own, &m, &cap, SC_FENCE_SWEEP);
         }
     }
     pthread_mutex_unlock(&c->fence.mu);
-    if (rc == SETCACHE_OK && m > 0) {
-        *at = setcache__text_array(t, m);
-        *ai = setcache__text_array(e, m);
-        *ak = setcache__text_array(k, m);
-        if (!*at || !*ai || !*ak) {
-            free(*at);
-            free(*ai);
-            free(*ak);
-            *at = *ai = *ak = NULL;
-            rc = SETCACHE_ERR_NOMEM;
+    for (int a = 0; a < 3 && ok && m > 0; a++) {
+        ok = (arr[a] = setcache__text_array((const char **)own[a], m)) != NULL;
+    }
+    for (int a = 0; a < 3; a++) {
+        for (size_t i = 0; i < m; i++) {
+            free(own[a][i]);
+        }
+        free(own[a]);
+        if (!ok) {
+            free(arr[a]);
+            arr[a] = NULL;
         }
     }
-    for (size_t i = 0; i < m; i++) {
-        free(own[i]);
+    return ok ? SETCACHE_OK : setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+}
+
+/* The source history's newest version of each key fenced_arrays gives
+ * (*out NULL: none fenced); errors as setcache__exec's. */
+static int history_of(setcache *c, PGconn *conn, const sc_ident *const *ids, size_t n,
+                      PGresult **out)
+{
+    *out = NULL;
+    if (atomic_load(&c->fence.entities) == 0) {
+        return SETCACHE_OK;
     }
-    free(own);
-    free(t);
-    free(e);
-    free(k);
-    return rc == SETCACHE_OK ? rc : setcache__fail(rc, "out of memory");
+    char *arr[3];
+    int rc = fenced_arrays(c, ids, n, arr);
+    if (rc != SETCACHE_OK || !arr[0]) {
+        return rc;
+    }
+    const char *vals[3] = {arr[0], arr[1], arr[2]};
+    *out = setcache__exec(c, conn, c->sql.hist_max, 3, vals, false, &rc);
+    for (int a = 0; a < 3; a++) {
+        free(arr[a]);
+    }
+    return rc;
 }
 
 int setcache__fence_history(setcache *c, PGconn *conn, const sc_ident *const *ids, size_t n,
                             PGresult **out)
 {
-    *out = NULL;
-    if (atomic_load(&c->fence.entities) == 0) {
-        return SETCACHE_OK;
-    }
-    char *at, *ai, *ak;
-    int rc = fenced_arrays(c, ids, n, &at, &ai, &ak);
-    if (rc != SETCACHE_OK || !at) {
-        return rc;
-    }
-    const char *vals[3] = {at, ai, ak};
-    PGresult *r = setcache__exec(c, conn, c->sql.hist_max, 3, vals, false, &rc);
-    free(at);
-    free(ai);
-    free(ak);
-    if (!r && rc == SETCACHE_ERR_DB && PQstatus(conn) == CONNECTION_OK) {
+    int rc = history_of(c, conn, ids, n, out);
+    if (!*out && rc == SETCACHE_ERR_DB && PQstatus(conn) == CONNECTION_OK) {
         /* no history to ask (no right to read it, or an older schema): the
          * fence holds until the rows show the writes */
         setcache__log(c, SETCACHE_LOG_DEBUG, "fence: history not readable: %s", setcache_errmsg());
         return SETCACHE_OK;
     }
-    *out = r;
     return rc;
 }
 
 int setcache__fence_sweep(setcache *c, PGconn *conn, PGresult **out)
 {
-    *out = NULL;
-    if (atomic_load(&c->fence.entities) == 0) {
-        return SETCACHE_OK;
-    }
-    /* copies of up to SC_FENCE_SWEEP fenced keys: type, id, key */
-    char *own[3][SC_FENCE_SWEEP];
-    size_t m = 0;
-    int rc = SETCACHE_OK;
-    pthread_mutex_lock(&c->fence.mu);
-    for (sc_fence_ent *f = c->fence.table; f && rc == SETCACHE_OK; f = f->hh.next) {
-        for (size_t i = 0; i < f->n && m < SC_FENCE_SWEEP; i++) {
-            own[0][m] = strdup(f->ekey); /* "type\0id" */
-            own[1][m] = strdup(f->ekey + strlen(f->ekey) + 1);
-            own[2][m] = strdup(f->v[i].key);
-            m++;
-            if (!own[0][m - 1] || !own[1][m - 1] || !own[2][m - 1]) {
-                rc = SETCACHE_ERR_NOMEM;
-                break;
-            }
-        }
-        if (m == SC_FENCE_SWEEP) {
-            break;
-        }
-    }
-    pthread_mutex_unlock(&c->fence.mu);
-    char *arr[3] = {NULL, NULL, NULL};
-    for (int a = 0; a < 3 && rc == SETCACHE_OK && m > 0; a++) {
-        if (!(arr[a] = setcache__text_array((const char **)own[a], m))) {
-            rc = SETCACHE_ERR_NOMEM;
-        }
-    }
-    PGresult *r = NULL;
-    if (rc == SETCACHE_OK && m > 0) {
-        const char *vals[3] = {arr[0], arr[1], arr[2]};
-        r = setcache__exec(c, conn, c->sql.hist_max, 3, vals, false, &rc);
-    }
-    *out = r;
-    for (int a = 0; a < 3; a++) {
-        free(arr[a]);
-        for (size_t i = 0; i < m; i++) {
-            free(own[a][i]);
-        }
-    }
-    return rc == SETCACHE_ERR_NOMEM ? setcache__fail(rc, "out of memory") : rc;
+    return history_of(c, conn, NULL, 0, out);
 }
 
 int setcache__fence_tombs(const PGresult *hist, const sc_ident *id, sc_etable *rows)

@@ -634,3 +634,25 @@ const char *t_cluster_try(const t_cluster *n, const char *fmt, ...)
     PQfinish(a);
     return ok ? NULL : msg;
 }
+
+void t_keep_warnings(void *arg, int level, const char *msg)
+{
+    t_warnings *w = arg;
+    if (level == SETCACHE_LOG_WARN) {
+        pthread_mutex_lock(&w->mu);
+        size_t n = strlen(w->text);
+        snprintf(w->text + n, sizeof w->text - n, "%s\n", msg);
+        pthread_mutex_unlock(&w->mu);
+    }
+}
+
+int t_warned(t_warnings *w, const char *what)
+{
+    int n = 0;
+    pthread_mutex_lock(&w->mu);
+    for (const char *p = strstr(w->text, what); p; p = strstr(p + 1, what)) {
+        n++;
+    }
+    pthread_mutex_unlock(&w->mu);
+    return n;
+}

@@ -7,6 +7,7 @@
 #define SETCACHE_TEST_HARNESS_H
 
 #include <libpq-fe.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -156,5 +157,19 @@ const char *t_cluster_value(const t_cluster *n, const char *fmt, ...)
 /* Like t_cluster_sql, but the error message (static) or NULL on success. */
 const char *t_cluster_try(const t_cluster *n, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+/* The handle's warnings, kept for the test to look at: o.log =
+ * t_keep_warnings, o.log_arg = a t_warnings set up with T_WARNINGS_INIT. */
+typedef struct t_warnings {
+    pthread_mutex_t mu;
+    char text[4096];
+} t_warnings;
+#define T_WARNINGS_INIT                                                                            \
+    {                                                                                              \
+        PTHREAD_MUTEX_INITIALIZER, ""                                                              \
+    }
+void t_keep_warnings(void *arg, int level, const char *msg);
+/* How many of the kept warnings contain what. */
+int t_warned(t_warnings *w, const char *what);
 
 #endif

@@ -32,22 +32,6 @@ TEST(library_and_table_refuse_c1_and_bidirectional_identifiers)
     setcache_close(c);
 }
 
-typedef struct warnings {
-    pthread_mutex_t mu;
-    char text[2048];
-} warnings;
-
-static void keep_warnings(void *arg, int level, const char *msg)
-{
-    warnings *w = arg;
-    if (level == SETCACHE_LOG_WARN) {
-        pthread_mutex_lock(&w->mu);
-        size_t n = strlen(w->text);
-        snprintf(w->text + n, sizeof w->text - n, "%s\n", msg);
-        pthread_mutex_unlock(&w->mu);
-    }
-}
-
 TEST(rows_from_before_the_rule_are_reported_at_upgrade_never_dropped)
 {
     setcache_close(t_open()); /* the schema, at this revision */
@@ -58,15 +42,13 @@ TEST(rows_from_before_the_rule_are_reported_at_upgrade_never_dropped)
           "'1', 'fee' || U&'\\202E' || 'gnp', 'x'), ('account', '1', 'plain', 'y')",
           s);
     t_sql("COMMENT ON FUNCTION \"%s\".settings_notify() IS 'setcache schema 1 channel %s'", s, s);
-    warnings w = {PTHREAD_MUTEX_INITIALIZER, ""};
+    t_warnings w = T_WARNINGS_INIT;
     setcache_options o;
     t_options(&o);
-    o.log = keep_warnings;
+    o.log = t_keep_warnings;
     o.log_arg = &w;
     setcache *c = t_open_with(&o);
-    pthread_mutex_lock(&w.mu);
-    bool said = strstr(w.text, "1 rows") && strstr(w.text, "cannot address them");
-    pthread_mutex_unlock(&w.mu);
+    bool said = t_warned(&w, "1 rows") && t_warned(&w, "cannot address them");
     if (!said) {
         t_fail(__FILE__, __LINE__, "no warning; the log said: %s", w.text);
     }

@@ -398,33 +398,6 @@ static void restart_hook(setcache *c, const char *type, const char *id)
 
 static atomic_int loads_to_lose, enable_in_last;
 
-typedef struct said {
-    pthread_mutex_t mu;
-    char text[4096];
-} said;
-
-static void keep_warnings(void *arg, int level, const char *msg)
-{
-    said *w = arg;
-    if (level == SETCACHE_LOG_WARN) {
-        pthread_mutex_lock(&w->mu);
-        size_t n = strlen(w->text);
-        snprintf(w->text + n, sizeof w->text - n, "%s\n", msg);
-        pthread_mutex_unlock(&w->mu);
-    }
-}
-
-static int times_said(said *w, const char *what)
-{
-    int n = 0;
-    pthread_mutex_lock(&w->mu);
-    for (const char *p = strstr(w->text, what); p; p = strstr(p + 1, what)) {
-        n++;
-    }
-    pthread_mutex_unlock(&w->mu);
-    return n;
-}
-
 /* In the loading thread: so many changes of the entity arrive during the
  * load (more than a load can note) that it can't be installed; after
  * SC_LOAD_ROUNDS such loads the read answers from the rows of the last. */
@@ -575,7 +548,7 @@ TEST_T(own_writes_hold_across_a_restart_mid_load_and_a_primary_restart, 180)
                   "CREATE ROLE nohist LOGIN; GRANT USAGE ON SCHEMA \"%s\" TO nohist; GRANT "
                   "SELECT ON \"%s\".settings, \"%s\".definitions, public.prefs TO nohist",
                   s, s, s);
-    said w = {PTHREAD_MUTEX_INITIALIZER, ""};
+    t_warnings w = T_WARNINGS_INIT;
     setcache_options o;
     t_options(&o);
     char ci[512], wci[512];
@@ -585,18 +558,18 @@ TEST_T(own_writes_hold_across_a_restart_mid_load_and_a_primary_restart, 180)
     o.listen_conninfo = ci;
     o.write_conninfo = wci;
     o.create_schema = false;
-    o.log = keep_warnings;
+    o.log = t_keep_warnings;
     o.log_arg = &w;
     c = t_open_with(&o);
     t_cluster_sql(&sub[0], "ALTER SUBSCRIPTION \"%s\" DISABLE", s);
     CHECK_OK(setcache_set_string(c, "account", "9", "k", "v"));
     const char *warning = "history is not readable";
     t0 = t_now_ms();
-    while (times_said(&w, warning) == 0 && t_now_ms() - t0 < 5000) {
+    while (t_warned(&w, warning) == 0 && t_now_ms() - t0 < 5000) {
         t_sleep_ms(10);
     }
     t_sleep_ms(2500); /* two more seconds: no more asking, no more warnings */
-    CHECK_INT(times_said(&w, warning), 1);
+    CHECK_INT(t_warned(&w, warning), 1);
     CHECK_INT(atomic_load(&c->fence.entities), 1);
     t_cluster_sql(&sub[0], "ALTER SUBSCRIPTION \"%s\" ENABLE", s);
     t0 = t_now_ms();
