@@ -168,30 +168,38 @@ static int read_batch(void *arg, PGconn *conn)
             goto out;
         }
     }
-    const char *vals[2] = {at, ai};
-    r = setcache__exec(c, conn, setcache__sql_for(c, b->g[0]->id.type, b->g[0]->id.tlen)->load_many,
-                       2, vals, false, &rc);
+    /* One entity (a change's usual round): the load's own statement, whose
+     * plan costs the server a fraction of the list join's (that planning
+     * was most of a fleet's server CPU per change). Its rows lack the
+     * entity's columns: col is where key, value and version start. */
+    const sc_sql *q = setcache__sql_for(c, b->g[0]->id.type, b->g[0]->id.tlen);
+    bool one = b->n == 1;
+    const char *vals[2] = {one ? types[0] : at, one ? ids[0] : ai};
+    r = setcache__exec(c, conn, one ? q->load : q->load_many, 2, vals, false, &rc);
     if (!r) {
         goto out;
     }
-    int rows = PQntuples(r);
+    int rows = PQntuples(r), col = one ? 0 : 2;
     for (int i = 0; i < rows && rc == SETCACHE_OK; i++) {
-        sc_ident id;
-        if (setcache__ident(&id, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), NULL) != SETCACHE_OK) {
-            continue;
+        group *g = b->g[0];
+        if (!one) {
+            sc_ident id;
+            if (setcache__ident(&id, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), NULL) !=
+                SETCACHE_OK) {
+                continue;
+            }
+            HASH_FIND(hb, b->byname, id.ekey, id.ekeylen, g);
+            if (!g) {
+                continue;
+            }
         }
-        group *g;
-        HASH_FIND(hb, b->byname, id.ekey, id.ekeylen, g);
-        if (!g) {
-            continue;
-        }
-        const char *key = PQgetvalue(r, i, 2);
+        const char *key = PQgetvalue(r, i, col);
         int64_t v;
-        if (!setcache__parse_int(PQgetvalue(r, i, 4), &v)) {
+        if (!setcache__parse_int(PQgetvalue(r, i, col + 2), &v)) {
             continue;
         }
-        rc =
-            setcache__rows_add(&g->rows, key, PQgetvalue(r, i, 3), (size_t)PQgetlength(r, i, 3), v);
+        rc = setcache__rows_add(&g->rows, key, PQgetvalue(r, i, col + 1),
+                                (size_t)PQgetlength(r, i, col + 1), v);
     }
     for (size_t j = 0; hist && rc == SETCACHE_OK && j < b->n; j++) {
         rc = setcache__fence_tombs(hist, &b->g[j]->id, &b->g[j]->rows);
@@ -481,9 +489,10 @@ static void install_group(setcache *c, group *x, int rc)
 
 /* Step 4: tell subscribers, or queue the hints again for the next round
  * (a bounded number of times, then drop the entity and announce a RESYNC);
- * free the groups. */
-static void finish_groups(setcache *c, group *groups)
+ * free the groups. Returns whether any hint was queued again. */
+static bool finish_groups(setcache *c, group *groups)
 {
+    bool requeued = false;
     group *g, *tmp;
     HASH_ITER(hh, groups, g, tmp)
     {
@@ -496,6 +505,7 @@ static void finish_groups(setcache *c, group *groups)
             if (g->act == SC_ACT_LATER) {
                 if (++h->tries <= SC_MAX_TRIES) {
                     requeue(c, h);
+                    requeued = true;
                     continue;
                 }
                 setcache__invalidate(c, &g->id);
@@ -509,11 +519,13 @@ static void finish_groups(setcache *c, group *groups)
         free(g->hints);
         free(g);
     }
+    return requeued;
 }
 
 /* One round of hints: group, classify, read what changed in batches,
- * install, tell subscribers. */
-static void process_hints(setcache *c, sc_hint *list)
+ * install, tell subscribers. Returns whether any hint waits for another
+ * round (a failed read, a load in flight). */
+static bool process_hints(setcache *c, sc_hint *list)
 {
     size_t ngroups;
     group *groups = group_hints(c, list, &ngroups);
@@ -535,7 +547,7 @@ static void process_hints(setcache *c, sc_hint *list)
         setcache__log(c, SETCACHE_LOG_WARN, "refresh failed: %s", setcache_errmsg());
     }
     free(todo);
-    finish_groups(c, groups);
+    return finish_groups(c, groups);
 }
 
 /* What the source has of the fenced writes goes the way of its
@@ -643,18 +655,14 @@ static void *refresh_main(void *arg)
                 (void)w;
             }
         }
-        if (list) {
-            process_hints(c, list);
-        }
+        bool requeued = list && process_hints(c, list);
         if (atomic_load(&c->closing)) {
             continue;
         }
         maybe_sweep(c, &swept, &sweep_off);
-        /* a failing database: don't spin on requeued hints */
-        pthread_mutex_lock(&c->refresh.mu);
-        bool again = c->refresh.head != NULL;
-        pthread_mutex_unlock(&c->refresh.mu);
-        if (again && list) {
+        /* a failing database or a load in flight: don't spin on requeued
+         * hints (hints that simply arrived meanwhile go at once) */
+        if (requeued) {
             struct timespec ts = {0, 2 * 1000000L};
             nanosleep(&ts, NULL);
         }
