@@ -269,22 +269,6 @@ static void phase(PGconn *m, PGconn *w, int nproc, int rate, FILE *tsv)
             }
         }
     }
-    if (getenv("FLEET_DEBUG") && nwrites) {
-        double *one = malloc((size_t)nproc * sizeof *one);
-        for (int s = 1; s <= nwrites && s < MAXW; s += (nwrites > 100 ? 10 : 1)) {
-            size_t k = 0;
-            for (int p = 0; p < nproc; p++) {
-                if (sh->cb[p][s] > 0) {
-                    one[k++] = sh->cb[p][s] - sh->sent[s];
-                }
-            }
-            double a, b, cmax;
-            pct(one, k, &a, &b, &cmax);
-            fprintf(stderr, "w%d: n=%zu min %.1f p50 %.1f max %.1f\n", s, k, k ? one[0] : -1, a,
-                    cmax);
-        }
-        free(one);
-    }
     double p50, p99, mx;
     pct(lat, nl, &p50, &p99, &mx);
     free(lat);
