@@ -712,7 +712,9 @@ typedef struct setcache_stats {
 /*
  * Copy the handle's counters into *out (a consistent-enough snapshot: each
  * counter is exact, the set is not taken atomically). NULL arguments are
- * ignored. Threads: any. Since: 0.1.0.
+ * ignored. Cost: it visits every shard of the cache (taking each one's read
+ * lock briefly) and every reading thread's counters: call it for metrics,
+ * not on every request. Threads: any. Since: 0.1.0.
  */
 SETCACHE_API void setcache_get_stats(setcache *c, setcache_stats *out);
 
