@@ -6,9 +6,9 @@
  * handed out: a NOTIFY takes one, a listener's wake-up to read the queue
  * does not), notifications received per process per second (the library's
  * counter), server CPU seconds per second (every postgres process, from
- * /proc), and UPDATE sent (so its commit included) -> change callback in every process
- * (p50 / p99 / max: the callback fires once the new value is in the
- * cache). Needs SETCACHE_TEST_CONNINFO and a server with max_connections
+ * /proc), and UPDATE sent (its commit included) -> change callback in
+ * every process (p50 / p99 / max: the callback fires once the new value is
+ * in the cache). Needs SETCACHE_TEST_CONNINFO and a server with max_connections
  * >= 2 x 128 + a few (tests/withpg.sh starts one with 300).
  *
  * Past one primary (run by bench/fleet-topology.sh, which starts a primary
@@ -17,8 +17,8 @@
  * subscribers (they load and listen there; logical replication brings the
  * primary's changes), side by side: the primary's client backends and
  * walsenders, its notifying commits and CPU, the subscribers' CPU, and
- * UPDATE sent to the primary -> change callback in every process. With --demo,
- * a small fleet (4 processes per subscriber) and one plain-SQL change; with
+ * UPDATE sent to the primary -> change callback in every process. With
+ * --demo, a small fleet (4 processes per subscriber) and one plain-SQL change; with
  * --procs N, N processes instead of 128.
  */
 #include "setcache.h"

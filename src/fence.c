@@ -235,7 +235,7 @@ static bool copy_keys_locked(const sc_fence_ent *f, char **own[3], size_t *m, si
     const char *type = f->ekey, *eid = f->ekey + strlen(f->ekey) + 1; /* "type\0id\0" */
     for (size_t i = 0; i < f->n && *m < max; i++) {
         if (*m == *cap) {
-            size_t grown = *cap;
+            size_t grown = 0;
             for (int a = 0; a < 3; a++) {
                 grown = *cap;
                 if (!setcache__grow(&own[a], &grown, 8, sizeof *own[a])) {

@@ -138,26 +138,34 @@ static int read_batch(void *arg, PGconn *conn)
 {
     batch_job *b = arg;
     setcache *c = b->c;
-    const char **types = malloc(b->n * sizeof *types);
-    const char **ids = malloc(b->n * sizeof *ids);
+    /* One entity (a change's usual round) is read with the load's own
+     * statement, whose plan costs the server a fraction of the list join's
+     * (that planning was most of a fleet's server CPU per change); its rows
+     * lack the entity's columns. */
+    bool one = b->n == 1;
+    const char **types = NULL, **ids = NULL;
     /* with write_conninfo: the entities, for the fence's history query */
     const sc_ident **ids_of = c->split_writes ? malloc(b->n * sizeof *ids_of) : NULL;
     char *at = NULL, *ai = NULL;
     int rc = SETCACHE_OK;
     PGresult *r = NULL, *hist = NULL;
-    if (!types || !ids || (c->split_writes && !ids_of)) {
+    if (c->split_writes && !ids_of) {
         rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
         goto out;
     }
-    for (size_t j = 0; j < b->n; j++) {
-        types[j] = b->g[j]->id.type;
-        ids[j] = b->g[j]->id.id;
-    }
-    at = setcache__text_array(types, b->n);
-    ai = setcache__text_array(ids, b->n);
-    if (!at || !ai) {
-        rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
-        goto out;
+    if (!one) {
+        types = malloc(b->n * sizeof *types);
+        ids = malloc(b->n * sizeof *ids);
+        for (size_t j = 0; types && ids && j < b->n; j++) {
+            types[j] = b->g[j]->id.type;
+            ids[j] = b->g[j]->id.id;
+        }
+        at = types && ids ? setcache__text_array(types, b->n) : NULL;
+        ai = types && ids ? setcache__text_array(ids, b->n) : NULL;
+        if (!at || !ai) {
+            rc = setcache__fail(SETCACHE_ERR_NOMEM, "out of memory");
+            goto out;
+        }
     }
     if (c->split_writes) {
         /* writes here the source may not show yet: its history first */
@@ -168,18 +176,13 @@ static int read_batch(void *arg, PGconn *conn)
             goto out;
         }
     }
-    /* One entity (a change's usual round): the load's own statement, whose
-     * plan costs the server a fraction of the list join's (that planning
-     * was most of a fleet's server CPU per change). Its rows lack the
-     * entity's columns: col is where key, value and version start. */
     const sc_sql *q = setcache__sql_for(c, b->g[0]->id.type, b->g[0]->id.tlen);
-    bool one = b->n == 1;
-    const char *vals[2] = {one ? types[0] : at, one ? ids[0] : ai};
+    const char *vals[2] = {one ? b->g[0]->id.type : at, one ? b->g[0]->id.id : ai};
     r = setcache__exec(c, conn, one ? q->load : q->load_many, 2, vals, false, &rc);
     if (!r) {
         goto out;
     }
-    int rows = PQntuples(r), col = one ? 0 : 2;
+    int rows = PQntuples(r), col = one ? 0 : 2; /* where key, value and version start */
     for (int i = 0; i < rows && rc == SETCACHE_OK; i++) {
         group *g = b->g[0];
         if (!one) {
