@@ -26,6 +26,7 @@
 #include <libpq-fe.h>
 
 #include <dirent.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -63,7 +64,8 @@ static shared *sh;
 static const char *schema = SCHEMA;
 static char *subs[8];
 static int nsubs, pms[9], npms;
-static bool on_subs; /* this run's members attach to the subscribers */
+static bool on_subs;   /* this run's members attach to the subscribers */
+static bool floor_run; /* this run's members are the floor (bare libpq) */
 
 #define now_ms bench_now_ms
 
@@ -115,6 +117,87 @@ static void member(int p)
     }
     setcache_close(c);
     _exit(0);
+}
+
+/*
+ * The floor of any process that must re-read a changed entity from its
+ * server: one thread, two bare libpq connections (LISTEN, and a prepared
+ * statement re-reading the entity, the library's load statement), no cache,
+ * no callback dispatch. Every notification of a round is answered by one
+ * re-read, and the new value is "readable" when that re-read returns.
+ */
+static void floor_member(int p)
+{
+    const char *ci = on_subs ? subs[p % nsubs] : conninfo;
+    PGconn *l = PQconnectdb(ci), *q = PQconnectdb(ci);
+    char sql[200];
+    snprintf(sql, sizeof sql, "LISTEN %s", schema);
+    PGresult *r1 = PQexec(l, sql);
+    snprintf(sql, sizeof sql,
+             "SELECT key, value, version FROM %s.settings WHERE entity_type = $1 AND "
+             "entity_id = $2",
+             schema);
+    PGresult *r2 = PQprepare(q, "reread", sql, 2, NULL);
+    bool ok = PQresultStatus(r1) == PGRES_COMMAND_OK && PQresultStatus(r2) == PGRES_COMMAND_OK;
+    PQclear(r1);
+    PQclear(r2);
+    if (!ok) {
+        fprintf(stderr, "fleet floor: %s%s", PQerrorMessage(l), PQerrorMessage(q));
+        atomic_fetch_add(&sh->failed, 1);
+        _exit(2);
+    }
+    atomic_fetch_add(&sh->ready, 1);
+    unsigned long long seen = 0;
+    int answered = 0;
+    while (!atomic_load(&sh->stop)) {
+        struct pollfd pfd = {.fd = PQsocket(l), .events = POLLIN};
+        if (poll(&pfd, 1, 10) > 0) {
+            PQconsumeInput(l);
+        }
+        bool changed = false;
+        PGnotify *n;
+        while ((n = PQnotifies(l)) != NULL) {
+            seen++;
+            changed = true;
+            PQfreemem(n);
+        }
+        if (changed) {
+            const char *pv[2] = {"expert", "1"};
+            PGresult *r = PQexecPrepared(q, "reread", 2, pv, NULL, NULL, 0);
+            for (int i = 0; PQresultStatus(r) == PGRES_TUPLES_OK && i < PQntuples(r); i++) {
+                int seq = atoi(PQgetvalue(r, i, 1));
+                if (strcmp(PQgetvalue(r, i, 0), "k") == 0 && seq > 0 && seq < MAXW &&
+                    sh->cb[p][seq] == 0) {
+                    sh->cb[p][seq] = (float)(now_ms() - sh->origin);
+                }
+            }
+            PQclear(r);
+        }
+        int gen = atomic_load(&sh->stats_gen);
+        if (gen != answered) {
+            atomic_store(&sh->notif[p], seen);
+            atomic_store(&sh->stats_ack[p], gen);
+            answered = gen;
+        }
+    }
+    PQfinish(l);
+    PQfinish(q);
+    _exit(0);
+}
+
+/* CPU seconds the whole machine has been busy (every process), from
+ * /proc/stat: user, nice, system, irq, softirq, steal. */
+static double machine_cpu_s(void)
+{
+    FILE *f = fopen("/proc/stat", "r");
+    unsigned long long u = 0, ni = 0, sy = 0, id = 0, io = 0, irq = 0, sirq = 0, st = 0;
+    int got = f ? fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &u, &ni, &sy, &id, &io,
+                         &irq, &sirq, &st)
+                : 0;
+    if (f) {
+        fclose(f);
+    }
+    return got == 8 ? (double)(u + ni + sy + irq + sirq + st) / (double)sysconf(_SC_CLK_TCK) : 0;
 }
 
 static long long next_xid(PGconn *m)
@@ -224,7 +307,7 @@ static void phase(PGconn *m, PGconn *w, int nproc, int rate, FILE *tsv)
     }
     long long x0 = next_xid(m);
     double cpu0 = npms ? cpu_of(pms, 1) : server_cpu_s(), t0 = now_ms();
-    double scpu0 = npms > 1 ? cpu_of(pms + 1, npms - 1) : 0;
+    double scpu0 = npms > 1 ? cpu_of(pms + 1, npms - 1) : 0, mcpu0 = machine_cpu_s();
     char upd[200];
     snprintf(upd, sizeof upd,
              "UPDATE %s.settings SET value = $1 WHERE entity_type = 'expert' AND entity_id = '1' "
@@ -249,6 +332,7 @@ static void phase(PGconn *m, PGconn *w, int nproc, int rate, FILE *tsv)
     double secs = (now_ms() - t0) / 1e3;
     double cpu = ((npms ? cpu_of(pms, 1) : server_cpu_s()) - cpu0) / secs;
     double scpu = npms > 1 ? (cpu_of(pms + 1, npms - 1) - scpu0) / secs : 0;
+    double mcpu = (machine_cpu_s() - mcpu0) / secs;
     long long x1 = next_xid(m);
     collect_notifications(nproc);
     usleep(1000000); /* the last changes reach everyone */
@@ -278,14 +362,20 @@ static void phase(PGconn *m, PGconn *w, int nproc, int rate, FILE *tsv)
     } else {
         snprintf(l, sizeof l, "-");
     }
-    const char *topo = npms == 0 ? "fleet" : on_subs ? "fleet_subscribers" : "fleet_direct";
+    const char *topo = npms == 0   ? "fleet"
+                       : floor_run ? "fleet_subscribers_floor"
+                       : on_subs   ? "fleet_subscribers"
+                                   : "fleet_direct";
     if (npms == 0) {
         printf("| %3d | %3d | %3d | %6.2f | %6.2f (mean %.2f) | %5.3f | %s | %zu |\n", nproc, rate,
                client_backends(m), (double)(x1 - x0) / secs, worst, sum / nproc, cpu, l, missing);
     } else {
-        printf("| %s | %3d | %3d | %3d + %d | %6.2f | %6.2f | %5.3f | %5.3f | %s | %zu |\n",
-               on_subs ? "subscribers" : "direct", nproc, rate, backends_of(m, "client backend"),
-               backends_of(m, "walsender"), (double)(x1 - x0) / secs, worst, cpu, scpu, l, missing);
+        printf("| %s | %3d | %3d | %3d + %d | %6.2f | %6.2f | %5.3f | %5.3f | %5.3f | %s | %zu |\n",
+               floor_run ? "subscribers, floor"
+               : on_subs ? "subscribers"
+                         : "direct",
+               nproc, rate, backends_of(m, "client backend"), backends_of(m, "walsender"),
+               (double)(x1 - x0) / secs, worst, cpu, scpu, mcpu, l, missing);
     }
     if (tsv) {
         fprintf(tsv, "%s\t%d/%d\tcommits_per_s\t%.2f\n", topo, nproc, rate,
@@ -293,6 +383,7 @@ static void phase(PGconn *m, PGconn *w, int nproc, int rate, FILE *tsv)
         fprintf(tsv, "%s\t%d/%d\tnotifications_per_process_s_max\t%.2f\n", topo, nproc, rate,
                 worst);
         fprintf(tsv, "%s\t%d/%d\tserver_cpu_s_per_s\t%.3f\n", topo, nproc, rate, cpu);
+        fprintf(tsv, "%s\t%d/%d\tmachine_cpu_s_per_s\t%.3f\n", topo, nproc, rate, mcpu);
         fprintf(tsv, "%s\t%d/%d\treadable_p50_p99_max_ms\t%.2f\t%.2f\t%.1f\n", topo, nproc, rate,
                 p50, p99, mx);
     }
@@ -304,6 +395,9 @@ static void run_rates(PGconn *m, PGconn *w, int nproc, FILE *tsv, const int *rat
     pid_t kids[MAXP];
     for (int p = 0; p < nproc; p++) {
         if ((kids[p] = fork()) == 0) {
+            if (floor_run) {
+                floor_member(p);
+            }
             member(p);
         }
     }
@@ -408,12 +502,15 @@ static int topology_main(int argc, char **argv, FILE *tsv)
            nproc, nproc / nsubs, PHASE_S);
     printf("| topology | processes | writes/s | primary: client backends + walsenders | "
            "primary notifying commits/s | notifications/s per process, max | primary CPU s/s "
-           "| subscribers' CPU s/s | UPDATE sent to the primary -> callback in every process, ms "
-           "p50 / p99 / max | coalesced |\n|---|---|---|---|---|---|---|---|---|---|\n");
+           "| subscribers' CPU s/s | machine CPU s/s | UPDATE sent to the primary -> callback in "
+           "every process, ms p50 / p99 / max | coalesced |\n"
+           "|---|---|---|---|---|---|---|---|---|---|---|\n");
     static const int bench_rates[3] = {0, 10, 100};
     static const int demo_rates[1] = {1};
-    for (int t = 0; t < 2; t++) {
-        on_subs = t == 1;
+    /* direct, subscribers, and (not in the demo) the floor on the subscribers */
+    for (int t = 0; t < (demo ? 2 : 3); t++) {
+        on_subs = t >= 1;
+        floor_run = t == 2;
         run_rates(m, w, nproc, tsv, demo ? demo_rates : bench_rates, demo ? 1 : 3);
     }
     PQfinish(m);
