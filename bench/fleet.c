@@ -66,6 +66,7 @@ static char *subs[8];
 static int nsubs, pms[9], npms;
 static bool on_subs;   /* this run's members attach to the subscribers */
 static bool floor_run; /* this run's members are the floor (bare libpq) */
+static bool prepared;  /* this run's members open with prepared_statements */
 
 #define now_ms bench_now_ms
 
@@ -88,6 +89,7 @@ static void member(int p)
     o.schema = schema;
     o.channel = schema;
     o.pool_size = 1;
+    o.prepared_statements = prepared;
     setcache *c;
     if (setcache_open(&c, &o) != SETCACHE_OK) {
         atomic_fetch_add(&sh->failed, 1);
@@ -364,6 +366,7 @@ static void phase(PGconn *m, PGconn *w, int nproc, int rate, FILE *tsv)
     }
     const char *topo = npms == 0   ? "fleet"
                        : floor_run ? "fleet_subscribers_floor"
+                       : prepared  ? "fleet_subscribers_prepared"
                        : on_subs   ? "fleet_subscribers"
                                    : "fleet_direct";
     if (npms == 0) {
@@ -371,9 +374,10 @@ static void phase(PGconn *m, PGconn *w, int nproc, int rate, FILE *tsv)
                client_backends(m), (double)(x1 - x0) / secs, worst, sum / nproc, cpu, l, missing);
     } else {
         printf("| %s | %3d | %3d | %3d + %d | %6.2f | %6.2f | %5.3f | %5.3f | %5.3f | %s | %zu |\n",
-               floor_run ? "subscribers, floor"
-               : on_subs ? "subscribers"
-                         : "direct",
+               floor_run  ? "subscribers, floor"
+               : prepared ? "subscribers, prepared_statements"
+               : on_subs  ? "subscribers"
+                          : "direct",
                nproc, rate, backends_of(m, "client backend"), backends_of(m, "walsender"),
                (double)(x1 - x0) / secs, worst, cpu, scpu, mcpu, l, missing);
     }
@@ -507,10 +511,12 @@ static int topology_main(int argc, char **argv, FILE *tsv)
            "|---|---|---|---|---|---|---|---|---|---|---|\n");
     static const int bench_rates[3] = {0, 10, 100};
     static const int demo_rates[1] = {1};
-    /* direct, subscribers, and (not in the demo) the floor on the subscribers */
-    for (int t = 0; t < (demo ? 2 : 3); t++) {
+    /* direct, subscribers, and (not in the demo) the subscribers with
+     * prepared_statements and the floor on the subscribers */
+    for (int t = 0; t < (demo ? 2 : 4); t++) {
         on_subs = t >= 1;
-        floor_run = t == 2;
+        prepared = t == 2;
+        floor_run = t == 3;
         run_rates(m, w, nproc, tsv, demo ? demo_rates : bench_rates, demo ? 1 : 3);
     }
     PQfinish(m);

@@ -250,6 +250,20 @@ typedef struct setcache_options {
      * re-reads only), so memory stays bounded by what the subscriber has
      * not applied yet. Since 0.1.0. */
     const char *write_conninfo;
+    /* Send the statements a fleet repeats most - an entity's load and
+     * re-read, a single set or delete, and the statement_timeout_ms
+     * set_config in front of them - as named prepared statements: each
+     * pooled connection prepares one the first time it sends it (one more
+     * round trip, once, within io_timeout_ms; their names begin "setcache_"),
+     * and the server parses and plans it no more. A statement the server
+     * no longer knows (a DEALLOCATE, a pooler that moved the session) is
+     * prepared again: a read or write sent outside a transaction is then
+     * sent once more (the server ran nothing); inside one, the call fails
+     * with SETCACHE_ERR_DB. Leave it off behind a pooler in transaction or
+     * statement mode that does not carry prepared statements (PgBouncer
+     * before 1.21, or without max_prepared_statements): every call would
+     * pay a failed try. Default false. Since 0.1.0. */
+    bool prepared_statements;
 } setcache_options;
 
 /*

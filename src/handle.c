@@ -141,6 +141,7 @@ static void copy_options(setcache *c, const setcache_options *o, const char *sch
     c->max_value_len = o->max_value_len ? o->max_value_len : SETCACHE_MAX_VALUE_LEN;
     c->create_schema = o->create_schema;
     c->shared_definitions = o->shared_definitions;
+    c->prepared_statements = o->prepared_statements;
     c->log = o->log;
     c->log_arg = o->log_arg;
     c->heartbeat_ms = o->heartbeat_ms;

@@ -500,9 +500,16 @@ static inline bool setcache__cell_string(sc_cell *cl, char *buf, size_t cap, siz
 }
 
 /* === in pool.c === */
+/* With prepared_statements: the statements a connection has prepared, by
+ * their text's address (each lives as long as the handle). Reset whenever
+ * the slot's connection is, or the server no longer knows one of them. */
+#define SC_PREP_MAX 16
 typedef struct sc_slot {
     PGconn *conn;
     bool busy;
+    int nprep;
+    unsigned prep_gen; /* in the names: "setcache_<gen>_<index>" */
+    const char *prep[SC_PREP_MAX];
 } sc_slot;
 
 typedef struct sc_pool {
@@ -548,6 +555,11 @@ bool setcache__pipeline_end(setcache *c, PGconn *conn);
 bool setcache__cancelled_by_limit(const PGresult *r); /* statement_timeout cancelled it */
 PGresult *setcache__exec(setcache *c, PGconn *conn, const char *sql, int n, const char *const *vals,
                          bool is_write, int *rc);
+/* Like setcache__exec; with prepared_statements on and conn a pooled
+ * connection, sql goes as a named prepared statement. sql must live as long
+ * as the handle (it is remembered by address). */
+PGresult *setcache__exec_prepared(setcache *c, PGconn *conn, const char *sql, int n,
+                                  const char *const *vals, bool is_write, int *rc);
 
 /* === in schema.c === */
 typedef struct sc_sql {
@@ -1002,6 +1014,7 @@ struct setcache {
     size_t max_value_len;
     bool create_schema;
     bool shared_definitions;
+    bool prepared_statements;
     void (*log)(void *arg, int level, const char *msg);
     void *log_arg;
     int heartbeat_ms, heartbeat_deadline_ms, reconnect_initial_ms, reconnect_max_ms;

@@ -46,8 +46,8 @@ static int load_query(void *arg, PGconn *conn)
         (rc = setcache__fence_history(c, conn, &one, 1, &hist)) != SETCACHE_OK) {
         return rc;
     }
-    PGresult *r = setcache__exec(c, conn, setcache__sql_for(c, j->id->type, j->id->tlen)->load, 2,
-                                 vals, false, &rc);
+    PGresult *r = setcache__exec_prepared(
+        c, conn, setcache__sql_for(c, j->id->type, j->id->tlen)->load, 2, vals, false, &rc);
     if (!r) {
         PQclear(hist);
         return rc;

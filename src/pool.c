@@ -165,7 +165,7 @@ static const char server_sql[] =
     "pg_backend_pid() FROM pg_control_system() s";
 
 static PGresult *exec_within(setcache *c, PGconn *conn, const char *sql, int n,
-                             const char *const *vals, bool *timed_out);
+                             const char *const *vals, bool prep, bool *timed_out, bool *lost);
 
 /* False when the connection failed on the way (message set); a server
  * that won't tell (functions revoked) is logged and accepted. *pid: the
@@ -173,8 +173,8 @@ static PGresult *exec_within(setcache *c, PGconn *conn, const char *sql, int n,
 static bool learn_server(setcache *c, PGconn *conn, int *pid, bool identity)
 {
     *pid = PQbackendPID(conn);
-    bool timed_out;
-    PGresult *r = exec_within(c, conn, server_sql, 0, NULL, &timed_out);
+    bool timed_out, lost;
+    PGresult *r = exec_within(c, conn, server_sql, 0, NULL, false, &timed_out, &lost);
     setcache__count(c, SC_ST_QUERIES, 1);
     if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
         bool broken = timed_out || PQstatus(conn) != CONNECTION_OK;
@@ -388,6 +388,7 @@ static int acquire(setcache *c, sc_pool *p, int *slot_out)
         PQfinish(conn);
         conn = NULL;
     }
+    bool fresh = !conn;
     if (!conn) {
         int pid = 0;
         conn = setcache__connect(c, p->conninfo, p->role, &pid);
@@ -395,6 +396,9 @@ static int acquire(setcache *c, sc_pool *p, int *slot_out)
     }
     pthread_mutex_lock(&p->mu);
     p->slots[slot].conn = conn;
+    if (fresh) {
+        p->slots[slot].nprep = 0; /* a new session has prepared nothing */
+    }
     if (!conn) {
         p->slots[slot].busy = false;
         p->in_use--;
@@ -429,6 +433,9 @@ static void release(setcache *c, sc_pool *p, int slot)
     }
     pthread_mutex_lock(&p->mu);
     p->slots[slot].conn = conn;
+    if (!conn) {
+        p->slots[slot].nprep = 0;
+    }
     p->slots[slot].busy = false;
     p->in_use--;
     pthread_cond_signal(&p->cv);
@@ -567,12 +574,21 @@ static int round_trip_ms(const setcache *c)
  * last: setcache__limit_taken, setcache__pipeline_end). Returns false if it
  * could not be sent (a half-sent pipeline's connection is shut down).
  */
-bool setcache__send_limited(setcache *c, PGconn *conn, const char *sql, int n,
-                            const char *const *vals, bool *pipelined)
+static const char LIMIT_SQL[] = "SELECT set_config('statement_timeout', $1, true)";
+
+/* sql by its prepared statement's name, or by its text (name NULL). */
+static int send_one(PGconn *conn, const char *sql, const char *name, int n, const char *const *vals)
+{
+    return name ? PQsendQueryPrepared(conn, name, n, vals, NULL, NULL, 0)
+                : PQsendQueryParams(conn, sql, n, NULL, vals, NULL, NULL, 0);
+}
+
+static bool send_limited_as(setcache *c, PGconn *conn, const char *sql, const char *name,
+                            const char *limit_name, int n, const char *const *vals, bool *pipelined)
 {
     *pipelined = false;
     if (c->statement_timeout_ms <= 0 || PQtransactionStatus(conn) != PQTRANS_IDLE) {
-        return PQsendQueryParams(conn, sql, n, NULL, vals, NULL, NULL, 0) == 1;
+        return send_one(conn, sql, name, n, vals) == 1;
     }
     char ms[16];
     snprintf(ms, sizeof ms, "%d", c->statement_timeout_ms);
@@ -581,15 +597,19 @@ bool setcache__send_limited(setcache *c, PGconn *conn, const char *sql, int n,
         return false;
     }
     *pipelined = true;
-    if (PQsendQueryParams(conn, "SELECT set_config('statement_timeout', $1, true)", 1, NULL, v,
-                          NULL, NULL, 0) == 1 &&
-        PQsendQueryParams(conn, sql, n, NULL, vals, NULL, NULL, 0) == 1 &&
-        PQpipelineSync(conn) == 1) {
+    if (send_one(conn, LIMIT_SQL, limit_name, 1, v) == 1 &&
+        send_one(conn, sql, name, n, vals) == 1 && PQpipelineSync(conn) == 1) {
         return true;
     }
     shutdown(PQsocket(conn), SHUT_RDWR); /* half sent: never reused */
     PQconsumeInput(conn);
     return false;
+}
+
+bool setcache__send_limited(setcache *c, PGconn *conn, const char *sql, int n,
+                            const char *const *vals, bool *pipelined)
+{
+    return send_limited_as(c, conn, sql, NULL, NULL, n, vals, pipelined);
 }
 
 /* Read set_config's result (blocking). SETCACHE_OK, or the failure. */
@@ -731,14 +751,97 @@ static PGresult *await_answer(setcache *c, PGconn *conn, answer *a, int limit, b
     }
 }
 
+/* What became of a statement's preparation. */
+enum { PREP_UNNAMED, PREP_NAMED, PREP_LOST };
+
+/* The borrowed slot whose connection conn is, or NULL. */
+static sc_slot *borrowed_slot(PGconn *conn)
+{
+    return cur_pool && cur_slot >= 0 && cur_pool->slots[cur_slot].conn == conn
+               ? &cur_pool->slots[cur_slot]
+               : NULL;
+}
+
+/*
+ * With prepared_statements on and conn the borrowed pooled connection: the
+ * name (in name[cap]) under which sql is prepared on it, prepared now if it
+ * is not yet (one round trip, within io_timeout_ms). PREP_UNNAMED: send it
+ * by its text (the option off, not a pooled connection, no room left, or
+ * the server would not prepare it); PREP_LOST: the connection broke or the
+ * round trip ran out of time (*timed_out); nothing of the call was sent.
+ */
+static int prepared_name(setcache *c, PGconn *conn, const char *sql, int n, char *name, size_t cap,
+                         bool *timed_out)
+{
+    sc_slot *s = c->prepared_statements ? borrowed_slot(conn) : NULL;
+    if (!s) {
+        return PREP_UNNAMED;
+    }
+    /* only its borrower touches the slot's list */
+    for (int i = 0; i < s->nprep; i++) {
+        if (s->prep[i] == sql) {
+            snprintf(name, cap, "setcache_%u_%d", s->prep_gen, i);
+            return PREP_NAMED;
+        }
+    }
+    if (s->nprep == SC_PREP_MAX || PQpipelineStatus(conn) != PQ_PIPELINE_OFF) {
+        return PREP_UNNAMED;
+    }
+    snprintf(name, cap, "setcache_%u_%d", s->prep_gen, s->nprep);
+    if (!PQsendPrepare(conn, name, sql, n, NULL)) {
+        return PREP_LOST;
+    }
+    answer a = {0};
+    PGresult *r = await_answer(c, conn, &a, c->io_timeout_ms, timed_out);
+    setcache__count(c, SC_ST_QUERIES, 1);
+    int out = PREP_UNNAMED;
+    if (r && PQresultStatus(r) == PGRES_COMMAND_OK) {
+        s->prep[s->nprep++] = sql;
+        out = PREP_NAMED;
+    } else if (!r || PQstatus(conn) != CONNECTION_OK) {
+        out = PREP_LOST;
+    } else {
+        setcache__log(c, SETCACHE_LOG_DEBUG, "preparing %s failed, sent by its text: %s", name,
+                      PQresultErrorMessage(r));
+    }
+    PQclear(r);
+    return out;
+}
+
+/* The server no longer knows a prepared statement, or its plan no longer
+ * fits (the statement did not run). */
+static bool prepared_stale(const PGresult *r)
+{
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+    return state && (strcmp(state, "26000") == 0 ||
+                     (strcmp(state, "0A000") == 0 && msg && strstr(msg, "cached plan")));
+}
+
 /* The results of one statement (the last, as PQexecParams gives), waiting
- * no longer than round_trip_ms. */
+ * no longer than round_trip_ms; with prep, as a prepared statement where
+ * prepared_name gives one (*lost: its preparation failed, nothing sent). */
 static PGresult *exec_within(setcache *c, PGconn *conn, const char *sql, int n,
-                             const char *const *vals, bool *timed_out)
+                             const char *const *vals, bool prep, bool *timed_out, bool *lost)
 {
     *timed_out = false;
+    *lost = false;
     answer a = {0};
-    if (!setcache__send_limited(c, conn, sql, n, vals, &a.pipelined)) {
+    char name[40], lname[40];
+    const char *nm = NULL, *ln = NULL;
+    int k = prep ? prepared_name(c, conn, sql, n, name, sizeof name, timed_out) : PREP_UNNAMED;
+    if (k == PREP_NAMED) {
+        nm = name;
+        if (c->statement_timeout_ms > 0 && PQtransactionStatus(conn) == PQTRANS_IDLE) {
+            k = prepared_name(c, conn, LIMIT_SQL, 1, lname, sizeof lname, timed_out);
+            ln = k == PREP_NAMED ? lname : NULL;
+        }
+    }
+    if (k == PREP_LOST) {
+        *lost = true;
+        return NULL;
+    }
+    if (!send_limited_as(c, conn, sql, nm, ln, n, vals, &a.pipelined)) {
         return NULL;
     }
     return await_answer(c, conn, &a, round_trip_ms(c), timed_out);
@@ -773,13 +876,37 @@ bool setcache__cancelled_by_limit(const PGresult *r)
  * autocommit its COMMIT, may have been applied) and SETCACHE_ERR_DB
  * otherwise. Returns the result (caller PQclear()s) or NULL.
  */
-PGresult *setcache__exec(setcache *c, PGconn *conn, const char *sql, int n, const char *const *vals,
-                         bool is_write, int *rc)
+static PGresult *exec_as(setcache *c, PGconn *conn, const char *sql, int n, const char *const *vals,
+                         bool is_write, bool prep, int *rc)
 {
-    bool timed_out;
-    PGresult *r = exec_within(c, conn, sql, n, vals, &timed_out);
+    bool timed_out, lost;
+    bool idle = PQtransactionStatus(conn) == PQTRANS_IDLE;
+    PGresult *r = exec_within(c, conn, sql, n, vals, prep, &timed_out, &lost);
+    sc_slot *s = prep ? borrowed_slot(conn) : NULL;
+    if (s && r && prepared_stale(r)) {
+        /* forgotten by the server: prepare afresh, under new names (some of
+         * the old may still exist); outside a transaction nothing ran, so
+         * the statement goes once more */
+        setcache__log(c, SETCACHE_LOG_DEBUG, "a prepared statement was gone: %s",
+                      PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY));
+        s->nprep = 0;
+        s->prep_gen++;
+        if (idle) {
+            PQclear(r);
+            setcache__count(c, SC_ST_QUERIES, 1);
+            r = exec_within(c, conn, sql, n, vals, prep, &timed_out, &lost);
+        }
+    }
     setcache__count(c, SC_ST_QUERIES, 1);
     io_timed_out = timed_out;
+    if (lost) {
+        *rc = timed_out ? setcache__fail(SETCACHE_ERR_DB,
+                                         "no answer from the server within io_timeout_ms (%d ms) "
+                                         "to preparing a statement; the connection is closed",
+                                         c->io_timeout_ms)
+                        : setcache__fail_pg(SETCACHE_ERR_DB, "connection lost", conn, NULL);
+        return NULL;
+    }
     if (timed_out) {
         *rc = setcache__fail(
             is_write ? SETCACHE_ERR_UNCERTAIN : SETCACHE_ERR_DB,
@@ -816,6 +943,18 @@ PGresult *setcache__exec(setcache *c, PGconn *conn, const char *sql, int n, cons
     }
     PQclear(r);
     return NULL;
+}
+
+PGresult *setcache__exec(setcache *c, PGconn *conn, const char *sql, int n, const char *const *vals,
+                         bool is_write, int *rc)
+{
+    return exec_as(c, conn, sql, n, vals, is_write, false, rc);
+}
+
+PGresult *setcache__exec_prepared(setcache *c, PGconn *conn, const char *sql, int n,
+                                  const char *const *vals, bool is_write, int *rc)
+{
+    return exec_as(c, conn, sql, n, vals, is_write, true, rc);
 }
 
 bool setcache__is_own_backend(setcache *c, int be_pid)

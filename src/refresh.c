@@ -178,7 +178,8 @@ static int read_batch(void *arg, PGconn *conn)
     }
     const sc_sql *q = setcache__sql_for(c, b->g[0]->id.type, b->g[0]->id.tlen);
     const char *vals[2] = {one ? b->g[0]->id.type : at, one ? b->g[0]->id.id : ai};
-    r = setcache__exec(c, conn, one ? q->load : q->load_many, 2, vals, false, &rc);
+    r = one ? setcache__exec_prepared(c, conn, q->load, 2, vals, false, &rc)
+            : setcache__exec(c, conn, q->load_many, 2, vals, false, &rc);
     if (!r) {
         goto out;
     }

@@ -176,10 +176,10 @@ static int write_stmt(write_job *j, PGconn *conn)
     if (j->value) {
         const char *vals[4] = {j->id->type, j->id->id, j->id->key, j->value};
         const char *sql = map ? map_upsert(map, j) : j->json ? c->sql.upsert_json : c->sql.upsert;
-        r = setcache__exec(c, conn, sql, 4, vals, true, &rc);
+        r = setcache__exec_prepared(c, conn, sql, 4, vals, true, &rc);
     } else {
         const char *vals[3] = {j->id->type, j->id->id, j->id->key};
-        r = setcache__exec(c, conn, map ? map->sql.del : c->sql.del, 3, vals, true, &rc);
+        r = setcache__exec_prepared(c, conn, map ? map->sql.del : c->sql.del, 3, vals, true, &rc);
     }
     if (!r) {
         if (rc == SETCACHE_ERR_DB && j->json && is_json_error()) {

@@ -514,3 +514,108 @@ TEST_T(listener_listen_round_trip_has_a_deadline, 60)
     CHECK(t_sessions_of(getpid()) <= o.pool_size + 1);
     setcache_close(c);
 }
+
+/* ---- prepared_statements: prepared once per connection, again when gone ---- */
+
+typedef struct prep_seen {
+    int n;                /* the session's setcache_ statements */
+    long long executions; /* of the upsert's, by the server's plan counters */
+    bool limit, load, upsert;
+} prep_seen;
+
+static int count_prepared(void *arg, PGconn *conn)
+{
+    prep_seen *s = arg;
+    memset(s, 0, sizeof *s);
+    PGresult *r = PQexec(conn, "SELECT statement, generic_plans + custom_plans FROM "
+                               "pg_prepared_statements WHERE name LIKE 'setcache\\_%'");
+    for (int i = 0; PQresultStatus(r) == PGRES_TUPLES_OK && i < PQntuples(r); i++) {
+        const char *sql = PQgetvalue(r, i, 0);
+        s->n++;
+        s->limit |= strstr(sql, "set_config('statement_timeout'") != NULL;
+        s->load |= strncmp(sql, "SELECT key, value, version FROM", 31) == 0;
+        if (strncmp(sql, "INSERT INTO", 11) == 0) {
+            s->upsert = true;
+            s->executions = atoll(PQgetvalue(r, i, 1));
+        }
+    }
+    int rc = PQresultStatus(r) == PGRES_TUPLES_OK ? SETCACHE_OK : SETCACHE_ERR_DB;
+    PQclear(r);
+    return rc;
+}
+
+static int deallocate_all(void *arg, PGconn *conn)
+{
+    (void)arg;
+    PGresult *r = PQexec(conn, "DEALLOCATE ALL");
+    int rc = PQresultStatus(r) == PGRES_COMMAND_OK ? SETCACHE_OK : SETCACHE_ERR_DB;
+    PQclear(r);
+    return rc;
+}
+
+/* With prepared_statements, a pooled connection prepares the load, the
+ * single write and the statement_timeout set_config once and runs them by
+ * name; statements the server lost (DEALLOCATE ALL, as a pooler's reset
+ * does) are prepared again without failing a read, a re-read or a write;
+ * without the option nothing is prepared. */
+TEST_T(prepared_statements_are_prepared_once_and_again_when_gone, 60)
+{
+    setcache_options o;
+    t_options(&o);
+    o.pool_size = 1; /* setcache_with_conn borrows the same session */
+    o.prepared_statements = true;
+    setcache *c = t_open_with(&o);
+    char buf[64];
+    for (int i = 0; i < 20; i++) {
+        snprintf(buf, sizeof buf, "v%d", i);
+        CHECK_OK(setcache_set_string(c, "account", "1", "k", buf));
+    }
+    CHECK_RC(setcache_get_string(c, "account", "2", "k", buf, sizeof buf, NULL),
+             SETCACHE_NOT_FOUND);
+    prep_seen s;
+    CHECK_OK(setcache_with_conn(c, count_prepared, &s));
+    fprintf(stderr, "    prepared: %d statements, the upsert run %lld times\n", s.n, s.executions);
+    CHECK(s.limit && s.load && s.upsert);
+    CHECK(s.n == 3);
+    CHECK(s.executions == 20);
+
+    /* a change by plain SQL is re-read with the prepared load */
+    t_sql("UPDATE \"%s\".settings SET value = 'sql1' WHERE entity_type = 'account' AND "
+          "entity_id = '1' AND key = 'k'",
+          t_schema());
+    CHECK(t_wait_value(c, "account", "1", "k", "sql1", 5000) >= 0);
+
+    /* the server forgets them: reads, re-reads and writes go on */
+    CHECK_OK(setcache_with_conn(c, deallocate_all, NULL));
+    t_sql("UPDATE \"%s\".settings SET value = 'sql2' WHERE entity_type = 'account' AND "
+          "entity_id = '1' AND key = 'k'",
+          t_schema());
+    CHECK(t_wait_value(c, "account", "1", "k", "sql2", 5000) >= 0);
+    CHECK_OK(setcache_with_conn(c, deallocate_all, NULL));
+    CHECK_OK(setcache_set_string(c, "account", "1", "k", "after"));
+    CHECK_OK(setcache_with_conn(c, deallocate_all, NULL));
+    CHECK_RC(setcache_get_string(c, "account", "3", "k", buf, sizeof buf, NULL),
+             SETCACHE_NOT_FOUND);
+    CHECK_OK(setcache_with_conn(c, count_prepared, &s));
+    fprintf(stderr, "    after DEALLOCATE ALL and a load: %d statements (load %d, limit %d)\n", s.n,
+            s.load, s.limit);
+    /* (a statement prepared before the failure that told of the loss may
+     * stay on the session under its old name) */
+    CHECK(s.load && s.limit);
+    CHECK_STR(t_sql_value("SELECT value FROM \"%s\".settings WHERE entity_type = 'account' AND "
+                          "entity_id = '1' AND key = 'k'",
+                          t_schema()),
+              "after");
+    setcache_close(c);
+
+    /* off by default: nothing prepared */
+    t_options(&o);
+    o.pool_size = 1;
+    c = t_open_with(&o);
+    CHECK_OK(setcache_set_string(c, "account", "1", "k", "off"));
+    CHECK_RC(setcache_get_string(c, "account", "4", "k", buf, sizeof buf, NULL),
+             SETCACHE_NOT_FOUND);
+    CHECK_OK(setcache_with_conn(c, count_prepared, &s));
+    CHECK(s.n == 0);
+    setcache_close(c);
+}
