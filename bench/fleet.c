@@ -188,7 +188,8 @@ static void floor_member(int p)
 }
 
 /* CPU seconds the whole machine has been busy (every process), from
- * /proc/stat: user, nice, system, irq, softirq, steal. */
+ * /proc/stat: user, nice, system, irq, softirq (not steal: the time the
+ * hypervisor gave other machines). */
 static double machine_cpu_s(void)
 {
     FILE *f = fopen("/proc/stat", "r");
@@ -199,7 +200,7 @@ static double machine_cpu_s(void)
     if (f) {
         fclose(f);
     }
-    return got == 8 ? (double)(u + ni + sy + irq + sirq + st) / (double)sysconf(_SC_CLK_TCK) : 0;
+    return got == 8 ? (double)(u + ni + sy + irq + sirq) / (double)sysconf(_SC_CLK_TCK) : 0;
 }
 
 static long long next_xid(PGconn *m)
