@@ -397,7 +397,7 @@ static int acquire(setcache *c, sc_pool *p, int *slot_out)
     pthread_mutex_lock(&p->mu);
     p->slots[slot].conn = conn;
     if (fresh) {
-        p->slots[slot].nprep = 0; /* a new session has prepared nothing */
+        p->slots[slot].nprep = 0; /* a new session (every closed one's slot comes here) */
     }
     if (!conn) {
         p->slots[slot].busy = false;
@@ -433,9 +433,6 @@ static void release(setcache *c, sc_pool *p, int slot)
     }
     pthread_mutex_lock(&p->mu);
     p->slots[slot].conn = conn;
-    if (!conn) {
-        p->slots[slot].nprep = 0;
-    }
     p->slots[slot].busy = false;
     p->in_use--;
     pthread_cond_signal(&p->cv);
@@ -882,7 +879,7 @@ static PGresult *exec_as(setcache *c, PGconn *conn, const char *sql, int n, cons
     bool timed_out, lost;
     bool idle = PQtransactionStatus(conn) == PQTRANS_IDLE;
     PGresult *r = exec_within(c, conn, sql, n, vals, prep, &timed_out, &lost);
-    sc_slot *s = prep ? borrowed_slot(conn) : NULL;
+    sc_slot *s = prep && c->prepared_statements ? borrowed_slot(conn) : NULL;
     if (s && r && prepared_stale(r)) {
         /* forgotten by the server: prepare afresh, under new names (some of
          * the old may still exist); outside a transaction nothing ran, so

@@ -42,7 +42,17 @@ static void platform_ddl(void)
 
 static char tab_acc[96], tab_exp[96], tab_app[96];
 
+static setcache *open_platform_with(setcache_options *o);
+
 static setcache *open_platform(void)
+{
+    setcache_options o;
+    t_options(&o);
+    return open_platform_with(&o);
+}
+
+/* The platform's three tables mapped into o (from t_options), opened. */
+static setcache *open_platform_with(setcache_options *o)
 {
     snprintf(tab_acc, sizeof tab_acc, "%s.accountsetting", t_schema());
     snprintf(tab_exp, sizeof tab_exp, "%s.expertsetting", t_schema());
@@ -65,11 +75,9 @@ static setcache *open_platform(void)
     maps[2].table = tab_app;
     maps[2].entity_column = NULL;
     maps[2].id_kind = SETCACHE_ID_NONE;
-    setcache_options o;
-    t_options(&o);
-    o.tables = maps;
-    o.ntables = 3;
-    return t_open_with(&o);
+    o->tables = maps;
+    o->ntables = 3;
+    return t_open_with(o);
 }
 
 TEST(mapped_table_reads_follow_every_encoding_rule)
@@ -624,5 +632,50 @@ TEST(mapped_tables_check_every_writer_and_keep_history)
                           s),
               "global truncate live");
     CHECK(t_wait_value(c, "app", "global", "mode", NULL, 5000) >= 0);
+    setcache_close(c);
+}
+
+static int deallocate_all(void *arg, PGconn *conn)
+{
+    (void)arg;
+    PGresult *r = PQexec(conn, "DEALLOCATE ALL");
+    int rc = PQresultStatus(r) == PGRES_COMMAND_OK ? SETCACHE_OK : SETCACHE_ERR_DB;
+    PQclear(r);
+    return rc;
+}
+
+static const char *account_1_stored(void)
+{
+    return t_sql_value("SELECT string_agg(key || '=' || value_str, ',' ORDER BY key) FROM "
+                       "\"%s\".accountsetting WHERE account_id = 1",
+                       t_schema());
+}
+
+/* With prepared_statements, a mapped table's set_many writes its keys one
+ * statement at a time inside one transaction: a prepared statement the
+ * server lost fails that call with SETCACHE_ERR_DB and writes nothing (the
+ * transaction is rolled back); the next call prepares afresh. */
+TEST(prepared_statements_lost_inside_a_transaction_fail_and_write_nothing)
+{
+    platform_ddl();
+    setcache_options o;
+    t_options(&o);
+    o.pool_size = 1; /* setcache_with_conn borrows the same session */
+    o.prepared_statements = true;
+    setcache *c = open_platform_with(&o);
+    setcache_kv kv[2] = {{"a", "1"}, {"b", "2"}};
+    CHECK_OK(setcache_set_many(c, "account", "1", kv, 2));
+    CHECK_OK(setcache_with_conn(c, deallocate_all, NULL));
+    kv[0].value = "3";
+    kv[1].value = "4";
+    CHECK_RC(setcache_set_many(c, "account", "1", kv, 2), SETCACHE_ERR_DB);
+    CHECK_STR(account_1_stored(), "a=1,b=2");
+    char buf[16];
+    CHECK_OK(setcache_get_string(c, "account", "1", "a", buf, sizeof buf, NULL));
+    CHECK_STR(buf, "1");
+    CHECK_OK(setcache_set_many(c, "account", "1", kv, 2));
+    CHECK_STR(account_1_stored(), "a=3,b=4");
+    CHECK_OK(setcache_get_string(c, "account", "1", "b", buf, sizeof buf, NULL));
+    CHECK_STR(buf, "4");
     setcache_close(c);
 }
