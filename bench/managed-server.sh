@@ -38,36 +38,18 @@ cat >"$tmp/nostmt.sql" <<'SQL'
 DROP TRIGGER IF EXISTS stmt_ins ON sm.settings;
 DROP TRIGGER IF EXISTS stmt_upd ON sm.settings;
 SQL
-# the statement-level alternative (an UPDATE's rows paired by key: a rename
-# shows as a delete and an insert)
-cat >"$tmp/stmt.sql" <<'SQL'
-CREATE OR REPLACE FUNCTION sm.stmt_ins() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
-DECLARE b record;
-BEGIN
-    WITH h AS (INSERT INTO sm.history (entity_type, entity_id, key, op, new_value, version)
-               SELECT entity_type, entity_id, key, 'insert', value, version FROM n)
-    SELECT n.entity_type, n.entity_id, n.key, p.problem INTO b
-      FROM n JOIN sm.definitions d ON d.entity_type = n.entity_type AND d.key = n.key,
-           LATERAL (SELECT sm.value_problem(d, n.value) AS problem) p
-     WHERE p.problem IS NOT NULL LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'invalid value for % % %: %', b.entity_type, b.entity_id, b.key, b.problem
-        USING ERRCODE = 'check_violation', CONSTRAINT = 'setcache_definition';
-    END IF;
-    RETURN NULL;
-END $fn$;
-CREATE OR REPLACE FUNCTION sm.stmt_upd() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+# the statement-level alternative: per trigger, one statement writes the
+# history rows ($2: their SELECT) and finds the first invalid row (an
+# UPDATE's rows paired by key: a rename shows as a delete and an insert)
+stmt_fn() {
+    cat <<SQL
+CREATE OR REPLACE FUNCTION sm.$1() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS \$fn\$
 DECLARE b record;
 BEGIN
     WITH h AS (INSERT INTO sm.history (entity_type, entity_id, key, op, old_value, new_value,
                                        version)
-               SELECT coalesce(n.entity_type, o.entity_type), coalesce(n.entity_id, o.entity_id),
-                      coalesce(n.key, o.key), CASE WHEN o.key IS NULL THEN 'insert'
-                      WHEN n.key IS NULL THEN 'delete' ELSE 'update' END, o.value, n.value,
-                      coalesce(n.version, o.version)
-                 FROM n FULL JOIN o USING (entity_type, entity_id, key))
+               $2)
     SELECT n.entity_type, n.entity_id, n.key, p.problem INTO b
       FROM n JOIN sm.definitions d ON d.entity_type = n.entity_type AND d.key = n.key,
            LATERAL (SELECT sm.value_problem(d, n.value) AS problem) p
@@ -77,12 +59,23 @@ BEGIN
         USING ERRCODE = 'check_violation', CONSTRAINT = 'setcache_definition';
     END IF;
     RETURN NULL;
-END $fn$;
+END \$fn\$;
+SQL
+}
+{
+    stmt_fn stmt_ins "SELECT entity_type, entity_id, key, 'insert', NULL, value, version FROM n"
+    stmt_fn stmt_upd "SELECT coalesce(n.entity_type, o.entity_type),
+                      coalesce(n.entity_id, o.entity_id), coalesce(n.key, o.key),
+                      CASE WHEN o.key IS NULL THEN 'insert' WHEN n.key IS NULL THEN 'delete'
+                      ELSE 'update' END, o.value, n.value, coalesce(n.version, o.version)
+                 FROM n FULL JOIN o USING (entity_type, entity_id, key)"
+    cat <<'SQL'
 CREATE TRIGGER stmt_ins AFTER INSERT ON sm.settings REFERENCING NEW TABLE AS n
     FOR EACH STATEMENT EXECUTE FUNCTION sm.stmt_ins();
 CREATE TRIGGER stmt_upd AFTER UPDATE ON sm.settings REFERENCING NEW TABLE AS n OLD TABLE AS o
     FOR EACH STATEMENT EXECUTE FUNCTION sm.stmt_upd();
 SQL
+} >"$tmp/stmt.sql"
 # set_many's statement as the library sends it (20 keys, no deletions), and
 # set_int's upsert
 keys=$(seq -s, -f 'key_%g' 0 19)
