@@ -193,6 +193,10 @@ TEST_T(subscribe_then_commit_elsewhere_misses_nothing, 120)
         PQclear(res);
         if (!wait_count(r, 1, 5000) || strcmp(r->e[0].v, v) != 0) {
             missed++;
+            pthread_mutex_lock(&r->mu);
+            fprintf(stderr, "    round %d: wanted %s, got %d events%s%s\n", rounds + 1, v, r->n,
+                    r->n ? ", the first " : " in 5 s", r->n ? r->e[0].v : "");
+            pthread_mutex_unlock(&r->mu);
         }
         CHECK_OK(setcache_unsubscribe(c, id));
     }
