@@ -342,6 +342,61 @@ TEST_T(io_timeout_turns_a_silent_server_into_clear_errors, 60)
     setcache_close(c);
 }
 
+/* With prepared_statements, a write whose statement is not prepared yet on
+ * a silent connection fails while preparing it: nothing of the write was
+ * sent, so SETCACHE_ERR_DB (not UNCERTAIN) within io_timeout_ms, naming
+ * the preparation; the table and the cache are unchanged, the connection
+ * is closed, and the next write prepares afresh on a new one. */
+TEST_T(prepared_statements_not_prepared_in_time_fail_and_write_nothing, 60)
+{
+    t_on_fail(resume_stalled);
+    setcache_options o;
+    t_options(&o);
+    o.pool_size = 1;
+    o.io_timeout_ms = 500;
+    o.prepared_statements = true;
+    setcache *c = t_open_with(&o);
+    t_sql("INSERT INTO \"%s\".settings (entity_type, entity_id, key, value) VALUES ('account', "
+          "'1', 'k', 'v1')",
+          t_schema());
+    char buf[64];
+    CHECK_OK(setcache_get_string(c, "account", "1", "k", buf, sizeof buf, NULL)); /* the load */
+    CHECK_STR(buf, "v1");
+
+    CHECK_OK(setcache_with_conn(c, t_backend_pid, &stalled[0]));
+    CHECK(stalled[0] > 0 && kill(stalled[0], SIGSTOP) == 0);
+    double t0 = t_now_ms();
+    CHECK_RC(setcache_set_string(c, "account", "1", "k", "v2"), SETCACHE_ERR_DB);
+    double took = t_now_ms() - t0;
+    fprintf(stderr, "    %s (after %.0f ms)\n", setcache_errmsg(), took);
+    CHECK(strstr(setcache_errmsg(), "preparing a statement") != NULL);
+    CHECK(took >= 450 && took <= 500 + 1000);
+    CHECK_OK(setcache_get_string(c, "account", "1", "k", buf, sizeof buf, NULL));
+    CHECK_STR(buf, "v1");
+
+    /* the server answers again: the stopped session reads a Parse and the
+     * closed socket, and runs nothing */
+    resume_stalled();
+    double t1 = t_now_ms();
+    while (t_sessions_of(getpid()) > o.pool_size + 1 && t_now_ms() - t1 < 5000) {
+        t_sleep_ms(20);
+    }
+    CHECK_STR(t_sql_value("SELECT value FROM \"%s\".settings WHERE entity_id = '1' AND key = 'k'",
+                          t_schema()),
+              "v1");
+    int fresh = 0;
+    CHECK_OK(setcache_with_conn(c, t_backend_pid, &fresh));
+    CHECK(fresh > 0 && fresh != stalled[0]);
+    CHECK_OK(setcache_set_string(c, "account", "1", "k", "v3"));
+    CHECK_OK(setcache_get_string(c, "account", "1", "k", buf, sizeof buf, NULL));
+    CHECK_STR(buf, "v3");
+    CHECK_STR(t_sql_value("SELECT value FROM \"%s\".settings WHERE entity_id = '1' AND key = 'k'",
+                          t_schema()),
+              "v3");
+    CHECK(t_sessions_of(getpid()) <= o.pool_size + 1);
+    setcache_close(c);
+}
+
 /* ---- statement_timeout_ms: a statement the server does not finish ---- */
 
 static PGconn *locker;
