@@ -4,6 +4,7 @@
 # what one history row costs by itself.
 #
 # usage: make all && SETCACHE_BUILD=build sh tests/withpg.sh sh bench/managed-server.sh [SECONDS]
+# (ROUNDS=N in the environment: N alternating rounds instead of 3)
 #
 # 1. set_many's statement (20 keys, all defined as int with a range) and
 #    set_int's upsert, run by pgbench (one connection, SECONDS each, default
@@ -12,7 +13,13 @@
 #    against the definition and the history row, per row), and with the
 #    core trigger plus statement-level triggers over transition tables (one
 #    history insert and one check query per statement); three alternating
-#    rounds. Client latency from pgbench, server execution time from
+#    rounds; and, as shipped since schema revision 4, set_many through the
+#    schema's write_many (the check and history of the whole call at once,
+#    the row triggers standing aside for it), single writes through the
+#    managed row trigger ("function"). Every variant has the schema's
+#    triggers as shipped (with their WHEN); only the row trigger's function
+#    changes between core and managed.
+#    Client latency from pgbench, server execution time from
 #    pg_stat_statements when the server has it (tests/withpg.sh loads it).
 # 2. A set-based INSERT of 20,000 rows into copies of the history table: as
 #    created, and with each of its indexes alone: microseconds per row.
@@ -87,12 +94,16 @@ cat >"$tmp/one.sql" <<'SQL'
 \set v random(1, 90)
 INSERT INTO sm.settings (entity_type, entity_id, key, value) VALUES ('expert', 'e', 'key_3', :v::text) ON CONFLICT (entity_type, entity_id, key) DO UPDATE SET value = EXCLUDED.value RETURNING version, value;
 SQL
+cat >"$tmp/fmany.sql" <<SQL
+\\set v random(1, 90)
+SELECT * FROM sm.write_many('expert', 'd', '{}', '{$keys}'::text[], array_fill(:v::text, ARRAY[20]), array_fill(false, ARRAY[20]));
+SQL
 pss=$(psql -X -At "$ci" -c "SELECT count(*) FROM pg_extension WHERE extname = 'pg_stat_statements'")
 
 variant() {
     case $1 in
     core) sql -f "$tmp/nostmt.sql" -f "$tmp/core.sql" ;;
-    managed) sql -f "$tmp/nostmt.sql" -f "$tmp/managed.sql" ;;
+    managed | function) sql -f "$tmp/nostmt.sql" -f "$tmp/managed.sql" ;;
     statement) sql -f "$tmp/nostmt.sql" -f "$tmp/core.sql" -f "$tmp/stmt.sql" ;;
     esac
 }
@@ -102,9 +113,27 @@ run() { # variant call script
     srv=-
     [ "$pss" = 1 ] && srv=$(psql -X -At "$ci" -c "SELECT round((sum(total_exec_time) /
         sum(calls))::numeric * 1000, 1) FROM pg_stat_statements WHERE query LIKE
-        '%INSERT INTO sm.settings%'")
+        '%INSERT INTO sm.settings%' OR query LIKE '%sm.write_many(%'")
     echo "| $1 | $2 | $lat | $srv |"
 }
+# the function shape writes each change's history once (the row trigger
+# stood aside) and every key's value
+variant function
+sql -c "TRUNCATE sm.history"
+sql -c "SELECT count(*) FROM sm.write_many('expert', 'f', '{}', '{$keys}'::text[],
+        array_fill('7'::text, ARRAY[20]), array_fill(false, ARRAY[20]))" >/dev/null
+sql -c "SELECT count(*) FROM sm.write_many('expert', 'f', '{key_0}', '{key_1}'::text[],
+        '{8}'::text[], '{f}'::bool[])" >/dev/null
+got=$(psql -X -At "$ci" -c "SELECT count(*) FILTER (WHERE op = 'insert') || ' ' ||
+      count(*) FILTER (WHERE op = 'update') || ' ' || count(*) FILTER (WHERE op = 'delete')
+      FROM sm.history WHERE entity_id = 'f'")
+vals=$(psql -X -At "$ci" -c "SELECT count(*) || ' ' || sum(value::int) FROM sm.settings
+       WHERE entity_id = 'f'")
+if [ "$got" != "20 1 1" ] || [ "$vals" != "19 134" ]; then
+    echo "the function shape wrote history '$got' (want '20 1 1') and rows '$vals'" >&2
+    exit 1
+fi
+
 echo "## Managed settings on the server: set_many of 20 keys and set_int"
 echo
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), $(nproc) CPUs;" \
@@ -112,14 +141,19 @@ echo "machine: $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), $(nproc)
 echo
 echo "| row triggers | call | client latency | server execution, us |"
 echo "|---|---|---|---|"
-for round in 1 2 3; do
-    for v in core managed statement; do
+for round in $(seq 1 "${ROUNDS:-3}"); do
+    for v in core managed statement function; do
         variant $v
-        run $v set_many "$tmp/many.sql"
+        if [ $v = function ]; then
+            run $v set_many "$tmp/fmany.sql"
+        else
+            run $v set_many "$tmp/many.sql"
+        fi
         run $v set_int "$tmp/one.sql"
     done
 done
 variant managed
+sql -c "SELECT op, count(*) AS history_rows FROM sm.history GROUP BY 1 ORDER BY 1"
 
 echo
 echo "## One history row by itself: a set-based INSERT of 20,000 rows, us per row"

@@ -621,8 +621,19 @@ typedef struct setcache_kv {
 
 /*
  * Set and delete several keys of one entity in one transaction (one
- * statement). Keys must be distinct (SETCACHE_ERR_ARG otherwise); n may be 0.
- * Readers are not promised to see all keys change at once.
+ * statement): all of them, or none. Keys must be distinct (SETCACHE_ERR_ARG
+ * otherwise); n may be 0. Each value is checked as a single set checks it;
+ * the server checks again, and any refusal stores nothing. On the built-in
+ * table of a schema of revision 4 or later the statement calls
+ * "<schema>".write_many, which checks and records the whole call at once
+ * (the same versions, history rows and notifications as the row triggers
+ * give); against an older schema the statement goes through the row
+ * triggers (said once at SETCACHE_LOG_INFO). Readers are not promised to
+ * see all keys change at once (a snapshot is: G11).
+ * kv: in, n pairs, not NULL unless n is 0; a NULL value deletes its key.
+ * Returns OK, ERR_ARG, ERR_TYPE, ERR_INVALID, ERR_DB, ERR_TIMEOUT,
+ * ERR_UNCERTAIN, ERR_NOMEM, ERR_CLOSED. Threads: any. Ownership: inputs are
+ * copied. Since: 0.1.0.
  */
 SETCACHE_API int setcache_set_many(setcache *c, const char *entity_type, const char *entity_id,
                                    const setcache_kv *kv, size_t n);

@@ -570,6 +570,7 @@ typedef struct sc_sql {
     char *upsert_json;
     char *del;       /* single delete RETURNING version */
     char *many;      /* set_many in one statement: (is_set, key, version, value) */
+    char *many_fn;   /* the same through "schema".write_many (the built-in table) */
     char *load_many; /* every row of a list of entities */
     char *defs;      /* "schema"."definitions" */
     char *defs_load; /* every shared definition, one row per choice */
@@ -1028,6 +1029,7 @@ struct setcache {
     size_t nmaps;
 
     atomic_int closing;
+    atomic_bool many_by_statement; /* write.c: the write server has no write_many */
 
     /* Each module's state, touched only by that module. */
     sc_cache cache;

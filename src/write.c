@@ -369,16 +369,41 @@ typedef struct many_job {
     setcache *c;
     const char *vals[6];
     bool any_json;
+    bool by_statement; /* the plain statement, not write_many */
     PGresult *res;
     int token;
 } many_job;
+
+/* The server has no "schema".write_many (a schema made by an older
+ * release, applied without create_schema): nothing ran. */
+static bool no_write_many(void)
+{
+    return strcmp(setcache__sqlstate(), "42883") == 0;
+}
 
 static int write_many(void *arg, PGconn *conn)
 {
     many_job *j = arg;
     int rc;
     j->token = setcache__writing_begin(j->c, conn);
-    j->res = setcache__exec(j->c, conn, j->c->sql.many, 6, j->vals, true, &rc);
+    j->res = NULL;
+    rc = SETCACHE_ERR_DB;
+    if (!j->by_statement) {
+        /* the managed schema's function: the same rows, versions, history
+         * and notifications as the statement, checked and recorded once
+         * for the whole call instead of once per row */
+        j->res = setcache__exec(j->c, conn, j->c->sql.many_fn, 6, j->vals, true, &rc);
+        if (!j->res && rc == SETCACHE_ERR_DB && no_write_many()) {
+            setcache__log(j->c, SETCACHE_LOG_INFO,
+                          "set_many: the schema has no write_many (made by an older release): "
+                          "one statement instead; apply `setcache schema` to get it");
+            atomic_store(&j->c->many_by_statement, true);
+            j->by_statement = true;
+        }
+    }
+    if (j->by_statement) {
+        j->res = setcache__exec(j->c, conn, j->c->sql.many, 6, j->vals, true, &rc);
+    }
     if (!j->res && rc == SETCACHE_ERR_DB && j->any_json && is_json_error()) {
         rc = SETCACHE_ERR_TYPE;
     }
@@ -554,6 +579,7 @@ static int set_many_builtin(setcache *c, many_item *items, size_t n)
         j.vals[3] = a.keys;
         j.vals[4] = a.vals;
         j.vals[5] = a.json;
+        j.by_statement = atomic_load(&c->many_by_statement);
         rc = setcache__with_write_pool(c, write_many, &j);
     }
     if (rc == SETCACHE_ERR_UNCERTAIN) {

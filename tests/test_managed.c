@@ -295,3 +295,103 @@ TEST(history_records_library_psql_and_truncate)
     CHECK_INT(atoll(t_sql_value("SELECT count(*) FROM \"%s\".history", t_schema())), h0);
     setcache_close(c);
 }
+
+static const char *history_of(const char *entity_id)
+{
+    return t_sql_value("SELECT coalesce(string_agg(concat_ws(' ', key, op, coalesce(old_value, "
+                       "'-'), coalesce(new_value, '-')), '; ' ORDER BY key, id), '') FROM "
+                       "\"%s\".history WHERE entity_id = '%s'",
+                       t_schema(), entity_id);
+}
+
+/* setcache_set_many goes through "schema".write_many: each change is
+ * checked and recorded once (the row triggers stand aside for that function
+ * alone), stamped with a new version and announced to other handles; an
+ * invalid value anywhere in the call stores nothing. With the function gone
+ * (a schema made by an older release) one statement does the same through
+ * the row triggers. */
+TEST(set_many_through_write_many_checks_and_records_each_change_once)
+{
+    setcache *c = t_open();
+    define_expert(c);
+    CHECK_OK(setcache_publish_definitions(c, NULL));
+    t_sql("INSERT INTO \"%s\".settings (entity_type, entity_id, key, value) VALUES ('expert', "
+          "'3', 'risk_limit', '5'), ('expert', '3', 'gone', 'g')",
+          t_schema());
+    setcache *other = t_open();
+    char buf[64];
+    CHECK_OK(setcache_get_string(other, "expert", "3", "gone", buf, sizeof buf, NULL));
+    long long v0 = atoll(t_sql_value("SELECT max(version) FROM \"%s\".settings", t_schema()));
+    bool pss = t_server_statements() >= 0; /* tests/withpg.sh loads pg_stat_statements */
+    if (pss) {
+        t_sql("SELECT pg_stat_statements_reset()");
+    }
+
+    setcache_kv kv[] = {{"risk_limit", "7"}, {"mode", "live"}, {"note", "hi"}, {"gone", NULL}};
+    CHECK_OK(setcache_set_many(c, "expert", "3", kv, 4));
+    const char *h = history_of("3");
+    fprintf(stderr, "    %s\n", h);
+    CHECK_STR(h, "gone insert - g; gone delete g -; mode insert - live; note insert - hi; "
+                 "risk_limit insert - 5; risk_limit update 5 7");
+    if (pss) {
+        CHECK_STR(t_sql_value("SELECT count(*) FROM pg_stat_statements WHERE query LIKE "
+                              "'%%write_many(%%' AND calls = 1"),
+                  "1");
+    }
+    /* each stored row got a version of its own, newer than before */
+    CHECK_STR(t_sql_value("SELECT count(DISTINCT version) || ' ' || bool_and(version > %lld) FROM "
+                          "\"%s\".settings WHERE entity_id = '3'",
+                          v0, t_schema()),
+              "3 true");
+    CHECK(t_wait_value(other, "expert", "3", "risk_limit", "7", 5000) >= 0);
+    CHECK(t_wait_value(other, "expert", "3", "note", "hi", 5000) >= 0);
+    CHECK(t_wait_value(other, "expert", "3", "gone", NULL, 5000) >= 0);
+
+    /* checked on the server: a handle that knows no rules sends it */
+    setcache_options o;
+    t_options(&o);
+    o.shared_definitions = false;
+    setcache *blind = t_open_with(&o);
+    setcache_kv bad[] = {{"note", "changed"}, {"risk_limit", "500"}};
+    CHECK_RC(setcache_set_many(blind, "expert", "3", bad, 2), SETCACHE_ERR_INVALID);
+    fprintf(stderr, "    %s\n", setcache_errmsg());
+    CHECK(strstr(setcache_errmsg(), "risk_limit") != NULL);
+    CHECK(strstr(setcache_errmsg(), "rule: max") != NULL);
+    CHECK_STR(history_of("3"), h);
+    CHECK_STR(t_sql_value("SELECT value FROM \"%s\".settings WHERE entity_id = '3' AND key = "
+                          "'note'",
+                          t_schema()),
+              "hi");
+
+    /* an older release applied its DDL again (the row trigger without its
+     * WHEN): write_many leaves every row to the row triggers, recorded once */
+    t_sql("DROP TRIGGER settings_notify ON \"%s\".settings", t_schema());
+    t_sql("CREATE TRIGGER settings_notify AFTER INSERT OR UPDATE OR DELETE ON \"%s\".settings "
+          "FOR EACH ROW EXECUTE FUNCTION \"%s\".settings_notify()",
+          t_schema(), t_schema());
+    setcache_kv older[] = {{"risk_limit", "9"}, {"mode", "paper"}};
+    CHECK_OK(setcache_set_many(c, "expert", "3", older, 2));
+    CHECK_STR(t_sql_value("SELECT string_agg(concat_ws(' ', key, op, old_value, new_value), '; ' "
+                          "ORDER BY key, id) FROM (SELECT * FROM \"%s\".history WHERE "
+                          "entity_id = '3' ORDER BY id DESC LIMIT 3) h",
+                          t_schema()),
+              "mode update live paper; risk_limit update 5 7; risk_limit update 7 9");
+    CHECK(t_wait_value(other, "expert", "3", "mode", "paper", 5000) >= 0);
+
+    /* without the function: the statement and the row triggers */
+    t_sql("DROP FUNCTION \"%s\".write_many(text, text, text[], text[], text[], boolean[])",
+          t_schema());
+    setcache_kv again[] = {{"risk_limit", "8"}, {"note", NULL}, {"symbol", "EUR"}};
+    CHECK_OK(setcache_set_many(c, "expert", "3", again, 3));
+    CHECK_OK(setcache_set_many(c, "expert", "3", kv, 2));
+    CHECK_STR(t_sql_value("SELECT string_agg(concat_ws(' ', key, op, coalesce(old_value, '-'), "
+                          "coalesce(new_value, '-')), '; ' ORDER BY key, id) FROM (SELECT * "
+                          "FROM \"%s\".history WHERE entity_id = '3' ORDER BY id DESC LIMIT 5) h",
+                          t_schema()),
+              "mode update paper live; note delete hi -; risk_limit update 9 8; risk_limit update "
+              "8 7; symbol insert - EUR");
+    CHECK(t_wait_value(other, "expert", "3", "symbol", "EUR", 5000) >= 0);
+    setcache_close(blind);
+    setcache_close(other);
+    setcache_close(c);
+}
