@@ -42,6 +42,26 @@ char *setcache__quote_ident(const char *s)
     return out;
 }
 
+/* set_many's one statement on table t: for the entity (p[0], p[1]), delete
+ * the keys p[2] and upsert the keys p[3] with the values p[4] (p[5]: which
+ * are JSON, stored as the server renders them); rows (is_set, key, version,
+ * value). The library sends it with parameters; write_many runs the same
+ * with its arguments when the row triggers are to do the work. malloc'd. */
+static char *many_sql(const char *t, const char *const p[6])
+{
+    return setcache__aprintf(
+        "WITH d AS (DELETE FROM %s WHERE entity_type = %s AND entity_id = %s AND key = "
+        "ANY (%s) RETURNING key, version), "
+        "u AS (INSERT INTO %s (entity_type, entity_id, key, value) "
+        "SELECT %s, %s, x.k, CASE WHEN x.j THEN (x.v::json)::text ELSE x.v END "
+        "FROM unnest(%s, %s, %s) AS x(k, v, j) "
+        "ON CONFLICT (entity_type, entity_id, key) DO UPDATE SET value = EXCLUDED.value "
+        "RETURNING key, version, value) "
+        "SELECT false, key, version, NULL::text FROM d UNION ALL SELECT true, key, version, value "
+        "FROM u",
+        t, p[0], p[1], p[2], t, p[0], p[1], p[3], p[4], p[5]);
+}
+
 int setcache__sql_build(sc_sql *s, const char *schema)
 {
     memset(s, 0, sizeof *s);
@@ -76,24 +96,9 @@ int setcache__sql_build(sc_sql *s, const char *schema)
         setcache__aprintf("DELETE FROM %s WHERE entity_type = $1 AND entity_id = $2 AND key = $3 "
                           "RETURNING version",
                           t);
-    s->many = setcache__aprintf(
-        "WITH d AS (DELETE FROM %s WHERE entity_type = $1 AND entity_id = $2 AND key = "
-        "ANY ($3::text[]) RETURNING key, version), "
-        "u AS (INSERT INTO %s (entity_type, entity_id, key, value) "
-        "SELECT $1, $2, x.k, CASE WHEN x.j THEN (x.v::json)::text ELSE x.v END "
-        "FROM unnest($4::text[], $5::text[], $6::bool[]) AS x(k, v, j) "
-        "ON CONFLICT (entity_type, entity_id, key) DO UPDATE SET value = EXCLUDED.value "
-        "RETURNING key, version, value) "
-        "SELECT false, key, version, NULL::text FROM d UNION ALL SELECT true, key, version, value "
-        "FROM u",
-        t, t);
-    char *qs3 = setcache__quote_ident(schema);
-    s->many_fn =
-        qs3 ? setcache__aprintf("SELECT present, key, version, value FROM %s.write_many($1, "
-                                "$2, $3::text[], $4::text[], $5::text[], $6::boolean[])",
-                                qs3)
-            : NULL;
-    free(qs3);
+    static const char *const params[6] = {"$1",         "$2",         "$3::text[]",
+                                          "$4::text[]", "$5::text[]", "$6::bool[]"};
+    s->many = many_sql(t, params);
     s->load_many =
         setcache__aprintf("SELECT s.entity_type, s.entity_id, s.key, s.value, s.version FROM %s s "
                           "JOIN unnest($1::text[], $2::text[]) AS x(t, i) ON s.entity_type = "
@@ -101,6 +106,11 @@ int setcache__sql_build(sc_sql *s, const char *schema)
                           t);
     char *qs2 = setcache__quote_ident(schema);
     s->defs = qs2 ? setcache__aprintf("%s.definitions", qs2) : NULL;
+    s->many_fn = qs2 ? setcache__aprintf("SELECT present, key, version, value FROM "
+                                         "%s.write_many($1, $2, $3::text[], $4::text[], "
+                                         "$5::text[], $6::boolean[])",
+                                         qs2)
+                     : NULL;
     s->defs_load =
         s->defs ? setcache__aprintf("SELECT d.entity_type, d.key, d.type, d.default_value, "
                                     "d.description, d.min_value::float8, d.max_value::float8, "
@@ -528,67 +538,71 @@ static char *managed_ddl(const char *schema, const char *channel)
         "$fn$;\n"
         "\n",
         S, S, S, S, S, S, S, S, C, S, C, S, S, S);
-    /* set_many's function */
-    part[3] = setcache__aprintf(
-        "-- setcache_set_many's path: one call checks every value with one query\n"
-        "-- and writes the rows, their history and their notifications set-based\n"
-        "-- (the same rows, versions, history and announcements as the row\n"
-        "-- triggers', at a fraction of their cost per row). The row triggers\n"
-        "-- stand aside for it alone: standing_aside() is true only while this\n"
-        "-- function runs (its SET clause) as the owner that created the schema;\n"
-        "-- whoever else sets setcache.batch changes nothing. It runs as that\n"
-        "-- owner, so it checks the caller's own privileges on the settings\n"
-        "-- first (anyone may call it; it does only what the caller may do).\n"
-        "DO $do$\n"
-        "BEGIN\n"
-        "    EXECUTE format($f$CREATE OR REPLACE FUNCTION \"%s\".standing_aside() RETURNS boolean\n"
-        "        LANGUAGE sql STABLE AS $b$SELECT current_setting('setcache.batch', true)\n"
-        "        IS NOT DISTINCT FROM 'on' AND current_user = %%L::name$b$$f$, current_user);\n"
-        "END\n"
-        "$do$;\n"
-        "\n"
-        "CREATE OR REPLACE FUNCTION \"%s\".write_many(t text, i text, dels text[], ks text[],\n"
-        "                                            vs text[], js boolean[])\n"
-        "RETURNS TABLE (present boolean, key text, version bigint, value text)\n"
-        "LANGUAGE plpgsql SECURITY DEFINER\n"
-        "SET search_path = pg_catalog, pg_temp SET setcache.batch = 'on' AS $fn$\n"
-        "DECLARE b record; r record; todo text[] := ks; done text[]; tries int := 0;\n"
-        "    caller text := CASE WHEN current_setting('role') = 'none' THEN session_user\n"
-        "                   ELSE current_setting('role') END;\n"
-        "BEGIN\n"
-        "    IF NOT (has_table_privilege(caller, '\"%s\".settings', 'SELECT')\n"
-        "            AND has_table_privilege(caller, '\"%s\".settings', 'INSERT')\n"
-        "            AND has_table_privilege(caller, '\"%s\".settings', 'UPDATE')\n"
-        "            AND (cardinality(dels) = 0\n"
-        "                 OR has_table_privilege(caller, '\"%s\".settings', 'DELETE'))) THEN\n"
-        "        RAISE EXCEPTION 'permission denied for table settings'\n"
-        "        USING ERRCODE = 'insufficient_privilege';\n"
-        "    END IF;\n"
-        "    IF NOT \"%s\".standing_aside()\n"
-        "       OR (SELECT count(*) FROM pg_catalog.pg_trigger\n"
-        "            WHERE tgrelid = '\"%s\".settings'::regclass\n"
-        "              AND tgname IN ('settings_stamp', 'settings_notify')\n"
-        "              AND tgqual IS NOT NULL) <> 2 THEN\n"
-        "        -- not run as the schema's creator (its owner changed), or the row\n"
-        "        -- triggers have no WHEN (an older release applied its DDL\n"
-        "        -- again): the row triggers do it all (all of them: the setting\n"
-        "        -- goes back to off until the function returns)\n"
-        "        PERFORM set_config('setcache.batch', 'off', true);\n"
-        "        RETURN QUERY\n"
-        "        WITH d AS (DELETE FROM \"%s\".settings s WHERE s.entity_type = t\n"
-        "                   AND s.entity_id = i AND s.key = ANY (dels)\n"
-        "                   RETURNING s.key, s.version),\n"
-        "        u AS (INSERT INTO \"%s\".settings AS s (entity_type, entity_id, key, value)\n"
-        "              SELECT t, i, x.k, CASE WHEN x.j THEN (x.v::json)::text ELSE x.v END\n"
-        "                FROM unnest(ks, vs, js) AS x(k, v, j)\n"
-        "              ON CONFLICT ON CONSTRAINT settings_pkey DO UPDATE SET value = "
-        "EXCLUDED.value\n"
-        "              RETURNING s.key, s.version, s.value)\n"
-        "        SELECT false, d.key, d.version, NULL::text FROM d\n"
-        "        UNION ALL SELECT true, u.key, u.version, u.value FROM u;\n"
-        "        RETURN;\n"
-        "    END IF;\n",
-        S, S, S, S, S, S, S, S, S, S);
+    /* set_many's function; its fallback runs the library's own statement */
+    static const char *const args[6] = {"t", "i", "dels", "ks", "vs", "js"};
+    char *table = setcache__aprintf("\"%s\".settings", S);
+    char *fallback = table ? many_sql(table, args) : NULL;
+    free(table);
+    part[3] =
+        !fallback
+            ? NULL
+            : setcache__aprintf(
+                  "-- setcache_set_many's path: one call checks every value with one query\n"
+                  "-- and writes the rows, their history and their notifications set-based\n"
+                  "-- (the same rows, versions, history and announcements as the row\n"
+                  "-- triggers', at a fraction of their cost per row). The row triggers\n"
+                  "-- stand aside for it alone: standing_aside() is true only while this\n"
+                  "-- function runs (its SET clause) as the owner that created the schema;\n"
+                  "-- whoever else sets setcache.batch changes nothing. It runs as that\n"
+                  "-- owner, so it checks the caller's own privileges on the settings\n"
+                  "-- first (anyone may call it; it does only what the caller may do).\n"
+                  "DO $do$\n"
+                  "BEGIN\n"
+                  "    EXECUTE format($f$CREATE OR REPLACE FUNCTION \"%s\".standing_aside() "
+                  "RETURNS boolean\n"
+                  "        LANGUAGE sql STABLE AS $b$SELECT current_setting('setcache.batch', "
+                  "true)\n"
+                  "        IS NOT DISTINCT FROM 'on' AND current_user = %%L::name$b$$f$, "
+                  "current_user);\n"
+                  "END\n"
+                  "$do$;\n"
+                  "\n"
+                  "CREATE OR REPLACE FUNCTION \"%s\".write_many(t text, i text, dels text[], ks "
+                  "text[],\n"
+                  "                                            vs text[], js boolean[])\n"
+                  "RETURNS TABLE (present boolean, key text, version bigint, value text)\n"
+                  "LANGUAGE plpgsql SECURITY DEFINER\n"
+                  "SET search_path = pg_catalog, pg_temp SET setcache.batch = 'on' AS $fn$\n"
+                  "#variable_conflict use_column\n"
+                  "DECLARE b record; r record; todo text[] := ks; done text[]; tries int := 0;\n"
+                  "    caller text := CASE WHEN current_setting('role') = 'none' THEN "
+                  "session_user\n"
+                  "                   ELSE current_setting('role') END;\n"
+                  "BEGIN\n"
+                  "    IF NOT (has_table_privilege(caller, '\"%s\".settings', 'SELECT')\n"
+                  "            AND has_table_privilege(caller, '\"%s\".settings', 'INSERT')\n"
+                  "            AND has_table_privilege(caller, '\"%s\".settings', 'UPDATE')\n"
+                  "            AND (cardinality(dels) = 0\n"
+                  "                 OR has_table_privilege(caller, '\"%s\".settings', 'DELETE'))) "
+                  "THEN\n"
+                  "        RAISE EXCEPTION 'permission denied for table settings'\n"
+                  "        USING ERRCODE = 'insufficient_privilege';\n"
+                  "    END IF;\n"
+                  "    IF NOT \"%s\".standing_aside()\n"
+                  "       OR (SELECT count(*) FROM pg_catalog.pg_trigger\n"
+                  "            WHERE tgrelid = '\"%s\".settings'::regclass\n"
+                  "              AND tgname IN ('settings_stamp', 'settings_notify')\n"
+                  "              AND tgqual IS NOT NULL) <> 2 THEN\n"
+                  "        -- not run as the schema's creator (its owner changed), or the row\n"
+                  "        -- triggers have no WHEN (an older release applied its DDL\n"
+                  "        -- again): the row triggers do it all (all of them: the setting\n"
+                  "        -- goes back to off until the function returns)\n"
+                  "        PERFORM set_config('setcache.batch', 'off', true);\n"
+                  "        RETURN QUERY %s;\n"
+                  "        RETURN;\n"
+                  "    END IF;\n",
+                  S, S, S, S, S, S, S, S, fallback);
+    free(fallback);
     part[4] = setcache__aprintf(
         "    SELECT x.k, p.problem INTO b\n"
         "      FROM unnest(ks, vs, js) WITH ORDINALITY AS x(k, v, j, n)\n"

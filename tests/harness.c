@@ -442,6 +442,15 @@ int t_backend_pid(void *arg, PGconn *conn)
     return 0;
 }
 
+int t_deallocate_all(void *arg, PGconn *conn)
+{
+    (void)arg;
+    PGresult *r = PQexec(conn, "DEALLOCATE ALL");
+    int rc = PQresultStatus(r) == PGRES_COMMAND_OK ? SETCACHE_OK : SETCACHE_ERR_DB;
+    PQclear(r);
+    return rc;
+}
+
 int t_sh(const char *fmt, ...)
 {
     char cmd[8192];

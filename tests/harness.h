@@ -117,6 +117,9 @@ setcache_stats t_stats(setcache *c);
 int t_sessions_of(pid_t pid);
 /* For setcache_with_conn: *(int *)arg = the connection's backend pid. */
 int t_backend_pid(void *arg, PGconn *conn);
+/* For setcache_with_conn: DEALLOCATE ALL on the connection (the server
+ * forgets its prepared statements); SETCACHE_ERR_DB if that failed. */
+int t_deallocate_all(void *arg, PGconn *conn);
 /* Run a shell command (formatted); its exit status, -1 if it did not exit. */
 int t_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Path of the built tool and library directory. */

@@ -2,6 +2,8 @@
  * enforced there for every writer; the history of every change. */
 #include "harness.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <unistd.h>
 
 static const char *const modes[] = {"live", "paper"};
@@ -304,6 +306,14 @@ static const char *history_of(const char *entity_id)
                        t_schema(), entity_id);
 }
 
+/* A log callback counting what says set_many fell back to its statement. */
+static void count_fallbacks(void *arg, int level, const char *msg)
+{
+    if (level == SETCACHE_LOG_INFO && strstr(msg, "no write_many")) {
+        atomic_fetch_add((atomic_int *)arg, 1);
+    }
+}
+
 /* setcache_set_many goes through "schema".write_many: each change is
  * checked and recorded once (the row triggers stand aside for that function
  * alone), stamped with a new version and announced to other handles; an
@@ -312,7 +322,12 @@ static const char *history_of(const char *entity_id)
  * the row triggers. */
 TEST(set_many_through_write_many_checks_and_records_each_change_once)
 {
-    setcache *c = t_open();
+    atomic_int fallbacks = 0;
+    setcache_options o;
+    t_options(&o);
+    o.log = count_fallbacks;
+    o.log_arg = &fallbacks;
+    setcache *c = t_open_with(&o);
     define_expert(c);
     CHECK_OK(setcache_publish_definitions(c, NULL));
     t_sql("INSERT INTO \"%s\".settings (entity_type, entity_id, key, value) VALUES ('expert', "
@@ -348,7 +363,6 @@ TEST(set_many_through_write_many_checks_and_records_each_change_once)
     CHECK(t_wait_value(other, "expert", "3", "gone", NULL, 5000) >= 0);
 
     /* checked on the server: a handle that knows no rules sends it */
-    setcache_options o;
     t_options(&o);
     o.shared_definitions = false;
     setcache *blind = t_open_with(&o);
@@ -378,7 +392,9 @@ TEST(set_many_through_write_many_checks_and_records_each_change_once)
               "mode update live paper; risk_limit update 5 7; risk_limit update 7 9");
     CHECK(t_wait_value(other, "expert", "3", "mode", "paper", 5000) >= 0);
 
-    /* without the function: the statement and the row triggers */
+    CHECK_INT(atomic_load(&fallbacks), 0);
+
+    /* without the function: the statement and the row triggers (said once) */
     t_sql("DROP FUNCTION \"%s\".write_many(text, text, text[], text[], text[], boolean[])",
           t_schema());
     setcache_kv again[] = {{"risk_limit", "8"}, {"note", NULL}, {"symbol", "EUR"}};
@@ -391,7 +407,66 @@ TEST(set_many_through_write_many_checks_and_records_each_change_once)
               "mode update paper live; note delete hi -; risk_limit update 9 8; risk_limit update "
               "8 7; symbol insert - EUR");
     CHECK(t_wait_value(other, "expert", "3", "symbol", "EUR", 5000) >= 0);
+    CHECK_INT(atomic_load(&fallbacks), 1);
     setcache_close(blind);
     setcache_close(other);
+    setcache_close(c);
+}
+
+typedef struct many_call {
+    setcache *c;
+    int rc;
+} many_call;
+
+static void *set_y_and_z(void *arg)
+{
+    many_call *m = arg;
+    setcache_kv kv[] = {{"y", "mine-y"}, {"z", "mine-z"}};
+    m->rc = setcache_set_many(m->c, "account", "5", kv, 2);
+    return NULL;
+}
+
+/* write_many reads the old values of the rows there and inserts the rest;
+ * a key another transaction inserts meanwhile is written again by its next
+ * pass: an update of that transaction's value, recorded as one. */
+TEST(write_many_writes_again_a_key_inserted_meanwhile)
+{
+    setcache *c = t_open();
+    PGconn *tx = PQconnectdb(t_conninfo());
+    CHECK(PQstatus(tx) == CONNECTION_OK);
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "BEGIN; INSERT INTO \"%s\".settings (entity_type, entity_id, key, value) VALUES "
+             "('account', '5', 'z', 'theirs')",
+             t_schema());
+    PGresult *r = PQexec(tx, sql);
+    CHECK(PQresultStatus(r) == PGRES_COMMAND_OK);
+    PQclear(r);
+    many_call m = {c, -1};
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, set_y_and_z, &m) == 0);
+    /* set_many waits on the uncommitted z */
+    double t0 = t_now_ms();
+    bool waiting = false;
+    while (!waiting && t_now_ms() - t0 < 5000) {
+        waiting = atoi(t_sql_value("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type "
+                                   "= 'Lock' AND query LIKE '%%write_many%%'")) > 0;
+        t_sleep_ms(10);
+    }
+    r = PQexec(tx, "COMMIT");
+    CHECK(PQresultStatus(r) == PGRES_COMMAND_OK);
+    PQclear(r);
+    pthread_join(th, NULL);
+    PQfinish(tx);
+    CHECK(waiting);
+    CHECK_OK(m.rc);
+    CHECK_STR(t_sql_value("SELECT string_agg(concat_ws(' ', key, op, coalesce(old_value, '-'), "
+                          "new_value), '; ' ORDER BY key, id) FROM \"%s\".history WHERE "
+                          "entity_id = '5'",
+                          t_schema()),
+              "y insert - mine-y; z insert - theirs; z update theirs mine-z");
+    char buf[32];
+    CHECK_OK(setcache_get_string(c, "account", "5", "z", buf, sizeof buf, NULL));
+    CHECK_STR(buf, "mine-z");
     setcache_close(c);
 }

@@ -599,15 +599,6 @@ static int count_prepared(void *arg, PGconn *conn)
     return rc;
 }
 
-static int deallocate_all(void *arg, PGconn *conn)
-{
-    (void)arg;
-    PGresult *r = PQexec(conn, "DEALLOCATE ALL");
-    int rc = PQresultStatus(r) == PGRES_COMMAND_OK ? SETCACHE_OK : SETCACHE_ERR_DB;
-    PQclear(r);
-    return rc;
-}
-
 /* With prepared_statements, a pooled connection prepares the load, the
  * single write and the statement_timeout set_config once and runs them by
  * name; statements the server lost (DEALLOCATE ALL, as a pooler's reset
@@ -641,14 +632,14 @@ TEST_T(prepared_statements_are_prepared_once_and_again_when_gone, 60)
     CHECK(t_wait_value(c, "account", "1", "k", "sql1", 5000) >= 0);
 
     /* the server forgets them: reads, re-reads and writes go on */
-    CHECK_OK(setcache_with_conn(c, deallocate_all, NULL));
+    CHECK_OK(setcache_with_conn(c, t_deallocate_all, NULL));
     t_sql("UPDATE \"%s\".settings SET value = 'sql2' WHERE entity_type = 'account' AND "
           "entity_id = '1' AND key = 'k'",
           t_schema());
     CHECK(t_wait_value(c, "account", "1", "k", "sql2", 5000) >= 0);
-    CHECK_OK(setcache_with_conn(c, deallocate_all, NULL));
+    CHECK_OK(setcache_with_conn(c, t_deallocate_all, NULL));
     CHECK_OK(setcache_set_string(c, "account", "1", "k", "after"));
-    CHECK_OK(setcache_with_conn(c, deallocate_all, NULL));
+    CHECK_OK(setcache_with_conn(c, t_deallocate_all, NULL));
     CHECK_RC(setcache_get_string(c, "account", "3", "k", buf, sizeof buf, NULL),
              SETCACHE_NOT_FOUND);
     CHECK_OK(setcache_with_conn(c, count_prepared, &s));

@@ -42,15 +42,6 @@ static void platform_ddl(void)
 
 static char tab_acc[96], tab_exp[96], tab_app[96];
 
-static setcache *open_platform_with(setcache_options *o);
-
-static setcache *open_platform(void)
-{
-    setcache_options o;
-    t_options(&o);
-    return open_platform_with(&o);
-}
-
 /* The platform's three tables mapped into o (from t_options), opened. */
 static setcache *open_platform_with(setcache_options *o)
 {
@@ -78,6 +69,13 @@ static setcache *open_platform_with(setcache_options *o)
     o->tables = maps;
     o->ntables = 3;
     return t_open_with(o);
+}
+
+static setcache *open_platform(void)
+{
+    setcache_options o;
+    t_options(&o);
+    return open_platform_with(&o);
 }
 
 TEST(mapped_table_reads_follow_every_encoding_rule)
@@ -635,15 +633,6 @@ TEST(mapped_tables_check_every_writer_and_keep_history)
     setcache_close(c);
 }
 
-static int deallocate_all(void *arg, PGconn *conn)
-{
-    (void)arg;
-    PGresult *r = PQexec(conn, "DEALLOCATE ALL");
-    int rc = PQresultStatus(r) == PGRES_COMMAND_OK ? SETCACHE_OK : SETCACHE_ERR_DB;
-    PQclear(r);
-    return rc;
-}
-
 static const char *account_1_stored(void)
 {
     return t_sql_value("SELECT string_agg(key || '=' || value_str, ',' ORDER BY key) FROM "
@@ -665,7 +654,7 @@ TEST(prepared_statements_lost_inside_a_transaction_fail_and_write_nothing)
     setcache *c = open_platform_with(&o);
     setcache_kv kv[2] = {{"a", "1"}, {"b", "2"}};
     CHECK_OK(setcache_set_many(c, "account", "1", kv, 2));
-    CHECK_OK(setcache_with_conn(c, deallocate_all, NULL));
+    CHECK_OK(setcache_with_conn(c, t_deallocate_all, NULL));
     kv[0].value = "3";
     kv[1].value = "4";
     CHECK_RC(setcache_set_many(c, "account", "1", kv, 2), SETCACHE_ERR_DB);
