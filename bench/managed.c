@@ -1,8 +1,9 @@
 /*
  * managed.c - what managed settings cost a write: setcache_set_int and
- * setcache_set_many (20 keys) with the row trigger as the core schema makes
- * it (version and notification only), as the managed schema makes it (also
- * the check against the key's definition and the history row) for a key
+ * setcache_set_many (20 keys) with the row triggers as the core schema makes
+ * them (version and notification only, no WHEN), as the managed schema makes
+ * them (also the check against the key's definition and the history row,
+ * and the stamp's and WHEN's standing aside for write_many) for a key
  * with no definition, and for keys defined with rules; and, for where the
  * time goes, the managed function without its history inserts (check
  * only) and without its definition lookup (history only). set_many goes, as
@@ -13,7 +14,7 @@
  * once, and stays with the statement). The same table; blocks of calls
  * alternate between the variants; medians of per-call latency.
  */
-#include "internal.h" /* setcache__notify_fn_ddl: the core trigger function */
+#include "internal.h" /* setcache__notify_fn_ddl, setcache__ddl: the core triggers */
 #include "setcache.h"
 #include "workload.h"
 #include <libpq-fe.h>
@@ -64,14 +65,39 @@ static void cut_all(char *s, const char *from, const char *end)
     }
 }
 
-/* The row trigger: as the core DDL makes it (notify only: CORE), as the
- * managed DDL makes it (checks, history, notify: FULL), and the managed
- * one without its history inserts (CHECK) or without its definition
- * lookup and check (HISTORY): where the time goes. */
+/* The piece of text that starts with the first (last: from the end)
+ * `from` and ends with the first `end` after it (inclusive). malloc'd. */
+static char *piece(const char *s, const char *from, const char *end, int last)
+{
+    const char *p = strstr(s, from);
+    for (const char *n = p; last && n; n = strstr(n + 1, from)) {
+        p = n;
+    }
+    const char *q = p ? strstr(p, end) : NULL;
+    if (!q) {
+        bench_die("the schema's DDL changed shape", from);
+    }
+    q += strlen(end);
+    char *out = malloc((size_t)(q - p) + 1);
+    if (!out) {
+        bench_die("piece", "out of memory");
+    }
+    memcpy(out, p, (size_t)(q - p));
+    out[q - p] = '\0';
+    return out;
+}
+
+/* The row triggers: as the core DDL makes them (CORE: the stamp, and the
+ * notification trigger that only announces, both without a WHEN - the
+ * write without validation and history, and without what write_many
+ * needs), as the managed DDL makes them (FULL: the stamp that stands
+ * aside for write_many; checks, history and notification; as shipped),
+ * and the managed ones without their history inserts (CHECK) or without
+ * the definition lookup and check (HISTORY): where the time goes. */
 enum { CORE, FULL, CHECK, HISTORY };
 static void managed(PGconn *pg, int mode)
 {
-    static char *fn[4];
+    static char *fn[4], *stamp[2], *triggers[2];
     if (!fn[CORE]) {
         PGresult *r =
             PQexec(pg, "SELECT pg_get_functiondef('" SCHEMA ".settings_notify'::regproc)");
@@ -91,8 +117,27 @@ static void managed(PGconn *pg, int mode)
         memcpy(f, "IF false THEN", 13);
         /* the core DDL's own function, as the library writes it */
         fn[CORE] = setcache__notify_fn_ddl(SCHEMA, SCHEMA, "settings_notify");
+        /* the stamp and the two triggers: the core DDL's come first in the
+         * whole DDL, the managed DDL's (as shipped) last */
+        char *ddl = setcache__ddl(SCHEMA, SCHEMA);
+        if (!ddl) {
+            bench_die("ddl", "out of memory");
+        }
+        for (int last = 0; last < 2; last++) {
+            stamp[last] = piece(ddl, "CREATE OR REPLACE FUNCTION \"" SCHEMA "\".settings_stamp()",
+                                "$fn$;\n", last);
+            triggers[last] = piece(ddl, "DROP TRIGGER IF EXISTS settings_stamp ",
+                                   "EXECUTE FUNCTION \"" SCHEMA "\".settings_notify();\n", last);
+        }
+        free(ddl);
+        if (strstr(triggers[0], "WHEN") || !strstr(triggers[1], "WHEN")) {
+            bench_die("variants", "the core triggers have a WHEN, or the managed ones none");
+        }
     }
+    int shipped = mode != CORE;
+    sql(pg, stamp[shipped]);
     sql(pg, fn[mode]);
+    sql(pg, triggers[shipped]);
 }
 
 /* median µs of N set_int to entity id, key k */

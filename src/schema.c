@@ -14,8 +14,9 @@
 #include <string.h>
 
 #define SC_SCHEMA_REVISION                                                                         \
-    "4" /* 2: identifiers that cannot deceive; 3: managed settings;                                \
-           4: set_many through write_many */
+    "5" /* 2: identifiers that cannot deceive; 3: managed settings;                                \
+           4: set_many through write_many; 5: the row triggers without a                           \
+           function in their WHEN */
 /* A regular expression for the characters identifiers may not hold beyond
  * C0 controls and DEL (the table's first checks): C1 controls and the
  * bidirectional formatting characters. */
@@ -317,7 +318,7 @@ static char *managed_ddl(const char *schema, const char *channel)
 {
     const char *S = schema;
     const char *C = channel;
-    char *part[6];
+    char *part[9];
     /* definitions and the rules */
     part[0] = setcache__aprintf(
         "CREATE TABLE IF NOT EXISTS \"%s\".definitions (\n"
@@ -344,8 +345,9 @@ static char *managed_ddl(const char *schema, const char *channel)
         "    CONSTRAINT definitions_strings_only CHECK ((choices IS NULL AND pattern IS NULL\n"
         "                                                AND max_length IS NULL) OR type = "
         "'string')\n"
-        ");\n"
-        "\n"
+        ");\n",
+        S, S);
+    part[1] = setcache__aprintf(
         "-- What is wrong with value v under definition d (NULL: nothing). The same\n"
         "-- rules as the library's (value.c): int = a decimal in the bigint range;\n"
         "-- double = decimal notation, finite; bool = true/t/1/yes/on or\n"
@@ -354,7 +356,9 @@ static char *managed_ddl(const char *schema, const char *channel)
         "RETURNS text LANGUAGE plpgsql STABLE AS $fn$\n"
         "DECLARE n numeric;\n"
         "BEGIN\n"
-        "    IF d.type = 'int' THEN\n"
+        "    -- as few statements as the rules allow: a single write runs it\n"
+        "    CASE d.type\n"
+        "    WHEN 'int' THEN\n"
         "        IF v !~ '^[+-]?[0-9]{1,30}$' THEN\n"
         "            RETURN format('%%s is not an int (rule: type)', quote_literal(left(v, 80)));\n"
         "        END IF;\n"
@@ -362,7 +366,7 @@ static char *managed_ddl(const char *schema, const char *channel)
         "        IF n < -9223372036854775808 OR n > 9223372036854775807 THEN\n"
         "            RETURN format('%%s is outside the int range (rule: type)', v);\n"
         "        END IF;\n"
-        "    ELSIF d.type = 'double' THEN\n"
+        "    WHEN 'double' THEN\n"
         "        IF v !~ '^[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?$' THEN\n"
         "            RETURN format('%%s is not a double (rule: type)', quote_literal(left(v, "
         "80)));\n"
@@ -372,45 +376,51 @@ static char *managed_ddl(const char *schema, const char *channel)
         "        EXCEPTION WHEN numeric_value_out_of_range THEN\n"
         "            RETURN format('%%s is outside the double range (rule: type)', left(v, 80));\n"
         "        END;\n"
-        "    ELSIF d.type = 'bool' THEN\n"
+        "    WHEN 'bool' THEN\n"
         "        IF lower(v) NOT IN ('true', 't', '1', 'yes', 'on', 'false', 'f', '0', 'no', "
         "'off') THEN\n"
         "            RETURN format('%%s is not a bool (rule: type)', quote_literal(left(v, 80)));\n"
         "        END IF;\n"
-        "    ELSIF d.type = 'json' THEN\n"
+        "        RETURN NULL;\n"
+        "    WHEN 'json' THEN\n"
         "        BEGIN\n"
         "            PERFORM v::json;\n"
         "        EXCEPTION WHEN invalid_text_representation THEN\n"
         "            RETURN format('%%s is not JSON (rule: type)', quote_literal(left(v, 80)));\n"
         "        END;\n"
-        "    END IF;\n"
-        "    IF d.min_value IS NOT NULL AND n < d.min_value THEN\n"
+        "        RETURN NULL;\n"
+        "    ELSE\n"
+        "        -- a string: only strings have choices, a pattern, a length\n"
+        "        IF (v = ANY (d.choices)) IS FALSE THEN\n"
+        "            RETURN format('%%s is not one of %%s (rule: choices)', "
+        "quote_literal(left(v, 80)),\n"
+        "                          array_to_string(d.choices, ', '));\n"
+        "        END IF;\n"
+        "        IF v !~ d.pattern THEN\n"
+        "            RETURN format('%%s does not match %%s (rule: pattern)', "
+        "quote_literal(left(v, 80)),\n"
+        "                          quote_literal(d.pattern));\n"
+        "        END IF;\n"
+        "        IF char_length(v) > d.max_length THEN\n"
+        "            RETURN format('%%s has %%s characters, more than %%s (rule: max_length)',\n"
+        "                          quote_literal(left(v, 80)), char_length(v), d.max_length);\n"
+        "        END IF;\n"
+        "        RETURN NULL;\n"
+        "    END CASE;\n"
+        "    -- a number (no minimum or maximum: NULL, not below or above)\n"
+        "    IF n < d.min_value THEN\n"
         "        RETURN format('%%s is below the minimum %%s (rule: min)', v, d.min_value);\n"
         "    END IF;\n"
-        "    IF d.max_value IS NOT NULL AND n > d.max_value THEN\n"
+        "    IF n > d.max_value THEN\n"
         "        RETURN format('%%s is above the maximum %%s (rule: max)', v, d.max_value);\n"
-        "    END IF;\n"
-        "    IF d.choices IS NOT NULL AND NOT (v = ANY (d.choices)) THEN\n"
-        "        RETURN format('%%s is not one of %%s (rule: choices)', quote_literal(left(v, "
-        "80)),\n"
-        "                      array_to_string(d.choices, ', '));\n"
-        "    END IF;\n"
-        "    IF d.pattern IS NOT NULL AND v !~ d.pattern THEN\n"
-        "        RETURN format('%%s does not match %%s (rule: pattern)', quote_literal(left(v, "
-        "80)),\n"
-        "                      quote_literal(d.pattern));\n"
-        "    END IF;\n"
-        "    IF d.max_length IS NOT NULL AND char_length(v) > d.max_length THEN\n"
-        "        RETURN format('%%s has %%s characters, more than %%s (rule: max_length)',\n"
-        "                      quote_literal(left(v, 80)), char_length(v), d.max_length);\n"
         "    END IF;\n"
         "    RETURN NULL;\n"
         "END\n"
         "$fn$;\n"
         "\n",
-        S, S, S, S);
+        S, S);
     /* definitions' own checks and announcements */
-    part[1] = setcache__aprintf(
+    part[2] = setcache__aprintf(
         "-- A definition's pattern must compile and its default obey its own rules.\n"
         "CREATE OR REPLACE FUNCTION \"%s\".definitions_check() RETURNS trigger\n"
         "LANGUAGE plpgsql AS $fn$\n"
@@ -447,8 +457,8 @@ static char *managed_ddl(const char *schema, const char *channel)
         "$fn$;\n"
         "\n",
         S, S, S, S, S, C);
-    /* history, and the checks and history of every settings row */
-    part[2] = setcache__aprintf(
+    /* history */
+    part[3] = setcache__aprintf(
         "-- History: one row per change of a setting, written by trigger in the\n"
         "-- changing transaction (so it commits or rolls back with it). TRUNCATE\n"
         "-- writes one row per removed setting. changed_at is the clock when the\n"
@@ -458,8 +468,7 @@ static char *managed_ddl(const char *schema, const char *channel)
         "    entity_type      text NOT NULL,\n"
         "    entity_id        text NOT NULL,\n"
         "    key              text NOT NULL,\n"
-        "    op               text NOT NULL CHECK (op IN ('insert', 'update', 'delete', "
-        "'truncate')),\n"
+        "    op               text NOT NULL, -- insert, update, delete, truncate\n"
         "    old_value        text,\n"
         "    new_value        text,\n"
         "    version          bigint,\n"
@@ -469,13 +478,19 @@ static char *managed_ddl(const char *schema, const char *channel)
         "    client_addr      inet DEFAULT inet_client_addr(),\n"
         "    xid              bigint NOT NULL DEFAULT txid_current()\n"
         ");\n"
+        "-- no CHECK on op since revision 5 (preparing it cost every write 5%%);\n"
+        "-- only the schema's functions and owner can write the history\n"
+        "ALTER TABLE \"%s\".history DROP CONSTRAINT IF EXISTS history_op_check;\n"
         "CREATE INDEX IF NOT EXISTS history_by_setting ON \"%s\".history (entity_type, "
         "entity_id, key, id);\n"
         "-- rows arrive in time order: a BRIN index serves --since and pruning at\n"
         "-- almost no cost per insert\n"
         "CREATE INDEX IF NOT EXISTS history_by_time ON \"%s\".history USING brin (changed_at);\n"
         "\n"
-        "-- Run as the owner (writers get no right on the history to forge it).\n"
+        "\n",
+        S, S, S, S);
+    /* the checks and history of every settings row */
+    part[4] = setcache__aprintf(
         "-- The row trigger that announces a change (see the core DDL) also checks\n"
         "-- it against its key's definition, whoever writes it (an invalid value\n"
         "-- fails the statement: check_violation, constraint setcache_definition,\n"
@@ -537,13 +552,13 @@ static char *managed_ddl(const char *schema, const char *channel)
         "END\n"
         "$fn$;\n"
         "\n",
-        S, S, S, S, S, S, S, S, C, S, C, S, S, S);
+        S, S, S, S, S, C, S, C, S, S, S);
     /* set_many's function; its fallback runs the library's own statement */
     static const char *const args[6] = {"t", "i", "dels", "ks", "vs", "js"};
     char *table = setcache__aprintf("\"%s\".settings", S);
     char *fallback = table ? many_sql(table, args) : NULL;
     free(table);
-    part[3] =
+    part[5] =
         !fallback
             ? NULL
             : setcache__aprintf(
@@ -552,10 +567,11 @@ static char *managed_ddl(const char *schema, const char *channel)
                   "-- (the same rows, versions, history and announcements as the row\n"
                   "-- triggers', at a fraction of their cost per row). The row triggers\n"
                   "-- stand aside for it alone: standing_aside() is true only while this\n"
-                  "-- function runs (its SET clause) as the owner that created the schema;\n"
-                  "-- whoever else sets setcache.batch changes nothing. It runs as that\n"
-                  "-- owner, so it checks the caller's own privileges on the settings\n"
-                  "-- first (anyone may call it; it does only what the caller may do).\n"
+                  "-- function runs (its SET clause) as the owner that created the schema,\n"
+                  "-- and settings_stamp refuses any other write while setcache.batch is\n"
+                  "-- on. It runs as that owner, so it checks the caller's own privileges\n"
+                  "-- on the settings first (anyone may call it; it does only what the\n"
+                  "-- caller may do).\n"
                   "DO $do$\n"
                   "BEGIN\n"
                   "    EXECUTE format($f$CREATE OR REPLACE FUNCTION \"%s\".standing_aside() "
@@ -589,21 +605,25 @@ static char *managed_ddl(const char *schema, const char *channel)
                   "        USING ERRCODE = 'insufficient_privilege';\n"
                   "    END IF;\n"
                   "    IF NOT \"%s\".standing_aside()\n"
-                  "       OR (SELECT count(*) FROM pg_catalog.pg_trigger\n"
-                  "            WHERE tgrelid = '\"%s\".settings'::regclass\n"
-                  "              AND tgname IN ('settings_stamp', 'settings_notify')\n"
-                  "              AND tgqual IS NOT NULL) <> 2 THEN\n"
+                  "       OR (SELECT count(*) FROM pg_catalog.pg_trigger t\n"
+                  "             JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid\n"
+                  "            WHERE t.tgrelid = '\"%s\".settings'::regclass\n"
+                  "              AND ((t.tgname = 'settings_stamp'\n"
+                  "                    AND p.prosrc LIKE '%%standing_aside()%%')\n"
+                  "                   OR (t.tgname = 'settings_notify' AND t.tgqual IS NOT "
+                  "NULL))) <> 2\n"
+                  "    THEN\n"
                   "        -- not run as the schema's creator (its owner changed), or the row\n"
-                  "        -- triggers have no WHEN (an older release applied its DDL\n"
-                  "        -- again): the row triggers do it all (all of them: the setting\n"
-                  "        -- goes back to off until the function returns)\n"
+                  "        -- triggers would not stand aside (an older release applied its\n"
+                  "        -- DDL again): the row triggers do it all (all of them: the\n"
+                  "        -- setting goes back to off until the function returns)\n"
                   "        PERFORM set_config('setcache.batch', 'off', true);\n"
                   "        RETURN QUERY %s;\n"
                   "        RETURN;\n"
                   "    END IF;\n",
                   S, S, S, S, S, S, S, S, fallback);
     free(fallback);
-    part[4] = setcache__aprintf(
+    part[6] = setcache__aprintf(
         "    SELECT x.k, p.problem INTO b\n"
         "      FROM unnest(ks, vs, js) WITH ORDINALITY AS x(k, v, j, n)\n"
         "      JOIN \"%s\".definitions d ON d.entity_type = t AND d.key = x.k,\n"
@@ -674,14 +694,49 @@ static char *managed_ddl(const char *schema, const char *channel)
         "$fn$;\n"
         "\n",
         S, S, S, S, S, S, S, S, S, S, C);
+    /* the stamp, as the managed schema makes it */
+    part[7] = setcache__aprintf(
+        "-- Every INSERT and UPDATE gets a new version (as in the core DDL) but\n"
+        "-- the rows write_many writes itself (it gives their versions). With\n"
+        "-- setcache.batch on only write_many, run as the schema's creator, may\n"
+        "-- write: settings_notify's WHEN trusts the setting, so any other write\n"
+        "-- with it on - a DELETE too - fails here, before the row changes.\n"
+        "-- (Checked in the body, not in a WHEN: a trigger's WHEN is read and\n"
+        "-- prepared again for every statement, a cost every write would pay.)\n"
+        "CREATE OR REPLACE FUNCTION \"%s\".settings_stamp() RETURNS trigger\n"
+        "LANGUAGE plpgsql AS $fn$\n"
+        "BEGIN\n"
+        "    IF current_setting('setcache.batch', true) = 'on' THEN\n"
+        "        IF NOT \"%s\".standing_aside() THEN\n"
+        "            RAISE EXCEPTION 'setcache.batch is reserved for \"%s\".write_many'\n"
+        "            USING ERRCODE = 'insufficient_privilege',\n"
+        "                  HINT = 'Reset it: every other write is checked, versioned "
+        "and recorded.';\n"
+        "        END IF;\n"
+        "    ELSIF TG_OP <> 'DELETE' THEN\n"
+        "        NEW.version := nextval('\"%s\".settings_version_seq');\n"
+        "        NEW.updated_at := clock_timestamp();\n"
+        "    END IF;\n"
+        "    IF TG_OP = 'DELETE' THEN\n"
+        "        RETURN OLD;\n"
+        "    END IF;\n"
+        "    RETURN NEW;\n"
+        "END\n"
+        "$fn$;\n"
+        "\n",
+        S, S, S, S);
     /* the triggers */
-    part[5] = setcache__aprintf(
+    part[8] = setcache__aprintf(
+        "-- The stamp also sees DELETEs (it refuses them with setcache.batch on but\n"
+        "-- for write_many). The notification trigger's WHEN is as small as it can\n"
+        "-- be (it is prepared again for every statement): settings_stamp has\n"
+        "-- made sure only write_many runs with the setting on.\n"
         "DROP TRIGGER IF EXISTS settings_stamp ON \"%s\".settings;\n"
-        "CREATE TRIGGER settings_stamp BEFORE INSERT OR UPDATE ON \"%s\".settings FOR EACH ROW\n"
-        "    WHEN (NOT \"%s\".standing_aside()) EXECUTE FUNCTION \"%s\".settings_stamp();\n"
+        "CREATE TRIGGER settings_stamp BEFORE INSERT OR UPDATE OR DELETE ON \"%s\".settings\n"
+        "    FOR EACH ROW EXECUTE FUNCTION \"%s\".settings_stamp();\n"
         "DROP TRIGGER IF EXISTS settings_notify ON \"%s\".settings;\n"
         "CREATE TRIGGER settings_notify AFTER INSERT OR UPDATE OR DELETE ON \"%s\".settings\n"
-        "    FOR EACH ROW WHEN (NOT \"%s\".standing_aside())\n"
+        "    FOR EACH ROW WHEN (current_setting('setcache.batch', true) IS DISTINCT FROM 'on')\n"
         "    EXECUTE FUNCTION \"%s\".settings_notify();\n"
         "DROP TRIGGER IF EXISTS settings_history_truncate ON \"%s\".settings;\n"
         "CREATE TRIGGER settings_history_truncate BEFORE TRUNCATE ON \"%s\".settings\n"
@@ -693,12 +748,17 @@ static char *managed_ddl(const char *schema, const char *channel)
         "CREATE TRIGGER definitions_notify AFTER INSERT OR UPDATE OR DELETE ON "
         "\"%s\".definitions\n"
         "    FOR EACH ROW EXECUTE FUNCTION \"%s\".definitions_notify();\n",
-        S, S, S, S, S, S, S, S, S, S, S, S, S, S, S, S, S);
-    char *all = part[0] && part[1] && part[2] && part[3] && part[4] && part[5]
-                    ? setcache__aprintf("%s\n%s\n%s\n%s\n%s\n%s", part[0], part[1], part[2],
-                                        part[3], part[4], part[5])
-                    : NULL;
-    for (int k = 0; k < 6; k++) {
+        S, S, S, S, S, S, S, S, S, S, S, S, S, S, S);
+    char *all = NULL;
+    bool whole = true;
+    for (int k = 0; k < 9; k++) {
+        whole = whole && part[k];
+    }
+    if (whole) {
+        all = setcache__aprintf("%s\n%s\n%s\n%s\n%s\n%s\n%s\n%s\n%s", part[0], part[1], part[2],
+                                part[3], part[4], part[5], part[6], part[7], part[8]);
+    }
+    for (int k = 0; k < 9; k++) {
         free(part[k]);
     }
     return all;

@@ -189,10 +189,11 @@ TEST(mapped_tables_get_the_same_grants)
 }
 
 /* The row triggers stand aside only for "schema".write_many run as the
- * schema's owner: a writer that sets setcache.batch itself still gets its
- * rows checked, stamped and recorded; write_many does only what its caller
- * may do (a reader can't write through it); a writer's set_many through it
- * records each change once. */
+ * schema's owner: a writer that sets setcache.batch itself can't write at
+ * all (insufficient_privilege; nothing changes, a DELETE neither) and,
+ * once it resets it, gets its rows checked, stamped and recorded;
+ * write_many does only what its caller may do (a reader can't write
+ * through it); a writer's set_many through it records each change once. */
 TEST(only_write_many_as_the_owner_makes_the_row_triggers_stand_aside)
 {
     set_up_roles();
@@ -209,6 +210,27 @@ TEST(only_write_many_as_the_owner_makes_the_row_triggers_stand_aside)
     PGconn *pc = PQconnectdb(ci);
     CHECK(PQstatus(pc) == CONNECTION_OK);
     PQclear(PQexec(pc, "SET setcache.batch = 'on'"));
+    char refused[3][256];
+    snprintf(refused[0], sizeof refused[0],
+             "UPDATE \"%s\".settings SET value = 'w2' WHERE key = 'k'", s);
+    snprintf(refused[1], sizeof refused[1],
+             "INSERT INTO \"%s\".settings (entity_type, entity_id, key, value) VALUES "
+             "('account', '1', 'n', '9')",
+             s);
+    snprintf(refused[2], sizeof refused[2], "DELETE FROM \"%s\".settings WHERE key = 'k'", s);
+    for (int q = 0; q < 3; q++) {
+        PGresult *no = PQexec(pc, refused[q]);
+        CHECK(PQresultStatus(no) == PGRES_FATAL_ERROR);
+        CHECK_STR(PQresultErrorField(no, PG_DIAG_SQLSTATE), "42501");
+        CHECK(strstr(PQresultErrorMessage(no), "setcache.batch is reserved") != NULL);
+        PQclear(no);
+    }
+    CHECK_STR(t_sql_value("SELECT value FROM \"%s\".settings WHERE key = 'k'", s), "v1");
+    CHECK(atoll(t_sql_value("SELECT version FROM \"%s\".settings WHERE key = 'k'", s)) == v1);
+    CHECK_STR(t_sql_value("SELECT count(*) FROM \"%s\".settings WHERE key = 'n'", s), "0");
+    CHECK_STR(t_sql_value("SELECT count(*) FROM \"%s\".history WHERE op <> 'insert'", s), "0");
+    /* reset: checked, stamped and recorded as always */
+    PQclear(PQexec(pc, "RESET setcache.batch"));
     snprintf(sql, sizeof sql, "UPDATE \"%s\".settings SET value = 'w2' WHERE key = 'k'", s);
     PGresult *res = PQexec(pc, sql);
     CHECK(PQresultStatus(res) == PGRES_COMMAND_OK);
