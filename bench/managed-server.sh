@@ -16,9 +16,10 @@
 #    rounds; and, as shipped since schema revision 4, set_many through the
 #    schema's write_many (the check and history of the whole call at once,
 #    the row triggers standing aside for it), single writes through the
-#    managed row trigger ("function"). Every variant has the schema's
-#    triggers as shipped (with their WHEN); only the row trigger's function
-#    changes between core and managed.
+#    managed row trigger ("function"). The core variant has the core
+#    DDL's own stamp and triggers (no WHEN: the write without validation,
+#    history and write_many's standing aside); the others the schema's
+#    stamp and triggers as shipped.
 #    Client latency from pgbench, server execution time from
 #    pg_stat_statements when the server has it (tests/withpg.sh loads it).
 # 2. A set-based INSERT of 20,000 rows into copies of the history table: as
@@ -37,10 +38,17 @@ sql -f "$tmp/schema.sql" >/dev/null
 sql -c "INSERT INTO sm.definitions (entity_type, key, type, default_value, description,
         min_value, max_value) SELECT 'expert', 'key_' || g, 'int', '1', 'a key', 1, 100
         FROM generate_series(0, 19) g ON CONFLICT DO NOTHING"
-# the core schema's row trigger function: the first settings_notify of the DDL
-awk '/^CREATE OR REPLACE FUNCTION "sm".settings_notify\(\)/ {on = 1} on {print}
-     on && /^\$fn\$;$/ {exit}' "$tmp/schema.sql" >"$tmp/core.sql"
-sql -At -c "SELECT pg_get_functiondef('sm.settings_notify'::regproc) || ';'" >"$tmp/managed.sql"
+# the core DDL's stamp, notification function and triggers: the first of
+# each in the whole DDL (the managed DDL replaces them further down)
+awk -f "$(dirname "$0")/core-triggers.awk" "$tmp/schema.sql" >"$tmp/core.sql"
+grep -q WHEN "$tmp/core.sql" && { echo "the core triggers have a WHEN: the DDL changed shape" >&2; exit 1; }
+# as shipped: the functions and triggers as the schema has them now
+sql -At -c "SELECT pg_get_functiondef('sm.settings_stamp'::regproc) || ';'
+            UNION ALL SELECT pg_get_functiondef('sm.settings_notify'::regproc) || ';'
+            UNION ALL SELECT 'DROP TRIGGER IF EXISTS ' || tgname || ' ON sm.settings; ' ||
+                             pg_get_triggerdef(oid) || ';'
+              FROM pg_trigger WHERE tgrelid = 'sm.settings'::regclass
+               AND tgname IN ('settings_stamp', 'settings_notify')" >"$tmp/managed.sql"
 cat >"$tmp/nostmt.sql" <<'SQL'
 DROP TRIGGER IF EXISTS stmt_ins ON sm.settings;
 DROP TRIGGER IF EXISTS stmt_upd ON sm.settings;
