@@ -58,7 +58,7 @@ $runas "$bindir/pg_ctl" -D "$dir/pristine" -w stop >/dev/null
 
 # the core DDL's stamp, notification function and triggers: the first of
 # each in the whole DDL (the managed DDL replaces them further down)
-awk -f "$(dirname "$0")/core-triggers.awk" "$dir/schema.sql" >"$dir/core.sql"
+awk -f "$here/bench/core-triggers.awk" "$dir/schema.sql" >"$dir/core.sql"
 grep -q WHEN "$dir/core.sql" && { echo "the core triggers have a WHEN: the DDL changed shape" >&2; exit 1; }
 [ "$(grep -c 'CREATE TRIGGER' "$dir/core.sql")" = 2 ] || { echo "core triggers not found" >&2; exit 1; }
 echo "SELECT 1;" >"$dir/shipped.sql"

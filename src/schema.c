@@ -486,7 +486,6 @@ static char *managed_ddl(const char *schema, const char *channel)
         "-- rows arrive in time order: a BRIN index serves --since and pruning at\n"
         "-- almost no cost per insert\n"
         "CREATE INDEX IF NOT EXISTS history_by_time ON \"%s\".history USING brin (changed_at);\n"
-        "\n"
         "\n",
         S, S, S, S);
     /* the checks and history of every settings row */

@@ -396,10 +396,14 @@ static int write_many(void *arg, PGconn *conn)
          * for the whole call instead of once per row */
         j->res = setcache__exec(j->c, conn, j->c->sql.many_fn, 6, j->vals, true, &rc);
         if (!j->res && rc == SETCACHE_ERR_DB && no_write_many()) {
-            setcache__log(j->c, SETCACHE_LOG_INFO,
-                          "set_many: the schema has no write_many (made by an older release): "
-                          "one statement instead; apply `setcache schema` to get it");
-            atomic_store(&j->c->many_by_statement, true);
+            /* said by the one call that switches the handle, not by every
+             * call that met the function missing at the same time */
+            if (!atomic_exchange(&j->c->many_by_statement, true)) {
+                setcache__log(j->c, SETCACHE_LOG_INFO,
+                              "set_many: the schema has no write_many (made by an older "
+                              "release): one statement instead; apply `setcache schema` to get "
+                              "it");
+            }
             j->by_statement = true;
         }
     }

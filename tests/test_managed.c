@@ -460,11 +460,7 @@ TEST(write_many_writes_again_a_key_inserted_meanwhile)
     PQfinish(tx);
     CHECK(waiting);
     CHECK_OK(m.rc);
-    CHECK_STR(t_sql_value("SELECT string_agg(concat_ws(' ', key, op, coalesce(old_value, '-'), "
-                          "new_value), '; ' ORDER BY key, id) FROM \"%s\".history WHERE "
-                          "entity_id = '5'",
-                          t_schema()),
-              "y insert - mine-y; z insert - theirs; z update theirs mine-z");
+    CHECK_STR(history_of("5"), "y insert - mine-y; z insert - theirs; z update theirs mine-z");
     char buf[32];
     CHECK_OK(setcache_get_string(c, "account", "5", "z", buf, sizeof buf, NULL));
     CHECK_STR(buf, "mine-z");

@@ -277,6 +277,11 @@ TEST(only_write_many_as_the_owner_makes_the_row_triggers_stand_aside)
     /* and deletes through it (the writer's grants include DELETE) */
     setcache_kv del[] = {{"n", NULL}};
     CHECK_OK(setcache_set_many(w, "account", "1", del, 1));
+    CHECK_STR(t_sql_value("SELECT count(*) FROM \"%s\".settings WHERE key = 'n'", s), "0");
+    CHECK_STR(t_sql_value("SELECT string_agg(concat_ws(' ', op, old_value), '; ' ORDER BY id) "
+                          "FROM \"%s\".history WHERE key = 'n'",
+                          s),
+              "insert; delete 4");
     setcache_close(w);
     drop_roles();
 }
