@@ -14,9 +14,10 @@
 #include <string.h>
 
 #define SC_SCHEMA_REVISION                                                                         \
-    "5" /* 2: identifiers that cannot deceive; 3: managed settings;                                \
+    "6" /* 2: identifiers that cannot deceive; 3: managed settings;                                \
            4: set_many through write_many; 5: the row triggers without a                           \
-           function in their WHEN */
+           function in their WHEN; 6: functions that run with the writer's                         \
+           search_path name only qualified functions and operators */
 /* A regular expression for the characters identifiers may not hold beyond
  * C0 controls and DEL (the table's first checks): C1 controls and the
  * bidirectional formatting characters. */
@@ -240,12 +241,14 @@ static char *core_ddl(const char *schema, const char *channel)
                   "$do$;\n"
                   "\n"
                   "-- Every INSERT and UPDATE gets a new version; writers give only the four\n"
-                  "-- columns entity_type, entity_id, key, value.\n"
+                  "-- columns entity_type, entity_id, key, value. (The stamp runs with the\n"
+                  "-- writer's search_path: every name in it is qualified, so a writer's own\n"
+                  "-- functions can't stand in for them.)\n"
                   "CREATE OR REPLACE FUNCTION \"%s\".settings_stamp() RETURNS trigger\n"
                   "LANGUAGE plpgsql AS $fn$\n"
                   "BEGIN\n"
-                  "    NEW.version := nextval('\"%s\".settings_version_seq');\n"
-                  "    NEW.updated_at := clock_timestamp();\n"
+                  "    NEW.version := pg_catalog.nextval('\"%s\".settings_version_seq');\n"
+                  "    NEW.updated_at := pg_catalog.clock_timestamp();\n"
                   "    RETURN NEW;\n"
                   "END\n"
                   "$fn$;\n"
@@ -422,8 +425,11 @@ static char *managed_ddl(const char *schema, const char *channel)
     /* definitions' own checks and announcements */
     part[2] = setcache__aprintf(
         "-- A definition's pattern must compile and its default obey its own rules.\n"
+        "-- Writers write definitions: this and definitions_notify run with a fixed\n"
+        "-- search_path (they are called once per definition written), so a\n"
+        "-- writer's own functions and operators can't stand in for the built-in.\n"
         "CREATE OR REPLACE FUNCTION \"%s\".definitions_check() RETURNS trigger\n"
-        "LANGUAGE plpgsql AS $fn$\n"
+        "LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$\n"
         "DECLARE problem text;\n"
         "BEGIN\n"
         "    IF NEW.pattern IS NOT NULL THEN\n"
@@ -445,7 +451,7 @@ static char *managed_ddl(const char *schema, const char *channel)
         "\n"
         "-- Definition changes are announced like settings: op F, entity_id '*'.\n"
         "CREATE OR REPLACE FUNCTION \"%s\".definitions_notify() RETURNS trigger\n"
-        "LANGUAGE plpgsql AS $fn$\n"
+        "LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$\n"
         "DECLARE r \"%s\".definitions;\n"
         "BEGIN\n"
         "    IF TG_OP = 'DELETE' THEN r := OLD; ELSE r := NEW; END IF;\n"
@@ -575,10 +581,9 @@ static char *managed_ddl(const char *schema, const char *channel)
                   "BEGIN\n"
                   "    EXECUTE format($f$CREATE OR REPLACE FUNCTION \"%s\".standing_aside() "
                   "RETURNS boolean\n"
-                  "        LANGUAGE sql STABLE AS $b$SELECT current_setting('setcache.batch', "
-                  "true)\n"
-                  "        IS NOT DISTINCT FROM 'on' AND current_user = %%L::name$b$$f$, "
-                  "current_user);\n"
+                  "        LANGUAGE sql STABLE AS $b$SELECT coalesce(pg_catalog.current_setting(\n"
+                  "        'setcache.batch', true) OPERATOR(pg_catalog.=) 'on', false)\n"
+                  "        AND current_user OPERATOR(pg_catalog.=) %%L$b$$f$, current_user);\n"
                   "END\n"
                   "$do$;\n"
                   "\n"
@@ -702,21 +707,25 @@ static char *managed_ddl(const char *schema, const char *channel)
         "-- with it on - a DELETE too - fails here, before the row changes.\n"
         "-- (Checked in the body, not in a WHEN: a trigger's WHEN is read and\n"
         "-- prepared again for every statement, a cost every write would pay.)\n"
+        "-- It runs with the writer's search_path, which the writer chooses: every\n"
+        "-- function and operator in it (and in standing_aside(), which is inlined\n"
+        "-- here) is qualified, so a writer's own can't stand in for them.\n"
         "CREATE OR REPLACE FUNCTION \"%s\".settings_stamp() RETURNS trigger\n"
         "LANGUAGE plpgsql AS $fn$\n"
         "BEGIN\n"
-        "    IF current_setting('setcache.batch', true) = 'on' THEN\n"
+        "    IF pg_catalog.current_setting('setcache.batch', true) OPERATOR(pg_catalog.=) 'on' "
+        "THEN\n"
         "        IF NOT \"%s\".standing_aside() THEN\n"
         "            RAISE EXCEPTION 'setcache.batch is reserved for \"%s\".write_many'\n"
         "            USING ERRCODE = 'insufficient_privilege',\n"
         "                  HINT = 'Reset it: every other write is checked, versioned "
         "and recorded.';\n"
         "        END IF;\n"
-        "    ELSIF TG_OP <> 'DELETE' THEN\n"
-        "        NEW.version := nextval('\"%s\".settings_version_seq');\n"
-        "        NEW.updated_at := clock_timestamp();\n"
+        "    ELSIF TG_OP OPERATOR(pg_catalog.<>) 'DELETE' THEN\n"
+        "        NEW.version := pg_catalog.nextval('\"%s\".settings_version_seq');\n"
+        "        NEW.updated_at := pg_catalog.clock_timestamp();\n"
         "    END IF;\n"
-        "    IF TG_OP = 'DELETE' THEN\n"
+        "    IF TG_OP OPERATOR(pg_catalog.=) 'DELETE' THEN\n"
         "        RETURN OLD;\n"
         "    END IF;\n"
         "    RETURN NEW;\n"

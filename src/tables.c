@@ -651,7 +651,8 @@ static char *map_ddl(const char *schema, const char *channel, const setcache_tab
             "    DEFAULT nextval('\"%s\".settings_version_seq');\n"
             "CREATE OR REPLACE FUNCTION \"%s\".map_stamp() RETURNS trigger LANGUAGE "
             "plpgsql AS $fn$\n"
-            "BEGIN\n    NEW.setcache_version := nextval('\"%s\".settings_version_seq');\n"
+            "BEGIN\n    NEW.setcache_version := "
+            "pg_catalog.nextval('\"%s\".settings_version_seq');\n"
             "    RETURN NEW;\nEND\n$fn$;\n",
             T, m->table, qt, S, S, S);
         /* as settings_notify: check, history, notify; a row whose columns

@@ -18,8 +18,21 @@ static void drop_roles(void)
     }
 }
 
-/* Three roles, and the schema with the readers' and writers' GRANTs applied
- * by psql from the tool's output, as a DBA would. */
+/* The tool's DDL with options OPTS (before the command: --map ...) and
+ * ROLES (after it: --reader-role, --writer-role) applied by psql, as a DBA
+ * would. */
+static void apply_tool_ddl(const char *opts, const char *roles)
+{
+    const char *s = t_schema();
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "%s/setcache --schema %s --channel %s %s schema %s | psql -q -v ON_ERROR_STOP=1 "
+             "'%s' >/dev/null 2>&1",
+             t_build_dir(), s, s, opts, roles, t_conninfo());
+    CHECK(system(cmd) == 0);
+}
+
+/* Three roles, and the schema with the readers' and writers' GRANTs. */
 static void set_up_roles(void)
 {
     const char *s = t_schema();
@@ -30,12 +43,9 @@ static void set_up_roles(void)
     t_sql("CREATE ROLE %s LOGIN", reader);
     t_sql("CREATE ROLE %s LOGIN", writer);
     t_sql("CREATE ROLE %s LOGIN", nobody);
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd,
-             "%s/setcache --schema %s --channel %s schema --reader-role %s --writer-role %s | "
-             "psql -q -v ON_ERROR_STOP=1 '%s' >/dev/null 2>&1",
-             t_build_dir(), s, s, reader, writer, t_conninfo());
-    CHECK(system(cmd) == 0);
+    char roles[160];
+    snprintf(roles, sizeof roles, "--reader-role %s --writer-role %s", reader, writer);
+    apply_tool_ddl("", roles);
 }
 
 static setcache *open_as(const char *role, int *rc)
@@ -148,13 +158,11 @@ TEST(mapped_tables_get_the_same_grants)
     t_on_fail(drop_roles);
     t_sql("CREATE ROLE %s LOGIN", reader);
     t_sql("CREATE ROLE %s LOGIN", writer);
-    char tab[128], cmd[2048];
+    char tab[128], map[192], grants[160];
     snprintf(tab, sizeof tab, "%s.prefs", s);
-    snprintf(cmd, sizeof cmd,
-             "%s/setcache --schema %s --channel %s --map pref=%s,uid,integer,name,v schema "
-             "--reader-role %s --writer-role %s | psql -q -v ON_ERROR_STOP=1 '%s' >/dev/null 2>&1",
-             t_build_dir(), s, s, tab, reader, writer, t_conninfo());
-    CHECK(system(cmd) == 0);
+    snprintf(map, sizeof map, "--map pref=%s,uid,integer,name,v", tab);
+    snprintf(grants, sizeof grants, "--reader-role %s --writer-role %s", reader, writer);
+    apply_tool_ddl(map, grants);
     setcache_table_map m = {.entity_type = "pref",
                             .table = tab,
                             .entity_column = "uid",
@@ -283,5 +291,124 @@ TEST(only_write_many_as_the_owner_makes_the_row_triggers_stand_aside)
                           s),
               "insert; delete 4");
     setcache_close(w);
+    drop_roles();
+}
+
+/* A statement of the writer's session pc, built like printf; its status. */
+static ExecStatusType writer_exec(PGconn *pc, char *sqlstate, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static ExecStatusType writer_exec(PGconn *pc, char *sqlstate, size_t cap, const char *fmt, ...)
+{
+    char sql[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(sql, sizeof sql, fmt, ap);
+    va_end(ap);
+    PGresult *res = PQexec(pc, sql);
+    ExecStatusType st = PQresultStatus(res);
+    const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    if (sqlstate) {
+        snprintf(sqlstate, cap, "%s", code ? code : "");
+    }
+    PQclear(res);
+    return st;
+}
+
+/* The stamp triggers run with the writer's search_path, which the writer
+ * chooses. A writer that puts a schema of its own first, with a nextval, a
+ * clock_timestamp and a current_setting that lie and = and <> on text that
+ * are always false, still can't choose a version (settings, a mapped
+ * table, definitions), write with setcache.batch on (which would skip the
+ * checks and the history), or store a default its definition refuses. */
+TEST(a_writer_s_own_functions_and_operators_cannot_stand_in_for_the_built_in_ones)
+{
+    set_up_roles();
+    const char *s = t_schema();
+    t_sql("CREATE TABLE \"%s\".prefs (uid bigint NOT NULL, name text NOT NULL, v text, UNIQUE "
+          "(uid, name))",
+          s);
+    char map[192], roles[96];
+    snprintf(map, sizeof map, "--map pref=%s.prefs,uid,integer,name,v", s);
+    snprintf(roles, sizeof roles, "--writer-role %s", writer);
+    apply_tool_ddl(map, roles);
+    t_sql("INSERT INTO \"%s\".definitions (entity_type, key, type, max_value) VALUES ('account', "
+          "'n', 'int', 10)",
+          s);
+    t_sql("INSERT INTO \"%s\".settings (entity_type, entity_id, key, value) VALUES ('account', "
+          "'1', 'n', '5')",
+          s);
+    t_sql("CREATE SCHEMA %.40s_ev AUTHORIZATION %s", s, writer);
+    long long before = atoll(t_sql_value("SELECT last_value FROM \"%s\".settings_version_seq", s));
+
+    char ci[1024], code[8];
+    snprintf(ci, sizeof ci, "%s user=%s", t_conninfo(), writer);
+    PGconn *pc = PQconnectdb(ci);
+    CHECK(PQstatus(pc) == CONNECTION_OK);
+    /* made in the first schema of its search_path: its own */
+    CHECK(writer_exec(pc, code, sizeof code, "SET search_path = %.40s_ev, pg_catalog", s) ==
+          PGRES_COMMAND_OK);
+    const char *shadows[] = {
+        "CREATE FUNCTION nextval(regclass) RETURNS bigint LANGUAGE sql AS "
+        "'SELECT 9000000000::bigint'",
+        "CREATE FUNCTION clock_timestamp() RETURNS timestamptz LANGUAGE sql AS "
+        "$$SELECT '2000-01-01'::timestamptz$$",
+        "CREATE FUNCTION current_setting(text, boolean) RETURNS text LANGUAGE sql AS "
+        "$$SELECT 'off'::text$$",
+        "CREATE FUNCTION no(text, text) RETURNS boolean LANGUAGE sql AS 'SELECT false'",
+        "CREATE OPERATOR = (LEFTARG = text, RIGHTARG = text, FUNCTION = no)",
+        "CREATE OPERATOR <> (LEFTARG = text, RIGHTARG = text, FUNCTION = no)",
+    };
+    for (size_t i = 0; i < sizeof shadows / sizeof shadows[0]; i++) {
+        CHECK(writer_exec(pc, code, sizeof code, "%s", shadows[i]) == PGRES_COMMAND_OK);
+    }
+    /* the shadows are in effect in the writer's session */
+    PGresult *res = PQexec(pc, "SELECT nextval('pg_class'), 'a' = 'a'");
+    CHECK(PQresultStatus(res) == PGRES_TUPLES_OK);
+    CHECK_STR(PQgetvalue(res, 0, 0), "9000000000");
+    CHECK_STR(PQgetvalue(res, 0, 1), "f");
+    PQclear(res);
+
+    /* a version of its own choice: settings, a mapped table, definitions */
+    CHECK(writer_exec(pc, code, sizeof code,
+                      "INSERT INTO \"%s\".settings (entity_type, entity_id, key, value, version, "
+                      "updated_at) VALUES ('account', '1', 'k', 'x', 1, '2001-01-01')",
+                      s) == PGRES_COMMAND_OK);
+    long long v = atoll(t_sql_value("SELECT version FROM \"%s\".settings WHERE key = 'k'", s));
+    CHECK(v > before && v < 9000000000LL);
+    CHECK_STR(t_sql_value("SELECT updated_at > now() - interval '1 hour' FROM \"%s\".settings "
+                          "WHERE key = 'k'",
+                          s),
+              "t");
+    CHECK(writer_exec(pc, code, sizeof code,
+                      "INSERT INTO \"%s\".prefs (uid, name, v, setcache_version) VALUES (7, "
+                      "'theme', 'dark', 1)",
+                      s) == PGRES_COMMAND_OK);
+    v = atoll(t_sql_value("SELECT setcache_version FROM \"%s\".prefs", s));
+    CHECK(v > before && v < 9000000000LL);
+    CHECK(writer_exec(pc, code, sizeof code,
+                      "INSERT INTO \"%s\".definitions (entity_type, key, type, version) VALUES "
+                      "('account', 'm', 'int', 1)",
+                      s) == PGRES_COMMAND_OK);
+    v = atoll(t_sql_value("SELECT version FROM \"%s\".definitions WHERE key = 'm'", s));
+    CHECK(v > before && v < 9000000000LL);
+
+    /* a default its own definition refuses */
+    CHECK(writer_exec(pc, code, sizeof code,
+                      "INSERT INTO \"%s\".definitions (entity_type, key, type, default_value) "
+                      "VALUES ('account', 'b', 'int', 'banana')",
+                      s) == PGRES_FATAL_ERROR);
+    CHECK_STR(code, "23514");
+    CHECK_STR(t_sql_value("SELECT count(*) FROM \"%s\".definitions WHERE key = 'b'", s), "0");
+
+    /* setcache.batch on: refused, nothing changed, nothing unrecorded */
+    CHECK(writer_exec(pc, code, sizeof code, "SET setcache.batch = 'on'") == PGRES_COMMAND_OK);
+    CHECK(writer_exec(pc, code, sizeof code,
+                      "UPDATE \"%s\".settings SET value = '99' WHERE key OPERATOR(pg_catalog.=) "
+                      "'n'",
+                      s) == PGRES_FATAL_ERROR);
+    CHECK_STR(code, "42501");
+    CHECK_STR(t_sql_value("SELECT value FROM \"%s\".settings WHERE key = 'n'", s), "5");
+    CHECK_STR(t_sql_value("SELECT count(*) FROM \"%s\".history WHERE key = 'n'", s), "1");
+    PQfinish(pc);
     drop_roles();
 }
