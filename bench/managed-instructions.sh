@@ -6,7 +6,8 @@
 # usage: make all && sh bench/managed-instructions.sh [BUILD]
 # (needs valgrind and PostgreSQL's server programs; takes a few minutes;
 # DDL=FILE: that schema DDL, for schema sm and channel sm, instead of the
-# build's - e.g. an older release's `setcache --schema sm --channel sm schema`)
+# build's - e.g. an older release's `setcache --schema sm --channel sm schema`;
+# PARTS=1: then also what each part of a single write costs, see the end)
 #
 # A private cluster gets the schema as `setcache schema` prints it (20 int
 # keys defined with a range, 20 settings rows); then, for each variant, a
@@ -115,3 +116,64 @@ s20=$(per_call shipped "$fn")
 r20=$(per_call shipped "$many")
 echo "| set_many of 20 keys (write_many) | $c20 | $s20 | $(echo "$s20 $c20" | awk '{printf "%.2fx", $1 / $2}') |"
 echo "| set_many of 20 keys, one statement through the row triggers | $c20 | $r20 | $(echo "$r20 $c20" | awk '{printf "%.2fx", $1 / $2}') |"
+
+# PARTS=1: where a single write's extra work goes. Each line is the
+# shipped schema with one part taken away (a throwaway change, made here to
+# the schema as printed, never shipped: each removes something the schema
+# promises), and what the single write then saves.
+[ -n "${PARTS:-}" ] || exit 0
+# the managed notification function: the second in the whole DDL
+awk '/^CREATE OR REPLACE FUNCTION "sm".settings_notify\(\)/ { n++ } n == 2 { print }
+     n == 2 && /^\$fn\$;$/ { exit }' "$dir/schema.sql" >"$dir/notify.sql"
+variant() { # name, then a sed program for the managed notification function,
+            # or "-" and the SQL itself
+    if [ "$2" = - ]; then
+        printf '%s\n' "$3" >"$dir/$1.sql"
+    else
+        sed "$2" "$dir/notify.sql" >"$dir/$1.sql"
+        cmp -s "$dir/notify.sql" "$dir/$1.sql" && { echo "variant $1: the edit found nothing (the DDL changed shape)" >&2; exit 1; }
+    fi
+    chmod 644 "$dir/$1.sql"
+}
+variant when - 'DROP TRIGGER settings_notify ON sm.settings;
+
+CREATE TRIGGER settings_notify AFTER INSERT OR UPDATE OR DELETE ON sm.settings FOR EACH ROW EXECUTE FUNCTION sm.settings_notify();'
+variant setpath 's/SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS/SECURITY DEFINER AS/'
+variant check 's/problem := "sm".value_problem(d, NEW.value);/problem := NULL;/'
+variant lookup '/SELECT \* INTO d FROM "sm".definitions/,/^        END IF;$/d'
+variant history '/^        INSERT INTO "sm".history (entity_type, entity_id, key, op, old_value, new_value,$/,/NEW.version);$/d'
+variant pkey - 'ALTER TABLE sm.history DROP CONSTRAINT history_pkey;'
+variant idseq - 'ALTER TABLE sm.history DROP CONSTRAINT history_pkey, ALTER COLUMN id DROP DEFAULT,
+    ALTER COLUMN id DROP NOT NULL;'
+variant bysetting - 'DROP INDEX sm.history_by_setting;'
+variant brin - 'DROP INDEX sm.history_by_time;'
+variant rules - 'CREATE OR REPLACE FUNCTION sm.value_problem(d sm.definitions, v text) RETURNS text
+LANGUAGE plpgsql STABLE AS $fn$ BEGIN RETURN NULL; END $fn$;'
+# all the parts that are not themselves a check or a history row, at once
+variant lean - "$(cat "$dir/setpath.sql")
+
+$(cat "$dir/when.sql")
+
+$(cat "$dir/idseq.sql")
+
+$(cat "$dir/brin.sql")"
+echo
+echo "### Where a single write's extra work goes: set_int as shipped ($s1) less one part"
+echo
+echo "| part taken away | set_int without it | saves | ratio to the core ($c1) without it |"
+echo "|---|---|---|---|"
+for v in "when:the notification trigger's WHEN (write_many's standing aside)" \
+         "setpath:the notification function's fixed search_path (SECURITY DEFINER kept)" \
+         "check:value_problem's call (the definition still looked up)" \
+         "lookup:the definition's lookup and the check" \
+         "history:the history row" \
+         "pkey:the history's primary key (id)" \
+         "idseq:the history's primary key and its id sequence" \
+         "bysetting:the history's index by setting" \
+         "brin:the history's BRIN index on changed_at" \
+         "rules:the rules' own work (value_problem called, returns at once)" \
+         "lean:the WHEN, the fixed search_path, the history's primary key, id sequence and BRIN index, together"; do
+    name=${v%%:*}
+    n=$(per_call "$name" "$one")
+    echo "| ${v#*:} | $n | $((s1 - n)) | $(echo "$n $c1" | awk '{printf "%.2fx", $1 / $2}') |"
+done
