@@ -308,8 +308,13 @@ SETCACHE_API const char *setcache_errmsg(void);
  * the schema (creating it when o->create_schema), and start the listener.
  * out: out, must not be NULL; *out is the handle on success, NULL on failure.
  * o:   in, NULL = all defaults; copied, may be freed after the call.
+ * With create_schema, the schema (and each mapped table's set-up) is brought
+ * to this release's revision; one set up by a newer release is left as it
+ * is (logged at SETCACHE_LOG_INFO), or, set up for another channel or other
+ * columns, fails the open (SETCACHE_ERR_DB) and changes nothing.
  * Returns SETCACHE_OK; SETCACHE_ERR_ARG (bad option); SETCACHE_ERR_DB (server
- * unreachable, or schema missing and create_schema false); SETCACHE_ERR_NOMEM.
+ * unreachable, or schema missing and create_schema false, or a newer
+ * release's set-up for another configuration); SETCACHE_ERR_NOMEM.
  * Threads: any. Ownership: caller owns *out and must setcache_close() it.
  * Since: 0.1.0.
  */

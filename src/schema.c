@@ -838,11 +838,60 @@ int setcache__table_exists(setcache *c, PGconn *conn, const char *table, bool *e
 }
 
 /*
+ * The kind (0: "setcache schema N channel ...", 1: "setcache map N channel
+ * ...") and revision N of a signature, *rest pointing past N; kind -1 when
+ * the text has neither shape.
+ */
+static int signature_revision(const char *sig, long *rev, const char **rest)
+{
+    static const char *const kinds[2] = {"setcache schema ", "setcache map "};
+    for (int k = 0; k < 2; k++) {
+        size_t n = strlen(kinds[k]);
+        if (strncmp(sig, kinds[k], n) == 0 && sig[n] >= '0' && sig[n] <= '9') {
+            char *end;
+            *rev = strtol(sig + n, &end, 10);
+            *rest = end;
+            return k;
+        }
+    }
+    return -1;
+}
+
+/*
+ * A signature installed by a newer release (a higher revision of the same
+ * kind): the DDL is left as it is - an older release applying its own
+ * again would undo the newer one's changes, fixes included, during a
+ * rolling upgrade. Fine when the rest (channel, table, columns) matches;
+ * otherwise an error that says what to do. 0: not newer; 1: newer and
+ * matching; -1: newer, not matching (*rc set).
+ */
+static int newer_release(setcache *c, const char *installed, const char *signature, int *rc)
+{
+    long have = 0, mine = 0;
+    const char *irest = NULL, *mrest = NULL;
+    int kind = signature_revision(installed, &have, &irest);
+    if (kind < 0 || signature_revision(signature, &mine, &mrest) != kind || have <= mine) {
+        return 0;
+    }
+    if (strcmp(irest, mrest) == 0) {
+        setcache__log(c, SETCACHE_LOG_INFO, "'%s' is newer than this release's '%s': left as it is",
+                      installed, signature);
+        return 1;
+    }
+    *rc = setcache__fail(SETCACHE_ERR_DB,
+                         "'%s' was set up by a newer release (this one makes '%s'): apply the "
+                         "newer release's `setcache schema` for this configuration",
+                         installed, signature);
+    return -1;
+}
+
+/*
  * Apply ddl once, idempotently and safely under concurrent opens: in one
  * transaction under an advisory lock on the schema, unless the function fn
  * ("schema"."name"()) already carries the comment signature (the DDL sets
- * it), so opens that find it current neither fail nor lock a table. what
- * names the step in an error.
+ * it), so opens that find it current neither fail nor lock a table, or
+ * carries a newer release's (see newer_release). what names the step in an
+ * error.
  */
 int setcache__apply_ddl_once(setcache *c, PGconn *conn, const char *fn, const char *signature,
                              const char *ddl, const char *what)
@@ -860,8 +909,11 @@ int setcache__apply_ddl_once(setcache *c, PGconn *conn, const char *fn, const ch
         rc = exec_simple(c, conn, "SELECT obj_description(to_regprocedure($1), 'pg_proc')", 1, fv,
                          &r);
     }
-    bool current = rc == SETCACHE_OK && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0) &&
-                   strcmp(PQgetvalue(r, 0, 0), signature) == 0;
+    bool installed = rc == SETCACHE_OK && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0);
+    bool current = installed && strcmp(PQgetvalue(r, 0, 0), signature) == 0;
+    if (installed && !current && newer_release(c, PQgetvalue(r, 0, 0), signature, &rc) != 0) {
+        current = true; /* left as it is, or rc says why not */
+    }
     PQclear(r);
     if (rc == SETCACHE_OK && !current) {
         /* Multi-statement text without parameters: every name in it was

@@ -855,11 +855,12 @@ const sc_sql *setcache__sql_for(setcache *c, const char *type, size_t tlen)
     return m ? &m->sql : &c->sql;
 }
 
-/* The signature a mapped table's notify function carries once set up. */
+/* The signature a mapped table's notify function carries once set up
+ * (map revision 3: map_stamp names nextval with its schema). */
 static char *signature(const char *channel, const setcache_table_map *m)
 {
     return setcache__aprintf(
-        "setcache map 2 channel %s table %s entity %s key %s value %s %s %s %s", channel, m->table,
+        "setcache map 3 channel %s table %s entity %s key %s value %s %s %s %s", channel, m->table,
         m->entity_column ? m->entity_column : "-", m->key_column,
         m->value_column ? m->value_column : "-", m->str_column ? m->str_column : "-",
         m->num_column ? m->num_column : "-", m->json_column ? m->json_column : "-");

@@ -146,29 +146,37 @@ TEST(a_role_with_no_privileges_fails_at_open_with_a_clear_message)
     drop_roles();
 }
 
-TEST(mapped_tables_get_the_same_grants)
+/* A table of the test's schema, "schema".prefs (uid, name, v), and its map
+ * as entity type "pref"; tab (at least 128 bytes) holds its name. */
+static setcache_table_map prefs_table(char *tab)
 {
     const char *s = t_schema();
     t_sql("CREATE SCHEMA IF NOT EXISTS \"%s\"", s);
     t_sql("CREATE TABLE \"%s\".prefs (uid bigint NOT NULL, name text NOT NULL, v text, UNIQUE "
           "(uid, name))",
           s);
+    snprintf(tab, 128, "%s.prefs", s);
+    return (setcache_table_map){.entity_type = "pref",
+                                .table = tab,
+                                .entity_column = "uid",
+                                .id_kind = SETCACHE_ID_INTEGER,
+                                .key_column = "name",
+                                .value_column = "v"};
+}
+
+TEST(mapped_tables_get_the_same_grants)
+{
+    const char *s = t_schema();
+    char tab[128], map[192], grants[160];
+    setcache_table_map m = prefs_table(tab);
     snprintf(reader, sizeof reader, "%.40s_r", s);
     snprintf(writer, sizeof writer, "%.40s_w", s);
     t_on_fail(drop_roles);
     t_sql("CREATE ROLE %s LOGIN", reader);
     t_sql("CREATE ROLE %s LOGIN", writer);
-    char tab[128], map[192], grants[160];
-    snprintf(tab, sizeof tab, "%s.prefs", s);
     snprintf(map, sizeof map, "--map pref=%s,uid,integer,name,v", tab);
     snprintf(grants, sizeof grants, "--reader-role %s --writer-role %s", reader, writer);
     apply_tool_ddl(map, grants);
-    setcache_table_map m = {.entity_type = "pref",
-                            .table = tab,
-                            .entity_column = "uid",
-                            .id_kind = SETCACHE_ID_INTEGER,
-                            .key_column = "name",
-                            .value_column = "v"};
     const char *roles[2] = {writer, reader};
     setcache *c[2];
     for (int i = 0; i < 2; i++) {
@@ -324,9 +332,8 @@ TEST(a_writer_s_own_functions_and_operators_cannot_stand_in_for_the_built_in_one
 {
     set_up_roles();
     const char *s = t_schema();
-    t_sql("CREATE TABLE \"%s\".prefs (uid bigint NOT NULL, name text NOT NULL, v text, UNIQUE "
-          "(uid, name))",
-          s);
+    char tab[128];
+    prefs_table(tab);
     char map[192], roles[96];
     snprintf(map, sizeof map, "--map pref=%s.prefs,uid,integer,name,v", s);
     snprintf(roles, sizeof roles, "--writer-role %s", writer);
@@ -411,4 +418,90 @@ TEST(a_writer_s_own_functions_and_operators_cannot_stand_in_for_the_built_in_one
     CHECK_STR(t_sql_value("SELECT count(*) FROM \"%s\".history WHERE key = 'n'", s), "1");
     PQfinish(pc);
     drop_roles();
+}
+
+/* A schema and a mapped table set up by the previous release (revision 5,
+ * map revision 2: stamps that name nextval through the writer's
+ * search_path) get this release's qualified stamps when a process of this
+ * release opens with create_schema. */
+TEST(stamps_set_up_by_the_previous_release_are_replaced_at_open)
+{
+    const char *s = t_schema();
+    char tab[128];
+    setcache_table_map m = prefs_table(tab);
+    setcache_options o;
+    t_options(&o);
+    o.tables = &m;
+    o.ntables = 1;
+    setcache *c = NULL;
+    CHECK_OK(setcache_open(&c, &o));
+    setcache_close(c);
+    /* as the previous release left them */
+    t_sql("CREATE OR REPLACE FUNCTION \"%s\".settings_stamp() RETURNS trigger LANGUAGE plpgsql AS "
+          "$fn$BEGIN NEW.version := nextval('\"%s\".settings_version_seq'); RETURN NEW; END$fn$",
+          s, s);
+    t_sql("CREATE OR REPLACE FUNCTION \"%s\".map_stamp() RETURNS trigger LANGUAGE plpgsql AS "
+          "$fn$BEGIN NEW.setcache_version := nextval('\"%s\".settings_version_seq'); RETURN NEW; "
+          "END$fn$",
+          s, s);
+    t_sql("COMMENT ON FUNCTION \"%s\".settings_notify() IS 'setcache schema 5 channel %s'", s, s);
+    t_sql("DO $$ DECLARE f regprocedure := '\"%s\".\"notify_pref\"()'; BEGIN EXECUTE "
+          "format('COMMENT ON FUNCTION %%s IS %%L', f, replace(obj_description(f, 'pg_proc'), "
+          "'setcache map 3 ', 'setcache map 2 ')); END $$",
+          s);
+    CHECK_STR(t_sql_value("SELECT obj_description('\"%s\".\"notify_pref\"()'::regprocedure, "
+                          "'pg_proc') LIKE 'setcache map 2 %%'",
+                          s),
+              "t");
+    CHECK_OK(setcache_open(&c, &o));
+    setcache_close(c);
+    const char *fns[2] = {"settings_stamp", "map_stamp"};
+    for (int i = 0; i < 2; i++) {
+        CHECK_STR(t_sql_value("SELECT prosrc LIKE '%%pg_catalog.nextval(%%' FROM pg_proc WHERE "
+                              "oid = '\"%s\".%s()'::regprocedure",
+                              s, fns[i]),
+                  "t");
+    }
+}
+
+/* Every message a handle logs, at any level. */
+static void keep_all(void *arg, int level, const char *msg)
+{
+    (void)level;
+    char *text = arg;
+    size_t n = strlen(text);
+    snprintf(text + n, 4096 - n, "%s\n", msg);
+}
+
+/* A schema set up by a newer release is left as it is by this one's open
+ * (its DDL would undo the newer one's, fixes included, during a rolling
+ * upgrade); set up for another channel, the open fails and says what to
+ * do, changing nothing. */
+TEST(a_newer_release_s_schema_is_left_as_it_is)
+{
+    setcache_close(t_open()); /* this revision */
+    const char *s = t_schema();
+    /* something this release's DDL would put back */
+    t_sql("DROP INDEX \"%s\".history_by_time", s);
+    t_sql("COMMENT ON FUNCTION \"%s\".settings_notify() IS 'setcache schema 99 channel %s'", s, s);
+    static char said[4096];
+    setcache_options o;
+    t_options(&o);
+    o.log = keep_all;
+    o.log_arg = said;
+    setcache *c = t_open_with(&o);
+    CHECK(strstr(said, "is newer than this release's") != NULL);
+    CHECK_STR(t_sql_value("SELECT to_regclass('\"%s\".history_by_time') IS NULL", s), "t");
+    CHECK_OK(setcache_set_string(c, "account", "1", "k", "v"));
+    setcache_close(c);
+    t_sql("COMMENT ON FUNCTION \"%s\".settings_notify() IS 'setcache schema 99 channel other'", s);
+    c = NULL;
+    CHECK_RC(setcache_open(&c, &o), SETCACHE_ERR_DB);
+    CHECK(c == NULL);
+    CHECK(strstr(setcache_errmsg(), "set up by a newer release") != NULL);
+    CHECK_STR(t_sql_value("SELECT to_regclass('\"%s\".history_by_time') IS NULL", s), "t");
+    CHECK_STR(t_sql_value("SELECT obj_description('\"%s\".settings_notify()'::regprocedure, "
+                          "'pg_proc')",
+                          s),
+              "setcache schema 99 channel other");
 }
