@@ -859,7 +859,8 @@ static int signature_revision(const char *sig, long *rev, const char **rest)
 
 /*
  * A signature installed by a newer release (a higher revision of the same
- * kind): the DDL is left as it is - an older release applying its own
+ * kind; what follows the revision keeps its form across revisions, so it
+ * can be compared): the DDL is left as it is - an older release applying its own
  * again would undo the newer one's changes, fixes included, during a
  * rolling upgrade. Fine when the rest (channel, table, columns) matches;
  * otherwise an error that says what to do. 0: not newer; 1: newer and

@@ -856,7 +856,10 @@ const sc_sql *setcache__sql_for(setcache *c, const char *type, size_t tlen)
 }
 
 /* The signature a mapped table's notify function carries once set up
- * (map revision 3: map_stamp names nextval with its schema). */
+ * (map revision 3: map_stamp names nextval with its schema). Keep what
+ * follows the revision as it is in later revisions: an older release
+ * compares it to its own to tell a newer release's set-up for the same
+ * table and columns from one for another (setcache__apply_ddl_once). */
 static char *signature(const char *channel, const setcache_table_map *m)
 {
     return setcache__aprintf(
