@@ -332,10 +332,9 @@ TEST(a_writer_s_own_functions_and_operators_cannot_stand_in_for_the_built_in_one
 {
     set_up_roles();
     const char *s = t_schema();
-    char tab[128];
+    char tab[128], map[192], roles[96];
     prefs_table(tab);
-    char map[192], roles[96];
-    snprintf(map, sizeof map, "--map pref=%s.prefs,uid,integer,name,v", s);
+    snprintf(map, sizeof map, "--map pref=%s,uid,integer,name,v", tab);
     snprintf(roles, sizeof roles, "--writer-role %s", writer);
     apply_tool_ddl(map, roles);
     t_sql("INSERT INTO \"%s\".definitions (entity_type, key, type, max_value) VALUES ('account', "
@@ -376,28 +375,28 @@ TEST(a_writer_s_own_functions_and_operators_cannot_stand_in_for_the_built_in_one
     PQclear(res);
 
     /* a version of its own choice: settings, a mapped table, definitions */
-    CHECK(writer_exec(pc, code, sizeof code,
-                      "INSERT INTO \"%s\".settings (entity_type, entity_id, key, value, version, "
-                      "updated_at) VALUES ('account', '1', 'k', 'x', 1, '2001-01-01')",
-                      s) == PGRES_COMMAND_OK);
-    long long v = atoll(t_sql_value("SELECT version FROM \"%s\".settings WHERE key = 'k'", s));
-    CHECK(v > before && v < 9000000000LL);
+    static const struct {
+        const char *table, *columns, *values, *version, *row;
+    } forged[3] = {
+        {"settings", "entity_type, entity_id, key, value, version, updated_at",
+         "'account', '1', 'k', 'x', 1, '2001-01-01'", "version", "key = 'k'"},
+        {"prefs", "uid, name, v, setcache_version", "7, 'theme', 'dark', 1", "setcache_version",
+         "name = 'theme'"},
+        {"definitions", "entity_type, key, type, version", "'account', 'm', 'int', 1", "version",
+         "key = 'm'"},
+    };
+    for (int i = 0; i < 3; i++) {
+        CHECK(writer_exec(pc, code, sizeof code, "INSERT INTO \"%s\".%s (%s) VALUES (%s)", s,
+                          forged[i].table, forged[i].columns,
+                          forged[i].values) == PGRES_COMMAND_OK);
+        long long v = atoll(t_sql_value("SELECT %s FROM \"%s\".%s WHERE %s", forged[i].version, s,
+                                        forged[i].table, forged[i].row));
+        CHECK(v > before && v < 9000000000LL);
+    }
     CHECK_STR(t_sql_value("SELECT updated_at > now() - interval '1 hour' FROM \"%s\".settings "
                           "WHERE key = 'k'",
                           s),
               "t");
-    CHECK(writer_exec(pc, code, sizeof code,
-                      "INSERT INTO \"%s\".prefs (uid, name, v, setcache_version) VALUES (7, "
-                      "'theme', 'dark', 1)",
-                      s) == PGRES_COMMAND_OK);
-    v = atoll(t_sql_value("SELECT setcache_version FROM \"%s\".prefs", s));
-    CHECK(v > before && v < 9000000000LL);
-    CHECK(writer_exec(pc, code, sizeof code,
-                      "INSERT INTO \"%s\".definitions (entity_type, key, type, version) VALUES "
-                      "('account', 'm', 'int', 1)",
-                      s) == PGRES_COMMAND_OK);
-    v = atoll(t_sql_value("SELECT version FROM \"%s\".definitions WHERE key = 'm'", s));
-    CHECK(v > before && v < 9000000000LL);
 
     /* a default its own definition refuses */
     CHECK(writer_exec(pc, code, sizeof code,
